@@ -1,0 +1,52 @@
+# memori: the two commands are `make demo` and `make test` (see README).
+# Both run the idempotent set-up first: on a fresh Debian 12 machine, as root, they install
+# everything memori needs; a second run skips what is done.
+
+PG_MAJOR   ?= 15
+PG_CONFIG  ?= /usr/lib/postgresql/$(PG_MAJOR)/bin/pg_config
+PGRX_PG    := pg$(PG_MAJOR)
+# The postgres-owned data directory `cargo pgrx test` uses (initdb refuses to run as root).
+TEST_PGDATA ?= /var/lib/memori/pgrx-test-$(PG_MAJOR)
+# `make install PROFILE=release` for an optimised build of memori's own code; the default dev
+# profile already optimises every dependency (model inference) at opt-level 3.
+PROFILE    ?= dev
+
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+
+.PHONY: all setup install demo test test-rust test-sql bench cluster stop clean
+
+all: install
+
+setup:
+	bash scripts/setup.sh
+
+install: setup
+	cargo pgrx install --pg-config $(PG_CONFIG) $(if $(filter release,$(PROFILE)),--release,)
+
+cluster: install
+	bash scripts/cluster.sh start
+
+demo: cluster
+	bash scripts/cluster.sh psql -d postgres -qtAc "SELECT 1 FROM pg_database WHERE datname = 'memori_demo'" | grep -q 1 \
+	  || bash scripts/cluster.sh psql -d postgres -qc "CREATE DATABASE memori_demo"
+	bash scripts/cluster.sh psql -d memori_demo -X -v ON_ERROR_STOP=1 -f examples/quickstart.sql
+
+# Every test: pure-Rust and #[pg_test] tests in a pgrx-managed instance, then the SQL tests
+# (pg_regress expected output) against the local cluster.
+test: setup test-rust test-sql
+
+test-rust: setup
+	mkdir -p $(TEST_PGDATA) && chown postgres:postgres $(TEST_PGDATA)
+	cargo pgrx test $(PGRX_PG) --runas postgres --pgdata $(TEST_PGDATA)/data
+
+test-sql: cluster
+	bash tests/run_sql_tests.sh
+
+bench: cluster
+	bash bench/run.sh
+
+stop:
+	bash scripts/cluster.sh stop
+
+clean:
+	cargo clean

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Makes sure a local PostgreSQL cluster for memori runs (used by `make demo` and the SQL tests).
+# Idempotent: creates the cluster once, starts it if it is stopped.
+#   scripts/cluster.sh start | stop | psql [args...]
+set -euo pipefail
+
+PG_MAJOR=${PG_MAJOR:-15}
+BIN=/usr/lib/postgresql/$PG_MAJOR/bin
+DATA=${MEMORI_PGDATA:-/var/lib/memori/pg$PG_MAJOR}
+PORT=${MEMORI_PGPORT:-5499}
+SOCK=${MEMORI_PGSOCK:-/var/run/memori}
+as_pg() { if [ "$(id -u)" = 0 ]; then sudo -u postgres -H "$@"; else "$@"; fi; }
+
+start() {
+  mkdir -p "$DATA" "$SOCK"
+  chown postgres:postgres "$DATA" "$SOCK" 2>/dev/null || true
+  chmod 700 "$DATA"
+  if [ ! -f "$DATA/PG_VERSION" ]; then
+    echo "==> initdb $DATA"
+    as_pg "$BIN/initdb" -D "$DATA" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
+    cat >> "$DATA/postgresql.conf" <<CONF
+listen_addresses = ''
+port = $PORT
+unix_socket_directories = '$SOCK'
+CONF
+  fi
+  if ! as_pg "$BIN/pg_ctl" -D "$DATA" status >/dev/null 2>&1; then
+    echo "==> starting PostgreSQL $PG_MAJOR on port $PORT (socket $SOCK)"
+    as_pg "$BIN/pg_ctl" -D "$DATA" -l "$DATA/server.log" -w start >/dev/null
+  fi
+}
+
+stop() {
+  if [ -f "$DATA/PG_VERSION" ]; then as_pg "$BIN/pg_ctl" -D "$DATA" -m fast stop >/dev/null 2>&1 || true; fi
+}
+
+restart() { stop; start; }
+
+case "${1:-start}" in
+  start) start ;;
+  stop) stop ;;
+  restart) restart ;;
+  psql) shift; exec "$BIN/psql" -h "$SOCK" -p "$PORT" -U postgres "$@" ;;
+  *) echo "usage: $0 start|stop|restart|psql [args]" >&2; exit 2 ;;
+esac

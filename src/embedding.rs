@@ -1,0 +1,393 @@
+//! The embedding service inside PostgreSQL: picks the provider the settings name, consults the
+//! embedding cache, runs the local model or the HTTP call (off the backend's thread, answering
+//! cancel requests), and exposes `memori_embed()` and `memori_embed_batch()`.
+
+use crate::embed::http::{self, HttpConfig};
+use crate::embed::local::{self, LocalModel};
+use crate::embed::{offthread, Batch};
+use crate::errors::{Code, MemoriError, OrRaise, Result};
+use crate::gucs::{self, Provider};
+use crate::vector::{self, Vector};
+use pgrx::prelude::*;
+use sha2::{Digest, Sha256};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What computes vectors under the current settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Target {
+    pub provider: Provider,
+    /// Model name (cache key).
+    pub model: String,
+    /// Requested width, 0 when the model's own width is not known before asking (cache key).
+    pub dims: usize,
+}
+
+impl Target {
+    pub fn current() -> Target {
+        match gucs::embedding_provider() {
+            Provider::Local => Target {
+                provider: Provider::Local,
+                model: local::MODEL_NAME.into(),
+                dims: local::WIDTH,
+            },
+            Provider::Openai => {
+                let model = gucs::embedding_model();
+                let dims = gucs::embedding_dimensions()
+                    .or_else(|| http_config_for(&model).expected_width())
+                    .unwrap_or(0);
+                Target {
+                    provider: Provider::Openai,
+                    model,
+                    dims,
+                }
+            }
+        }
+    }
+
+    /// What `memori_memories.embedding_model` records: `provider/model`.
+    pub fn label(&self) -> String {
+        format!("{}/{}", self.provider.name(), self.model)
+    }
+}
+
+fn http_config_for(model: &str) -> HttpConfig {
+    HttpConfig {
+        url: gucs::embedding_url(),
+        model: model.to_string(),
+        dimensions: gucs::embedding_dimensions(),
+        api_key: gucs::embedding_api_key(),
+        timeout: Duration::from_millis(gucs::embedding_timeout_ms()),
+        max_retries: gucs::embedding_max_retries(),
+        batch_size: gucs::embedding_batch_size(),
+    }
+}
+
+// Per-backend counters, shown by memori_embedding_stats().
+thread_local! {
+    static STATS: RefCell<Stats> = RefCell::new(Stats::default());
+    static MODEL: RefCell<Option<Rc<LocalModel>>> = const { RefCell::new(None) };
+    static CALLS: Cell<u64> = const { Cell::new(0) };
+}
+
+#[derive(Default, Clone, Copy)]
+struct Stats {
+    texts: i64,
+    cache_hits: i64,
+    http_requests: i64,
+    model_passes: i64,
+}
+
+fn bump(f: impl FnOnce(&mut Stats)) {
+    STATS.with(|s| f(&mut s.borrow_mut()));
+}
+
+pub fn sha256(text: &str) -> [u8; 32] {
+    Sha256::digest(text.as_bytes()).into()
+}
+
+/// Embeds `texts` (none empty) with the current settings, in order.
+pub fn embed_texts(texts: &[&str]) -> Result<(Target, Batch)> {
+    for (n, t) in texts.iter().enumerate() {
+        if t.trim().is_empty() {
+            let which = if texts.len() > 1 {
+                format!(" (element {})", n + 1)
+            } else {
+                String::new()
+            };
+            return Err(
+                MemoriError::invalid(format!("memori: cannot embed empty text{which}"))
+                    .hint("Give some text to embed; NULL gives NULL."),
+            );
+        }
+    }
+    let target = Target::current();
+    let ttl = gucs::embedding_cache_ttl();
+    // An unlogged table cannot be read during recovery (hot standby): skip the cache there.
+    // SAFETY: plain reads of backend state.
+    let in_recovery = unsafe { pg_sys::RecoveryInProgress() };
+    let read_only = in_recovery || unsafe { pg_sys::XactReadOnly };
+    let use_cache = ttl > 0 && !in_recovery;
+
+    let hashes: Vec<[u8; 32]> = texts.iter().map(|t| sha256(t)).collect();
+    let mut known: HashMap<[u8; 32], Vec<f32>> = if use_cache {
+        cache_get(&target, &hashes, ttl)?
+    } else {
+        HashMap::new()
+    };
+    let hits = hashes.iter().filter(|h| known.contains_key(*h)).count();
+
+    // Each distinct text not in the cache, once.
+    let mut todo: Vec<&str> = Vec::new();
+    let mut todo_hashes: Vec<[u8; 32]> = Vec::new();
+    for (t, h) in texts.iter().zip(&hashes) {
+        if !known.contains_key(h) && !todo_hashes.contains(h) {
+            todo.push(t);
+            todo_hashes.push(*h);
+        }
+    }
+    let mut width = if target.dims > 0 {
+        Some(target.dims)
+    } else {
+        None
+    };
+    if !todo.is_empty() {
+        let batch = compute(&target, &todo)?;
+        width = Some(batch.width);
+        if use_cache && !read_only {
+            cache_put(&target, &todo_hashes, &batch.vectors, ttl)?;
+        }
+        for (h, v) in todo_hashes.into_iter().zip(batch.vectors) {
+            known.insert(h, v);
+        }
+    }
+    bump(|s| {
+        s.texts += texts.len() as i64;
+        s.cache_hits += hits as i64;
+    });
+    let vectors: Vec<Vec<f32>> = hashes.iter().map(|h| known[h].clone()).collect();
+    let width = width.or_else(|| vectors.first().map(Vec::len)).unwrap_or(0);
+    if let Some(bad) = vectors.iter().position(|v| v.len() != width) {
+        return Err(MemoriError::new(
+            Code::DataException,
+            format!(
+                "memori: embeddings of different widths for one call ({} and {width})",
+                vectors[bad].len()
+            ),
+        )
+        .hint(
+            "The model's width changed: clear the cache with DELETE FROM memori_embedding_cache.",
+        ));
+    }
+    if width > vector::MAX_DIMS {
+        return Err(MemoriError::new(
+            Code::DataException,
+            format!(
+                "memori: the embeddings have {width} dimensions; pgvector stores at most {}",
+                vector::MAX_DIMS
+            ),
+        )
+        .hint("Ask for fewer with memori.embedding_dimensions."));
+    }
+    Ok((target, Batch { width, vectors }))
+}
+
+fn compute(target: &Target, texts: &[&str]) -> Result<Batch> {
+    match target.provider {
+        Provider::Local => compute_local(texts),
+        Provider::Openai => compute_http(&target.model, texts),
+    }
+}
+
+/// Texts in one local forward pass at most: bounds a backend's transient memory (attention
+/// is texts x 12 heads x tokens^2 floats) whatever memori.embedding_batch_size says.
+pub const LOCAL_PASS_MAX: usize = 32;
+
+fn compute_local(texts: &[&str]) -> Result<Batch> {
+    let model = local_model()?;
+    let per_pass = gucs::embedding_batch_size().clamp(1, LOCAL_PASS_MAX);
+    // Similar lengths share a pass, so little padding is computed; results go back in order.
+    let mut order: Vec<usize> = (0..texts.len()).collect();
+    order.sort_by_key(|&i| texts[i].len());
+    let mut vectors: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
+    for chunk in order.chunks(per_pass) {
+        pgrx::check_for_interrupts!();
+        let part: Vec<&str> = chunk.iter().map(|&i| texts[i]).collect();
+        let batch = model.embed(&part)?;
+        bump(|s| s.model_passes += 1);
+        for (&i, v) in chunk.iter().zip(batch.vectors) {
+            vectors[i] = v;
+        }
+    }
+    Ok(Batch {
+        width: local::WIDTH,
+        vectors,
+    })
+}
+
+fn sharedir() -> PathBuf {
+    let mut buf = [0 as std::ffi::c_char; pg_sys::MAXPGPATH as usize];
+    // SAFETY: my_exec_path is the backend's NUL-terminated executable path; get_share_path writes
+    // at most MAXPGPATH bytes into buf.
+    unsafe {
+        pg_sys::get_share_path(
+            std::ptr::addr_of!(pg_sys::my_exec_path) as *const _,
+            buf.as_mut_ptr(),
+        );
+        PathBuf::from(
+            std::ffi::CStr::from_ptr(buf.as_ptr())
+                .to_string_lossy()
+                .into_owned(),
+        )
+    }
+}
+
+pub fn local_model_dir() -> PathBuf {
+    gucs::local_model_path()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| local::default_dir(&sharedir()))
+}
+
+/// The local model, loaded once per backend on first use (never in the postmaster).
+fn local_model() -> Result<Rc<LocalModel>> {
+    let dir = local_model_dir();
+    if let Some(m) = MODEL.with(|m| m.borrow().clone()) {
+        if m.dir() == dir {
+            return Ok(m);
+        }
+    }
+    start_worker_threads();
+    let model = Rc::new(LocalModel::load(&dir)?);
+    MODEL.with(|m| *m.borrow_mut() = Some(model.clone()));
+    Ok(model)
+}
+
+/// Starts the thread pool the model's matrix code and tokenizer use, with signals blocked.
+fn start_worker_threads() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        offthread::with_signals_blocked(|| {
+            let _ = rayon::ThreadPoolBuilder::new()
+                .thread_name(|i| format!("memori-model-{i}"))
+                .build_global();
+        })
+    });
+}
+
+fn compute_http(model: &str, texts: &[&str]) -> Result<Batch> {
+    let cfg = http_config_for(model);
+    let deadline = Instant::now() + cfg.timeout;
+    let owned: Vec<String> = texts.iter().map(|t| t.to_string()).collect();
+    let requests = Arc::new(AtomicU64::new(0));
+    let (cfg2, counter) = (cfg.clone(), requests.clone());
+    let outcome = offthread::run(
+        move || http::embed(&cfg2, &owned, deadline, &counter),
+        deadline + Duration::from_millis(250),
+        || {
+            pgrx::check_for_interrupts!();
+        },
+    );
+    bump(|s| s.http_requests += requests.load(Ordering::Relaxed) as i64);
+    match outcome {
+        Some(r) => r,
+        None => Err(http::timed_out(&cfg)),
+    }
+}
+
+fn cache_get(
+    target: &Target,
+    hashes: &[[u8; 32]],
+    ttl: i32,
+) -> Result<HashMap<[u8; 32], Vec<f32>>> {
+    let keys: Vec<Vec<u8>> = hashes.iter().map(|h| h.to_vec()).collect();
+    Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT text_sha256, embedding::real[] FROM memori_embedding_cache
+              WHERE provider = $1 AND model = $2 AND dims = $3 AND text_sha256 = ANY($4)
+                AND created_at > now() - make_interval(secs => $5)",
+            None,
+            &[
+                target.provider.name().into(),
+                target.model.as_str().into(),
+                (target.dims as i32).into(),
+                keys.into(),
+                (ttl as f64).into(),
+            ],
+        )?;
+        let mut out = HashMap::new();
+        for row in rows {
+            let h: Option<Vec<u8>> = row.get(1)?;
+            let v: Option<Vec<f32>> = row.get(2)?;
+            if let (Some(h), Some(v)) = (h, v) {
+                if let Ok(k) = <[u8; 32]>::try_from(h.as_slice()) {
+                    out.insert(k, v);
+                }
+            }
+        }
+        Ok(out)
+    })
+    .map_err(crate::errors::spi)
+}
+
+fn cache_put(target: &Target, hashes: &[[u8; 32]], vectors: &[Vec<f32>], ttl: i32) -> Result<()> {
+    let keys: Vec<Vec<u8>> = hashes.iter().map(|h| h.to_vec()).collect();
+    let lits: Vec<String> = vectors.iter().map(|v| vector::literal(v)).collect();
+    Spi::run_with_args(
+        "INSERT INTO memori_embedding_cache (provider, model, dims, text_sha256, embedding)
+         SELECT $1, $2, $3, h, v::vector FROM unnest($4::bytea[], $5::text[]) AS u(h, v)
+         ON CONFLICT ON CONSTRAINT memori_embedding_cache_pkey
+         DO UPDATE SET embedding = EXCLUDED.embedding, created_at = now()",
+        &[
+            target.provider.name().into(),
+            target.model.as_str().into(),
+            (target.dims as i32).into(),
+            keys.into(),
+            lits.into(),
+        ],
+    )
+    .map_err(crate::errors::spi)?;
+    // Cheap opportunistic purge: every 64th write in a backend removes expired entries
+    // (memori_maintain() purges too).
+    let n = CALLS.with(|c| {
+        c.set(c.get() + 1);
+        c.get()
+    });
+    if n % 64 == 0 {
+        purge_cache(ttl)?;
+    }
+    Ok(())
+}
+
+/// Deletes expired cache entries; returns how many.
+pub fn purge_cache(ttl: i32) -> Result<i64> {
+    Spi::get_one_with_args::<i64>(
+        "WITH d AS (DELETE FROM memori_embedding_cache
+                     WHERE created_at <= now() - make_interval(secs => $1) RETURNING 1)
+         SELECT count(*) FROM d",
+        &[(ttl.max(0) as f64).into()],
+    )
+    .map(|n| n.unwrap_or(0))
+    .map_err(crate::errors::spi)
+}
+
+/// The embedding of `content` under the current settings (NULL gives NULL; empty text is an error).
+#[pg_extern(volatile, strict, parallel_unsafe)]
+#[search_path(@extschema@, pg_catalog, pg_temp)]
+fn memori_embed(content: &str) -> Vector {
+    let (_, mut batch) = embed_texts(&[content]).or_raise();
+    Vector(batch.vectors.pop().expect("one vector per text"))
+}
+
+/// The embeddings of `contents`, in the same order (a NULL element gives a NULL vector).
+#[pg_extern(volatile, strict, parallel_unsafe)]
+#[search_path(@extschema@, pg_catalog, pg_temp)]
+fn memori_embed_batch(contents: Array<&str>) -> Vec<Option<Vector>> {
+    let items: Vec<Option<&str>> = contents.iter().collect();
+    let present: Vec<&str> = items.iter().flatten().copied().collect();
+    let (_, batch) = embed_texts(&present).or_raise();
+    let mut vectors = batch.vectors.into_iter();
+    items
+        .iter()
+        .map(|t| t.map(|_| Vector(vectors.next().expect("one vector per text"))))
+        .collect()
+}
+
+/// This backend's embedding counters since it started.
+#[pg_extern(volatile, parallel_safe)]
+fn memori_embedding_stats() -> TableIterator<
+    'static,
+    (
+        name!(texts, i64),
+        name!(cache_hits, i64),
+        name!(http_requests, i64),
+        name!(model_passes, i64),
+    ),
+> {
+    let s = STATS.with(|s| *s.borrow());
+    TableIterator::once((s.texts, s.cache_hits, s.http_requests, s.model_passes))
+}

@@ -1,0 +1,265 @@
+//! Every `memori.*` setting, declared in one place with typed getters.
+//!
+//! Settings that steer outbound calls or hold secrets (`embedding_provider`, `embedding_url`,
+//! `embedding_model`, `embedding_dimensions`, `embedding_api_key`, `local_model_path`) are
+//! `SUSET`: only a superuser (postgresql.conf, `ALTER SYSTEM`, `ALTER DATABASE/ROLE ... SET`
+//! run by a superuser) can set them. PostgreSQL ignores, with a warning, a placeholder value
+//! that an ordinary role set before the library was loaded.
+
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::{pg_sys, PostgresGucEnum};
+use std::ffi::CString;
+
+/// Which embedding provider computes vectors.
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Provider {
+    /// all-MiniLM-L6-v2 in-process (the default: no key, no network).
+    #[name = c"local"]
+    Local,
+    /// An OpenAI-compatible `/embeddings` endpoint over HTTP.
+    #[name = c"openai"]
+    Openai,
+}
+
+impl Provider {
+    pub fn name(self) -> &'static str {
+        match self {
+            Provider::Local => "local",
+            Provider::Openai => "openai",
+        }
+    }
+}
+
+pub const DEFAULT_EMBEDDING_URL: &str = "https://api.openai.com/v1";
+pub const DEFAULT_OPENAI_MODEL: &str = "text-embedding-3-small";
+
+static USER_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static SHORT_TERM_EXPIRY_DAYS: GucSetting<i32> = GucSetting::<i32>::new(7);
+static ARCHIVE_THRESHOLD_DAYS: GucSetting<i32> = GucSetting::<i32>::new(30);
+static MAX_CONTEXT_MEMORIES: GucSetting<i32> = GucSetting::<i32>::new(10);
+static MIN_SIMILARITY: GucSetting<f64> = GucSetting::<f64>::new(0.30);
+static EMBEDDING_BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(100);
+static EMBEDDING_CACHE_TTL: GucSetting<i32> = GucSetting::<i32>::new(3600);
+static EMBEDDING_PROVIDER: GucSetting<Provider> = GucSetting::<Provider>::new(Provider::Local);
+static EMBEDDING_URL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static EMBEDDING_MODEL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static EMBEDDING_DIMENSIONS: GucSetting<i32> = GucSetting::<i32>::new(0);
+static EMBEDDING_API_KEY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static EMBEDDING_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
+static EMBEDDING_MAX_RETRIES: GucSetting<i32> = GucSetting::<i32>::new(3);
+static LOCAL_MODEL_PATH: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+
+pub fn init() {
+    GucRegistry::define_string_guc(
+        c"memori.user_id",
+        c"The memori user that functions act for when no user_id argument is given.",
+        c"Empty means current_user. Applications serving many end users set it per transaction with SET LOCAL.",
+        &USER_ID,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"memori.short_term_expiry_days",
+        c"Days after which a short_term memory expires, unless stored with expires_at.",
+        c"The seed's MEMORY_SHORT_TERM_EXPIRY_DAYS.",
+        &SHORT_TERM_EXPIRY_DAYS,
+        1,
+        36_500,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"memori.archive_threshold_days",
+        c"Days without access after which maintenance archives a memory (rules are never archived).",
+        c"The seed's MEMORY_ARCHIVE_THRESHOLD_DAYS.",
+        &ARCHIVE_THRESHOLD_DAYS,
+        1,
+        36_500,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"memori.max_context_memories",
+        c"How many memories, beyond the rules, prompt context holds at most.",
+        c"The seed's MEMORY_MAX_CONTEXT_MEMORIES.",
+        &MAX_CONTEXT_MEMORIES,
+        1,
+        1000,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_float_guc(
+        c"memori.min_similarity",
+        c"Cosine similarity a memory needs to enter prompt context.",
+        c"The seed's MEMORY_MIN_SIMILARITY_THRESHOLD (0.70 there, tuned for ada-002). The default suits all-MiniLM-L6-v2; see the README for other models.",
+        &MIN_SIMILARITY,
+        -1.0,
+        1.0,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"memori.embedding_batch_size",
+        c"How many texts go into one embedding request or one local forward pass.",
+        c"The seed's EMBEDDING_BATCH_SIZE. OpenAI accepts at most 2048 inputs per request.",
+        &EMBEDDING_BATCH_SIZE,
+        1,
+        2048,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"memori.embedding_cache_ttl",
+        c"Seconds an embedding stays in the embedding cache; 0 disables the cache.",
+        c"The seed's EMBEDDING_CACHE_TTL.",
+        &EMBEDDING_CACHE_TTL,
+        0,
+        i32::MAX,
+        GucContext::Userset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_enum_guc(
+        c"memori.embedding_provider",
+        c"Which provider computes embeddings: local (built-in all-MiniLM-L6-v2) or openai (any OpenAI-compatible endpoint).",
+        c"Superuser only.",
+        &EMBEDDING_PROVIDER,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"memori.embedding_url",
+        c"Base URL of the OpenAI-compatible API; requests go to {url}/embeddings.",
+        c"Empty means https://api.openai.com/v1. Superuser only.",
+        &EMBEDDING_URL,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"memori.embedding_model",
+        c"Embedding model name sent to the openai provider.",
+        c"Empty means text-embedding-3-small. The local provider always uses all-MiniLM-L6-v2. Superuser only.",
+        &EMBEDDING_MODEL,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"memori.embedding_dimensions",
+        c"Embedding width to ask the openai provider for; 0 means the model's own width.",
+        c"Sent as the dimensions field when not 0. Superuser only.",
+        &EMBEDDING_DIMENSIONS,
+        0,
+        16_000,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"memori.embedding_api_key",
+        c"API key for the openai provider (sent as a Bearer token).",
+        c"Superuser only, and hidden from other roles. Empty means the server's MEMORI_EMBEDDING_API_KEY or OPENAI_API_KEY environment variable.",
+        &EMBEDDING_API_KEY,
+        GucContext::Suset,
+        GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL,
+    );
+    GucRegistry::define_int_guc(
+        c"memori.embedding_timeout_ms",
+        c"Longest an embedding call may take, retries included.",
+        c"A hung endpoint never holds a backend longer than this.",
+        &EMBEDDING_TIMEOUT_MS,
+        100,
+        600_000,
+        GucContext::Userset,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"memori.embedding_max_retries",
+        c"How many times a 429 or 5xx answer is retried, with backoff that honours Retry-After.",
+        c"",
+        &EMBEDDING_MAX_RETRIES,
+        0,
+        10,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"memori.local_model_path",
+        c"Directory with the local model's model.safetensors, tokenizer.json and config.json.",
+        c"Empty means $sharedir/extension/memori/all-MiniLM-L6-v2, where the set-up installs it. Superuser only.",
+        &LOCAL_MODEL_PATH,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    reserve_prefix();
+}
+
+#[cfg(any(feature = "pg15", feature = "pg16", feature = "pg17"))]
+fn reserve_prefix() {
+    // SAFETY: called from _PG_init with a static, NUL-terminated name.
+    unsafe { pg_sys::MarkGUCPrefixReserved(c"memori".as_ptr()) }
+}
+
+#[cfg(not(any(feature = "pg15", feature = "pg16", feature = "pg17")))]
+fn reserve_prefix() {
+    // SAFETY: as above; before PostgreSQL 15 this only warns about unknown memori.* names.
+    unsafe { pg_sys::EmitWarningsOnPlaceholders(c"memori".as_ptr()) }
+}
+
+fn string(setting: &GucSetting<Option<CString>>) -> Option<String> {
+    setting
+        .get()
+        .map(|s| s.to_string_lossy().trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+pub fn user_id() -> Option<String> {
+    string(&USER_ID)
+}
+pub fn short_term_expiry_days() -> i32 {
+    SHORT_TERM_EXPIRY_DAYS.get()
+}
+pub fn archive_threshold_days() -> i32 {
+    ARCHIVE_THRESHOLD_DAYS.get()
+}
+pub fn max_context_memories() -> i32 {
+    MAX_CONTEXT_MEMORIES.get()
+}
+pub fn min_similarity() -> f64 {
+    MIN_SIMILARITY.get()
+}
+pub fn embedding_batch_size() -> usize {
+    EMBEDDING_BATCH_SIZE.get() as usize
+}
+pub fn embedding_cache_ttl() -> i32 {
+    EMBEDDING_CACHE_TTL.get()
+}
+pub fn embedding_provider() -> Provider {
+    EMBEDDING_PROVIDER.get()
+}
+pub fn embedding_url() -> String {
+    string(&EMBEDDING_URL).unwrap_or_else(|| DEFAULT_EMBEDDING_URL.to_string())
+}
+pub fn embedding_model() -> String {
+    string(&EMBEDDING_MODEL).unwrap_or_else(|| DEFAULT_OPENAI_MODEL.to_string())
+}
+pub fn embedding_dimensions() -> Option<usize> {
+    match EMBEDDING_DIMENSIONS.get() {
+        0 => None,
+        n => Some(n as usize),
+    }
+}
+/// The API key: the setting, else the server's environment. Never log or print it.
+pub fn embedding_api_key() -> Option<String> {
+    string(&EMBEDDING_API_KEY).or_else(|| {
+        ["MEMORI_EMBEDDING_API_KEY", "OPENAI_API_KEY"]
+            .iter()
+            .find_map(|v| std::env::var(v).ok().filter(|k| !k.trim().is_empty()))
+    })
+}
+pub fn embedding_timeout_ms() -> u64 {
+    EMBEDDING_TIMEOUT_MS.get() as u64
+}
+pub fn embedding_max_retries() -> u32 {
+    EMBEDDING_MAX_RETRIES.get() as u32
+}
+pub fn local_model_path() -> Option<String> {
+    string(&LOCAL_MODEL_PATH)
+}

@@ -1,0 +1,37 @@
+//! memori: long-term memory for LLM applications, inside PostgreSQL.
+//!
+//! The SQL surface lives in the modules below, one per concept; the embedding providers
+//! (`embed`) are plain Rust that unit-tests without a database.
+
+use pgrx::prelude::*;
+
+mod conversations;
+pub mod embed;
+mod embedding;
+mod errors;
+mod gucs;
+mod user;
+mod vector;
+
+::pgrx::pg_module_magic!(name, version);
+
+// The tables, indexes and triggers. Everything else refers to them at run time.
+extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    gucs::init();
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+mod tests;
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![]
+    }
+}

@@ -1,0 +1,9 @@
+//! The #[pg_test]s, one file per concept. pgrx runs them in the schema `tests`, so each file
+//! wraps its tests in `#[pg_schema] mod tests`.
+
+#[path = "../../tests/support/mock_openai.rs"]
+pub mod mock_openai;
+mod support;
+
+mod embedding;
+mod schema;

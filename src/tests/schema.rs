@@ -1,0 +1,384 @@
+//! The schema the extension creates: tables, columns, constraints, indexes, triggers.
+
+use pgrx::prelude::*;
+
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    fn one<T: pgrx::IntoDatum + pgrx::FromDatum>(sql: &str) -> T {
+        Spi::get_one::<T>(sql)
+            .expect("query runs")
+            .expect("query returns a value")
+    }
+
+    fn columns(table: &str) -> Vec<(String, String, bool, Option<String>)> {
+        Spi::connect(|c| {
+            c.select(
+                "SELECT column_name::text, data_type::text, is_nullable = 'YES', column_default::text
+                   FROM information_schema.columns
+                  WHERE table_name = $1 ORDER BY ordinal_position",
+                None,
+                &[table.into()],
+            )
+            .unwrap()
+            .map(|r| {
+                (
+                    r.get::<String>(1).unwrap().unwrap(),
+                    r.get::<String>(2).unwrap().unwrap(),
+                    r.get::<bool>(3).unwrap().unwrap(),
+                    r.get::<String>(4).unwrap(),
+                )
+            })
+            .collect()
+        })
+    }
+
+    #[pg_test]
+    fn conversations_table_has_the_seed_columns() {
+        let cols = columns("memori_conversations");
+        let names: Vec<&str> = cols.iter().map(|c| c.0.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "id",
+                "conversation_id",
+                "user_id",
+                "data_source_id",
+                "title",
+                "metadata",
+                "is_active",
+                "created_at",
+                "updated_at",
+                "last_activity_at"
+            ]
+        );
+        let ty = |n: &str| cols.iter().find(|c| c.0 == n).unwrap().1.clone();
+        assert_eq!(ty("conversation_id"), "uuid");
+        assert_eq!(ty("data_source_id"), "bigint");
+        assert_eq!(ty("metadata"), "jsonb");
+        assert_eq!(ty("is_active"), "boolean");
+        assert_eq!(ty("last_activity_at"), "timestamp with time zone");
+        let conv = cols.iter().find(|c| c.0 == "conversation_id").unwrap();
+        assert_eq!(conv.3.as_deref(), Some("gen_random_uuid()"));
+        // unique conversation_id
+        assert!(one::<bool>(
+            "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = 'memori_conversations'::regclass
+                AND contype = 'u' AND conname = 'memori_conversations_conversation_id_key')"
+        ));
+    }
+
+    #[pg_test]
+    fn memories_table_has_the_seed_columns() {
+        let cols = columns("memori_memories");
+        let names: Vec<&str> = cols.iter().map(|c| c.0.as_str()).collect();
+        for seed in [
+            "id",
+            "memory_id",
+            "conversation_id",
+            "user_id",
+            "content",
+            "memory_type",
+            "embedding",
+            "importance_score",
+            "access_count",
+            "last_accessed_at",
+            "context_tags",
+            "related_entities",
+            "metadata",
+            "expires_at",
+            "is_archived",
+            "created_at",
+            "updated_at",
+        ] {
+            assert!(names.contains(&seed), "memori_memories lacks {seed}");
+        }
+        let col = |n: &str| cols.iter().find(|c| c.0 == n).unwrap().clone();
+        assert!(!col("user_id").2, "user_id is NOT NULL");
+        assert!(!col("content").2, "content is NOT NULL");
+        assert!(!col("memory_type").2, "memory_type is NOT NULL");
+        assert_eq!(col("embedding").1, "USER-DEFINED");
+        assert_eq!(col("context_tags").1, "ARRAY");
+        assert_eq!(col("related_entities").1, "ARRAY");
+        assert_eq!(col("importance_score").3.as_deref(), Some("0.5"));
+        assert_eq!(col("access_count").3.as_deref(), Some("0"));
+        assert_eq!(col("is_archived").3.as_deref(), Some("false"));
+        // The embedding column takes any width: no typmod.
+        assert_eq!(
+            one::<String>(
+                "SELECT format_type(atttypid, atttypmod) FROM pg_attribute
+                  WHERE attrelid = 'memori_memories'::regclass AND attname = 'embedding'"
+            ),
+            "vector"
+        );
+    }
+
+    #[pg_test]
+    fn memories_foreign_key_cascades_from_conversations() {
+        assert_eq!(
+            one::<String>(
+                "SELECT pg_get_constraintdef(oid) FROM pg_constraint
+                  WHERE conrelid = 'memori_memories'::regclass AND contype = 'f'"
+            ),
+            "FOREIGN KEY (conversation_id) REFERENCES memori_conversations(conversation_id) ON DELETE CASCADE"
+        );
+    }
+
+    #[pg_test]
+    fn the_seed_indexes_exist() {
+        for (table, index) in [
+            ("memori_conversations", "idx_memori_conv_user"),
+            ("memori_conversations", "idx_memori_conv_datasource"),
+            ("memori_conversations", "idx_memori_conv_active"),
+            ("memori_conversations", "idx_memori_conv_metadata"),
+            ("memori_memories", "idx_memori_mem_conv"),
+            ("memori_memories", "idx_memori_mem_user"),
+            ("memori_memories", "idx_memori_mem_type"),
+            ("memori_memories", "idx_memori_mem_importance"),
+            ("memori_memories", "idx_memori_mem_tags"),
+            ("memori_memories", "idx_memori_mem_entities"),
+            ("memori_memories", "idx_memori_mem_metadata"),
+            ("memori_memories", "idx_memori_mem_embedding_384"),
+            ("memori_memories", "idx_memori_mem_embedding_1536"),
+        ] {
+            let found = Spi::get_one_with_args::<bool>(
+                "SELECT EXISTS (SELECT 1 FROM pg_indexes WHERE tablename = $1 AND indexname = $2)",
+                &[table.into(), index.into()],
+            )
+            .unwrap()
+            .unwrap();
+            assert!(found, "{table} lacks index {index}");
+        }
+        let def = |name: &str| {
+            Spi::get_one_with_args::<String>(
+                "SELECT indexdef FROM pg_indexes WHERE indexname = $1",
+                &[name.into()],
+            )
+            .unwrap()
+            .unwrap()
+        };
+        assert!(def("idx_memori_mem_importance").contains("(importance_score DESC)"));
+        for gin in [
+            "idx_memori_conv_metadata",
+            "idx_memori_mem_tags",
+            "idx_memori_mem_entities",
+        ] {
+            assert!(def(gin).contains("USING gin"), "{gin} is GIN");
+        }
+        for dims in [384, 1536] {
+            let d = def(&format!("idx_memori_mem_embedding_{dims}"));
+            assert!(d.contains("USING hnsw"), "{d}");
+            assert!(d.contains(&format!("(embedding)::vector({dims})")), "{d}");
+            assert!(d.contains("vector_cosine_ops"), "{d}");
+            assert!(
+                d.contains(&format!("WHERE (embedding_dims = {dims})")),
+                "{d}"
+            );
+        }
+    }
+
+    fn insert_memory(memory_type: &str, importance: f64) -> Result<(), pgrx::spi::SpiError> {
+        Spi::run_with_args(
+            "INSERT INTO memori_memories (user_id, content, memory_type, importance_score)
+             VALUES ('u', 'x', $1, $2)",
+            &[memory_type.into(), importance.into()],
+        )
+    }
+
+    #[pg_test(
+        error = "new row for relation \"memori_memories\" violates check constraint \"memori_memories_memory_type_check\""
+    )]
+    fn an_unknown_memory_type_is_refused() {
+        insert_memory("episodic", 0.5).unwrap();
+    }
+
+    #[pg_test]
+    fn every_seed_memory_type_is_accepted() {
+        for t in ["short_term", "long_term", "rule", "entity", "relationship"] {
+            insert_memory(t, 0.5).unwrap();
+        }
+        assert_eq!(one::<i64>("SELECT count(*) FROM memori_memories"), 5);
+    }
+
+    #[pg_test(
+        error = "new row for relation \"memori_memories\" violates check constraint \"memori_memories_importance_score_check\""
+    )]
+    fn importance_above_one_is_refused() {
+        insert_memory("rule", 1.01).unwrap();
+    }
+
+    #[pg_test(
+        error = "new row for relation \"memori_memories\" violates check constraint \"memori_memories_importance_score_check\""
+    )]
+    fn importance_below_zero_is_refused() {
+        insert_memory("rule", -0.01).unwrap();
+    }
+
+    #[pg_test]
+    fn importance_bounds_are_accepted() {
+        insert_memory("rule", 0.0).unwrap();
+        insert_memory("rule", 1.0).unwrap();
+    }
+
+    #[pg_test]
+    fn deleting_a_conversation_deletes_its_memories() {
+        let conv = one::<pgrx::datum::Uuid>("SELECT memori_conversation_create('t', 'alice')");
+        let other = one::<pgrx::datum::Uuid>("SELECT memori_conversation_create('t2', 'alice')");
+        for c in [conv, other] {
+            Spi::run_with_args(
+                "INSERT INTO memori_memories (conversation_id, user_id, content, memory_type)
+                 VALUES ($1, 'alice', 'a', 'rule'), ($1, 'alice', 'b', 'entity')",
+                &[c.into()],
+            )
+            .unwrap();
+        }
+        Spi::run_with_args(
+            "DELETE FROM memori_conversations WHERE conversation_id = $1",
+            &[conv.into()],
+        )
+        .unwrap();
+        assert_eq!(one::<i64>("SELECT count(*) FROM memori_memories"), 2);
+        let left = Spi::get_one_with_args::<i64>(
+            "SELECT count(*) FROM memori_memories WHERE conversation_id = $1",
+            &[other.into()],
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(left, 2);
+    }
+
+    #[pg_test]
+    fn updated_at_is_maintained_on_update() {
+        Spi::run(
+            "INSERT INTO memori_memories (user_id, content, memory_type, created_at, updated_at)
+             VALUES ('u', 'x', 'rule', now() - interval '1 day', now() - interval '1 day')",
+        )
+        .unwrap();
+        Spi::run("UPDATE memori_memories SET importance_score = 0.9").unwrap();
+        assert!(one::<bool>(
+            "SELECT updated_at = now() AND created_at < now() FROM memori_memories"
+        ));
+        let c = one::<pgrx::datum::Uuid>("SELECT memori_conversation_create('t')");
+        Spi::run(
+            "UPDATE memori_conversations SET updated_at = now() - interval '1 day', title = 'u'",
+        )
+        .unwrap();
+        let fresh = Spi::get_one_with_args::<bool>(
+            "SELECT updated_at = now() FROM memori_conversations WHERE conversation_id = $1",
+            &[c.into()],
+        )
+        .unwrap()
+        .unwrap();
+        assert!(fresh, "the trigger overrides an explicit updated_at");
+    }
+
+    #[pg_test]
+    fn embedding_width_is_recorded_per_row() {
+        Spi::run(
+            "INSERT INTO memori_memories (user_id, content, memory_type, embedding, embedding_model)
+             VALUES ('u', 'a', 'rule', array_fill(0.1::real, ARRAY[384])::vector, 'local/all-MiniLM-L6-v2'),
+                    ('u', 'b', 'rule', array_fill(0.1::real, ARRAY[1536])::vector, 'openai/text-embedding-3-small'),
+                    ('u', 'c', 'rule', '[1,2,3]', 'test/three')",
+        )
+        .unwrap();
+        assert_eq!(
+            one::<String>("SELECT string_agg(embedding_dims::text, ',' ORDER BY content) FROM memori_memories"),
+            "384,1536,3"
+        );
+    }
+
+    #[pg_test(
+        error = "new row for relation \"memori_memories\" violates check constraint \"memori_memories_embedding_model_check\""
+    )]
+    fn an_embedding_without_its_model_is_refused() {
+        Spi::run(
+            "INSERT INTO memori_memories (user_id, content, memory_type, embedding) VALUES ('u', 'a', 'rule', '[1,2]')",
+        )
+        .unwrap();
+    }
+
+    #[pg_test(
+        error = "new row for relation \"memori_memories\" violates check constraint \"memori_memories_content_check\""
+    )]
+    fn blank_content_is_refused() {
+        Spi::run("INSERT INTO memori_memories (user_id, content, memory_type) VALUES ('u', '  ', 'rule')")
+            .unwrap();
+    }
+
+    #[pg_test]
+    fn create_index_adds_a_width() {
+        assert_eq!(
+            one::<String>("SELECT memori_create_index(768)"),
+            "idx_memori_mem_embedding_768"
+        );
+        assert_eq!(
+            one::<String>("SELECT memori_create_index(768)"),
+            "idx_memori_mem_embedding_768"
+        );
+        assert_eq!(
+            one::<String>("SELECT memori_create_index(3072)"),
+            "idx_memori_mem_embedding_3072"
+        );
+        let d = one::<String>(
+            "SELECT indexdef FROM pg_indexes WHERE indexname = 'idx_memori_mem_embedding_3072'",
+        );
+        assert!(
+            d.contains("halfvec(3072)") && d.contains("halfvec_cosine_ops"),
+            "{d}"
+        );
+    }
+
+    #[pg_test(error = "memori: cannot index embeddings of 5000 dimensions")]
+    fn create_index_refuses_too_wide() {
+        Spi::run("SELECT memori_create_index(5000)").unwrap();
+    }
+
+    #[pg_test]
+    fn conversation_create_stores_what_it_is_given() {
+        let id = one::<pgrx::datum::Uuid>(
+            "SELECT memori_conversation_create(title => 'Sales questions', user_id => 'bob',
+                    metadata => '{\"channel\": \"slack\"}', data_source_id => 42)",
+        );
+        let row = Spi::get_three_with_args::<String, String, i64>(
+            "SELECT title::text, user_id::text || '|' || metadata::text || '|' || is_active, data_source_id
+               FROM memori_conversations WHERE conversation_id = $1",
+            &[id.into()],
+        )
+        .unwrap();
+        assert_eq!(row.0.as_deref(), Some("Sales questions"));
+        assert_eq!(row.1.as_deref(), Some("bob|{\"channel\": \"slack\"}|true"));
+        assert_eq!(row.2, Some(42));
+    }
+
+    #[pg_test]
+    fn conversation_user_defaults_to_setting_then_current_user() {
+        let me = one::<String>("SELECT current_user::text");
+        let a = one::<pgrx::datum::Uuid>("SELECT memori_conversation_create()");
+        Spi::run("SET LOCAL memori.user_id = 'end-user-7'").unwrap();
+        let b = one::<pgrx::datum::Uuid>("SELECT memori_conversation_create('x')");
+        let user = |id: pgrx::datum::Uuid| {
+            Spi::get_one_with_args::<String>(
+                "SELECT user_id::text FROM memori_conversations WHERE conversation_id = $1",
+                &[id.into()],
+            )
+            .unwrap()
+            .unwrap()
+        };
+        assert_eq!(user(a), me);
+        assert_eq!(user(b), "end-user-7");
+        assert_eq!(
+            one::<String>("SELECT metadata::text FROM memori_conversations WHERE title IS NULL"),
+            "{}"
+        );
+    }
+
+    #[pg_test(error = "memori: metadata must be a JSON object, not an array")]
+    fn conversation_metadata_must_be_an_object() {
+        Spi::run("SELECT memori_conversation_create(metadata => '[1]')").unwrap();
+    }
+
+    #[pg_test(error = "memori: user_id must not be empty")]
+    fn conversation_user_must_not_be_empty() {
+        Spi::run("SELECT memori_conversation_create(user_id => '')").unwrap();
+    }
+}

@@ -1,0 +1,85 @@
+//! Helpers for the #[pg_test]s.
+
+use pgrx::pg_sys;
+use pgrx::pg_sys::panic::CaughtError;
+use pgrx::prelude::*;
+
+/// An error a statement raised: SQLSTATE, message, hint.
+#[derive(Debug)]
+pub struct SqlError {
+    pub sqlstate: String,
+    pub message: String,
+    pub hint: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// Runs `sql` in a subtransaction (as a PL/pgSQL exception block does) and returns the error it
+/// raised, or None. The surrounding test transaction stays usable either way.
+pub fn try_sql(sql: &str) -> Option<SqlError> {
+    // SAFETY: the subtransaction pattern PL/pgSQL uses; memory context and resource owner are
+    // restored on both paths.
+    unsafe {
+        let cxt = pg_sys::CurrentMemoryContext;
+        let owner = pg_sys::CurrentResourceOwner;
+        pg_sys::BeginInternalSubTransaction(std::ptr::null());
+        pg_sys::MemoryContextSwitchTo(cxt);
+        let caught = PgTryBuilder::new(|| {
+            Spi::run(sql).expect("SPI");
+            None
+        })
+        .catch_others(|e| {
+            let report = match e {
+                CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => r,
+                CaughtError::RustPanic { ereport, .. } => ereport,
+            };
+            Some(SqlError {
+                sqlstate: format!("{:?}", report.sql_error_code()),
+                message: report.message().to_string(),
+                hint: report.hint().map(str::to_string),
+                detail: report.detail().map(str::to_string),
+            })
+        })
+        .execute();
+        if caught.is_some() {
+            pg_sys::RollbackAndReleaseCurrentSubTransaction();
+        } else {
+            pg_sys::ReleaseCurrentSubTransaction();
+        }
+        pg_sys::MemoryContextSwitchTo(cxt);
+        pg_sys::CurrentResourceOwner = owner;
+        caught
+    }
+}
+
+/// The error `sql` must raise.
+pub fn sql_error(sql: &str) -> SqlError {
+    try_sql(sql).unwrap_or_else(|| panic!("expected an error from: {sql}"))
+}
+
+/// SQLSTATE names as pgrx prints them, for the codes memori uses.
+pub fn state(code: &str) -> &'static str {
+    match code {
+        "22023" => "ERRCODE_INVALID_PARAMETER_VALUE",
+        "22000" => "ERRCODE_DATA_EXCEPTION",
+        "28000" => "ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION",
+        "08001" => "ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION",
+        "08006" => "ERRCODE_CONNECTION_FAILURE",
+        "53000" => "ERRCODE_INSUFFICIENT_RESOURCES",
+        "58000" => "ERRCODE_SYSTEM_ERROR",
+        "58P01" => "ERRCODE_UNDEFINED_FILE",
+        "57014" => "ERRCODE_QUERY_CANCELED",
+        "42501" => "ERRCODE_INSUFFICIENT_PRIVILEGE",
+        "23503" => "ERRCODE_FOREIGN_KEY_VIOLATION",
+        other => panic!("add {other} to support::state"),
+    }
+}
+
+pub fn one<T: pgrx::IntoDatum + pgrx::FromDatum>(sql: &str) -> T {
+    Spi::get_one::<T>(sql)
+        .expect("query runs")
+        .expect("query returns a value")
+}
+
+pub fn run(sql: &str) {
+    Spi::run(sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
