@@ -17,6 +17,8 @@ mod vector;
 
 // The tables, indexes and triggers. Everything else refers to them at run time.
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
+// Comments on the Rust functions, once they exist.
+extension_sql_file!("../sql/comments.sql", name = "comments", finalize);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {

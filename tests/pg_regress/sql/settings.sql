@@ -1,0 +1,28 @@
+-- An ordinary role sets provider settings before memori's library is loaded: the values are
+-- placeholders then, and loading the library must refuse them.
+CREATE EXTENSION memori CASCADE;
+CREATE ROLE memori_regress_plain;
+GRANT USAGE ON SCHEMA public TO memori_regress_plain;
+GRANT SELECT, INSERT, UPDATE ON memori_embedding_cache TO memori_regress_plain;
+-- A new session: memori's library is not loaded yet.
+\c
+SELECT count(*) AS memori_settings_defined FROM pg_settings WHERE name = 'memori.embedding_url';
+SET ROLE memori_regress_plain;
+SET memori.embedding_url = 'http://attacker.invalid/v1';
+SET memori.embedding_provider = 'openai';
+SET memori.embedding_api_key = 'sk-attacker';
+SELECT vector_dims(memori_embed('load the library'));
+SHOW memori.embedding_url;
+SHOW memori.embedding_provider;
+SET memori.embedding_url = 'http://attacker.invalid/v1';
+SHOW memori.embedding_api_key;
+RESET ROLE;
+-- The settings and their defaults, as a DBA sees them.
+SELECT name, setting, unit, context, vartype, min_val, max_val
+  FROM pg_settings WHERE name LIKE 'memori.%' ORDER BY name;
+-- Unknown memori.* names are refused once the library is loaded.
+SET memori.no_such_setting = 1;
+DROP EXTENSION memori;
+DROP EXTENSION vector;
+DROP OWNED BY memori_regress_plain;
+DROP ROLE memori_regress_plain;
