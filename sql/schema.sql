@@ -115,8 +115,30 @@ CREATE INDEX idx_memori_mem_embedding_384 ON memori_memories
     USING hnsw ((embedding::vector(384)) vector_cosine_ops) WHERE embedding_dims = 384;
 CREATE INDEX idx_memori_mem_embedding_1536 ON memori_memories
     USING hnsw ((embedding::vector(1536)) vector_cosine_ops) WHERE embedding_dims = 1536;
+-- A memory's updated_at moves when the memory changes, not when a search merely reads it
+-- (access_count and last_accessed_at).
+CREATE FUNCTION memori_memories_touch_updated_at() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF (NEW.content, NEW.memory_type, NEW.importance_score, NEW.context_tags, NEW.related_entities,
+        NEW.metadata, NEW.expires_at, NEW.is_archived, NEW.conversation_id, NEW.user_id,
+        NEW.embedding_model)
+       IS DISTINCT FROM
+       (OLD.content, OLD.memory_type, OLD.importance_score, OLD.context_tags, OLD.related_entities,
+        OLD.metadata, OLD.expires_at, OLD.is_archived, OLD.conversation_id, OLD.user_id,
+        OLD.embedding_model)
+    THEN
+        NEW.updated_at := pg_catalog.now();
+    END IF;
+    RETURN NEW;
+END;
+$$;
+COMMENT ON FUNCTION memori_memories_touch_updated_at() IS
+    'memori: trigger function that sets updated_at to now() when a memory changes (not when a search only counts an access).';
 CREATE TRIGGER memori_memories_updated_at BEFORE UPDATE ON memori_memories
-    FOR EACH ROW EXECUTE FUNCTION memori_touch_updated_at();
+    FOR EACH ROW EXECUTE FUNCTION memori_memories_touch_updated_at();
 
 COMMENT ON TABLE memori_memories IS
     'memori: long-term memories with their embeddings, searched by cosine similarity.';

@@ -148,3 +148,14 @@ pub fn spi(e: pgrx::spi::SpiError) -> MemoriError {
         format!("memori: internal query failed: {e}"),
     )
 }
+
+/// The first column of the first row of `sql`, or None when it returns no row.
+pub fn opt_one<T: pgrx::FromDatum + pgrx::IntoDatum>(
+    sql: &str,
+    args: &[pgrx::datum::DatumWithOid],
+) -> Result<Option<T>> {
+    match pgrx::Spi::get_one_with_args::<T>(sql, args) {
+        Err(pgrx::spi::SpiError::InvalidPosition) => Ok(None),
+        other => other.map_err(spi),
+    }
+}

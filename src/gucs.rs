@@ -47,6 +47,10 @@ static EMBEDDING_DIMENSIONS: GucSetting<i32> = GucSetting::<i32>::new(0);
 static EMBEDDING_API_KEY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static EMBEDDING_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
 static EMBEDDING_MAX_RETRIES: GucSetting<i32> = GucSetting::<i32>::new(3);
+static DEDUP_THRESHOLD: GucSetting<f64> = GucSetting::<f64>::new(0.95);
+static IMPORTANCE_WEIGHT: GucSetting<f64> = GucSetting::<f64>::new(0.15);
+static RECENCY_WEIGHT: GucSetting<f64> = GucSetting::<f64>::new(0.05);
+static RECENCY_HALF_LIFE_DAYS: GucSetting<f64> = GucSetting::<f64>::new(30.0);
 static LOCAL_MODEL_PATH: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
 pub fn init() {
@@ -188,6 +192,46 @@ pub fn init() {
         GucContext::Suset,
         GucFlags::default(),
     );
+    GucRegistry::define_float_guc(
+        c"memori.dedup_threshold",
+        c"Cosine similarity at which storing a memory refreshes an existing one of the same user and type instead of adding a row.",
+        c"1 or more turns de-duplication off.",
+        &DEDUP_THRESHOLD,
+        0.0,
+        2.0,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_float_guc(
+        c"memori.importance_weight",
+        c"Weight of importance in a search result's score.",
+        c"score = similarity * (1 - importance_weight - recency_weight) + importance_weight * importance + recency_weight * recency. The two weights add up to at most 1.",
+        &IMPORTANCE_WEIGHT,
+        0.0,
+        1.0,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_float_guc(
+        c"memori.recency_weight",
+        c"Weight of recency in a search result's score.",
+        c"recency = 0.5 ^ (days since the memory was stored or last changed / memori.recency_half_life_days).",
+        &RECENCY_WEIGHT,
+        0.0,
+        1.0,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_float_guc(
+        c"memori.recency_half_life_days",
+        c"Days after which a memory's recency counts half in its score.",
+        c"",
+        &RECENCY_HALF_LIFE_DAYS,
+        0.01,
+        36_500.0,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
     reserve_prefix();
 }
 
@@ -259,6 +303,21 @@ pub fn embedding_timeout_ms() -> u64 {
 }
 pub fn embedding_max_retries() -> u32 {
     EMBEDDING_MAX_RETRIES.get() as u32
+}
+pub fn dedup_threshold() -> f64 {
+    DEDUP_THRESHOLD.get()
+}
+/// (importance weight, recency weight), scaled down together if they add up to more than 1.
+pub fn score_weights() -> (f64, f64) {
+    let (i, r) = (IMPORTANCE_WEIGHT.get(), RECENCY_WEIGHT.get());
+    if i + r > 1.0 {
+        (i / (i + r), r / (i + r))
+    } else {
+        (i, r)
+    }
+}
+pub fn recency_half_life_days() -> f64 {
+    RECENCY_HALF_LIFE_DAYS.get()
 }
 pub fn local_model_path() -> Option<String> {
     string(&LOCAL_MODEL_PATH)

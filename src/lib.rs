@@ -10,6 +10,8 @@ pub mod embed;
 mod embedding;
 mod errors;
 mod gucs;
+mod memories;
+mod search;
 mod user;
 mod vector;
 

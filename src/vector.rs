@@ -78,3 +78,13 @@ pub fn literal(v: &[f32]) -> String {
     s.push(']');
     s
 }
+
+/// The typed cast the per-width HNSW indexes are built on (see `memori_create_index`):
+/// `vector(d)` up to 2000 dimensions, `halfvec(d)` above.
+pub fn indexed_cast(dims: usize) -> String {
+    if dims <= 2000 {
+        format!("vector({dims})")
+    } else {
+        format!("halfvec({dims})")
+    }
+}

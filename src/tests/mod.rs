@@ -6,4 +6,5 @@ pub mod mock_openai;
 mod support;
 
 mod embedding;
+mod memories;
 mod schema;

@@ -1,0 +1,75 @@
+-- memori benchmark queries (run by bench/run.sh). Prints figures as NOTICEs.
+\set QUIET on
+SET client_min_messages = notice;
+CREATE EXTENSION memori CASCADE;
+SET memori.embedding_cache_ttl = 0;
+
+-- Warm up: load the model once (first use in a backend).
+SELECT memori_embed('warm up') IS NOT NULL AS warmed;
+
+DO $$
+DECLARE t0 timestamptz; n int := 300; s float8;
+BEGIN
+    t0 := clock_timestamp();
+    PERFORM memori_embed('short text number ' || g || ' about SQL') FROM generate_series(1, n) g;
+    s := extract(epoch FROM clock_timestamp() - t0);
+    RAISE NOTICE 'local model, single short texts: % texts/s (% ms each)', round(n / s), round((1000 * s / n)::numeric, 2);
+    t0 := clock_timestamp();
+    PERFORM memori_embed_batch(ARRAY(SELECT 'batched text ' || b || '-' || g || ' about SQL' FROM generate_series(1, 32) g))
+       FROM generate_series(1, 10) b;
+    s := extract(epoch FROM clock_timestamp() - t0);
+    RAISE NOTICE 'local model, batches of 32: % texts/s', round(320 / s);
+END $$;
+
+-- The embedding cache: a hit costs one indexed lookup instead of a model run.
+SET memori.embedding_cache_ttl = 3600;
+SELECT memori_embed('cached text') IS NOT NULL AS cached;
+DO $$
+DECLARE t0 timestamptz; n int := 2000; s float8;
+BEGIN
+    t0 := clock_timestamp();
+    PERFORM memori_embed('cached text') FROM generate_series(1, n);
+    s := extract(epoch FROM clock_timestamp() - t0);
+    RAISE NOTICE 'cache hit: % us per call', round((1e6 * s / n)::numeric, 1);
+END $$;
+SET memori.embedding_cache_ttl = 0;
+
+-- The openai provider against a loopback server that answers at once (1536 floats).
+SET memori.embedding_provider = 'openai';
+SELECT set_config('memori.embedding_url', :'mock', false) IS NOT NULL AS url_set;
+SET memori.embedding_api_key = 'sk-bench';
+DO $$
+DECLARE t0 timestamptz; n int := 300; s float8;
+BEGIN
+    t0 := clock_timestamp();
+    PERFORM memori_embed('http text ' || g) FROM generate_series(1, n) g;
+    s := extract(epoch FROM clock_timestamp() - t0);
+    RAISE NOTICE 'openai provider, loopback round trip per call: % ms', round((1000 * s / n)::numeric, 2);
+END $$;
+RESET memori.embedding_provider;
+RESET memori.embedding_url;
+RESET memori.embedding_api_key;
+
+-- Search: 20,000 memories over 200 users (100 each) plus one user with 20,000 of their own.
+INSERT INTO memori_memories (user_id, content, memory_type, embedding, embedding_model)
+SELECT CASE WHEN g <= 20000 THEN 'user' || (g % 200) ELSE 'big' END, 'synthetic ' || g, 'long_term',
+       (SELECT l2_normalize(array_agg(random() - 0.5)::real[]::vector) FROM generate_series(1, 384) WHERE g > 0),
+       'local/all-MiniLM-L6-v2'
+  FROM generate_series(1, 40000) g;
+ANALYZE memori_memories;
+SET memori.embedding_cache_ttl = 3600;
+SELECT memori_embed('what does the user prefer?') IS NOT NULL AS query_cached;
+DO $$
+DECLARE t0 timestamptz; n int := 200; s float8;
+BEGIN
+    SET LOCAL memori.user_id = 'user7';
+    t0 := clock_timestamp();
+    PERFORM (SELECT count(*) FROM memori_search('what does the user prefer?', k => 10)) FROM generate_series(1, n);
+    s := extract(epoch FROM clock_timestamp() - t0);
+    RAISE NOTICE 'search, k=10, a user with 100 of 40000 memories: % ms per search (query embedding cached)', round((1000 * s / n)::numeric, 2);
+    SET LOCAL memori.user_id = 'big';
+    t0 := clock_timestamp();
+    PERFORM (SELECT count(*) FROM memori_search('what does the user prefer?', k => 10)) FROM generate_series(1, n);
+    s := extract(epoch FROM clock_timestamp() - t0);
+    RAISE NOTICE 'search, k=10, a user with 20000 of 40000 memories: % ms per search (query embedding cached)', round((1000 * s / n)::numeric, 2);
+END $$;

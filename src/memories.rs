@@ -1,0 +1,400 @@
+//! Storing, updating and forgetting memories: the seed's `MemoryManager.store_memory`, inside
+//! the database. A memory is embedded with the configured provider and written in the same
+//! statement; a near-duplicate of the same user and type refreshes the existing memory instead.
+
+use crate::conversations::metadata_object;
+use crate::embedding::{embed_texts, Target};
+use crate::errors::{opt_one, spi, Code, MemoriError, OrRaise, Result};
+use crate::gucs;
+use crate::user;
+use crate::vector::indexed_cast;
+use pgrx::datum::{JsonB, TimestampWithTimeZone, Uuid};
+use pgrx::prelude::*;
+
+pub const MEMORY_TYPES: [&str; 5] = ["short_term", "long_term", "rule", "entity", "relationship"];
+
+pub fn check_type(memory_type: &str) -> Result<()> {
+    if MEMORY_TYPES.contains(&memory_type) {
+        Ok(())
+    } else {
+        Err(
+            MemoriError::invalid(format!("memori: unknown memory_type \"{memory_type}\""))
+                .hint("memory_type is one of short_term, long_term, rule, entity, relationship."),
+        )
+    }
+}
+
+pub fn check_importance(importance: f32) -> Result<()> {
+    if (0.0..=1.0).contains(&importance) {
+        Ok(())
+    } else {
+        Err(MemoriError::invalid(format!(
+            "memori: importance must be between 0 and 1, not {importance}"
+        )))
+    }
+}
+
+pub fn check_content(content: Option<&str>, which: &str) -> Result<()> {
+    match content {
+        None => Err(MemoriError::new(
+            Code::NullValueNotAllowed,
+            format!("memori: {which} must not be NULL"),
+        )),
+        Some(c) if c.trim().is_empty() => Err(MemoriError::invalid(format!(
+            "memori: {which} must not be empty"
+        ))),
+        Some(_) => Ok(()),
+    }
+}
+
+fn text_array(v: Option<Vec<Option<String>>>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for s in v.unwrap_or_default().into_iter().flatten() {
+        let s = s.trim().to_string();
+        if !s.is_empty() && !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    out
+}
+
+/// Checks that `conversation_id` exists and belongs to `user`; moves its last activity on.
+pub fn touch_conversation(conversation_id: Uuid, user: &str) -> Result<()> {
+    let owner = opt_one::<String>(
+        "UPDATE memori_conversations SET last_activity_at = now()
+          WHERE conversation_id = $1 AND user_id = $2 RETURNING user_id::text",
+        &[conversation_id.into(), user.into()],
+    )?;
+    match owner {
+        Some(_) => Ok(()),
+        None => Err(MemoriError::new(
+            Code::ForeignKeyViolation,
+            format!("memori: conversation {conversation_id} does not exist for user \"{user}\""),
+        )
+        .hint("Create it with memori_conversation_create(), or store the memory without conversation_id.")),
+    }
+}
+
+/// One memory to write, with its embedding already computed.
+pub struct NewMemory<'a> {
+    pub user: &'a str,
+    pub content: &'a str,
+    pub memory_type: &'a str,
+    pub conversation_id: Option<Uuid>,
+    pub importance: f32,
+    pub tags: &'a [String],
+    pub entities: &'a [String],
+    pub metadata: &'a JsonB,
+    pub expires_at: Option<TimestampWithTimeZone>,
+    pub embedding: &'a [f32],
+}
+
+/// Writes one memory, or refreshes a near-duplicate of the same user and type; returns the id.
+pub fn write(target: &Target, m: &NewMemory) -> Result<Uuid> {
+    let dims = m.embedding.len();
+    let cast = indexed_cast(dims);
+    let threshold = gucs::dedup_threshold();
+    if threshold < 1.0 {
+        let refreshed = opt_one::<Uuid>(
+            &format!(
+                "WITH nearest AS (
+                    SELECT id, 1 - (embedding::{cast} <=> $3::real[]::{cast}) AS similarity
+                      FROM memori_memories
+                     WHERE user_id = $1 AND memory_type = $2 AND embedding_model = $4
+                       AND embedding_dims = {dims}
+                       AND (expires_at IS NULL OR expires_at > now())
+                     ORDER BY embedding::{cast} <=> $3::real[]::{cast}
+                     LIMIT 1)
+                 UPDATE memori_memories m
+                    SET context_tags = ARRAY(SELECT DISTINCT unnest(m.context_tags || $6::text[]) ORDER BY 1),
+                        related_entities = ARRAY(SELECT DISTINCT unnest(m.related_entities || $7::text[]) ORDER BY 1),
+                        importance_score = greatest(m.importance_score, $8),
+                        metadata = m.metadata || $9,
+                        access_count = m.access_count + 1,
+                        last_accessed_at = now(),
+                        is_archived = false,
+                        expires_at = CASE WHEN m.expires_at IS NULL OR $10::timestamptz IS NULL THEN m.expires_at
+                                          ELSE greatest(m.expires_at, $10) END
+                   FROM nearest
+                  WHERE m.id = nearest.id AND nearest.similarity >= $5
+              RETURNING m.memory_id"
+            ),
+            &[
+                m.user.into(),
+                m.memory_type.into(),
+                m.embedding.to_vec().into(),
+                target.label().into(),
+                threshold.into(),
+                m.tags.to_vec().into(),
+                m.entities.to_vec().into(),
+                m.importance.into(),
+                JsonB(m.metadata.0.clone()).into(),
+                m.expires_at.into(),
+            ],
+        )?;
+        if let Some(id) = refreshed {
+            return Ok(id);
+        }
+    }
+    Spi::get_one_with_args::<Uuid>(
+        "INSERT INTO memori_memories (conversation_id, user_id, content, memory_type, embedding,
+                                      embedding_model, importance_score, context_tags,
+                                      related_entities, metadata, expires_at)
+         VALUES ($1, $2, $3, $4, $5::real[]::vector, $6, $7, $8, $9, $10, $11)
+         RETURNING memory_id",
+        &[
+            m.conversation_id.into(),
+            m.user.into(),
+            m.content.into(),
+            m.memory_type.into(),
+            m.embedding.to_vec().into(),
+            target.label().into(),
+            m.importance.into(),
+            m.tags.to_vec().into(),
+            m.entities.to_vec().into(),
+            JsonB(m.metadata.0.clone()).into(),
+            m.expires_at.into(),
+        ],
+    )
+    .map_err(spi)?
+    .ok_or_else(|| MemoriError::new(Code::SystemError, "memori: INSERT returned no row"))
+}
+
+/// The expiry a new memory gets: the one given, else short_term's default.
+fn expiry(
+    memory_type: &str,
+    given: Option<TimestampWithTimeZone>,
+) -> Result<Option<TimestampWithTimeZone>> {
+    if given.is_some() || memory_type != "short_term" {
+        return Ok(given);
+    }
+    Spi::get_one_with_args::<TimestampWithTimeZone>(
+        "SELECT now() + make_interval(days => $1)",
+        &[gucs::short_term_expiry_days().into()],
+    )
+    .map_err(spi)
+}
+
+struct Common {
+    user: String,
+    memory_type: String,
+    importance: f32,
+    tags: Vec<String>,
+    metadata: JsonB,
+}
+
+fn common(
+    memory_type: Option<&str>,
+    conversation_id: Option<Uuid>,
+    importance: Option<f32>,
+    tags: Option<Vec<Option<String>>>,
+    metadata: Option<JsonB>,
+    user_id: Option<&str>,
+) -> Result<Common> {
+    let user = user::resolve(user_id)?;
+    let memory_type = memory_type.unwrap_or("short_term").trim().to_string();
+    check_type(&memory_type)?;
+    let importance = importance.unwrap_or(0.5);
+    check_importance(importance)?;
+    let metadata = metadata_object(metadata)?;
+    if let Some(c) = conversation_id {
+        touch_conversation(c, &user)?;
+    }
+    Ok(Common {
+        user,
+        memory_type,
+        importance,
+        tags: text_array(tags),
+        metadata,
+    })
+}
+
+/// Stores a memory for the current memori user (or `user_id`) and returns its memory_id.
+#[allow(clippy::too_many_arguments)]
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(@extschema@, pg_catalog, pg_temp)]
+fn memori_store(
+    content: Option<&str>,
+    memory_type: default!(Option<&str>, "'short_term'"),
+    conversation_id: default!(Option<Uuid>, "NULL"),
+    importance: default!(Option<f32>, "0.5"),
+    tags: default!(Option<Vec<Option<String>>>, "'{}'"),
+    metadata: default!(Option<JsonB>, "'{}'"),
+    entities: default!(Option<Vec<Option<String>>>, "'{}'"),
+    expires_at: default!(Option<TimestampWithTimeZone>, "NULL"),
+    user_id: default!(Option<&str>, "NULL"),
+) -> Uuid {
+    check_content(content, "content").or_raise();
+    let content = content.unwrap();
+    let c = common(
+        memory_type,
+        conversation_id,
+        importance,
+        tags,
+        metadata,
+        user_id,
+    )
+    .or_raise();
+    let expires_at = expiry(&c.memory_type, expires_at).or_raise();
+    let (target, batch) = embed_texts(&[content]).or_raise();
+    let entities = text_array(entities);
+    write(
+        &target,
+        &NewMemory {
+            user: &c.user,
+            content,
+            memory_type: &c.memory_type,
+            conversation_id,
+            importance: c.importance,
+            tags: &c.tags,
+            entities: &entities,
+            metadata: &c.metadata,
+            expires_at,
+            embedding: &batch.vectors[0],
+        },
+    )
+    .or_raise()
+}
+
+/// Stores several memories (one per element of `contents`), embedded in batches; returns their
+/// ids in input order. Nothing is written if any element is refused.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(@extschema@, pg_catalog, pg_temp)]
+fn memori_store_batch(
+    contents: Option<Vec<Option<String>>>,
+    memory_type: default!(Option<&str>, "'short_term'"),
+    conversation_id: default!(Option<Uuid>, "NULL"),
+    importance: default!(Option<f32>, "0.5"),
+    tags: default!(Option<Vec<Option<String>>>, "'{}'"),
+    metadata: default!(Option<JsonB>, "'{}'"),
+    user_id: default!(Option<&str>, "NULL"),
+) -> SetOfIterator<'static, Uuid> {
+    let contents = contents
+        .ok_or_else(|| {
+            MemoriError::new(
+                Code::NullValueNotAllowed,
+                "memori: contents must not be NULL",
+            )
+        })
+        .or_raise();
+    for (n, c) in contents.iter().enumerate() {
+        check_content(c.as_deref(), &format!("contents[{}]", n + 1)).or_raise();
+    }
+    let texts: Vec<&str> = contents.iter().map(|c| c.as_deref().unwrap()).collect();
+    let c = common(
+        memory_type,
+        conversation_id,
+        importance,
+        tags,
+        metadata,
+        user_id,
+    )
+    .or_raise();
+    let expires_at = expiry(&c.memory_type, None).or_raise();
+    let (target, batch) = embed_texts(&texts).or_raise();
+    let mut ids = Vec::with_capacity(texts.len());
+    for (text, embedding) in texts.iter().zip(&batch.vectors) {
+        ids.push(
+            write(
+                &target,
+                &NewMemory {
+                    user: &c.user,
+                    content: text,
+                    memory_type: &c.memory_type,
+                    conversation_id,
+                    importance: c.importance,
+                    tags: &c.tags,
+                    entities: &[],
+                    metadata: &c.metadata,
+                    expires_at,
+                    embedding,
+                },
+            )
+            .or_raise(),
+        );
+    }
+    SetOfIterator::new(ids)
+}
+
+/// Changes a memory of the current memori user; re-embeds it when the content changes.
+/// Returns false when no such memory exists for this user.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(@extschema@, pg_catalog, pg_temp)]
+fn memori_update(
+    memory_id: Option<Uuid>,
+    content: default!(Option<&str>, "NULL"),
+    memory_type: default!(Option<&str>, "NULL"),
+    importance: default!(Option<f32>, "NULL"),
+    tags: default!(Option<Vec<Option<String>>>, "NULL"),
+    metadata: default!(Option<JsonB>, "NULL"),
+) -> bool {
+    let Some(memory_id) = memory_id else {
+        return false;
+    };
+    let user = user::resolve(None).or_raise();
+    if content.is_some() {
+        check_content(content, "content").or_raise();
+    }
+    if let Some(t) = memory_type {
+        check_type(t).or_raise();
+    }
+    if let Some(i) = importance {
+        check_importance(i).or_raise();
+    }
+    let metadata = metadata.map(|m| metadata_object(Some(m)).or_raise());
+    let tags = tags.map(|t| text_array(Some(t)));
+    let (label, embedding) = match content {
+        Some(c) => {
+            let (target, mut batch) = embed_texts(&[c]).or_raise();
+            (Some(target.label()), Some(batch.vectors.pop().unwrap()))
+        }
+        None => (None, None),
+    };
+    opt_one::<bool>(
+        "UPDATE memori_memories SET
+            content = coalesce($3, content),
+            embedding = coalesce($4::real[]::vector, embedding),
+            embedding_model = coalesce($5, embedding_model),
+            memory_type = coalesce($6, memory_type),
+            importance_score = coalesce($7, importance_score),
+            context_tags = coalesce($8, context_tags),
+            metadata = coalesce($9, metadata),
+            expires_at = CASE
+                WHEN $6 IS NULL OR $6 = memory_type THEN expires_at
+                WHEN $6 = 'short_term' THEN now() + make_interval(days => $10)
+                WHEN memory_type = 'short_term' THEN NULL
+                ELSE expires_at END
+          WHERE memory_id = $1 AND user_id = $2
+          RETURNING true",
+        &[
+            memory_id.into(),
+            user.into(),
+            content.into(),
+            embedding.into(),
+            label.into(),
+            memory_type.into(),
+            importance.into(),
+            tags.into(),
+            metadata.into(),
+            gucs::short_term_expiry_days().into(),
+        ],
+    )
+    .or_raise()
+    .unwrap_or(false)
+}
+
+/// Deletes a memory of the current memori user. Returns false when there was none.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(@extschema@, pg_catalog, pg_temp)]
+fn memori_forget(memory_id: Option<Uuid>) -> bool {
+    let Some(memory_id) = memory_id else {
+        return false;
+    };
+    let user = user::resolve(None).or_raise();
+    opt_one::<bool>(
+        "DELETE FROM memori_memories WHERE memory_id = $1 AND user_id = $2 RETURNING true",
+        &[memory_id.into(), user.into()],
+    )
+    .or_raise()
+    .unwrap_or(false)
+}
