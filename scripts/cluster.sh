@@ -24,6 +24,18 @@ port = $PORT
 unix_socket_directories = '$SOCK'
 CONF
   fi
+  # memori's maintenance worker needs the library preloaded (older clusters lack the line).
+  # MEMORI_PRELOAD=0 makes a cluster without it (the SQL tests need one of each).
+  if [ "${MEMORI_PRELOAD:-1}" = 1 ] && ! grep -q "^shared_preload_libraries = 'memori'" "$DATA/postgresql.conf"; then
+    echo "shared_preload_libraries = 'memori'" >> "$DATA/postgresql.conf"
+    stop
+  fi
+  # A preloaded library is the one the postmaster loaded: restart after `make install`.
+  local so; so=$("$BIN/pg_config" --pkglibdir)/memori.so
+  if [ -f "$DATA/postmaster.pid" ] && [ -f "$so" ] && [ "$so" -nt "$DATA/postmaster.pid" ]; then
+    echo "==> memori.so changed: restarting PostgreSQL"
+    stop
+  fi
   if ! as_pg "$BIN/pg_ctl" -D "$DATA" status >/dev/null 2>&1; then
     echo "==> starting PostgreSQL $PG_MAJOR on port $PORT (socket $SOCK)"
     as_pg "$BIN/pg_ctl" -D "$DATA" -l "$DATA/server.log" -w start >/dev/null

@@ -99,7 +99,12 @@ CREATE TABLE memori_memories (
     CONSTRAINT memori_memories_metadata_check CHECK (jsonb_typeof(metadata) = 'object'),
     CONSTRAINT memori_memories_embedding_model_check
         CHECK ((embedding IS NULL) = (embedding_model IS NULL))
-);
+)
+-- Room on each page for a new row version: counting a search's accesses is then a HOT update,
+-- which leaves the indexes (above all the HNSW indexes) alone. A 384-dimension row is about
+-- 1.9 kB, so the table takes about twice the space it would at fillfactor 100; in exchange a
+-- search's access UPDATE costs about 0.1 ms instead of several ms per row (see README).
+WITH (fillfactor = 60);
 CREATE INDEX idx_memori_mem_conv ON memori_memories (conversation_id);
 CREATE INDEX idx_memori_mem_user ON memori_memories (user_id);
 CREATE INDEX idx_memori_mem_type ON memori_memories (memory_type);
@@ -180,7 +185,7 @@ COMMENT ON TABLE memori_embedding_cache IS
 -- Creates the HNSW cosine index for one more embedding width (see README "Embedding widths").
 CREATE FUNCTION memori_create_index(dimensions integer) RETURNS text
 LANGUAGE plpgsql
-SET search_path = @extschema@, pg_catalog, pg_temp
+SET search_path = pg_catalog, @extschema@, pg_temp
 AS $$
 DECLARE
     idx  text := pg_catalog.format('idx_memori_mem_embedding_%s', dimensions);

@@ -31,7 +31,7 @@ fn json_kind(v: &serde_json::Value) -> &'static str {
 
 /// Creates a conversation for the current memori user (or `user_id`) and returns its id.
 #[pg_extern(volatile, parallel_unsafe)]
-#[search_path(@extschema@, pg_catalog, pg_temp)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
 fn memori_conversation_create(
     title: default!(Option<&str>, "NULL"),
     user_id: default!(Option<&str>, "NULL"),

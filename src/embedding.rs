@@ -357,7 +357,7 @@ pub fn purge_cache(ttl: i32) -> Result<i64> {
 
 /// The embedding of `content` under the current settings (NULL gives NULL; empty text is an error).
 #[pg_extern(volatile, strict, parallel_unsafe)]
-#[search_path(@extschema@, pg_catalog, pg_temp)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
 fn memori_embed(content: &str) -> Vector {
     let (_, mut batch) = embed_texts(&[content]).or_raise();
     Vector(batch.vectors.pop().expect("one vector per text"))
@@ -365,7 +365,7 @@ fn memori_embed(content: &str) -> Vector {
 
 /// The embeddings of `contents`, in the same order (a NULL element gives a NULL vector).
 #[pg_extern(volatile, strict, parallel_unsafe)]
-#[search_path(@extschema@, pg_catalog, pg_temp)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
 fn memori_embed_batch(contents: Array<&str>) -> Vec<Option<Vector>> {
     let items: Vec<Option<&str>> = contents.iter().collect();
     let present: Vec<&str> = items.iter().flatten().copied().collect();

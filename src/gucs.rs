@@ -51,6 +51,9 @@ static DEDUP_THRESHOLD: GucSetting<f64> = GucSetting::<f64>::new(0.95);
 static IMPORTANCE_WEIGHT: GucSetting<f64> = GucSetting::<f64>::new(0.15);
 static RECENCY_WEIGHT: GucSetting<f64> = GucSetting::<f64>::new(0.05);
 static RECENCY_HALF_LIFE_DAYS: GucSetting<f64> = GucSetting::<f64>::new(30.0);
+static PROMOTE_AFTER_ACCESSES: GucSetting<i32> = GucSetting::<i32>::new(3);
+static KEEP_EXPIRED: GucSetting<bool> = GucSetting::<bool>::new(false);
+static MAINTENANCE_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(3600);
 static LOCAL_MODEL_PATH: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
 pub fn init() {
@@ -232,6 +235,34 @@ pub fn init() {
         GucContext::Userset,
         GucFlags::default(),
     );
+    GucRegistry::define_int_guc(
+        c"memori.promote_after_accesses",
+        c"Accesses after which a short_term memory becomes long_term and loses its expiry.",
+        c"",
+        &PROMOTE_AFTER_ACCESSES,
+        1,
+        1_000_000,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"memori.keep_expired",
+        c"Whether memori_maintain() archives expired memories instead of deleting them.",
+        c"Expired memories are never returned by search or context either way.",
+        &KEEP_EXPIRED,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"memori.maintenance_interval",
+        c"How often the background worker runs memori_maintain() in each database with memori; 0 disables it.",
+        c"Needs shared_preload_libraries = 'memori'.",
+        &MAINTENANCE_INTERVAL,
+        0,
+        i32::MAX / 1000,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
     reserve_prefix();
 }
 
@@ -318,6 +349,15 @@ pub fn score_weights() -> (f64, f64) {
 }
 pub fn recency_half_life_days() -> f64 {
     RECENCY_HALF_LIFE_DAYS.get()
+}
+pub fn promote_after_accesses() -> i32 {
+    PROMOTE_AFTER_ACCESSES.get()
+}
+pub fn keep_expired() -> bool {
+    KEEP_EXPIRED.get()
+}
+pub fn maintenance_interval_s() -> i32 {
+    MAINTENANCE_INTERVAL.get()
 }
 pub fn local_model_path() -> Option<String> {
     string(&LOCAL_MODEL_PATH)

@@ -5,26 +5,34 @@
 
 use pgrx::prelude::*;
 
+mod context;
 mod conversations;
 pub mod embed;
 mod embedding;
 mod errors;
+mod graph;
 mod gucs;
+mod lifecycle;
 mod memories;
 mod search;
 mod user;
 mod vector;
+mod worker;
 
 ::pgrx::pg_module_magic!(name, version);
 
 // The tables, indexes and triggers. Everything else refers to them at run time.
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
-// Comments on the Rust functions, once they exist.
-extension_sql_file!("../sql/comments.sql", name = "comments", finalize);
+// Comments, grants and row-level security, once the Rust functions exist.
+extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     gucs::init();
+    // SAFETY: a plain read of a backend flag.
+    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        worker::register();
+    }
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -212,7 +212,7 @@ fn common(
 /// Stores a memory for the current memori user (or `user_id`) and returns its memory_id.
 #[allow(clippy::too_many_arguments)]
 #[pg_extern(volatile, parallel_unsafe)]
-#[search_path(@extschema@, pg_catalog, pg_temp)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
 fn memori_store(
     content: Option<&str>,
     memory_type: default!(Option<&str>, "'short_term'"),
@@ -259,7 +259,7 @@ fn memori_store(
 /// Stores several memories (one per element of `contents`), embedded in batches; returns their
 /// ids in input order. Nothing is written if any element is refused.
 #[pg_extern(volatile, parallel_unsafe)]
-#[search_path(@extschema@, pg_catalog, pg_temp)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
 fn memori_store_batch(
     contents: Option<Vec<Option<String>>>,
     memory_type: default!(Option<&str>, "'short_term'"),
@@ -319,7 +319,7 @@ fn memori_store_batch(
 /// Changes a memory of the current memori user; re-embeds it when the content changes.
 /// Returns false when no such memory exists for this user.
 #[pg_extern(volatile, parallel_unsafe)]
-#[search_path(@extschema@, pg_catalog, pg_temp)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
 fn memori_update(
     memory_id: Option<Uuid>,
     content: default!(Option<&str>, "NULL"),
@@ -385,7 +385,7 @@ fn memori_update(
 
 /// Deletes a memory of the current memori user. Returns false when there was none.
 #[pg_extern(volatile, parallel_unsafe)]
-#[search_path(@extschema@, pg_catalog, pg_temp)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
 fn memori_forget(memory_id: Option<Uuid>) -> bool {
     let Some(memory_id) = memory_id else {
         return false;

@@ -127,8 +127,9 @@ fn set_for_query(name: &std::ffi::CStr, value: &str) {
     }
 }
 
-/// Runs a search: embed the query, find and rank, count the accesses.
-pub fn run(q: &Query, query_text: &str) -> Result<Vec<Row>> {
+/// Runs a search: embed the query, find and rank. Returns (id, row) pairs; the caller counts
+/// the accesses it uses (`track_access`).
+pub fn find(q: &Query, query_text: &str) -> Result<Vec<(i64, Row)>> {
     let (target, batch) = embed_texts(&[query_text])?;
     let dims = batch.width;
     let sql = sql(q, dims);
@@ -162,23 +163,26 @@ pub fn run(q: &Query, query_text: &str) -> Result<Vec<Row>> {
     .map_err(spi);
     // SAFETY: closes the nest level opened above, restoring hnsw.* settings.
     unsafe { pg_sys::AtEOXact_GUC(true, nest) };
-    let rows = rows?;
-    track_access(&rows.iter().map(|r| r.0).collect::<Vec<_>>())?;
-    Ok(rows.into_iter().map(|r| r.1).collect())
+    rows
 }
 
-/// Counts one access for each returned memory, in one statement. Skipped, not failed, in a
-/// read-only transaction or on a hot standby.
-fn track_access(ids: &[i64]) -> Result<()> {
+/// Counts one access for each memory, in one statement; a short_term memory reaching
+/// memori.promote_after_accesses becomes long_term and loses its expiry. Skipped, not failed,
+/// in a read-only transaction or on a hot standby.
+pub fn track_access(ids: &[i64]) -> Result<()> {
     // SAFETY: plain reads of backend state.
     let read_only = unsafe { pg_sys::XactReadOnly || pg_sys::RecoveryInProgress() };
     if ids.is_empty() || read_only {
         return Ok(());
     }
     Spi::run_with_args(
-        "UPDATE memori_memories SET access_count = access_count + 1, last_accessed_at = now()
+        "UPDATE memori_memories SET access_count = access_count + 1, last_accessed_at = now(),
+                memory_type = CASE WHEN memory_type = 'short_term' AND access_count + 1 >= $2
+                                   THEN 'long_term' ELSE memory_type END,
+                expires_at = CASE WHEN memory_type = 'short_term' AND access_count + 1 >= $2
+                                  THEN NULL ELSE expires_at END
           WHERE id = ANY($1)",
-        &[ids.to_vec().into()],
+        &[ids.to_vec().into(), gucs::promote_after_accesses().into()],
     )
     .map_err(spi)
 }
@@ -233,7 +237,7 @@ pub fn query(
 /// The current memori user's memories most relevant to `query`, best first.
 #[allow(clippy::too_many_arguments)]
 #[pg_extern(volatile, parallel_unsafe)]
-#[search_path(@extschema@, pg_catalog, pg_temp)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
 fn memori_search(
     query: Option<&str>,
     k: default!(Option<i32>, "10"),
@@ -269,5 +273,7 @@ fn memori_search(
         user_id,
     )
     .or_raise();
-    TableIterator::new(run(&q, query.unwrap()).or_raise())
+    let rows = find(&q, query.unwrap()).or_raise();
+    track_access(&rows.iter().map(|r| r.0).collect::<Vec<_>>()).or_raise();
+    TableIterator::new(rows.into_iter().map(|r| r.1))
 }

@@ -1,20 +1,50 @@
-//! Who the current memori user is.
+//! Who the current memori user is, and whether the caller may act for them.
+//!
+//! Row-level security is what enforces tenancy (README "Security"); these checks turn what RLS
+//! would silently filter into a clear error:
+//! - a `memori_user` member acts only for itself (its role name);
+//! - a `memori_app` member acts for the end user named by `memori.user_id`, and must set it;
+//! - superusers, roles with BYPASSRLS and the tables' owner act for anyone.
 
-use crate::errors::{MemoriError, Result};
+use crate::errors::{Code, MemoriError, Result};
 use crate::gucs;
 use pgrx::prelude::*;
 
 /// The memori user a call acts for: the `user_id` argument when given, else the
 /// `memori.user_id` setting, else `current_user`.
 pub fn resolve(explicit: Option<&str>) -> Result<String> {
-    let user = match explicit {
-        Some(u) => u.trim().to_string(),
-        None => match gucs::user_id() {
-            Some(u) => u,
-            None => current_user(),
-        },
+    let setting = gucs::user_id();
+    let me = current_user();
+    let user = match explicit.map(str::trim) {
+        Some(u) => u.to_string(),
+        None => setting.clone().unwrap_or_else(|| me.clone()),
     };
     validate(&user)?;
+    if unrestricted() {
+        return Ok(user);
+    }
+    if member_of(c"memori_app") {
+        return match setting {
+            None => Err(MemoriError::new(
+                Code::InsufficientPrivilege,
+                format!("memori: role \"{me}\" is a memori_app member and must name the end user in memori.user_id"),
+            )
+            .hint("SET LOCAL memori.user_id = 'end-user-id'; at the start of each transaction.")),
+            Some(s) if s != user => Err(MemoriError::new(
+                Code::InsufficientPrivilege,
+                format!("memori: role \"{me}\" acts for memori.user_id \"{s}\", not for \"{user}\""),
+            )
+            .hint("Set memori.user_id to the end user instead of passing user_id.")),
+            Some(_) => Ok(user),
+        };
+    }
+    if member_of(c"memori_user") && user != me {
+        return Err(MemoriError::new(
+            Code::InsufficientPrivilege,
+            format!("memori: role \"{me}\" may act only for itself, not for \"{user}\""),
+        )
+        .hint("A memori_user member's memories are its own; an application serving many end users is a memori_app member."));
+    }
     Ok(user)
 }
 
@@ -35,10 +65,41 @@ pub fn validate(user: &str) -> Result<()> {
 fn current_user() -> String {
     // SAFETY: GetUserNameFromId returns a palloc'd, NUL-terminated name for a valid role oid.
     unsafe {
-        let oid = pg_sys::GetUserId();
-        let name = pg_sys::GetUserNameFromId(oid, false);
+        let name = pg_sys::GetUserNameFromId(pg_sys::GetUserId(), false);
         std::ffi::CStr::from_ptr(name)
             .to_string_lossy()
             .into_owned()
+    }
+}
+
+/// Superuser, BYPASSRLS, or owner of memori_memories: row-level security does not bind them.
+fn unrestricted() -> bool {
+    // SAFETY: catalog lookups for the current role.
+    unsafe {
+        let me = pg_sys::GetUserId();
+        if pg_sys::superuser() || pg_sys::has_bypassrls_privilege(me) {
+            return true;
+        }
+        let rel = pg_sys::RelnameGetRelid(c"memori_memories".as_ptr());
+        rel != pg_sys::InvalidOid && owns(rel, me)
+    }
+}
+
+#[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15"))]
+unsafe fn owns(rel: pg_sys::Oid, role: pg_sys::Oid) -> bool {
+    pg_sys::pg_class_ownercheck(rel, role)
+}
+
+#[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15")))]
+unsafe fn owns(rel: pg_sys::Oid, role: pg_sys::Oid) -> bool {
+    pg_sys::object_ownercheck(pg_sys::RelationRelationId, rel, role)
+}
+
+/// Whether the current role has the privileges of `role` (is a member with INHERIT).
+fn member_of(role: &std::ffi::CStr) -> bool {
+    // SAFETY: catalog lookups by a static role name; a missing role is InvalidOid.
+    unsafe {
+        let oid = pg_sys::get_role_oid(role.as_ptr(), true);
+        oid != pg_sys::InvalidOid && pg_sys::has_privs_of_role(pg_sys::GetUserId(), oid)
     }
 }

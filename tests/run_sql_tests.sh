@@ -1,28 +1,49 @@
 #!/usr/bin/env bash
-# The SQL tests: pg_regress (expected output) against the local cluster (scripts/cluster.sh).
-# Each test gets a fresh database; psql output must match tests/pg_regress/expected/*.out.
+# The SQL tests: pg_regress (expected output in tests/pg_regress/expected/*.out). Each test gets
+# a fresh database. Most run against the local cluster (scripts/cluster.sh), which preloads
+# memori; settings.sql needs a cluster that does not (it tests what happens before the library
+# loads), so a second one is started for it.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 PG_MAJOR=${PG_MAJOR:-15}
-PORT=${MEMORI_PGPORT:-5499}
-SOCK=${MEMORI_PGSOCK:-/var/run/memori}
 PGXS=$(/usr/lib/postgresql/$PG_MAJOR/bin/pg_config --pgxs)
 REGRESS=$(dirname "$PGXS")/../test/regress/pg_regress
 out=$(mktemp -d /tmp/memori-regress.XXXXXX)
 chmod 755 "$out"
 cp -r "$here/tests/pg_regress/sql" "$here/tests/pg_regress/expected" "$out/"
 chown -R postgres:postgres "$out" 2>/dev/null || true
-tests=$(cd "$here/tests/pg_regress/sql" && ls ./*.sql | sed 's|^\./||; s|\.sql$||' | sort)
-status=0
-set +o pipefail
-sudo -u postgres -H "$REGRESS" --host="$SOCK" --port="$PORT" --user=postgres \
-  --bindir=/usr/lib/postgresql/$PG_MAJOR/bin --inputdir="$out" --outputdir="$out" \
-  --dbname=memori_regression $tests 2>&1 | tee "$out/stdout.log" || status=$?
-if [ $status -ne 0 ] && [ -f "$out/regression.diffs" ]; then
-  cat "$out/regression.diffs"
+passed=0
+failed=0
+
+# suite NAME PORT SOCKET TESTS...
+suite() {
+  local name=$1 port=$2 sock=$3; shift 3
+  local dir="$out/$name"
+  mkdir -p "$dir" && cp -r "$out/sql" "$out/expected" "$dir/" && chown -R postgres:postgres "$dir"
+  sudo -u postgres -H "$REGRESS" --host="$sock" --port="$port" --user=postgres \
+    --bindir=/usr/lib/postgresql/$PG_MAJOR/bin --inputdir="$dir" --outputdir="$dir" \
+    --dbname=memori_regression "$@" 2>&1 | tee "$dir/stdout.log" || true
+  [ -s "$dir/regression.diffs" ] && cat "$dir/regression.diffs"
+  passed=$((passed + $(grep -cE '^(ok|test) .* ok ' "$dir/stdout.log" || true)))
+  failed=$((failed + $(grep -cE '^(not ok|test) .* FAILED' "$dir/stdout.log" || true)))
+  grep -q "tests passed" "$dir/stdout.log" || failed=$((failed > 0 ? failed : 1))
+}
+
+main_log=${MEMORI_PGDATA:-/var/lib/memori/pg$PG_MAJOR}/server.log
+log_start=$(stat -c %s "$main_log" 2>/dev/null || echo 0)
+suite preloaded "${MEMORI_PGPORT:-5499}" "${MEMORI_PGSOCK:-/var/run/memori}" install security worker
+
+# The worker logs one line per pass and database (looked for in what this run logged).
+if tail -c +"$((log_start + 1))" "$main_log" | grep -q 'memori: maintenance of database "memori_regression": expired 1,'; then
+  echo "ok: the maintenance worker logged its pass"; passed=$((passed + 1))
+else
+  echo "FAILED: no maintenance log line in $main_log"; failed=$((failed + 1))
 fi
-grep -q "tests passed" "$out/stdout.log" || status=1
-passed=$(grep -cE '^(ok|test) .* ok ' "$out/stdout.log" || true)
-failed=$(grep -cE 'FAILED|failed \(ignored\)' "$out/stdout.log" || true)
-echo "sql: ${passed:-0} passed, ${failed:-0} failed"
-exit $status
+
+export MEMORI_PGDATA=/var/lib/memori/pg$PG_MAJOR-nopreload MEMORI_PGPORT=5497 MEMORI_PRELOAD=0
+bash "$here/scripts/cluster.sh" start
+suite not_preloaded 5497 /var/run/memori settings
+bash "$here/scripts/cluster.sh" stop
+
+echo "sql: $passed passed, $failed failed"
+[ "$failed" = 0 ]

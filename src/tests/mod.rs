@@ -6,5 +6,6 @@ pub mod mock_openai;
 mod support;
 
 mod embedding;
+mod lifecycle;
 mod memories;
 mod schema;

@@ -103,6 +103,10 @@ mod tests {
         assert_eq!(col("importance_score").3.as_deref(), Some("0.5"));
         assert_eq!(col("access_count").3.as_deref(), Some("0"));
         assert_eq!(col("is_archived").3.as_deref(), Some("false"));
+        assert_eq!(
+        one::<String>("SELECT array_to_string(reloptions, ',') FROM pg_class WHERE relname = 'memori_memories'"),
+        "fillfactor=60"
+    );
         // The embedding column takes any width: no typmod.
         assert_eq!(
             one::<String>(

@@ -1,9 +1,10 @@
 -- An ordinary role sets provider settings before memori's library is loaded: the values are
 -- placeholders then, and loading the library must refuse them.
 CREATE EXTENSION memori CASCADE;
-CREATE ROLE memori_regress_plain;
-GRANT USAGE ON SCHEMA public TO memori_regress_plain;
-GRANT SELECT, INSERT, UPDATE ON memori_embedding_cache TO memori_regress_plain;
+SET client_min_messages = warning;
+DROP ROLE IF EXISTS memori_regress_plain;
+RESET client_min_messages;
+CREATE ROLE memori_regress_plain IN ROLE memori_user;
 -- A new session: memori's library is not loaded yet.
 \c
 SELECT count(*) AS memori_settings_defined FROM pg_settings WHERE name = 'memori.embedding_url';

@@ -1,0 +1,230 @@
+//! memori_context(): a ready-to-paste block of memories for an LLM's system prompt.
+//!
+//! Sections, in order: the user's rules (always, most important first); entity and
+//! relationship memories relevant to the query; other relevant memories. Relevant means at or
+//! above memori.min_similarity, at most k of them (default memori.max_context_memories). Each
+//! line carries its type and a short id. The block fits token_budget (about 4 characters a
+//! token): whole items are cut, lowest score first, rules last.
+
+use crate::errors::{spi, MemoriError, OrRaise, Result};
+use crate::gucs;
+use crate::search::{self, Query};
+use crate::user;
+use pgrx::datum::Uuid;
+use pgrx::prelude::*;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Item {
+    pub id: i64,
+    pub memory_id: String,
+    pub memory_type: String,
+    pub content: String,
+    /// What decides which items are cut first (lowest first).
+    pub rank: f64,
+}
+
+impl Item {
+    pub fn line(&self) -> String {
+        let content: String = self
+            .content
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        format!(
+            "- [{} {}] {}",
+            self.memory_type,
+            &self.memory_id[..8.min(self.memory_id.len())],
+            content
+        )
+    }
+}
+
+/// Conservative token estimate: one token for every 4 characters, rounded up.
+pub fn tokens(text: &str) -> usize {
+    text.chars().count().div_ceil(4)
+}
+
+const SECTIONS: [(&str, &[&str]); 3] = [
+    ("## Rules", &["rule"]),
+    ("## Entities and relationships", &["entity", "relationship"]),
+    ("## Relevant memories", &["short_term", "long_term"]),
+];
+
+/// Lays out the items by section, in the order given.
+pub fn render(items: &[Item]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    for (title, types) in SECTIONS {
+        let lines: Vec<String> = items
+            .iter()
+            .filter(|i| types.contains(&i.memory_type.as_str()))
+            .map(Item::line)
+            .collect();
+        if !lines.is_empty() {
+            out.push(title.to_string());
+            out.extend(lines);
+        }
+    }
+    out.join("\n")
+}
+
+/// Drops whole items, lowest rank first, until the block fits `budget` tokens.
+pub fn fit(mut items: Vec<Item>, budget: usize) -> Vec<Item> {
+    while !items.is_empty() && tokens(&render(&items)) > budget {
+        let lowest = items
+            .iter()
+            .enumerate()
+            .min_by(|a, b| a.1.rank.total_cmp(&b.1.rank))
+            .map(|(n, _)| n)
+            .unwrap();
+        items.remove(lowest);
+    }
+    items
+}
+
+fn rules(user: &str) -> Result<Vec<Item>> {
+    Spi::connect(|c| {
+        c.select(
+            "SELECT id, memory_id::text, content, importance_score FROM memori_memories
+              WHERE user_id = $1 AND memory_type = 'rule' AND NOT is_archived
+                AND (expires_at IS NULL OR expires_at > now())
+              ORDER BY importance_score DESC, updated_at DESC, id
+              LIMIT 1000",
+            None,
+            &[user.into()],
+        )?
+        .map(|r| {
+            Ok(Item {
+                id: r.get::<i64>(1)?.unwrap_or_default(),
+                memory_id: r.get::<String>(2)?.unwrap_or_default(),
+                memory_type: "rule".into(),
+                content: r.get::<String>(3)?.unwrap_or_default(),
+                // Rules go last, least important first.
+                rank: 10.0 + r.get::<f32>(4)?.unwrap_or_default() as f64,
+            })
+        })
+        .collect::<std::result::Result<Vec<_>, pgrx::spi::Error>>()
+    })
+    .map_err(spi)
+}
+
+pub fn assemble(
+    query: Option<&str>,
+    k: i32,
+    conversation_id: Option<Uuid>,
+    budget: usize,
+    user: String,
+) -> Result<String> {
+    let mut items = rules(&user)?;
+    if let Some(q) = query.filter(|q| !q.trim().is_empty()) {
+        if k > 0 {
+            let found = search::find(
+                &Query {
+                    user,
+                    k,
+                    conversation_id,
+                    memory_types: Some(
+                        ["entity", "relationship", "short_term", "long_term"]
+                            .iter()
+                            .map(|s| s.to_string())
+                            .collect(),
+                    ),
+                    tags: None,
+                    min_similarity: Some(gucs::min_similarity()),
+                    include_archived: false,
+                },
+                q,
+            )?;
+            items.extend(found.into_iter().map(|(id, r)| Item {
+                id,
+                memory_id: r.0.to_string(),
+                content: r.1,
+                memory_type: r.2,
+                rank: r.4,
+            }));
+        }
+    }
+    let items = fit(items, budget);
+    search::track_access(&items.iter().map(|i| i.id).collect::<Vec<_>>())?;
+    Ok(render(&items))
+}
+
+/// A ready-to-paste block of the current memori user's memories for a system prompt.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
+fn memori_context(
+    query: Option<&str>,
+    k: default!(Option<i32>, "NULL"),
+    conversation_id: default!(Option<Uuid>, "NULL"),
+    token_budget: default!(Option<i32>, "2000"),
+    user_id: default!(Option<&str>, "NULL"),
+) -> String {
+    let k = k.unwrap_or_else(gucs::max_context_memories);
+    if !(0..=search::MAX_K).contains(&k) {
+        MemoriError::invalid(format!(
+            "memori: k must be between 0 and {}, not {k}",
+            search::MAX_K
+        ))
+        .raise();
+    }
+    let budget = token_budget.unwrap_or(2000);
+    if budget < 1 {
+        MemoriError::invalid(format!(
+            "memori: token_budget must be at least 1, not {budget}"
+        ))
+        .raise();
+    }
+    let user = user::resolve(user_id).or_raise();
+    assemble(query, k, conversation_id, budget as usize, user).or_raise()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(id: i64, t: &str, content: &str, rank: f64) -> Item {
+        Item {
+            id,
+            memory_id: format!("{id:08}-0000"),
+            memory_type: t.into(),
+            content: content.into(),
+            rank,
+        }
+    }
+
+    #[test]
+    fn sections_come_in_order_and_lines_carry_type_and_short_id() {
+        let items = vec![
+            item(3, "long_term", "likes   tabs\nnot spaces", 0.5),
+            item(1, "rule", "use JOINs", 10.8),
+            item(2, "entity", "customers(id, name)", 0.6),
+        ];
+        assert_eq!(
+            render(&items),
+            "## Rules\n- [rule 00000001] use JOINs\n## Entities and relationships\n- [entity 00000002] customers(id, name)\n## Relevant memories\n- [long_term 00000003] likes tabs not spaces"
+        );
+        assert_eq!(render(&[]), "");
+    }
+
+    #[test]
+    fn fit_cuts_whole_items_lowest_rank_first_and_rules_last() {
+        let items = vec![
+            item(1, "rule", "a rule that must stay", 10.5),
+            item(2, "long_term", "a fairly relevant memory", 0.6),
+            item(3, "long_term", "the least relevant memory", 0.2),
+        ];
+        let all = tokens(&render(&items));
+        let kept = fit(items.clone(), all - 1);
+        assert_eq!(kept.iter().map(|i| i.id).collect::<Vec<_>>(), [1, 2]);
+        let kept = fit(items.clone(), tokens(&render(&items[..1])));
+        assert_eq!(kept.iter().map(|i| i.id).collect::<Vec<_>>(), [1]);
+        assert!(fit(items, 1).is_empty());
+    }
+
+    #[test]
+    fn tokens_are_estimated_conservatively() {
+        assert_eq!(tokens(""), 0);
+        assert_eq!(tokens("abcd"), 1);
+        assert_eq!(tokens("abcde"), 2);
+        assert_eq!(tokens("ééé"), 1);
+    }
+}

@@ -1,0 +1,113 @@
+//! Entities and relationships: `memori_relate()` stores "subject predicate object" as a
+//! relationship memory; `memori_entity()` finds the entity and relationship memories that name
+//! an entity (GIN index on related_entities).
+
+use crate::embedding::embed_texts;
+use crate::errors::{MemoriError, OrRaise};
+use crate::memories::{check_importance, touch_conversation, write, NewMemory};
+use crate::user;
+use pgrx::datum::{JsonB, TimestampWithTimeZone, Uuid};
+use pgrx::prelude::*;
+
+fn part(v: Option<&str>, name: &str) -> String {
+    match v.map(str::trim) {
+        Some(s) if !s.is_empty() => s.to_string(),
+        _ => MemoriError::invalid(format!("memori: {name} must not be NULL or empty")).raise(),
+    }
+}
+
+/// Stores "subject predicate object" (e.g. "orders.customer_id references customers.id") as a
+/// relationship memory, with subject and object in related_entities; returns its memory_id.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
+fn memori_relate(
+    subject: Option<&str>,
+    predicate: Option<&str>,
+    object: Option<&str>,
+    conversation_id: default!(Option<Uuid>, "NULL"),
+    importance: default!(Option<f32>, "0.5"),
+    user_id: default!(Option<&str>, "NULL"),
+) -> Uuid {
+    let (s, p, o) = (
+        part(subject, "subject"),
+        part(predicate, "predicate"),
+        part(object, "object"),
+    );
+    let user = user::resolve(user_id).or_raise();
+    let importance = importance.unwrap_or(0.5);
+    check_importance(importance).or_raise();
+    if let Some(c) = conversation_id {
+        touch_conversation(c, &user).or_raise();
+    }
+    let content = format!("{s} {p} {o}");
+    let (target, batch) = embed_texts(&[&content]).or_raise();
+    let entities = if s == o {
+        vec![s.clone()]
+    } else {
+        vec![s.clone(), o.clone()]
+    };
+    write(
+        &target,
+        &NewMemory {
+            user: &user,
+            content: &content,
+            memory_type: "relationship",
+            conversation_id,
+            importance,
+            tags: &[],
+            entities: &entities,
+            metadata: &JsonB(serde_json::json!({"subject": s, "predicate": p, "object": o})),
+            expires_at: None,
+            embedding: &batch.vectors[0],
+        },
+    )
+    .or_raise()
+}
+
+/// The entity and relationship memories of the current memori user that name `name` in
+/// related_entities (exact match), most important first.
+#[pg_extern(stable, parallel_safe)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
+fn memori_entity(
+    name: Option<&str>,
+    user_id: default!(Option<&str>, "NULL"),
+) -> TableIterator<
+    'static,
+    (
+        name!(memory_id, Uuid),
+        name!(memory_type, String),
+        name!(content, String),
+        name!(importance, f32),
+        name!(related_entities, Vec<String>),
+        name!(created_at, TimestampWithTimeZone),
+    ),
+> {
+    let name = part(name, "name");
+    let user = user::resolve(user_id).or_raise();
+    let rows = Spi::connect(|c| {
+        c.select(
+            "SELECT memory_id, memory_type::text, content, importance_score, related_entities, created_at
+               FROM memori_memories
+              WHERE user_id = $1 AND related_entities @> ARRAY[$2]::text[]
+                AND memory_type IN ('entity', 'relationship')
+                AND (expires_at IS NULL OR expires_at > now())
+              ORDER BY memory_type, importance_score DESC, created_at",
+            None,
+            &[user.into(), name.into()],
+        )?
+        .map(|r| {
+            Ok((
+                r.get::<Uuid>(1)?.expect("NOT NULL"),
+                r.get::<String>(2)?.unwrap_or_default(),
+                r.get::<String>(3)?.unwrap_or_default(),
+                r.get::<f32>(4)?.unwrap_or_default(),
+                r.get::<Vec<String>>(5)?.unwrap_or_default(),
+                r.get::<TimestampWithTimeZone>(6)?.expect("NOT NULL"),
+            ))
+        })
+        .collect::<std::result::Result<Vec<_>, pgrx::spi::Error>>()
+    })
+    .map_err(crate::errors::spi)
+    .or_raise();
+    TableIterator::new(rows)
+}
