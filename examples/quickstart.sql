@@ -60,6 +60,18 @@ SELECT memory_type, round(similarity::numeric, 3) AS similarity, round(score::nu
   FROM memori_search(query => 'How does the user prefer SQL queries?', conversation_id => :'conv', k => 5);
 
 \echo
+\echo '-- Next steps of the quick-start, inside the database: relationships and prompt context'
+SELECT memori_relate('orders.customer_id', 'references', 'customers.id', conversation_id => :'conv') AS relationship;
+SELECT memori_store('Always answer in British English', 'rule', importance => 0.9) AS rule;
+\echo
+\echo 'memori_context(''Write a query listing customers and their orders''):'
+\pset format unaligned
+\pset tuples_only on
+SELECT memori_context('Write a query listing customers and their orders');
+\pset format aligned
+\pset tuples_only off
+
+\echo
 \echo '-- What is stored (each search counted an access)'
 SELECT memory_type, importance_score, access_count, context_tags, embedding_model, embedding_dims,
        expires_at IS NOT NULL AS expires, left(content, 50) AS content

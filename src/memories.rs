@@ -236,24 +236,42 @@ fn memori_store(
     )
     .or_raise();
     let expires_at = expiry(&c.memory_type, expires_at).or_raise();
-    let (target, batch) = embed_texts(&[content]).or_raise();
     let entities = text_array(entities);
-    write(
-        &target,
-        &NewMemory {
-            user: &c.user,
-            content,
-            memory_type: &c.memory_type,
-            conversation_id,
-            importance: c.importance,
-            tags: &c.tags,
-            entities: &entities,
-            metadata: &c.metadata,
-            expires_at,
-            embedding: &batch.vectors[0],
-        },
-    )
-    .or_raise()
+    store_texts(&c, &[content], conversation_id, &entities, expires_at)
+        .or_raise()
+        .remove(0)
+}
+
+/// Embeds `texts` in batches and writes (or refreshes) one memory per text, in order.
+fn store_texts(
+    c: &Common,
+    texts: &[&str],
+    conversation_id: Option<Uuid>,
+    entities: &[String],
+    expires_at: Option<TimestampWithTimeZone>,
+) -> Result<Vec<Uuid>> {
+    let (target, batch) = embed_texts(texts)?;
+    texts
+        .iter()
+        .zip(&batch.vectors)
+        .map(|(text, embedding)| {
+            write(
+                &target,
+                &NewMemory {
+                    user: &c.user,
+                    content: text,
+                    memory_type: &c.memory_type,
+                    conversation_id,
+                    importance: c.importance,
+                    tags: &c.tags,
+                    entities,
+                    metadata: &c.metadata,
+                    expires_at,
+                    embedding,
+                },
+            )
+        })
+        .collect()
 }
 
 /// Stores several memories (one per element of `contents`), embedded in batches; returns their
@@ -291,29 +309,7 @@ fn memori_store_batch(
     )
     .or_raise();
     let expires_at = expiry(&c.memory_type, None).or_raise();
-    let (target, batch) = embed_texts(&texts).or_raise();
-    let mut ids = Vec::with_capacity(texts.len());
-    for (text, embedding) in texts.iter().zip(&batch.vectors) {
-        ids.push(
-            write(
-                &target,
-                &NewMemory {
-                    user: &c.user,
-                    content: text,
-                    memory_type: &c.memory_type,
-                    conversation_id,
-                    importance: c.importance,
-                    tags: &c.tags,
-                    entities: &[],
-                    metadata: &c.metadata,
-                    expires_at,
-                    embedding,
-                },
-            )
-            .or_raise(),
-        );
-    }
-    SetOfIterator::new(ids)
+    SetOfIterator::new(store_texts(&c, &texts, conversation_id, &[], expires_at).or_raise())
 }
 
 /// Changes a memory of the current memori user; re-embeds it when the content changes.

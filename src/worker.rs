@@ -87,6 +87,7 @@ pub extern "C-unwind" fn memori_launcher_main(_arg: pg_sys::Datum) {
                 .set_type("memori maintenance")
                 .set_library("memori")
                 .set_function("memori_maintenance_main")
+                .set_start_time(BgWorkerStartTime::RecoveryFinished)
                 .set_argument(Some(pg_sys::Datum::from(oid)))
                 .enable_spi_access()
                 // SAFETY: MyProcPid is this process's pid.
