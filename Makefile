@@ -26,9 +26,10 @@ install: setup
 cluster: install
 	bash scripts/cluster.sh start
 
+# The demo database is made anew each time, so it always has the memori just installed.
 demo: cluster
-	bash scripts/cluster.sh psql -d postgres -qtAc "SELECT 1 FROM pg_database WHERE datname = 'memori_demo'" | grep -q 1 \
-	  || bash scripts/cluster.sh psql -d postgres -qc "CREATE DATABASE memori_demo"
+	bash scripts/cluster.sh psql -d postgres -qc "DROP DATABASE IF EXISTS memori_demo WITH (FORCE)"
+	bash scripts/cluster.sh psql -d postgres -qc "CREATE DATABASE memori_demo"
 	bash scripts/cluster.sh psql -d memori_demo -X -v ON_ERROR_STOP=1 -f examples/quickstart.sql
 
 # Every test: pure-Rust and #[pg_test] tests in a pgrx-managed instance, then the SQL tests

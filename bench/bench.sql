@@ -59,17 +59,5 @@ SELECT CASE WHEN g <= 20000 THEN 'user' || (g % 200) ELSE 'big' END, 'synthetic 
 ANALYZE memori_memories;
 SET memori.embedding_cache_ttl = 3600;
 SELECT memori_embed('what does the user prefer?') IS NOT NULL AS query_cached;
-DO $$
-DECLARE t0 timestamptz; n int := 200; s float8;
-BEGIN
-    SET LOCAL memori.user_id = 'user7';
-    t0 := clock_timestamp();
-    PERFORM count(*) FROM generate_series(1, n) g, LATERAL memori_search(CASE WHEN g > 0 THEN 'what does the user prefer?' END, k => 10) s;
-    s := extract(epoch FROM clock_timestamp() - t0);
-    RAISE NOTICE 'search, k=10, a user with 100 of 40000 memories: % ms per search (query embedding cached)', round((1000 * s / n)::numeric, 2);
-    SET LOCAL memori.user_id = 'big';
-    t0 := clock_timestamp();
-    PERFORM count(*) FROM generate_series(1, n) g, LATERAL memori_search(CASE WHEN g > 0 THEN 'what does the user prefer?' END, k => 10) s;
-    s := extract(epoch FROM clock_timestamp() - t0);
-    RAISE NOTICE 'search, k=10, a user with 20000 of 40000 memories: % ms per search (query embedding cached)', round((1000 * s / n)::numeric, 2);
-END $$;
+-- The searches themselves run from pgbench (bench/run.sh), one transaction each, as an
+-- application's would.

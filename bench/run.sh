@@ -31,3 +31,13 @@ sleep 0.5
 psql() { "$BIN/psql" -h "$DIR" -p "$PORT" -U postgres -X -q "$@"; }
 psql -d postgres -c "CREATE DATABASE bench"
 psql -d bench -v ON_ERROR_STOP=1 -v mock="http://127.0.0.1:$MOCK_PORT/v1" -f "$here/bench/bench.sql"
+# Searches, one transaction each (the query's embedding is cached, so this is the search itself).
+for user in user7 big; do
+  echo "SELECT count(*) FROM memori_search('what does the user prefer?', k => 10, user_id => '$user');" > "$DIR/search.sql"
+  lat=$("$BIN/pgbench" -h "$DIR" -p "$PORT" -U postgres -n -c 1 -t 500 -f "$DIR/search.sql" bench 2>/dev/null \
+        | awk '/latency average/ {print $4}')
+  case $user in
+    user7) echo "search, k=10, a user with 100 of 40000 memories: $lat ms per search (pgbench, one transaction each)" ;;
+    big) echo "search, k=10, a user with 20000 of 40000 memories: $lat ms per search (pgbench, one transaction each)" ;;
+  esac
+done

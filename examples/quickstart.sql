@@ -6,8 +6,6 @@
 \echo '== memori quick start =='
 
 CREATE EXTENSION IF NOT EXISTS memori CASCADE;
--- A demo runs twice without piling up: start from an empty memory.
-TRUNCATE memori_memories, memori_conversations;
 
 -- Act for one end user of the application (an app role would SET LOCAL this per request).
 SET memori.user_id = 'test_user';
@@ -65,11 +63,13 @@ SELECT memori_relate('orders.customer_id', 'references', 'customers.id', convers
 SELECT memori_store('Always answer in British English', 'rule', importance => 0.9) AS rule;
 \echo
 \echo 'memori_context(''Write a query listing customers and their orders''):'
+\set QUIET on
 \pset format unaligned
 \pset tuples_only on
 SELECT memori_context('Write a query listing customers and their orders');
 \pset format aligned
 \pset tuples_only off
+\set QUIET off
 
 \echo
 \echo '-- What is stored (each search counted an access)'
