@@ -1,24 +1,24 @@
--- Tenancy: two people (memori_user members) and one application (memori_app member) try each
--- other's memories by every route; PUBLIC gets nothing; a hostile built-in shadow changes nothing.
+-- Tenancy: two people (memori_user members) and one application (memori_app member), each in
+-- its own session, try each other's memories by every route; PUBLIC gets nothing; a hostile built-in shadow changes nothing.
 SET client_min_messages = warning;
 DROP ROLE IF EXISTS memori_t_alice, memori_t_bob, memori_t_app, memori_t_nobody;
 RESET client_min_messages;
 CREATE EXTENSION memori CASCADE;
-CREATE ROLE memori_t_alice IN ROLE memori_user;
-CREATE ROLE memori_t_bob IN ROLE memori_user;
-CREATE ROLE memori_t_app IN ROLE memori_app;
-CREATE ROLE memori_t_nobody;
+CREATE ROLE memori_t_alice LOGIN IN ROLE memori_user;
+CREATE ROLE memori_t_bob LOGIN IN ROLE memori_user;
+CREATE ROLE memori_t_app LOGIN IN ROLE memori_app;
+CREATE ROLE memori_t_nobody LOGIN;
 GRANT USAGE ON SCHEMA public TO memori_t_nobody;
 
 -- Alice stores a memory and a conversation.
-SET ROLE memori_t_alice;
+\c - memori_t_alice
 SELECT memori_conversation_create('alice chat') AS alice_conv \gset
 SELECT memori_store('Alice likes window functions', 'rule', :'alice_conv') AS alice_mem \gset
 SELECT content, user_id FROM memori_memories;
-RESET ROLE;
+\c - postgres
 
 -- Bob sees only his own, whatever he tries.
-SET ROLE memori_t_bob;
+\c - memori_t_bob
 SELECT memori_store('Bob likes common table expressions', 'rule') IS NOT NULL AS stored;
 SELECT content FROM memori_memories;
 SELECT content FROM memori_search('window functions');
@@ -44,10 +44,10 @@ SELECT count(*) AS conversations_seen FROM memori_conversations;
 SELECT memori_context('window functions', user_id => 'memori_t_alice');
 SELECT * FROM memori_entity('x', user_id => 'memori_t_alice');
 SELECT * FROM memori_maintain();
-RESET ROLE;
+\c - postgres
 
 -- The application acts for the end user in memori.user_id, and for nobody while it is unset.
-SET ROLE memori_t_app;
+\c - memori_t_app
 SELECT count(*) AS rows_seen FROM memori_memories;
 SELECT memori_store('no end user named');
 BEGIN;
@@ -61,23 +61,23 @@ SELECT count(*) AS rows_seen FROM memori_memories;
 SELECT content FROM memori_search('pivot tables');
 SELECT memori_store('for another end user', user_id => 'end-user-1');
 ROLLBACK;
-RESET ROLE;
+\c - postgres
 
 -- A role in neither group gets nothing.
-SET ROLE memori_t_nobody;
+\c - memori_t_nobody
 SELECT memori_store('x');
 SELECT count(*) FROM memori_memories;
-RESET ROLE;
+\c - postgres
 
 -- Everything is where it should be.
 SELECT user_id, content FROM memori_memories ORDER BY user_id;
 
 -- A hostile now() in public does not change memori (its functions put pg_catalog first).
 CREATE FUNCTION public.now() RETURNS timestamptz LANGUAGE sql AS $$ SELECT '2999-01-01'::timestamptz $$;
-SET ROLE memori_t_alice;
+\c - memori_t_alice
 SELECT memori_store('a memory that expires in an hour', expires_at => pg_catalog.now() + interval '1 hour') IS NOT NULL AS stored;
 SELECT content FROM memori_search('a memory that expires', k => 1);
-RESET ROLE;
+\c - postgres
 DROP FUNCTION public.now();
 
 DROP EXTENSION memori;
