@@ -179,6 +179,12 @@ CREATE UNLOGGED TABLE memori_embedding_cache (
     CONSTRAINT memori_embedding_cache_pkey PRIMARY KEY (provider, model, dims, text_sha256)
 );
 CREATE INDEX idx_memori_cache_created ON memori_embedding_cache (created_at);
+COMMENT ON COLUMN memori_embedding_cache.provider IS 'Embedding provider (local or openai).';
+COMMENT ON COLUMN memori_embedding_cache.model IS 'Model name.';
+COMMENT ON COLUMN memori_embedding_cache.dims IS 'Requested width (0: the model''s own).';
+COMMENT ON COLUMN memori_embedding_cache.text_sha256 IS 'SHA-256 of the embedded text (the text itself is not stored).';
+COMMENT ON COLUMN memori_embedding_cache.embedding IS 'The embedding.';
+COMMENT ON COLUMN memori_embedding_cache.created_at IS 'When the entry was made; it expires memori.embedding_cache_ttl seconds later.';
 COMMENT ON TABLE memori_embedding_cache IS
     'memori: cache of embeddings keyed by provider, model, width and SHA-256 of the text (no text is stored); entries live memori.embedding_cache_ttl seconds.';
 

@@ -21,6 +21,11 @@ SELECT c.relname AS uncommented
   FROM pg_class c JOIN pg_depend d ON d.objid = c.oid AND d.deptype = 'e'
   JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'memori'
  WHERE c.relkind IN ('r', 'u') AND obj_description(c.oid, 'pg_class') IS NULL;
+SELECT c.relname || '.' || a.attname AS uncommented_column
+  FROM pg_class c JOIN pg_depend d ON d.objid = c.oid AND d.deptype = 'e'
+  JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'memori'
+  JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+ WHERE c.relkind IN ('r', 'u') AND col_description(c.oid, a.attnum) IS NULL;
 -- DROP EXTENSION leaves no memori object behind.
 SELECT memori_create_index(768);
 DROP EXTENSION memori;
