@@ -95,6 +95,14 @@ pub fn write(target: &Target, m: &NewMemory) -> Result<Uuid> {
     let cast = indexed_cast(dims);
     let threshold = gucs::dedup_threshold();
     if threshold < 1.0 {
+        // Two sessions storing near-duplicates for the same user and type at once would both
+        // miss the other's uncommitted row: serialise them (per user and type, until commit),
+        // so the second sees the first and refreshes it.
+        Spi::run_with_args(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 7237954148))",
+            &[m.user.into(), m.memory_type.into()],
+        )
+        .map_err(spi)?;
         let refreshed = opt_one::<Uuid>(
             &format!(
                 "WITH nearest AS (

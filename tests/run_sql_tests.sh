@@ -31,7 +31,7 @@ suite() {
 
 main_log=${MEMORI_PGDATA:-/var/lib/memori/pg$PG_MAJOR}/server.log
 log_start=$(stat -c %s "$main_log" 2>/dev/null || echo 0)
-suite preloaded "${MEMORI_PGPORT:-5499}" "${MEMORI_PGSOCK:-/var/run/memori}" install security worker
+suite preloaded "${MEMORI_PGPORT:-5499}" "${MEMORI_PGSOCK:-/var/run/memori}" concurrency install security worker
 
 # The worker logs one line per pass and database (looked for in what this run logged).
 if tail -c +"$((log_start + 1))" "$main_log" | grep -q 'memori: maintenance of database "memori_regression": expired 1,'; then
