@@ -2,9 +2,8 @@
 //! relationship memory; `memori_entity()` finds the entity and relationship memories that name
 //! an entity (GIN index on related_entities).
 
-use crate::embedding::embed_texts;
 use crate::errors::{MemoriError, OrRaise};
-use crate::memories::{check_importance, touch_conversation, write, NewMemory};
+use crate::memories::{common, store_texts};
 use crate::user;
 use pgrx::datum::{JsonB, TimestampWithTimeZone, Uuid};
 use pgrx::prelude::*;
@@ -33,35 +32,25 @@ fn memori_relate(
         part(predicate, "predicate"),
         part(object, "object"),
     );
-    let user = user::resolve(user_id).or_raise();
-    let importance = importance.unwrap_or(0.5);
-    check_importance(importance).or_raise();
-    if let Some(c) = conversation_id {
-        touch_conversation(c, &user).or_raise();
-    }
     let content = format!("{s} {p} {o}");
-    let (target, batch) = embed_texts(&[&content]).or_raise();
     let entities = if s == o {
         vec![s.clone()]
     } else {
         vec![s.clone(), o.clone()]
     };
-    write(
-        &target,
-        &NewMemory {
-            user: &user,
-            content: &content,
-            memory_type: "relationship",
-            conversation_id,
-            importance,
-            tags: &[],
-            entities: &entities,
-            metadata: &JsonB(serde_json::json!({"subject": s, "predicate": p, "object": o})),
-            expires_at: None,
-            embedding: &batch.vectors[0],
-        },
+    let metadata = JsonB(serde_json::json!({"subject": s, "predicate": p, "object": o}));
+    let c = common(
+        Some("relationship"),
+        conversation_id,
+        importance,
+        None,
+        Some(metadata),
+        user_id,
     )
-    .or_raise()
+    .or_raise();
+    store_texts(&c, &[&content], conversation_id, &entities, None)
+        .or_raise()
+        .remove(0)
 }
 
 /// The entity and relationship memories of the current memori user that name `name` in

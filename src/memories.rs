@@ -85,6 +85,7 @@ pub struct NewMemory<'a> {
     pub tags: &'a [String],
     pub entities: &'a [String],
     pub metadata: &'a JsonB,
+    /// Given by the caller; None gives a short_term memory the default expiry.
     pub expires_at: Option<TimestampWithTimeZone>,
     pub embedding: &'a [f32],
 }
@@ -121,8 +122,9 @@ pub fn write(target: &Target, m: &NewMemory) -> Result<Uuid> {
                         access_count = m.access_count + 1,
                         last_accessed_at = now(),
                         is_archived = false,
-                        expires_at = CASE WHEN m.expires_at IS NULL OR $10::timestamptz IS NULL THEN m.expires_at
-                                          ELSE greatest(m.expires_at, $10) END
+                        expires_at = CASE WHEN m.expires_at IS NULL THEN NULL
+                                          ELSE greatest(m.expires_at, coalesce($10::timestamptz,
+                                               CASE WHEN $2 = 'short_term' THEN now() + make_interval(days => $11) END)) END
                    FROM nearest
                   WHERE m.id = nearest.id AND nearest.similarity >= $5
               RETURNING m.memory_id"
@@ -138,6 +140,7 @@ pub fn write(target: &Target, m: &NewMemory) -> Result<Uuid> {
                 m.importance.into(),
                 JsonB(m.metadata.0.clone()).into(),
                 m.expires_at.into(),
+                gucs::short_term_expiry_days().into(),
             ],
         )?;
         if let Some(id) = refreshed {
@@ -148,7 +151,8 @@ pub fn write(target: &Target, m: &NewMemory) -> Result<Uuid> {
         "INSERT INTO memori_memories (conversation_id, user_id, content, memory_type, embedding,
                                       embedding_model, importance_score, context_tags,
                                       related_entities, metadata, expires_at)
-         VALUES ($1, $2, $3, $4, $5::real[]::vector, $6, $7, $8, $9, $10, $11)
+         VALUES ($1, $2, $3, $4, $5::real[]::vector, $6, $7, $8, $9, $10,
+                 coalesce($11, CASE WHEN $4 = 'short_term' THEN now() + make_interval(days => $12) END))
          RETURNING memory_id",
         &[
             m.conversation_id.into(),
@@ -162,28 +166,14 @@ pub fn write(target: &Target, m: &NewMemory) -> Result<Uuid> {
             m.entities.to_vec().into(),
             JsonB(m.metadata.0.clone()).into(),
             m.expires_at.into(),
+            gucs::short_term_expiry_days().into(),
         ],
     )
     .map_err(spi)?
     .ok_or_else(|| MemoriError::new(Code::SystemError, "memori: INSERT returned no row"))
 }
 
-/// The expiry a new memory gets: the one given, else short_term's default.
-fn expiry(
-    memory_type: &str,
-    given: Option<TimestampWithTimeZone>,
-) -> Result<Option<TimestampWithTimeZone>> {
-    if given.is_some() || memory_type != "short_term" {
-        return Ok(given);
-    }
-    Spi::get_one_with_args::<TimestampWithTimeZone>(
-        "SELECT now() + make_interval(days => $1)",
-        &[gucs::short_term_expiry_days().into()],
-    )
-    .map_err(spi)
-}
-
-struct Common {
+pub struct Common {
     user: String,
     memory_type: String,
     importance: f32,
@@ -191,7 +181,7 @@ struct Common {
     metadata: JsonB,
 }
 
-fn common(
+pub fn common(
     memory_type: Option<&str>,
     conversation_id: Option<Uuid>,
     importance: Option<f32>,
@@ -243,7 +233,6 @@ fn memori_store(
         user_id,
     )
     .or_raise();
-    let expires_at = expiry(&c.memory_type, expires_at).or_raise();
     let entities = text_array(entities);
     store_texts(&c, &[content], conversation_id, &entities, expires_at)
         .or_raise()
@@ -251,7 +240,7 @@ fn memori_store(
 }
 
 /// Embeds `texts` in batches and writes (or refreshes) one memory per text, in order.
-fn store_texts(
+pub fn store_texts(
     c: &Common,
     texts: &[&str],
     conversation_id: Option<Uuid>,
@@ -316,8 +305,7 @@ fn memori_store_batch(
         user_id,
     )
     .or_raise();
-    let expires_at = expiry(&c.memory_type, None).or_raise();
-    SetOfIterator::new(store_texts(&c, &texts, conversation_id, &[], expires_at).or_raise())
+    SetOfIterator::new(store_texts(&c, &texts, conversation_id, &[], None).or_raise())
 }
 
 /// Changes a memory of the current memori user; re-embeds it when the content changes.
