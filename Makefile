@@ -13,7 +13,7 @@ PROFILE    ?= dev
 
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: all setup install demo test test-rust test-sql bench cluster stop clean
+.PHONY: all setup install demo test test-rust test-sql test-system soak bench cluster stop clean
 
 all: install
 
@@ -22,6 +22,9 @@ setup:
 
 install: setup
 	cargo pgrx install --pg-config $(PG_CONFIG) $(if $(filter release,$(PROFILE)),--release,)
+	# Released versions' scripts, frozen as shipped: CREATE EXTENSION memori VERSION '0.1.0'
+	# works, and the upgrade test starts from them.
+	install -m 644 sql/released/memori--*.sql $$($(PG_CONFIG) --sharedir)/extension/
 
 cluster: install
 	bash scripts/cluster.sh start
@@ -32,9 +35,11 @@ demo: cluster
 	bash scripts/cluster.sh psql -d postgres -qc "CREATE DATABASE memori_demo"
 	bash scripts/cluster.sh psql -d memori_demo -X -v ON_ERROR_STOP=1 -f examples/quickstart.sql
 
-# Every test: pure-Rust and #[pg_test] tests in a pgrx-managed instance, then the SQL tests
-# (pg_regress expected output) against the local cluster.
-test: setup test-rust test-sql
+# Every test: pure-Rust and #[pg_test] tests in a pgrx-managed instance, the SQL tests
+# (pg_regress expected output) against the local cluster, then the system tests (backup and
+# restore, upgrade, crash, hot standby, the worker under locks, blocking, a 60 s soak), each on
+# clusters of its own.
+test: setup test-rust test-sql test-system
 
 test-rust: setup
 	mkdir -p $(TEST_PGDATA) && chown postgres:postgres $(TEST_PGDATA)
@@ -42,6 +47,13 @@ test-rust: setup
 
 test-sql: cluster
 	bash tests/run_sql_tests.sh
+
+test-system: install
+	bash tests/system/run.sh
+
+# pgbench soak alone (SOAK_SECONDS=60 SOAK_CLIENTS=8 by default): prints the summary.
+soak: install
+	bash tests/system/run.sh soak
 
 bench: cluster
 	bash bench/run.sh

@@ -12,13 +12,13 @@ COMMENT ON FUNCTION memori_store(text, text, uuid, real, text[], jsonb, text[], 
 COMMENT ON FUNCTION memori_store_batch(text[], text, uuid, real, text[], jsonb, text) IS
     'memori: stores one memory per element of contents, embedded in batches, and returns their ids in input order.';
 COMMENT ON FUNCTION memori_search(text, integer, uuid, text[], text[], real, boolean, text) IS
-    'memori: the k memories of one user most relevant to query (HNSW cosine search), ordered by score (similarity blended with importance and recency); counts an access for each.';
+    'memori: the k memories of one user most relevant to query (HNSW cosine search), ordered by score (similarity blended with importance and recency); counts an access for each (best effort: not in read-only or REPEATABLE READ transactions, and not for rows another transaction holds).';
 COMMENT ON FUNCTION memori_update(uuid, text, text, real, text[], jsonb) IS
     'memori: changes a memory of the current memori user (re-embedding it when the content changes); false when there is no such memory.';
 COMMENT ON FUNCTION memori_forget(uuid) IS
     'memori: deletes a memory of the current memori user; false when there is no such memory.';
 COMMENT ON FUNCTION memori_maintain() IS
-    'memori: one pass of housekeeping in this database: promotes, expires and archives memories and purges the embedding cache; returns the counts.';
+    'memori: one pass of housekeeping in this database: promotes, expires and archives memories and purges the embedding cache, memori.maintenance_batch_size rows per statement, skipping rows other transactions hold; returns the counts.';
 COMMENT ON FUNCTION memori_context(text, integer, uuid, integer, text) IS
     'memori: a ready-to-paste block for a system prompt: the user''s rules, then relevant entity/relationship memories, then other relevant memories, within token_budget.';
 COMMENT ON FUNCTION memori_relate(text, text, text, uuid, real, text) IS

@@ -1,6 +1,20 @@
 -- memori schema: the seed's tables (migrations 003 and 004), moved into the extension.
 -- Every object here belongs to the extension, so DROP EXTENSION memori removes it.
 
+-- pgvector 0.8.0 or later: memori's searches use its iterative index scans (hnsw.iterative_scan).
+DO $$
+DECLARE
+    v text := (SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'vector');
+BEGIN
+    IF pg_catalog.string_to_array(pg_catalog.split_part(v, '-', 1), '.')::int[]
+       OPERATOR(pg_catalog.<) ARRAY[0, 8, 0] THEN
+        RAISE EXCEPTION 'memori needs pgvector 0.8.0 or later, and the vector extension here is version %', v
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Install pgvector 0.8.0 or later, run ALTER EXTENSION vector UPDATE, then create memori.';
+    END IF;
+END;
+$$;
+
 -- memori's functions pin search_path to this schema, so pgvector's type and operators must be
 -- here too (CREATE EXTENSION memori CASCADE installs vector alongside).
 DO $$
@@ -98,7 +112,9 @@ CREATE TABLE memori_memories (
     CONSTRAINT memori_memories_access_count_check CHECK (access_count >= 0),
     CONSTRAINT memori_memories_metadata_check CHECK (jsonb_typeof(metadata) = 'object'),
     CONSTRAINT memori_memories_embedding_model_check
-        CHECK ((embedding IS NULL) = (embedding_model IS NULL))
+        CHECK ((embedding IS NULL) = (embedding_model IS NULL)),
+    CONSTRAINT memori_memories_context_tags_check CHECK (array_position(context_tags, NULL) IS NULL),
+    CONSTRAINT memori_memories_related_entities_check CHECK (array_position(related_entities, NULL) IS NULL)
 )
 -- Room on each page for a new row version: counting a search's accesses is then a HOT update,
 -- which leaves the indexes (above all the HNSW indexes) alone. A 384-dimension row is about
@@ -166,6 +182,14 @@ COMMENT ON COLUMN memori_memories.expires_at IS 'When the memory expires (short_
 COMMENT ON COLUMN memori_memories.is_archived IS 'Archived memories are left out of searches unless asked for.';
 COMMENT ON COLUMN memori_memories.created_at IS 'When the memory was stored.';
 COMMENT ON COLUMN memori_memories.updated_at IS 'When the row last changed (maintained by a trigger).';
+
+-- Backups: pg_dump leaves out the rows of an extension's tables unless the extension marks
+-- them as configuration tables. Memories and conversations are user data, so every dump holds
+-- them (and their identity sequences' positions); the embedding cache is derivable and left out.
+SELECT pg_catalog.pg_extension_config_dump('memori_conversations', '');
+SELECT pg_catalog.pg_extension_config_dump('memori_memories', '');
+SELECT pg_catalog.pg_extension_config_dump('memori_conversations_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('memori_memories_id_seq', '');
 
 -- The embedding cache (the seed's Redis, moved inside). Keyed by the provider, model, width
 -- and SHA-256 of the text: it holds no text. Unlogged: it is a cache, so a crash may empty it.

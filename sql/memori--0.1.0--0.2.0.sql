@@ -1,0 +1,37 @@
+-- memori 0.1.0 -> 0.2.0. Run by ALTER EXTENSION memori UPDATE; the result is identical to a
+-- fresh install of 0.2.0 (tests/system/upgrade.sh compares the catalogs).
+\echo Use "ALTER EXTENSION memori UPDATE TO '0.2.0'" to load this file. \quit
+
+-- pgvector 0.8.0 or later: memori's searches use its iterative index scans (hnsw.iterative_scan).
+DO $$
+DECLARE
+    v text := (SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'vector');
+BEGIN
+    IF pg_catalog.string_to_array(pg_catalog.split_part(v, '-', 1), '.')::int[]
+       OPERATOR(pg_catalog.<) ARRAY[0, 8, 0] THEN
+        RAISE EXCEPTION 'memori needs pgvector 0.8.0 or later, and the vector extension here is version %', v
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Install pgvector 0.8.0 or later, run ALTER EXTENSION vector UPDATE, then update memori.';
+    END IF;
+END;
+$$;
+
+-- Backups: from now on pg_dump holds every memory and conversation (0.1.0 dumps held none).
+SELECT pg_catalog.pg_extension_config_dump('memori_conversations', '');
+SELECT pg_catalog.pg_extension_config_dump('memori_memories', '');
+SELECT pg_catalog.pg_extension_config_dump('memori_conversations_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('memori_memories_id_seq', '');
+
+-- NULL elements in tags and entities are refused from now on; drop any stored before.
+UPDATE memori_memories SET context_tags = pg_catalog.array_remove(context_tags, NULL)
+ WHERE pg_catalog.array_position(context_tags, NULL) IS NOT NULL;
+UPDATE memori_memories SET related_entities = pg_catalog.array_remove(related_entities, NULL)
+ WHERE pg_catalog.array_position(related_entities, NULL) IS NOT NULL;
+ALTER TABLE memori_memories
+    ADD CONSTRAINT memori_memories_context_tags_check CHECK (array_position(context_tags, NULL) IS NULL),
+    ADD CONSTRAINT memori_memories_related_entities_check CHECK (array_position(related_entities, NULL) IS NULL);
+
+COMMENT ON FUNCTION memori_search(text, integer, uuid, text[], text[], real, boolean, text) IS
+    'memori: the k memories of one user most relevant to query (HNSW cosine search), ordered by score (similarity blended with importance and recency); counts an access for each (best effort: not in read-only or REPEATABLE READ transactions, and not for rows another transaction holds).';
+COMMENT ON FUNCTION memori_maintain() IS
+    'memori: one pass of housekeeping in this database: promotes, expires and archives memories and purges the embedding cache, memori.maintenance_batch_size rows per statement, skipping rows other transactions hold; returns the counts.';

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Upgrades: for every released version (sql/released/memori--V.sql, frozen as shipped), create
+# that version, store memories with it, run ALTER EXTENSION memori UPDATE, and check that
+#   (a) nothing is lost (every column of every row),
+#   (b) the schema is identical to a fresh install of the new version (tests/system/catalog.sql),
+#   (c) the functions work afterwards.
+# Keep this test for every release: a release without a tested upgrade script is not done.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+trap cleanup EXIT
+
+C=upgrade
+cluster_init $C 5482
+current=$(sed -n "s/^version = \"\(.*\)\"/\1/p" "$HERE/Cargo.toml" | head -n1)
+
+q $C postgres "CREATE DATABASE fresh"
+q $C fresh "CREATE EXTENSION memori CASCADE"
+check "a fresh install is version $current" "$current" "$(q $C fresh "SELECT extversion FROM pg_extension WHERE extname = 'memori'")"
+qf $C fresh -f "$HERE/tests/system/catalog.sql" > "$ROOT/$C/fresh.catalog"
+
+fingerprint() {
+  q $C "$1" "SELECT (SELECT count(*) FROM memori_memories) || ' memories ' ||
+                    (SELECT md5(string_agg(m::text, '|' ORDER BY id)) FROM memori_memories m) || ' ' ||
+                    (SELECT count(*) FROM memori_conversations) || ' conversations ' ||
+                    (SELECT md5(string_agg(c::text, '|' ORDER BY id)) FROM memori_conversations c)"
+}
+
+for script in "$HERE"/sql/released/memori--*.sql; do
+  old=$(basename "$script" .sql); old=${old#memori--}
+  db="from_${old//./_}"
+  q $C postgres "CREATE DATABASE $db"
+  q $C "$db" "CREATE EXTENSION memori VERSION '$old' CASCADE"
+  qf $C "$db" <<'SQL' >/dev/null
+SET memori.dedup_threshold = 1;
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'upgrade_alice') THEN
+    CREATE ROLE upgrade_alice LOGIN IN ROLE memori_user;
+  END IF;
+END $$;
+SELECT memori_conversation_create('before the upgrade', user_id => 'upgrade_alice') AS conv \gset
+SELECT memori_store('User prefers JOINs over subqueries', 'rule', importance => 0.9, tags => ARRAY['sql'],
+                    metadata => '{"k": 1}', entities => ARRAY['joins'], conversation_id => :'conv',
+                    user_id => 'upgrade_alice');
+SELECT memori_relate('orders.customer_id', 'references', 'customers.id', user_id => 'upgrade_alice');
+SELECT count(*) FROM memori_store_batch(ARRAY(SELECT 'note ' || g || ' on table t' || g FROM generate_series(1, 100) g),
+                                        'long_term', user_id => 'upgrade_alice');
+UPDATE memori_memories SET is_archived = true WHERE content = 'note 7 on table t7';
+SQL
+  before=$(fingerprint "$db")
+  q $C "$db" "ALTER EXTENSION memori UPDATE"
+  check "$old -> $current: the version moves on" "$current" "$(q $C "$db" "SELECT extversion FROM pg_extension WHERE extname = 'memori'")"
+  check "$old -> $current: nothing is lost" "$before" "$(fingerprint "$db")"
+  qf $C "$db" -f "$HERE/tests/system/catalog.sql" > "$ROOT/$C/$db.catalog"
+  if diff -u "$ROOT/$C/fresh.catalog" "$ROOT/$C/$db.catalog" > "$ROOT/$C/$db.diff"; then
+    ok "$old -> $current: the schema is identical to a fresh install ($(wc -l < "$ROOT/$C/fresh.catalog") catalog lines)"
+  else
+    fail "$old -> $current: the schema differs from a fresh install"
+    cat "$ROOT/$C/$db.diff"
+  fi
+  check "$old -> $current: search works" "User prefers JOINs over subqueries" \
+    "$(q $C "$db" "SELECT content FROM memori_search('How should SQL be written?', k => 1, user_id => 'upgrade_alice')")"
+  check "$old -> $current: store works" "t" \
+    "$(q $C "$db" "SELECT memori_store('stored after the upgrade', 'rule', user_id => 'upgrade_alice') IS NOT NULL")"
+  check "$old -> $current: context works" "t" \
+    "$(q $C "$db" "SELECT position('stored after the upgrade' IN memori_context('what was stored?', user_id => 'upgrade_alice')) > 0")"
+  check "$old -> $current: maintain works" "1" "$(q $C "$db" "SELECT count(*) FROM memori_maintain()")"
+  check "$old -> $current: a tenant sees its own memories" "103" \
+    "$(q $C "$db" "SET ROLE upgrade_alice; SELECT count(*) FROM memori_memories")"
+done
+
+# A pgvector older than 0.8.0 (faked in the catalog) is refused with a clear error.
+q $C postgres "CREATE DATABASE old_vector"
+q $C old_vector "CREATE EXTENSION vector; UPDATE pg_extension SET extversion = '0.7.4' WHERE extname = 'vector'"
+got=$("$BIN/psql" -h "$(sock $C)" -p "$(port $C)" -U postgres -d old_vector -X -qAt 2>&1 <<'SQL'
+\set VERBOSITY verbose
+CREATE EXTENSION memori;
+SQL
+)
+check_true "CREATE EXTENSION refuses pgvector 0.7.4 (0A000, naming both versions)" \
+  grep -q "ERROR:  0A000: memori needs pgvector 0.8.0 or later, and the vector extension here is version 0.7.4" <<< "$got"
+
+finish
