@@ -55,6 +55,11 @@ static PROMOTE_AFTER_ACCESSES: GucSetting<i32> = GucSetting::<i32>::new(3);
 static KEEP_EXPIRED: GucSetting<bool> = GucSetting::<bool>::new(false);
 static MAINTENANCE_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(3600);
 static LOCAL_MODEL_PATH: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static LOCAL_THREADS: GucSetting<i32> = GucSetting::<i32>::new(1);
+static MAINTENANCE_LOCK_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(1000);
+static MAINTENANCE_STATEMENT_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(300_000);
+static MAINTENANCE_BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(1000);
+static MAINTENANCE_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(2);
 
 pub fn init() {
     GucRegistry::define_string_guc(
@@ -263,19 +268,62 @@ pub fn init() {
         GucContext::Sighup,
         GucFlags::UNIT_S,
     );
+    GucRegistry::define_int_guc(
+        c"memori.local_threads",
+        c"Threads the local model may use in each backend that embeds.",
+        c"Read when a backend first loads the model. Each such backend keeps this many threads; the backends together share the server's cores.",
+        &LOCAL_THREADS,
+        1,
+        64,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"memori.maintenance_lock_timeout",
+        c"lock_timeout of each statement of a maintenance pass; 0 waits without limit.",
+        c"A pass that cannot get a lock in time stops in that database with a warning and the next pass tries again. Can be set per database.",
+        &MAINTENANCE_LOCK_TIMEOUT,
+        0,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"memori.maintenance_statement_timeout",
+        c"statement_timeout of each statement of a maintenance pass; 0 means none.",
+        c"Each statement handles at most memori.maintenance_batch_size rows. Can be set per database.",
+        &MAINTENANCE_STATEMENT_TIMEOUT,
+        0,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"memori.maintenance_batch_size",
+        c"Rows a maintenance statement promotes, expires, archives or purges at most; the worker commits after each.",
+        c"Rows locked by other transactions are skipped and left for the next pass.",
+        &MAINTENANCE_BATCH_SIZE,
+        1,
+        1_000_000,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"memori.maintenance_workers",
+        c"How many databases the maintenance launcher maintains at once.",
+        c"Each takes one of max_worker_processes while it runs. A database whose previous pass still runs is skipped.",
+        &MAINTENANCE_WORKERS,
+        1,
+        64,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
     reserve_prefix();
 }
 
-#[cfg(any(feature = "pg15", feature = "pg16", feature = "pg17"))]
 fn reserve_prefix() {
-    // SAFETY: called from _PG_init with a static, NUL-terminated name.
+    // SAFETY: called from _PG_init with a static, NUL-terminated name (PostgreSQL 15+).
     unsafe { pg_sys::MarkGUCPrefixReserved(c"memori".as_ptr()) }
-}
-
-#[cfg(not(any(feature = "pg15", feature = "pg16", feature = "pg17")))]
-fn reserve_prefix() {
-    // SAFETY: as above; before PostgreSQL 15 this only warns about unknown memori.* names.
-    unsafe { pg_sys::EmitWarningsOnPlaceholders(c"memori".as_ptr()) }
 }
 
 fn string(setting: &GucSetting<Option<CString>>) -> Option<String> {
@@ -358,6 +406,21 @@ pub fn keep_expired() -> bool {
 }
 pub fn maintenance_interval_s() -> i32 {
     MAINTENANCE_INTERVAL.get()
+}
+pub fn local_threads() -> usize {
+    LOCAL_THREADS.get() as usize
+}
+pub fn maintenance_lock_timeout_ms() -> i32 {
+    MAINTENANCE_LOCK_TIMEOUT.get()
+}
+pub fn maintenance_statement_timeout_ms() -> i32 {
+    MAINTENANCE_STATEMENT_TIMEOUT.get()
+}
+pub fn maintenance_batch_size() -> i64 {
+    MAINTENANCE_BATCH_SIZE.get() as i64
+}
+pub fn maintenance_workers() -> usize {
+    MAINTENANCE_WORKERS.get() as usize
 }
 pub fn local_model_path() -> Option<String> {
     string(&LOCAL_MODEL_PATH)

@@ -1,5 +1,6 @@
 //! The memory lifecycle: promotion (short_term → long_term), expiry, archival, and the cache
-//! purge, in one pass: memori_maintain(). The background worker (`worker`) runs it on a timer.
+//! purge, in one pass: memori_maintain(). The background worker (`worker`) runs the same steps
+//! on a timer, committing after each batch.
 //!
 //! ```text
 //!   short_term ──(accessed memori.promote_after_accesses times)──> long_term
@@ -8,8 +9,11 @@
 //!                               (archived if memori.keep_expired)       memori.archive_threshold_days)
 //!                                                                       ─> archived (rules never)
 //! ```
+//!
+//! Every step works in batches of at most memori.maintenance_batch_size rows and skips rows
+//! that another transaction has locked (`FOR UPDATE SKIP LOCKED`): a tenant holding a row never
+//! makes maintenance wait, and the row is handled by a later pass.
 
-use crate::embedding::purge_cache;
 use crate::errors::{spi, OrRaise, Result};
 use crate::gucs;
 use pgrx::prelude::*;
@@ -22,47 +26,105 @@ pub struct Pass {
     pub cache_purged: i64,
 }
 
-fn count(sql: &str, args: &[pgrx::datum::DatumWithOid]) -> Result<i64> {
-    Spi::get_one_with_args::<i64>(sql, args)
-        .map(|n| n.unwrap_or(0))
-        .map_err(spi)
+/// One kind of housekeeping, done a batch at a time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Step {
+    Promote,
+    Expire,
+    Archive,
+    PurgeCache,
 }
 
-/// One pass of housekeeping over every memory in the current database.
+impl Step {
+    /// In the order a pass runs them: promotion first, so a memory accessed often enough is
+    /// kept rather than expired.
+    pub const ALL: [Step; 4] = [Step::Promote, Step::Expire, Step::Archive, Step::PurgeCache];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Promote => "promote",
+            Step::Expire => "expire",
+            Step::Archive => "archive",
+            Step::PurgeCache => "purge_cache",
+        }
+    }
+
+    /// Handles at most `limit` rows; returns how many it handled.
+    pub fn batch(self, limit: i64) -> Result<i64> {
+        let (sql, args): (&str, Vec<pgrx::datum::DatumWithOid>) = match self {
+            Step::Promote => (
+                "WITH c AS (SELECT id FROM memori_memories
+                             WHERE memory_type::text = 'short_term'::text AND access_count >= $1
+                               AND (expires_at IS NULL OR expires_at > now())
+                             LIMIT $2 FOR UPDATE SKIP LOCKED),
+                      p AS (UPDATE memori_memories m SET memory_type = 'long_term', expires_at = NULL
+                              FROM c WHERE m.id = c.id RETURNING 1)
+                 SELECT count(*) FROM p",
+                vec![gucs::promote_after_accesses().into(), limit.into()],
+            ),
+            Step::Expire if gucs::keep_expired() => (
+                "WITH c AS (SELECT id FROM memori_memories WHERE expires_at <= now() AND NOT is_archived
+                             LIMIT $1 FOR UPDATE SKIP LOCKED),
+                      e AS (UPDATE memori_memories m SET is_archived = true FROM c WHERE m.id = c.id RETURNING 1)
+                 SELECT count(*) FROM e",
+                vec![limit.into()],
+            ),
+            Step::Expire => (
+                "WITH c AS (SELECT id FROM memori_memories WHERE expires_at <= now()
+                             LIMIT $1 FOR UPDATE SKIP LOCKED),
+                      e AS (DELETE FROM memori_memories m USING c WHERE m.id = c.id RETURNING 1)
+                 SELECT count(*) FROM e",
+                vec![limit.into()],
+            ),
+            Step::Archive => (
+                "WITH c AS (SELECT id FROM memori_memories
+                             WHERE NOT is_archived AND memory_type::text <> 'rule'::text
+                               AND coalesce(last_accessed_at, updated_at) < now() - make_interval(days => $1)
+                             LIMIT $2 FOR UPDATE SKIP LOCKED),
+                      a AS (UPDATE memori_memories m SET is_archived = true FROM c WHERE m.id = c.id RETURNING 1)
+                 SELECT count(*) FROM a",
+                vec![gucs::archive_threshold_days().into(), limit.into()],
+            ),
+            Step::PurgeCache => (
+                "WITH c AS (SELECT ctid FROM memori_embedding_cache
+                             WHERE created_at <= now() - make_interval(secs => $1)
+                             LIMIT $2 FOR UPDATE SKIP LOCKED),
+                      d AS (DELETE FROM memori_embedding_cache e USING c WHERE e.ctid = c.ctid RETURNING 1)
+                 SELECT count(*) FROM d",
+                vec![(gucs::embedding_cache_ttl().max(0) as f64).into(), limit.into()],
+            ),
+        };
+        Spi::get_one_with_args::<i64>(sql, &args)
+            .map(|n| n.unwrap_or(0))
+            .map_err(spi)
+    }
+
+    pub fn add(self, pass: &mut Pass, n: i64) {
+        match self {
+            Step::Promote => pass.promoted += n,
+            Step::Expire => pass.expired += n,
+            Step::Archive => pass.archived += n,
+            Step::PurgeCache => pass.cache_purged += n,
+        }
+    }
+}
+
+/// One pass of housekeeping over every memory in the current database, in the caller's
+/// transaction (batch after batch, answering cancel between them).
 pub fn maintain() -> Result<Pass> {
-    let promoted = count(
-        "WITH p AS (UPDATE memori_memories SET memory_type = 'long_term', expires_at = NULL
-                     WHERE memory_type = 'short_term' AND access_count >= $1
-                       AND (expires_at IS NULL OR expires_at > now())
-                    RETURNING 1)
-         SELECT count(*) FROM p",
-        &[gucs::promote_after_accesses().into()],
-    )?;
-    let expired = if gucs::keep_expired() {
-        count(
-            "WITH e AS (UPDATE memori_memories SET is_archived = true
-                         WHERE expires_at <= now() AND NOT is_archived RETURNING 1)
-             SELECT count(*) FROM e",
-            &[],
-        )?
-    } else {
-        count("WITH e AS (DELETE FROM memori_memories WHERE expires_at <= now() RETURNING 1) SELECT count(*) FROM e", &[])?
-    };
-    let archived = count(
-        "WITH a AS (UPDATE memori_memories SET is_archived = true
-                     WHERE NOT is_archived AND memory_type <> 'rule'
-                       AND coalesce(last_accessed_at, updated_at) < now() - make_interval(days => $1)
-                    RETURNING 1)
-         SELECT count(*) FROM a",
-        &[gucs::archive_threshold_days().into()],
-    )?;
-    let cache_purged = purge_cache(gucs::embedding_cache_ttl())?;
-    Ok(Pass {
-        expired,
-        archived,
-        promoted,
-        cache_purged,
-    })
+    let limit = gucs::maintenance_batch_size();
+    let mut pass = Pass::default();
+    for step in Step::ALL {
+        loop {
+            pgrx::check_for_interrupts!();
+            let n = step.batch(limit)?;
+            step.add(&mut pass, n);
+            if n < limit {
+                break;
+            }
+        }
+    }
+    Ok(pass)
 }
 
 /// One pass of housekeeping for the current database: promotes short_term memories accessed
@@ -79,6 +141,7 @@ fn memori_maintain() -> TableIterator<
         name!(cache_purged, i64),
     ),
 > {
+    crate::errors::prevent_if_read_only(c"memori_maintain()");
     let p = maintain().or_raise();
     TableIterator::once((p.expired, p.archived, p.promoted, p.cache_purged))
 }

@@ -34,7 +34,7 @@ log_start=$(stat -c %s "$main_log" 2>/dev/null || echo 0)
 suite preloaded "${MEMORI_PGPORT:-5499}" "${MEMORI_PGSOCK:-/var/run/memori}" concurrency install security worker
 
 # The worker logs one line per pass and database (looked for in what this run logged).
-if tail -c +"$((log_start + 1))" "$main_log" | grep -q 'memori: maintenance of database "memori_regression": expired 1,'; then
+if tail -c +"$((log_start + 1))" "$main_log" | grep -q 'memori: maintenance database=memori_regression status=ok expired=1 '; then
   echo "ok: the maintenance worker logged its pass"; passed=$((passed + 1))
 else
   echo "FAILED: no maintenance log line in $main_log"; failed=$((failed + 1))
