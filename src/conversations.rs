@@ -38,6 +38,7 @@ fn memori_conversation_create(
     metadata: default!(Option<JsonB>, "'{}'"),
     data_source_id: default!(Option<i64>, "NULL"),
 ) -> Uuid {
+    crate::errors::prevent_if_read_only(c"memori_conversation_create()");
     let user = user::resolve(user_id).or_raise();
     let metadata = metadata_object(metadata).or_raise();
     Spi::get_one_with_args::<Uuid>(

@@ -10,8 +10,8 @@ use crate::gucs::{self, Provider};
 use crate::vector::{self, Vector};
 use pgrx::prelude::*;
 use sha2::{Digest, Sha256};
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -72,7 +72,6 @@ fn http_config_for(model: &str) -> HttpConfig {
 thread_local! {
     static STATS: RefCell<Stats> = RefCell::new(Stats::default());
     static MODEL: RefCell<Option<Rc<LocalModel>>> = const { RefCell::new(None) };
-    static CALLS: Cell<u64> = const { Cell::new(0) };
 }
 
 #[derive(Default, Clone, Copy)]
@@ -125,8 +124,9 @@ pub fn embed_texts(texts: &[&str]) -> Result<(Target, Batch)> {
     // Each distinct text not in the cache, once.
     let mut todo: Vec<&str> = Vec::new();
     let mut todo_hashes: Vec<[u8; 32]> = Vec::new();
+    let mut seen: HashSet<[u8; 32]> = HashSet::new();
     for (t, h) in texts.iter().zip(&hashes) {
-        if !known.contains_key(h) && !todo_hashes.contains(h) {
+        if !known.contains_key(h) && seen.insert(*h) {
             todo.push(t);
             todo_hashes.push(*h);
         }
@@ -140,7 +140,7 @@ pub fn embed_texts(texts: &[&str]) -> Result<(Target, Batch)> {
         let batch = compute(&target, &todo)?;
         width = Some(batch.width);
         if use_cache && !read_only {
-            cache_put(&target, &todo_hashes, &batch.vectors, ttl)?;
+            cache_put(&target, &todo_hashes, &batch.vectors)?;
         }
         for (h, v) in todo_hashes.into_iter().zip(batch.vectors) {
             known.insert(h, v);
@@ -253,6 +253,7 @@ fn start_worker_threads() {
     ONCE.call_once(|| {
         offthread::with_signals_blocked(|| {
             let _ = rayon::ThreadPoolBuilder::new()
+                .num_threads(gucs::local_threads())
                 .thread_name(|i| format!("memori-model-{i}"))
                 .build_global();
         })
@@ -274,8 +275,13 @@ fn compute_http(model: &str, texts: &[&str]) -> Result<Batch> {
     );
     bump(|s| s.http_requests += requests.load(Ordering::Relaxed) as i64);
     match outcome {
-        Some(r) => r,
-        None => Err(http::timed_out(&cfg)),
+        Ok(r) => r,
+        Err(offthread::NoResult::Deadline) => Err(http::timed_out(&cfg)),
+        Err(offthread::NoResult::ThreadFailed) => Err(MemoriError::new(
+            Code::SystemError,
+            "memori: the embedding request's thread failed",
+        )
+        .hint("See the server log; the server may be short of threads or memory.")),
     }
 }
 
@@ -314,12 +320,18 @@ fn cache_get(
     .map_err(crate::errors::spi)
 }
 
-fn cache_put(target: &Target, hashes: &[[u8; 32]], vectors: &[Vec<f32>], ttl: i32) -> Result<()> {
+/// Writes computed vectors to the cache, best effort and without ever waiting: a key that
+/// another transaction is writing at the same time (its transaction-scoped advisory lock is
+/// taken) is left to that transaction, so no caller blocks on another's uncommitted cache row
+/// and two callers never deadlock over keys. Expired entries are purged by memori_maintain().
+fn cache_put(target: &Target, hashes: &[[u8; 32]], vectors: &[Vec<f32>]) -> Result<()> {
     let keys: Vec<Vec<u8>> = hashes.iter().map(|h| h.to_vec()).collect();
     let lits: Vec<String> = vectors.iter().map(|v| vector::literal(v)).collect();
     Spi::run_with_args(
         "INSERT INTO memori_embedding_cache (provider, model, dims, text_sha256, embedding)
          SELECT $1, $2, $3, h, v::vector FROM unnest($4::bytea[], $5::text[]) AS u(h, v)
+          WHERE pg_catalog.pg_try_advisory_xact_lock(1835363695,
+                                                     pg_catalog.hashtext(pg_catalog.encode(h, 'hex'::text)))
          ON CONFLICT ON CONSTRAINT memori_embedding_cache_pkey
          DO UPDATE SET embedding = EXCLUDED.embedding, created_at = now()",
         &[
@@ -330,28 +342,6 @@ fn cache_put(target: &Target, hashes: &[[u8; 32]], vectors: &[Vec<f32>], ttl: i3
             lits.into(),
         ],
     )
-    .map_err(crate::errors::spi)?;
-    // Cheap opportunistic purge: every 64th write in a backend removes expired entries
-    // (memori_maintain() purges too).
-    let n = CALLS.with(|c| {
-        c.set(c.get() + 1);
-        c.get()
-    });
-    if n % 64 == 0 {
-        purge_cache(ttl)?;
-    }
-    Ok(())
-}
-
-/// Deletes expired cache entries; returns how many.
-pub fn purge_cache(ttl: i32) -> Result<i64> {
-    Spi::get_one_with_args::<i64>(
-        "WITH d AS (DELETE FROM memori_embedding_cache
-                     WHERE created_at <= now() - make_interval(secs => $1) RETURNING 1)
-         SELECT count(*) FROM d",
-        &[(ttl.max(0) as f64).into()],
-    )
-    .map(|n| n.unwrap_or(0))
     .map_err(crate::errors::spi)
 }
 

@@ -159,3 +159,10 @@ pub fn opt_one<T: pgrx::FromDatum + pgrx::IntoDatum>(
         other => other.map_err(spi),
     }
 }
+
+/// Refuses a writing function in a read-only transaction or on a hot standby, with
+/// PostgreSQL's own error (25006), before any work (no embedding is computed).
+pub fn prevent_if_read_only(function: &std::ffi::CStr) {
+    // SAFETY: raises an ERROR (through pgrx's guarded FFI boundary) or returns.
+    unsafe { pgrx::pg_sys::PreventCommandIfReadOnly(function.as_ptr()) }
+}

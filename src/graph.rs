@@ -15,6 +15,11 @@ fn part(v: Option<&str>, name: &str) -> String {
     }
 }
 
+/// A text[] read from a row, without NULL elements (never a panic on them).
+pub fn without_nulls(v: Option<Vec<Option<String>>>) -> Vec<String> {
+    v.unwrap_or_default().into_iter().flatten().collect()
+}
+
 /// Stores "subject predicate object" (e.g. "orders.customer_id references customers.id") as a
 /// relationship memory, with subject and object in related_entities; returns its memory_id.
 #[pg_extern(volatile, parallel_unsafe)]
@@ -27,6 +32,7 @@ fn memori_relate(
     importance: default!(Option<f32>, "0.5"),
     user_id: default!(Option<&str>, "NULL"),
 ) -> Uuid {
+    crate::errors::prevent_if_read_only(c"memori_relate()");
     let (s, p, o) = (
         part(subject, "subject"),
         part(predicate, "predicate"),
@@ -41,7 +47,6 @@ fn memori_relate(
     let metadata = JsonB(serde_json::json!({"subject": s, "predicate": p, "object": o}));
     let c = common(
         Some("relationship"),
-        conversation_id,
         importance,
         None,
         Some(metadata),
@@ -90,7 +95,7 @@ fn memori_entity(
                 r.get::<String>(2)?.unwrap_or_default(),
                 r.get::<String>(3)?.unwrap_or_default(),
                 r.get::<f32>(4)?.unwrap_or_default(),
-                r.get::<Vec<String>>(5)?.unwrap_or_default(),
+                without_nulls(r.get::<Vec<Option<String>>>(5)?),
                 r.get::<TimestampWithTimeZone>(6)?.expect("NOT NULL"),
             ))
         })

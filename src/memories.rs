@@ -4,7 +4,7 @@
 
 use crate::conversations::metadata_object;
 use crate::embedding::{embed_texts, Target};
-use crate::errors::{opt_one, spi, Code, MemoriError, OrRaise, Result};
+use crate::errors::{opt_one, prevent_if_read_only, spi, Code, MemoriError, OrRaise, Result};
 use crate::gucs;
 use crate::user;
 use crate::vector::indexed_cast;
@@ -183,7 +183,6 @@ pub struct Common {
 
 pub fn common(
     memory_type: Option<&str>,
-    conversation_id: Option<Uuid>,
     importance: Option<f32>,
     tags: Option<Vec<Option<String>>>,
     metadata: Option<JsonB>,
@@ -195,9 +194,6 @@ pub fn common(
     let importance = importance.unwrap_or(0.5);
     check_importance(importance)?;
     let metadata = metadata_object(metadata)?;
-    if let Some(c) = conversation_id {
-        touch_conversation(c, &user)?;
-    }
     Ok(Common {
         user,
         memory_type,
@@ -222,17 +218,10 @@ fn memori_store(
     expires_at: default!(Option<TimestampWithTimeZone>, "NULL"),
     user_id: default!(Option<&str>, "NULL"),
 ) -> Uuid {
+    prevent_if_read_only(c"memori_store()");
     check_content(content, "content").or_raise();
     let content = content.unwrap();
-    let c = common(
-        memory_type,
-        conversation_id,
-        importance,
-        tags,
-        metadata,
-        user_id,
-    )
-    .or_raise();
+    let c = common(memory_type, importance, tags, metadata, user_id).or_raise();
     let entities = text_array(entities);
     store_texts(&c, &[content], conversation_id, &entities, expires_at)
         .or_raise()
@@ -248,6 +237,11 @@ pub fn store_texts(
     expires_at: Option<TimestampWithTimeZone>,
 ) -> Result<Vec<Uuid>> {
     let (target, batch) = embed_texts(texts)?;
+    // The conversation row is locked only now, after the (slow) embedding: other stores into
+    // the same conversation wait for this transaction's writes, never for its model run.
+    if let Some(conversation) = conversation_id {
+        touch_conversation(conversation, &c.user)?;
+    }
     texts
         .iter()
         .zip(&batch.vectors)
@@ -284,6 +278,7 @@ fn memori_store_batch(
     metadata: default!(Option<JsonB>, "'{}'"),
     user_id: default!(Option<&str>, "NULL"),
 ) -> SetOfIterator<'static, Uuid> {
+    prevent_if_read_only(c"memori_store_batch()");
     let contents = contents
         .ok_or_else(|| {
             MemoriError::new(
@@ -296,15 +291,7 @@ fn memori_store_batch(
         check_content(c.as_deref(), &format!("contents[{}]", n + 1)).or_raise();
     }
     let texts: Vec<&str> = contents.iter().map(|c| c.as_deref().unwrap()).collect();
-    let c = common(
-        memory_type,
-        conversation_id,
-        importance,
-        tags,
-        metadata,
-        user_id,
-    )
-    .or_raise();
+    let c = common(memory_type, importance, tags, metadata, user_id).or_raise();
     SetOfIterator::new(store_texts(&c, &texts, conversation_id, &[], None).or_raise())
 }
 
@@ -320,6 +307,7 @@ fn memori_update(
     tags: default!(Option<Vec<Option<String>>>, "NULL"),
     metadata: default!(Option<JsonB>, "NULL"),
 ) -> bool {
+    prevent_if_read_only(c"memori_update()");
     let Some(memory_id) = memory_id else {
         return false;
     };
@@ -379,6 +367,7 @@ fn memori_update(
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, @extschema@, pg_temp)]
 fn memori_forget(memory_id: Option<Uuid>) -> bool {
+    prevent_if_read_only(c"memori_forget()");
     let Some(memory_id) = memory_id else {
         return false;
     };

@@ -61,14 +61,20 @@ pub fn sql(q: &Query, dims: usize) -> String {
         "WITH candidates AS MATERIALIZED (
             SELECT m.id, m.memory_id, m.content, m.memory_type::text AS memory_type,
                    m.importance_score, m.context_tags, m.metadata, m.conversation_id, m.created_at,
-                   m.updated_at, 1 - (m.embedding::{cast} <=> $2::real[]::{cast}) AS similarity
+                   1 - (m.embedding::{cast} <=> $2::real[]::{cast}) AS similarity,
+                   -- 0.5 ^ (age / half-life), as exp(), clamped: never an underflow error,
+                   -- whatever the age (also for timestamps at -infinity).
+                   CASE WHEN $10::float8 > 0
+                        THEN exp(least(0::float8, greatest(-700::float8,
+                               (date_part('epoch', m.updated_at) - date_part('epoch', now()))
+                               * ln(2::float8) / (86400 * $11::float8))))
+                        ELSE 0::float8 END AS recency
               FROM memori_memories m
              WHERE {filters}
              ORDER BY m.embedding::{cast} <=> $2::real[]::{cast}
              LIMIT {pool})
          SELECT id, memory_id, content, memory_type, similarity,
-                similarity * (1 - $9 - $10) + $9 * importance_score
-                  + $10 * power(0.5, extract(epoch FROM now() - updated_at) / 86400.0 / $11) AS score,
+                similarity * (1 - $9 - $10) + $9 * importance_score + $10 * recency AS score,
                 importance_score, context_tags, metadata, conversation_id, created_at
            FROM candidates
           WHERE $7::float8 IS NULL OR similarity >= $7
@@ -150,7 +156,7 @@ pub fn find(q: &Query, query_text: &str) -> Result<Vec<(i64, Row)>> {
                     r.get::<f64>(5)?.unwrap_or_default(),
                     r.get::<f64>(6)?.unwrap_or_default(),
                     r.get::<f32>(7)?.unwrap_or_default(),
-                    r.get::<Vec<String>>(8)?.unwrap_or_default(),
+                    crate::graph::without_nulls(r.get::<Vec<Option<String>>>(8)?),
                     r.get::<JsonB>(9)?.unwrap_or(JsonB(serde_json::json!({}))),
                     r.get::<Uuid>(10)?,
                     r.get::<TimestampWithTimeZone>(11)?
@@ -167,21 +173,28 @@ pub fn find(q: &Query, query_text: &str) -> Result<Vec<(i64, Row)>> {
 }
 
 /// Counts one access for each memory, in one statement; a short_term memory reaching
-/// memori.promote_after_accesses becomes long_term and loses its expiry. Skipped, not failed,
-/// in a read-only transaction or on a hot standby.
+/// memori.promote_after_accesses becomes long_term and loses its expiry. Best effort, so a read
+/// never waits or fails because of it: rows another transaction holds are skipped, and nothing
+/// is counted in a read-only transaction, on a hot standby, or under REPEATABLE READ or
+/// SERIALIZABLE (where a row changed by a concurrent search would raise 40001).
 pub fn track_access(ids: &[i64]) -> Result<()> {
     // SAFETY: plain reads of backend state.
-    let read_only = unsafe { pg_sys::XactReadOnly || pg_sys::RecoveryInProgress() };
-    if ids.is_empty() || read_only {
+    let skip = unsafe {
+        pg_sys::XactReadOnly
+            || pg_sys::RecoveryInProgress()
+            || pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32
+    };
+    if ids.is_empty() || skip {
         return Ok(());
     }
     Spi::run_with_args(
-        "UPDATE memori_memories SET access_count = access_count + 1, last_accessed_at = now(),
-                memory_type = CASE WHEN memory_type = 'short_term' AND access_count + 1 >= $2
+        "WITH free AS (SELECT id FROM memori_memories WHERE id = ANY($1) FOR UPDATE SKIP LOCKED)
+         UPDATE memori_memories m SET access_count = access_count + 1, last_accessed_at = now(),
+                memory_type = CASE WHEN memory_type::text = 'short_term'::text AND access_count + 1 >= $2
                                    THEN 'long_term' ELSE memory_type END,
-                expires_at = CASE WHEN memory_type = 'short_term' AND access_count + 1 >= $2
+                expires_at = CASE WHEN memory_type::text = 'short_term'::text AND access_count + 1 >= $2
                                   THEN NULL ELSE expires_at END
-          WHERE id = ANY($1)",
+           FROM free WHERE m.id = free.id",
         &[ids.to_vec().into(), gucs::promote_after_accesses().into()],
     )
     .map_err(spi)
