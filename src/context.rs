@@ -39,7 +39,9 @@ impl Item {
     }
 }
 
-/// Conservative token estimate: one token for every 4 characters, rounded up.
+/// Conservative token estimate: one token for every 4 characters, rounded up (what `fit`
+/// computes incrementally).
+#[cfg(test)]
 pub fn tokens(text: &str) -> usize {
     text.chars().count().div_ceil(4)
 }
@@ -67,18 +69,54 @@ pub fn render(items: &[Item]) -> String {
     out.join("\n")
 }
 
-/// Drops whole items, lowest rank first, until the block fits `budget` tokens.
-pub fn fit(mut items: Vec<Item>, budget: usize) -> Vec<Item> {
-    while !items.is_empty() && tokens(&render(&items)) > budget {
-        let lowest = items
+/// Drops whole items, lowest rank first, until the block fits `budget` tokens. Linear in the
+/// size of the block: each line's length is counted once, and the block's length is kept up to
+/// date as items go (the same figure `tokens(&render(..))` gives).
+pub fn fit(items: Vec<Item>, budget: usize) -> Vec<Item> {
+    let section = |i: &Item| {
+        SECTIONS
             .iter()
-            .enumerate()
-            .min_by(|a, b| a.1.rank.total_cmp(&b.1.rank))
-            .map(|(n, _)| n)
-            .unwrap();
-        items.remove(lowest);
+            .position(|(_, types)| types.contains(&i.memory_type.as_str()))
+    };
+    let lens: Vec<usize> = items.iter().map(|i| i.line().chars().count()).collect();
+    let mut in_section = [0usize; SECTIONS.len()];
+    // Characters of the block, and its lines (titles included): render() joins lines with \n.
+    let (mut chars, mut lines) = (0usize, 0usize);
+    for (item, len) in items.iter().zip(&lens) {
+        if let Some(s) = section(item) {
+            if in_section[s] == 0 {
+                chars += SECTIONS[s].0.chars().count();
+                lines += 1;
+            }
+            in_section[s] += 1;
+            chars += len;
+            lines += 1;
+        }
+    }
+    let size = |chars: usize, lines: usize| (chars + lines.saturating_sub(1)).div_ceil(4);
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.sort_by(|&a, &b| items[a].rank.total_cmp(&items[b].rank));
+    let mut keep = vec![true; items.len()];
+    for n in order {
+        if size(chars, lines) <= budget {
+            break;
+        }
+        keep[n] = false;
+        if let Some(s) = section(&items[n]) {
+            chars -= lens[n];
+            lines -= 1;
+            in_section[s] -= 1;
+            if in_section[s] == 0 {
+                chars -= SECTIONS[s].0.chars().count();
+                lines -= 1;
+            }
+        }
     }
     items
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(i, k)| k.then_some(i))
+        .collect()
 }
 
 fn rules(user: &str) -> Result<Vec<Item>> {
@@ -218,6 +256,37 @@ mod tests {
         let kept = fit(items.clone(), tokens(&render(&items[..1])));
         assert_eq!(kept.iter().map(|i| i.id).collect::<Vec<_>>(), [1]);
         assert!(fit(items, 1).is_empty());
+    }
+
+    #[test]
+    fn fit_measures_the_block_as_render_does() {
+        let types = ["rule", "entity", "relationship", "short_term", "long_term"];
+        let items: Vec<Item> = (0..60)
+            .map(|n| {
+                let content = "wörd ".repeat(1 + (n * 7) % 23);
+                item(
+                    n as i64,
+                    types[n % 5],
+                    &content,
+                    ((n * 37) % 60) as f64 / 10.0,
+                )
+            })
+            .collect();
+        for budget in [1, 5, 50, 200, 400, 800, 5000] {
+            let kept = fit(items.clone(), budget);
+            assert!(kept.is_empty() || tokens(&render(&kept)) <= budget);
+            // Each item cut was needed: putting back the best one cut overflows the budget.
+            if let Some(best_cut) = items
+                .iter()
+                .filter(|i| !kept.iter().any(|k| k.id == i.id))
+                .max_by(|a, b| a.rank.total_cmp(&b.rank))
+            {
+                let mut more = kept.clone();
+                more.push(best_cut.clone());
+                more.sort_by_key(|i| i.id);
+                assert!(tokens(&render(&more)) > budget, "budget {budget}");
+            }
+        }
     }
 
     #[test]

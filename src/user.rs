@@ -85,14 +85,9 @@ fn unrestricted() -> bool {
     }
 }
 
-#[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15"))]
+/// PostgreSQL 15 (the version built here); 16 and later name it object_ownercheck.
 unsafe fn owns(rel: pg_sys::Oid, role: pg_sys::Oid) -> bool {
     pg_sys::pg_class_ownercheck(rel, role)
-}
-
-#[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15")))]
-unsafe fn owns(rel: pg_sys::Oid, role: pg_sys::Oid) -> bool {
-    pg_sys::object_ownercheck(pg_sys::RelationRelationId, rel, role)
 }
 
 /// Whether the current role has the privileges of `role` (is a member with INHERIT).

@@ -182,12 +182,16 @@ fn retry_after(headers: &ureq::http::HeaderMap) -> Option<Duration> {
             .and_then(|v| v.to_str().ok())
             .map(str::trim)
     };
-    let d = if let Some(ms) = get("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
-        Duration::from_secs_f64(ms.max(0.0) / 1000.0)
+    let secs = if let Some(ms) = get("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
+        ms / 1000.0
     } else {
-        Duration::from_secs_f64(get("retry-after")?.parse::<f64>().ok()?.max(0.0))
+        get("retry-after")?.parse::<f64>().ok()?
     };
-    Some(d.min(Duration::from_secs(60)))
+    // Whatever the server says (inf, 1e30, negative): a duration between 0 and 60 s, no panic.
+    if secs.is_nan() {
+        return None;
+    }
+    Some(Duration::from_secs_f64(secs.clamp(0.0, 60.0)))
 }
 
 pub fn timed_out(cfg: &HttpConfig) -> MemoriError {
@@ -309,6 +313,27 @@ fn parse(cfg: &HttpConfig, text: &str, inputs: usize, width: Option<usize>) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_never_panics_and_stays_within_a_minute() {
+        let wait = |name: &'static str, v: &'static str| {
+            let mut h = ureq::http::HeaderMap::new();
+            h.insert(name, ureq::http::HeaderValue::from_static(v));
+            retry_after(&h)
+        };
+        let minute = Some(Duration::from_secs(60));
+        assert_eq!(wait("retry-after", "inf"), minute);
+        assert_eq!(wait("retry-after", "1e30"), minute);
+        assert_eq!(wait("retry-after-ms", "1e300"), minute);
+        assert_eq!(wait("retry-after", "-5"), Some(Duration::ZERO));
+        assert_eq!(wait("retry-after", "NaN"), None);
+        assert_eq!(wait("retry-after", "soon"), None);
+        assert_eq!(wait("retry-after", "2"), Some(Duration::from_secs(2)));
+        assert_eq!(
+            wait("retry-after-ms", "250"),
+            Some(Duration::from_millis(250))
+        );
+    }
 
     fn cfg() -> HttpConfig {
         HttpConfig {

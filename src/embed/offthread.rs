@@ -10,9 +10,18 @@ use std::time::{Duration, Instant};
 /// How long the caller waits between two `tick`s.
 pub const SLICE: Duration = Duration::from_millis(20);
 
-/// Runs `work` on a new thread and returns its result, or `None` when `deadline` passes first.
-/// `tick` runs between slices of waiting (the backend checks for interrupts there).
-pub fn run<T, W, K>(work: W, deadline: Instant, mut tick: K) -> Option<T>
+/// Why `run` has no result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoResult {
+    /// The deadline passed first.
+    Deadline,
+    /// The thread could not be started, or ended without a result (it panicked).
+    ThreadFailed,
+}
+
+/// Runs `work` on a new thread and returns its result. `tick` runs between slices of waiting
+/// (the backend checks for interrupts there).
+pub fn run<T, W, K>(work: W, deadline: Instant, mut tick: K) -> Result<T, NoResult>
 where
     T: Send + 'static,
     W: FnOnce() -> T + Send + 'static,
@@ -27,18 +36,18 @@ where
             })
     });
     if spawned.is_err() {
-        return None;
+        return Err(NoResult::ThreadFailed);
     }
     loop {
         tick();
         let now = Instant::now();
         if now >= deadline {
-            return rx.try_recv().ok();
+            return rx.try_recv().map_err(|_| NoResult::Deadline);
         }
         match rx.recv_timeout(SLICE.min(deadline - now)) {
-            Ok(v) => return Some(v),
+            Ok(v) => return Ok(v),
             Err(mpsc::RecvTimeoutError::Timeout) => continue,
-            Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+            Err(mpsc::RecvTimeoutError::Disconnected) => return Err(NoResult::ThreadFailed),
         }
     }
 }
@@ -47,16 +56,23 @@ where
 /// leaves the process's signals (in PostgreSQL: cancel, terminate, latch wake-ups) to the
 /// calling thread.
 pub fn with_signals_blocked<T>(f: impl FnOnce() -> T) -> T {
-    // SAFETY: sigfillset/pthread_sigmask on stack-allocated sets; the old mask is restored.
-    unsafe {
+    /// Restores the saved mask when dropped, also if `f` panics.
+    struct Restore(libc::sigset_t);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            // SAFETY: restores a mask saved by pthread_sigmask below.
+            unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut()) };
+        }
+    }
+    // SAFETY: sigfillset/pthread_sigmask on stack-allocated sets.
+    let _restore = unsafe {
         let mut all: libc::sigset_t = std::mem::zeroed();
         let mut old: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
-        let out = f();
-        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-        out
-    }
+        Restore(old)
+    };
+    f()
 }
 
 #[cfg(test)]
@@ -66,7 +82,14 @@ mod tests {
     #[test]
     fn returns_the_result() {
         let deadline = Instant::now() + Duration::from_secs(5);
-        assert_eq!(run(|| 42, deadline, || {}), Some(42));
+        assert_eq!(run(|| 42, deadline, || {}), Ok(42));
+    }
+
+    #[test]
+    fn a_thread_that_panics_is_not_a_timeout() {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let r: Result<(), _> = run(|| panic!("boom"), deadline, || {});
+        assert_eq!(r, Err(NoResult::ThreadFailed));
     }
 
     #[test]
@@ -78,7 +101,7 @@ mod tests {
             start + Duration::from_millis(200),
             || ticks += 1,
         );
-        assert_eq!(r, None);
+        assert_eq!(r, Err(NoResult::Deadline));
         assert!(
             start.elapsed() < Duration::from_millis(600),
             "{:?}",

@@ -8,4 +8,5 @@ mod support;
 mod embedding;
 mod lifecycle;
 mod memories;
+mod robustness;
 mod schema;
