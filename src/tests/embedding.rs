@@ -7,17 +7,11 @@ use pgrx::prelude::*;
 mod tests {
     use crate::embed::cosine;
     use crate::embed::offthread::with_signals_blocked;
-    use crate::tests::support::{one, run, sql_error, state, try_sql};
+    use crate::tests::support::{arm_statement_timeout, one, run, sql_error, state, try_sql};
     use pgrx::prelude::*;
     use std::time::{Duration, Instant};
 
     use crate::tests::mock_openai::{self, Fault, MockServer};
-
-    // timeout.h: STARTUP_PACKET_TIMEOUT, DEADLOCK_TIMEOUT, LOCK_TIMEOUT, STATEMENT_TIMEOUT, ...
-    const STATEMENT_TIMEOUT: std::ffi::c_int = 3;
-    extern "C-unwind" {
-        fn enable_timeout_after(id: std::ffi::c_int, delay_ms: std::ffi::c_int);
-    }
 
     const REFERENCE: &str = include_str!("../../tests/reference/minilm.json");
 
@@ -256,7 +250,7 @@ mod tests {
         run("SET LOCAL memori.embedding_timeout_ms = 60000");
         let t = Instant::now();
         // What statement_timeout does: the same timer and interrupt.
-        unsafe { enable_timeout_after(STATEMENT_TIMEOUT, 300) };
+        arm_statement_timeout(300);
         let e = sql_error("SELECT memori_embed('x')");
         assert_eq!(e.sqlstate, state("57014"));
         assert_eq!(e.message, "canceling statement due to statement timeout");

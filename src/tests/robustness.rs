@@ -4,7 +4,7 @@ use pgrx::prelude::*;
 
 #[pg_schema]
 mod tests {
-    use crate::tests::support::{one, run, sql_error};
+    use crate::tests::support::{arm_statement_timeout, one, run, sql_error};
     use pgrx::prelude::*;
 
     #[pg_test]
@@ -87,6 +87,23 @@ mod tests {
         assert_eq!(texts(), before, "nothing was embedded");
         // Reads work: no access counting, no cache write.
         assert_eq!(one::<i64>("SELECT count(*) FROM memori_search('fact')"), 1);
+    }
+
+    #[pg_test]
+    fn statement_timeout_stops_a_huge_batch_early() {
+        // 200,000 distinct texts: finding the distinct ones, the cache lookup and the model's
+        // chunks all answer the timeout (the distinct-text search was quadratic and deaf to it).
+        let started = std::time::Instant::now();
+        arm_statement_timeout(1000);
+        let e = sql_error(
+            "SELECT cardinality(memori_embed_batch(ARRAY(SELECT 'text number ' || g FROM generate_series(1, 200000) g)))",
+        );
+        assert_eq!(e.sqlstate, "ERRCODE_QUERY_CANCELED", "{e:?}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(4),
+            "took {:?}",
+            started.elapsed()
+        );
     }
 
     #[pg_test]

@@ -84,3 +84,16 @@ pub fn one<T: pgrx::IntoDatum + pgrx::FromDatum>(sql: &str) -> T {
 pub fn run(sql: &str) {
     Spi::run(sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
+
+// timeout.h: STARTUP_PACKET_TIMEOUT, DEADLOCK_TIMEOUT, LOCK_TIMEOUT, STATEMENT_TIMEOUT, ...
+const STATEMENT_TIMEOUT: std::ffi::c_int = 3;
+extern "C-unwind" {
+    fn enable_timeout_after(id: std::ffi::c_int, delay_ms: std::ffi::c_int);
+}
+
+/// What statement_timeout does, armed now for `ms` milliseconds: the same timer and interrupt
+/// (a SET inside a test would only apply to the next top-level statement).
+pub fn arm_statement_timeout(ms: i32) {
+    // SAFETY: arms PostgreSQL's statement timer, as the executor does at statement start.
+    unsafe { enable_timeout_after(STATEMENT_TIMEOUT, ms) };
+}
