@@ -19,7 +19,7 @@ SELECT memori_relate('orders.customer_id', 'references', 'customers.id', user_id
 SELECT memori_conversation_create('chat', user_id => 'standby_alice');
 SQL
 mkdir -p "$ROOT/$S" && chown postgres:postgres "$ROOT/$S"
-as_pg "$BIN/pg_basebackup" -h "$(sock $P)" -p "$(port $P)" -U postgres -D "$ROOT/$S/data" -R -X stream
+as_pg "$BIN/pg_basebackup" -h "$(sock $P)" -p "$(port $P)" -U postgres -D "$ROOT/$S/data" -R -X stream --checkpoint=fast
 cat >> "$ROOT/$S/data/postgresql.conf" <<CONF
 port = 5485
 unix_socket_directories = '$ROOT/$S'
