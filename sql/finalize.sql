@@ -51,9 +51,9 @@ $$;
 REVOKE ALL ON memori_memories, memori_conversations, memori_embedding_cache FROM PUBLIC;
 GRANT SELECT, INSERT, UPDATE, DELETE ON memori_memories, memori_conversations TO memori_user, memori_app;
 GRANT USAGE ON SEQUENCE memori_memories_id_seq, memori_conversations_id_seq TO memori_user, memori_app;
--- The cache holds no text (SHA-256 of it, and the vector) and is shared by everyone: sharing is
--- what makes it a cache. See README "Security" for what that reveals.
-GRANT SELECT, INSERT, UPDATE ON memori_embedding_cache TO memori_user, memori_app;
+-- The embedding cache is shared by everyone (sharing is what makes it a cache), so no tenant
+-- may touch it: memori's functions read and write it as the table's owner, with fixed
+-- statements, and never return a vector for a text the caller did not give.
 
 -- memori's own functions only (not the rest of the schema's): PUBLIC may not run them.
 DO $$
@@ -61,8 +61,11 @@ DECLARE f regprocedure;
 BEGIN
     FOR f IN
         SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
-          JOIN pg_catalog.pg_depend d ON d.objid = p.oid AND d.classid = 'pg_catalog.pg_proc'::regclass AND d.deptype = 'e'
-          JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid AND e.extname = 'memori'
+          JOIN pg_catalog.pg_depend d ON d.objid OPERATOR(pg_catalog.=) p.oid
+               AND d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::regclass::oid
+               AND d.deptype OPERATOR(pg_catalog.=) 'e'::"char"
+          JOIN pg_catalog.pg_extension e ON e.oid OPERATOR(pg_catalog.=) d.refobjid
+               AND e.extname OPERATOR(pg_catalog.=) 'memori'::name
     LOOP
         EXECUTE pg_catalog.format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f);
     END LOOP;

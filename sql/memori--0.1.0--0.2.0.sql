@@ -27,11 +27,31 @@ UPDATE memori_memories SET context_tags = pg_catalog.array_remove(context_tags, 
  WHERE pg_catalog.array_position(context_tags, NULL) IS NOT NULL;
 UPDATE memori_memories SET related_entities = pg_catalog.array_remove(related_entities, NULL)
  WHERE pg_catalog.array_position(related_entities, NULL) IS NOT NULL;
+-- Checks whose operators are exactly typed (or qualified): they resolve to PostgreSQL's own
+-- whatever a role has created on the search path before this update runs.
+ALTER TABLE memori_conversations
+    DROP CONSTRAINT memori_conversations_user_id_check,
+    ADD CONSTRAINT memori_conversations_user_id_check CHECK (user_id::text <> ''::text);
 ALTER TABLE memori_memories
-    ADD CONSTRAINT memori_memories_context_tags_check CHECK (array_position(context_tags, NULL) IS NULL),
-    ADD CONSTRAINT memori_memories_related_entities_check CHECK (array_position(related_entities, NULL) IS NULL);
+    DROP CONSTRAINT memori_memories_memory_type_check,
+    DROP CONSTRAINT memori_memories_importance_score_check,
+    DROP CONSTRAINT memori_memories_content_check,
+    DROP CONSTRAINT memori_memories_user_id_check,
+    ADD CONSTRAINT memori_memories_memory_type_check
+        CHECK (memory_type::text = ANY (ARRAY['short_term', 'long_term', 'rule', 'entity', 'relationship']::text[])),
+    ADD CONSTRAINT memori_memories_importance_score_check
+        CHECK (importance_score >= 0::real AND importance_score <= 1::real),
+    ADD CONSTRAINT memori_memories_content_check CHECK (pg_catalog.btrim(content) <> ''::text),
+    ADD CONSTRAINT memori_memories_user_id_check CHECK (user_id::text <> ''::text),
+    ADD CONSTRAINT memori_memories_context_tags_check
+        CHECK (pg_catalog.array_position(context_tags, NULL::text) IS NULL),
+    ADD CONSTRAINT memori_memories_related_entities_check
+        CHECK (pg_catalog.array_position(related_entities, NULL::text) IS NULL);
 
 COMMENT ON FUNCTION memori_search(text, integer, uuid, text[], text[], real, boolean, text) IS
     'memori: the k memories of one user most relevant to query (HNSW cosine search), ordered by score (similarity blended with importance and recency); counts an access for each (best effort: not in read-only or REPEATABLE READ transactions, and not for rows another transaction holds).';
 COMMENT ON FUNCTION memori_maintain() IS
     'memori: one pass of housekeeping in this database: promotes, expires and archives memories and purges the embedding cache, memori.maintenance_batch_size rows per statement, skipping rows other transactions hold; returns the counts.';
+
+-- Tenants lose every privilege on the shared embedding cache: memori reaches it as the owner.
+REVOKE ALL ON memori_embedding_cache FROM memori_user, memori_app;

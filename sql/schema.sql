@@ -57,7 +57,7 @@ CREATE TABLE memori_conversations (
     updated_at       timestamptz NOT NULL DEFAULT now(),
     last_activity_at timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT memori_conversations_conversation_id_key UNIQUE (conversation_id),
-    CONSTRAINT memori_conversations_user_id_check CHECK (user_id <> ''),
+    CONSTRAINT memori_conversations_user_id_check CHECK (user_id::text <> ''::text),
     CONSTRAINT memori_conversations_metadata_check CHECK (jsonb_typeof(metadata) = 'object')
 );
 CREATE INDEX idx_memori_conv_user ON memori_conversations (user_id);
@@ -103,18 +103,22 @@ CREATE TABLE memori_memories (
     CONSTRAINT memori_memories_memory_id_key UNIQUE (memory_id),
     CONSTRAINT memori_memories_conversation_id_fkey FOREIGN KEY (conversation_id)
         REFERENCES memori_conversations (conversation_id) ON DELETE CASCADE,
+    -- Every operator and function in these checks is exactly typed (or qualified), so it
+    -- resolves to PostgreSQL's own whatever a role has created on the search path.
     CONSTRAINT memori_memories_memory_type_check
-        CHECK (memory_type IN ('short_term', 'long_term', 'rule', 'entity', 'relationship')),
+        CHECK (memory_type::text = ANY (ARRAY['short_term', 'long_term', 'rule', 'entity', 'relationship']::text[])),
     CONSTRAINT memori_memories_importance_score_check
-        CHECK (importance_score >= 0 AND importance_score <= 1),
-    CONSTRAINT memori_memories_content_check CHECK (btrim(content) <> ''),
-    CONSTRAINT memori_memories_user_id_check CHECK (user_id <> ''),
+        CHECK (importance_score >= 0::real AND importance_score <= 1::real),
+    CONSTRAINT memori_memories_content_check CHECK (pg_catalog.btrim(content) <> ''::text),
+    CONSTRAINT memori_memories_user_id_check CHECK (user_id::text <> ''::text),
     CONSTRAINT memori_memories_access_count_check CHECK (access_count >= 0),
     CONSTRAINT memori_memories_metadata_check CHECK (jsonb_typeof(metadata) = 'object'),
     CONSTRAINT memori_memories_embedding_model_check
         CHECK ((embedding IS NULL) = (embedding_model IS NULL)),
-    CONSTRAINT memori_memories_context_tags_check CHECK (array_position(context_tags, NULL) IS NULL),
-    CONSTRAINT memori_memories_related_entities_check CHECK (array_position(related_entities, NULL) IS NULL)
+    CONSTRAINT memori_memories_context_tags_check
+        CHECK (pg_catalog.array_position(context_tags, NULL::text) IS NULL),
+    CONSTRAINT memori_memories_related_entities_check
+        CHECK (pg_catalog.array_position(related_entities, NULL::text) IS NULL)
 )
 -- Room on each page for a new row version: counting a search's accesses is then a HOT update,
 -- which leaves the indexes (above all the HNSW indexes) alone. A 384-dimension row is about

@@ -123,7 +123,7 @@ fn rules(user: &str) -> Result<Vec<Item>> {
     Spi::connect(|c| {
         c.select(
             "SELECT id, memory_id::text, content, importance_score FROM memori_memories
-              WHERE user_id = $1 AND memory_type = 'rule' AND NOT is_archived
+              WHERE user_id::text = $1::text AND memory_type::text = 'rule'::text AND NOT is_archived
                 AND (expires_at IS NULL OR expires_at > now())
               ORDER BY importance_score DESC, updated_at DESC, id
               LIMIT 1000",

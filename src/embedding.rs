@@ -7,6 +7,7 @@ use crate::embed::local::{self, LocalModel};
 use crate::embed::{offthread, Batch};
 use crate::errors::{Code, MemoriError, OrRaise, Result};
 use crate::gucs::{self, Provider};
+use crate::user::as_owner_of;
 use crate::vector::{self, Vector};
 use pgrx::prelude::*;
 use sha2::{Digest, Sha256};
@@ -92,17 +93,32 @@ pub fn sha256(text: &str) -> [u8; 32] {
 
 /// Embeds `texts` (none empty) with the current settings, in order.
 pub fn embed_texts(texts: &[&str]) -> Result<(Target, Batch)> {
+    let max = gucs::max_content_bytes();
     for (n, t) in texts.iter().enumerate() {
-        if t.trim().is_empty() {
-            let which = if texts.len() > 1 {
+        let which = || {
+            if texts.len() > 1 {
                 format!(" (element {})", n + 1)
             } else {
                 String::new()
-            };
-            return Err(
-                MemoriError::invalid(format!("memori: cannot embed empty text{which}"))
-                    .hint("Give some text to embed; NULL gives NULL."),
-            );
+            }
+        };
+        if t.len() > max {
+            return Err(MemoriError::new(
+                Code::ProgramLimitExceeded,
+                format!(
+                    "memori: a text of {} bytes{} is longer than memori.max_content_bytes ({max})",
+                    t.len(),
+                    which()
+                ),
+            )
+            .hint("Store shorter memories (a fact, a rule, a summary), or ask the DBA to raise memori.max_content_bytes."));
+        }
+        if t.trim().is_empty() {
+            return Err(MemoriError::invalid(format!(
+                "memori: cannot embed empty text{}",
+                which()
+            ))
+            .hint("Give some text to embed; NULL gives NULL."));
         }
     }
     let target = Target::current();
@@ -138,6 +154,13 @@ pub fn embed_texts(texts: &[&str]) -> Result<(Target, Batch)> {
     };
     if !todo.is_empty() {
         let batch = compute(&target, &todo)?;
+        // Whatever the provider: no NaN, no infinity, no zero vector is ever stored or cached.
+        crate::embed::normalize_width(&batch.vectors, Some(batch.width)).map_err(|e| {
+            MemoriError::new(
+                Code::DataException,
+                format!("memori: the embedding provider returned an unusable vector: {e}"),
+            )
+        })?;
         width = Some(batch.width);
         if use_cache && !read_only {
             cache_put(&target, &todo_hashes, &batch.vectors)?;
@@ -291,45 +314,51 @@ fn cache_get(
     ttl: i32,
 ) -> Result<HashMap<[u8; 32], Vec<f32>>> {
     let keys: Vec<Vec<u8>> = hashes.iter().map(|h| h.to_vec()).collect();
-    Spi::connect(|client| {
-        let rows = client.select(
-            "SELECT text_sha256, embedding::real[] FROM memori_embedding_cache
+    // Tenants hold no privileges on the cache: memori reads it as the table's owner, with this
+    // fixed statement only (every operator exactly typed, so none resolves outside pg_catalog).
+    as_owner_of(c"memori_embedding_cache", || {
+        Spi::connect(|client| {
+            let rows = client.select(
+                "SELECT text_sha256, embedding::real[] FROM memori_embedding_cache
               WHERE provider = $1 AND model = $2 AND dims = $3 AND text_sha256 = ANY($4)
                 AND created_at > now() - make_interval(secs => $5)",
-            None,
-            &[
-                target.provider.name().into(),
-                target.model.as_str().into(),
-                (target.dims as i32).into(),
-                keys.into(),
-                (ttl as f64).into(),
-            ],
-        )?;
-        let mut out = HashMap::new();
-        for row in rows {
-            let h: Option<Vec<u8>> = row.get(1)?;
-            let v: Option<Vec<f32>> = row.get(2)?;
-            if let (Some(h), Some(v)) = (h, v) {
-                if let Ok(k) = <[u8; 32]>::try_from(h.as_slice()) {
-                    out.insert(k, v);
+                None,
+                &[
+                    target.provider.name().into(),
+                    target.model.as_str().into(),
+                    (target.dims as i32).into(),
+                    keys.into(),
+                    (ttl as f64).into(),
+                ],
+            )?;
+            let mut out = HashMap::new();
+            for row in rows {
+                let h: Option<Vec<u8>> = row.get(1)?;
+                let v: Option<Vec<f32>> = row.get(2)?;
+                if let (Some(h), Some(v)) = (h, v) {
+                    if let Ok(k) = <[u8; 32]>::try_from(h.as_slice()) {
+                        out.insert(k, v);
+                    }
                 }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
+        .map_err(crate::errors::spi)
     })
-    .map_err(crate::errors::spi)
 }
 
 /// Writes computed vectors to the cache, best effort and without ever waiting: a key that
 /// another transaction is writing at the same time (its transaction-scoped advisory lock is
 /// taken) is left to that transaction, so no caller blocks on another's uncommitted cache row
-/// and two callers never deadlock over keys. Expired entries are purged by memori_maintain().
+/// and two callers never deadlock over keys. Runs as the cache's owner, like `cache_get`; the
+/// entry's created_at is the server's now(). Expired entries are purged by memori_maintain().
 fn cache_put(target: &Target, hashes: &[[u8; 32]], vectors: &[Vec<f32>]) -> Result<()> {
     let keys: Vec<Vec<u8>> = hashes.iter().map(|h| h.to_vec()).collect();
     let lits: Vec<String> = vectors.iter().map(|v| vector::literal(v)).collect();
-    Spi::run_with_args(
+    as_owner_of(c"memori_embedding_cache", || {
+        Spi::run_with_args(
         "INSERT INTO memori_embedding_cache (provider, model, dims, text_sha256, embedding)
-         SELECT $1, $2, $3, h, v::vector FROM unnest($4::bytea[], $5::text[]) AS u(h, v)
+         SELECT $1, $2, $3, h, v::vector FROM ROWS FROM (pg_catalog.unnest($4::bytea[]), pg_catalog.unnest($5::text[])) AS u(h, v)
           WHERE pg_catalog.pg_try_advisory_xact_lock(1835363695,
                                                      pg_catalog.hashtext(pg_catalog.encode(h, 'hex'::text)))
          ON CONFLICT ON CONSTRAINT memori_embedding_cache_pkey
@@ -343,6 +372,7 @@ fn cache_put(target: &Target, hashes: &[[u8; 32]], vectors: &[Vec<f32>]) -> Resu
         ],
     )
     .map_err(crate::errors::spi)
+    })
 }
 
 /// The embedding of `content` under the current settings (NULL gives NULL; empty text is an error).

@@ -35,6 +35,8 @@ pub enum Code {
     UndefinedFile,
     /// 55000: an object is not in the state the call needs (e.g. read-only transaction).
     ObjectNotInPrerequisiteState,
+    /// 54000: an input over a limit memori sets (memori.max_content_bytes).
+    ProgramLimitExceeded,
 }
 
 impl Code {
@@ -52,6 +54,7 @@ impl Code {
             Code::SystemError => "58000",
             Code::UndefinedFile => "58P01",
             Code::ObjectNotInPrerequisiteState => "55000",
+            Code::ProgramLimitExceeded => "54000",
         }
     }
 
@@ -70,6 +73,7 @@ impl Code {
             Code::SystemError => ERRCODE_SYSTEM_ERROR,
             Code::UndefinedFile => ERRCODE_UNDEFINED_FILE,
             Code::ObjectNotInPrerequisiteState => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            Code::ProgramLimitExceeded => ERRCODE_PROGRAM_LIMIT_EXCEEDED,
         }
     }
 }

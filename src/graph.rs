@@ -82,8 +82,8 @@ fn memori_entity(
         c.select(
             "SELECT memory_id, memory_type::text, content, importance_score, related_entities, created_at
                FROM memori_memories
-              WHERE user_id = $1 AND related_entities @> ARRAY[$2]::text[]
-                AND memory_type IN ('entity', 'relationship')
+              WHERE user_id::text = $1::text AND related_entities OPERATOR(pg_catalog.@>) ARRAY[$2::text]
+                AND memory_type::text = ANY (ARRAY['entity', 'relationship']::text[])
                 AND (expires_at IS NULL OR expires_at > now())
               ORDER BY memory_type, importance_score DESC, created_at",
             None,

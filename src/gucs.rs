@@ -56,6 +56,7 @@ static KEEP_EXPIRED: GucSetting<bool> = GucSetting::<bool>::new(false);
 static MAINTENANCE_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(3600);
 static LOCAL_MODEL_PATH: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static LOCAL_THREADS: GucSetting<i32> = GucSetting::<i32>::new(1);
+static MAX_CONTENT_BYTES: GucSetting<i32> = GucSetting::<i32>::new(65_536);
 static MAINTENANCE_LOCK_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(1000);
 static MAINTENANCE_STATEMENT_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(300_000);
 static MAINTENANCE_BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(1000);
@@ -269,6 +270,16 @@ pub fn init() {
         GucFlags::UNIT_S,
     );
     GucRegistry::define_int_guc(
+        c"memori.max_content_bytes",
+        c"Longest text, in bytes, that memori stores, searches for or embeds.",
+        c"Longer input is refused (SQLSTATE 54000) before any work. The local model reads the first 256 tokens of a text; OpenAI's models at most 8,192. Superuser only.",
+        &MAX_CONTENT_BYTES,
+        1,
+        1 << 30,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
         c"memori.local_threads",
         c"Threads the local model may use in each backend that embeds.",
         c"Read when a backend first loads the model. Each such backend keeps this many threads; the backends together share the server's cores.",
@@ -406,6 +417,9 @@ pub fn keep_expired() -> bool {
 }
 pub fn maintenance_interval_s() -> i32 {
     MAINTENANCE_INTERVAL.get()
+}
+pub fn max_content_bytes() -> usize {
+    MAX_CONTENT_BYTES.get() as usize
 }
 pub fn local_threads() -> usize {
     LOCAL_THREADS.get() as usize

@@ -62,7 +62,7 @@ fn text_array(v: Option<Vec<Option<String>>>) -> Vec<String> {
 pub fn touch_conversation(conversation_id: Uuid, user: &str) -> Result<()> {
     let owner = opt_one::<String>(
         "UPDATE memori_conversations SET last_activity_at = now()
-          WHERE conversation_id = $1 AND user_id = $2 RETURNING user_id::text",
+          WHERE conversation_id = $1 AND user_id::text = $2::text RETURNING user_id::text",
         &[conversation_id.into(), user.into()],
     )?;
     match owner {
@@ -100,33 +100,33 @@ pub fn write(target: &Target, m: &NewMemory) -> Result<Uuid> {
         // miss the other's uncommitted row: serialise them (per user and type, until commit),
         // so the second sees the first and refreshes it.
         Spi::run_with_args(
-            "SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 7237954148))",
+            "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended($1::text || '/'::text || $2::text, 7237954148::bigint))",
             &[m.user.into(), m.memory_type.into()],
         )
         .map_err(spi)?;
         let refreshed = opt_one::<Uuid>(
             &format!(
                 "WITH nearest AS (
-                    SELECT id, 1 - (embedding::{cast} <=> $3::real[]::{cast}) AS similarity
+                    SELECT id, 1::float8 - (embedding::{cast} <=> $3::real[]::{cast}) AS similarity
                       FROM memori_memories
-                     WHERE user_id = $1 AND memory_type = $2 AND embedding_model = $4
+                     WHERE user_id::text = $1::text AND memory_type::text = $2::text AND embedding_model = $4::text
                        AND embedding_dims = {dims}
                        AND (expires_at IS NULL OR expires_at > now())
                      ORDER BY embedding::{cast} <=> $3::real[]::{cast}
                      LIMIT 1)
                  UPDATE memori_memories m
-                    SET context_tags = ARRAY(SELECT DISTINCT unnest(m.context_tags || $6::text[]) ORDER BY 1),
-                        related_entities = ARRAY(SELECT DISTINCT unnest(m.related_entities || $7::text[]) ORDER BY 1),
+                    SET context_tags = ARRAY(SELECT DISTINCT pg_catalog.unnest(m.context_tags OPERATOR(pg_catalog.||) $6::text[]) ORDER BY 1),
+                        related_entities = ARRAY(SELECT DISTINCT pg_catalog.unnest(m.related_entities OPERATOR(pg_catalog.||) $7::text[]) ORDER BY 1),
                         importance_score = greatest(m.importance_score, $8),
-                        metadata = m.metadata || $9,
+                        metadata = m.metadata || $9::jsonb,
                         access_count = m.access_count + 1,
                         last_accessed_at = now(),
                         is_archived = false,
                         expires_at = CASE WHEN m.expires_at IS NULL THEN NULL
                                           ELSE greatest(m.expires_at, coalesce($10::timestamptz,
-                                               CASE WHEN $2 = 'short_term' THEN now() + make_interval(days => $11) END)) END
+                                               CASE WHEN $2::text = 'short_term'::text THEN now() + make_interval(days => $11) END)) END
                    FROM nearest
-                  WHERE m.id = nearest.id AND nearest.similarity >= $5
+                  WHERE m.id = nearest.id AND nearest.similarity >= $5::float8
               RETURNING m.memory_id"
             ),
             &[
@@ -152,7 +152,7 @@ pub fn write(target: &Target, m: &NewMemory) -> Result<Uuid> {
                                       embedding_model, importance_score, context_tags,
                                       related_entities, metadata, expires_at)
          VALUES ($1, $2, $3, $4, $5::real[]::vector, $6, $7, $8, $9, $10,
-                 coalesce($11, CASE WHEN $4 = 'short_term' THEN now() + make_interval(days => $12) END))
+                 coalesce($11, CASE WHEN $4::text = 'short_term'::text THEN now() + make_interval(days => $12) END))
          RETURNING memory_id",
         &[
             m.conversation_id.into(),
@@ -340,11 +340,11 @@ fn memori_update(
             context_tags = coalesce($8, context_tags),
             metadata = coalesce($9, metadata),
             expires_at = CASE
-                WHEN $6 IS NULL OR $6 = memory_type THEN expires_at
-                WHEN $6 = 'short_term' THEN now() + make_interval(days => $10)
-                WHEN memory_type = 'short_term' THEN NULL
+                WHEN $6 IS NULL OR $6::text = memory_type::text THEN expires_at
+                WHEN $6::text = 'short_term'::text THEN now() + make_interval(days => $10)
+                WHEN memory_type::text = 'short_term'::text THEN NULL
                 ELSE expires_at END
-          WHERE memory_id = $1 AND user_id = $2
+          WHERE memory_id = $1 AND user_id::text = $2::text
           RETURNING true",
         &[
             memory_id.into(),
@@ -373,7 +373,7 @@ fn memori_forget(memory_id: Option<Uuid>) -> bool {
     };
     let user = user::resolve(None).or_raise();
     opt_one::<bool>(
-        "DELETE FROM memori_memories WHERE memory_id = $1 AND user_id = $2 RETURNING true",
+        "DELETE FROM memori_memories WHERE memory_id = $1 AND user_id::text = $2::text RETURNING true",
         &[memory_id.into(), user.into()],
     )
     .or_raise()

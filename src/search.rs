@@ -39,8 +39,8 @@ pub fn pool(k: i32) -> i32 {
 pub fn sql(q: &Query, dims: usize) -> String {
     let cast = indexed_cast(dims);
     let mut filters = vec![
-        "m.user_id = $1".to_string(),
-        "m.embedding_model = $3".to_string(),
+        "m.user_id::text = $1::text".to_string(),
+        "m.embedding_model = $3::text".to_string(),
         format!("m.embedding_dims = {dims}"),
         "(m.expires_at IS NULL OR m.expires_at > now())".to_string(),
     ];
@@ -48,10 +48,10 @@ pub fn sql(q: &Query, dims: usize) -> String {
         filters.push("m.conversation_id = $4".into());
     }
     if q.memory_types.is_some() {
-        filters.push("m.memory_type = ANY($5)".into());
+        filters.push("m.memory_type::text = ANY ($5::text[])".into());
     }
     if q.tags.is_some() {
-        filters.push("m.context_tags && $6".into());
+        filters.push("m.context_tags OPERATOR(pg_catalog.&&) $6::text[]".into());
     }
     if !q.include_archived {
         filters.push("NOT m.is_archived".into());
@@ -61,20 +61,22 @@ pub fn sql(q: &Query, dims: usize) -> String {
         "WITH candidates AS MATERIALIZED (
             SELECT m.id, m.memory_id, m.content, m.memory_type::text AS memory_type,
                    m.importance_score, m.context_tags, m.metadata, m.conversation_id, m.created_at,
-                   1 - (m.embedding::{cast} <=> $2::real[]::{cast}) AS similarity,
+                   1::float8 - (m.embedding::{cast} <=> $2::real[]::{cast}) AS similarity,
                    -- 0.5 ^ (age / half-life), as exp(), clamped: never an underflow error,
                    -- whatever the age (also for timestamps at -infinity).
                    CASE WHEN $10::float8 > 0
-                        THEN exp(least(0::float8, greatest(-700::float8,
-                               (date_part('epoch', m.updated_at) - date_part('epoch', now()))
-                               * ln(2::float8) / (86400 * $11::float8))))
+                        THEN pg_catalog.exp(least(0::float8, greatest(-700::float8,
+                               (pg_catalog.date_part('epoch'::text, m.updated_at)
+                                - pg_catalog.date_part('epoch'::text, now()))
+                               * pg_catalog.ln(2::float8) / (86400::float8 * $11::float8))))
                         ELSE 0::float8 END AS recency
               FROM memori_memories m
              WHERE {filters}
              ORDER BY m.embedding::{cast} <=> $2::real[]::{cast}
              LIMIT {pool})
          SELECT id, memory_id, content, memory_type, similarity,
-                similarity * (1 - $9 - $10) + $9 * importance_score + $10 * recency AS score,
+                similarity * (1::float8 - $9::float8 - $10::float8) + $9::float8 * importance_score::float8
+                  + $10::float8 * recency AS score,
                 importance_score, context_tags, metadata, conversation_id, created_at
            FROM candidates
           WHERE $7::float8 IS NULL OR similarity >= $7

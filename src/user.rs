@@ -98,3 +98,53 @@ fn member_of(role: &std::ffi::CStr) -> bool {
         oid != pg_sys::InvalidOid && pg_sys::has_privs_of_role(pg_sys::GetUserId(), oid)
     }
 }
+
+/// Runs `f` as the owner of memori's table `relation` (resolved through the pinned
+/// search_path), in a security-restricted operation: the way PostgreSQL runs its own internal
+/// queries (foreign-key checks, REFRESH MATERIALIZED VIEW). memori uses it for the embedding
+/// cache, on which tenants hold no privileges: they reach it only through memori's fixed
+/// statements, never with SQL of their own. The caller's identity comes back when `f`
+/// returns, and also when an error unwinds (transaction abort restores it too).
+pub fn as_owner_of<T>(relation: &std::ffi::CStr, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    struct Restore(pg_sys::Oid, std::ffi::c_int);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            // SAFETY: puts back the identity saved below.
+            unsafe { pg_sys::SetUserIdAndSecContext(self.0, self.1) };
+        }
+    }
+    // SAFETY: a relation lookup through the function's pinned search_path, a catalog read of
+    // its owner, then the identity switch PostgreSQL's own internal queries use.
+    let _restore = unsafe {
+        let rel = pg_sys::RelnameGetRelid(relation.as_ptr());
+        if rel == pg_sys::InvalidOid {
+            return Err(MemoriError::new(
+                Code::SystemError,
+                format!("memori: table {} not found", relation.to_string_lossy()),
+            ));
+        }
+        let tuple = pg_sys::SearchSysCache1(
+            pg_sys::SysCacheIdentifier::RELOID as _,
+            pg_sys::Datum::from(rel),
+        );
+        if tuple.is_null() {
+            return Err(MemoriError::new(
+                Code::SystemError,
+                "memori: cache lookup failed",
+            ));
+        }
+        let form = pg_sys::GETSTRUCT(tuple) as *const pg_sys::FormData_pg_class;
+        let owner = (*form).relowner;
+        pg_sys::ReleaseSysCache(tuple);
+        let (mut user, mut context) = (pg_sys::InvalidOid, 0);
+        pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
+        pg_sys::SetUserIdAndSecContext(
+            owner,
+            context
+                | pg_sys::SECURITY_LOCAL_USERID_CHANGE as std::ffi::c_int
+                | pg_sys::SECURITY_RESTRICTED_OPERATION as std::ffi::c_int,
+        );
+        Restore(user, context)
+    };
+    f()
+}

@@ -208,9 +208,9 @@ pub extern "C-unwind" fn memori_maintenance_main(arg: pg_sys::Datum) {
     let found = in_transaction(|| {
         Spi::get_two::<String, String>(
             "SELECT pg_catalog.current_database()::text,
-                    (SELECT quote_ident(n.nspname) FROM pg_catalog.pg_extension e
-                       JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
-                      WHERE e.extname = 'memori')",
+                    (SELECT pg_catalog.quote_ident(n.nspname::text) FROM pg_catalog.pg_extension e
+                       JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) e.extnamespace
+                      WHERE e.extname OPERATOR(pg_catalog.=) 'memori'::name)",
         )
         .ok()
     });

@@ -35,6 +35,23 @@ fn model_error(dir: &Path, what: impl std::fmt::Display) -> MemoriError {
     )
 }
 
+/// Bytes of a text the local model tokenizes at most: 64 bytes for each of the MAX_TOKENS
+/// tokens it reads. WordPiece tokens of real text average 4 to 6 characters (a word longer
+/// than 100 characters is one [UNK] token), so the cut never changes a realistic result.
+pub const MAX_INPUT_BYTES: usize = MAX_TOKENS * 64;
+
+/// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.
+pub fn prefix(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 impl LocalModel {
     /// Loads the model from `dir`, which holds model.safetensors, tokenizer.json and config.json.
     pub fn load(dir: &Path) -> Result<Self> {
@@ -103,9 +120,12 @@ impl LocalModel {
                 format!("memori: the local embedding model failed: {e}"),
             )
         };
+        // The model reads MAX_TOKENS tokens at most: tokenize only a prefix that surely holds
+        // them, so a long text costs no more time or memory than a short one.
+        let texts: Vec<&str> = texts.iter().map(|t| prefix(t, MAX_INPUT_BYTES)).collect();
         let enc = self
             .tokenizer
-            .encode_batch(texts.to_vec(), true)
+            .encode_batch(texts, true)
             .map_err(|e| fail(&e))?;
         let n = enc.len();
         let len = enc[0].get_ids().len();
@@ -145,6 +165,17 @@ pub fn default_dir(sharedir: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_prefix_ends_on_a_character_boundary() {
+        assert_eq!(prefix("short", 100), "short");
+        assert_eq!(prefix("abcdef", 3), "abc");
+        // "é" is two bytes: a cut in its middle steps back before it.
+        assert_eq!(prefix("aé", 2), "a");
+        assert_eq!(prefix("日本語", 7), "日本");
+        let long = "word ".repeat(100_000);
+        assert_eq!(prefix(&long, MAX_INPUT_BYTES).len(), MAX_INPUT_BYTES);
+    }
 
     #[test]
     fn a_missing_model_says_how_to_install_it() {

@@ -38,6 +38,11 @@ pub fn normalize_width(vectors: &[Vec<f32>], expected: Option<usize>) -> Result<
         if v.iter().any(|x| !x.is_finite()) {
             return Err(format!("vector {} holds NaN or infinity", n + 1));
         }
+        // A zero vector has no direction: its cosine with anything is NaN, which would rank
+        // first and pass every threshold.
+        if v.iter().all(|x| *x == 0.0) {
+            return Err(format!("vector {} is all zeros", n + 1));
+        }
     }
     if width == 0 && !vectors.is_empty() {
         return Err("the vectors are empty".into());
@@ -91,6 +96,9 @@ mod tests {
         assert!(normalize_width(&[vec![1.0, 2.0], vec![3.0]], None).is_err());
         assert!(normalize_width(&[vec![1.0, 2.0]], Some(3)).is_err());
         assert!(normalize_width(&[vec![f32::NAN]], None).is_err());
+        assert!(normalize_width(&[vec![1.0, 0.0], vec![0.0, 0.0]], None)
+            .unwrap_err()
+            .contains("vector 2 is all zeros"));
     }
 
     #[test]

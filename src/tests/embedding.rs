@@ -405,6 +405,19 @@ mod tests {
     }
 
     #[pg_test]
+    fn zero_vectors_from_a_provider_are_refused_and_not_cached() {
+        let s = server(Fault::Zero, 4);
+        run("SET LOCAL memori.embedding_cache_ttl = 3600");
+        let e = sql_error("SELECT memori_embed('a text the provider cannot embed')");
+        assert_eq!(e.sqlstate, state("22000"));
+        assert!(e.message.contains("is all zeros"), "{}", e.message);
+        let e = sql_error("SELECT memori_store('a text the provider cannot embed')");
+        assert_eq!(e.sqlstate, state("22000"));
+        assert_eq!(s.requests(), 2, "nothing was cached");
+        assert_eq!(one::<i64>("SELECT count(*) FROM memori_memories"), 0);
+    }
+
+    #[pg_test]
     fn openai_connection_refused() {
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -28,6 +28,8 @@ pub enum Fault {
     Fewer,
     /// Answer vectors of this width whatever was asked.
     Width(usize),
+    /// Answer all-zero vectors of the asked width.
+    Zero,
 }
 
 pub struct MockServer {
@@ -193,6 +195,16 @@ fn handle(
             ok(asked, inputs.len().saturating_sub(1)),
         ),
         Fault::Width(w) => (200, String::new(), ok(*w, inputs.len())),
+        Fault::Zero => {
+            let data: Vec<serde_json::Value> = (0..inputs.len())
+                .map(|i| serde_json::json!({"object": "embedding", "index": i, "embedding": vec![0.0f32; asked]}))
+                .collect();
+            (
+                200,
+                String::new(),
+                serde_json::json!({"object": "list", "data": data}).to_string(),
+            )
+        }
     };
     let mut out = stream;
     write!(

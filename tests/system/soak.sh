@@ -106,13 +106,15 @@ check "access counts and last-access times agree" "0" \
   "$(q $C soak "SELECT count(*) FROM memori_memories WHERE (access_count > 0) <> (last_accessed_at IS NOT NULL)")"
 check "every short_term memory has an expiry" "0" \
   "$(q $C soak "SELECT count(*) FROM memori_memories WHERE memory_type = 'short_term' AND expires_at IS NULL")"
-# The HNSW index after ~10k inserts, updates and deletes: 50 memories, each looked up by its own
-# embedding through the index, are found (distance 0).
-check "the HNSW index finds memories by their own embedding" "50" "$(q $C soak "
-  SET enable_seqscan = off; SET hnsw.ef_search = 100;
-  SELECT count(*) FROM (SELECT embedding::vector(384) AS e FROM memori_memories ORDER BY md5(memory_id::text) LIMIT 50) probe
+# The HNSW index after ~10k inserts, updates and deletes still serves lookups: 100 memories,
+# each looked up by its own embedding through the index, are found (distance 0). HNSW is
+# approximate and the soak's texts are near-duplicates of each other, so the bar is 95 of 100.
+found=$(q $C soak "
+  SET enable_seqscan = off; SET hnsw.ef_search = 200;
+  SELECT count(*) FROM (SELECT embedding::vector(384) AS e FROM memori_memories ORDER BY md5(memory_id::text) LIMIT 100) probe
    WHERE (SELECT embedding::vector(384) <=> probe.e FROM memori_memories WHERE embedding_dims = 384
-           ORDER BY embedding::vector(384) <=> probe.e LIMIT 1) < 1e-6")"
+           ORDER BY embedding::vector(384) <=> probe.e LIMIT 1) < 1e-6")
+if [ "$found" -ge 95 ]; then ok "the HNSW index finds memories by their own embedding ($found of 100)"; else fail "the HNSW index found $found of 100 memories by their own embedding"; fi
 echo "memories: $(q $C soak "SELECT count(*) FROM memori_memories"), of which short_term: $(q $C soak "SELECT count(*) FROM memori_memories WHERE memory_type = 'short_term'")"
 
 finish

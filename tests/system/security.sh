@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Hostile tenants (issue: tenant isolation). Each route below is tried as a tenant role and must
+# fail, while honest tenants keep working:
+# - the shared embedding cache: no tenant may read, write, purge or lock it;
+# - a tenant's many embeddings in one connection never fail (the old opportunistic purge);
+# - operator and function capture: overloads planted in public (where tenants may CREATE, as on
+#   PostgreSQL 13/14) for every operator and function shape memori's SQL uses are never run, by
+#   memori's functions as tenant, app or superuser, by the maintenance worker, by
+#   CREATE EXTENSION or by ALTER EXTENSION UPDATE;
+# - oversized input is refused before any work (54000).
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+trap cleanup EXIT
+
+C=security
+cluster_init $C 5489 "memori.maintenance_interval = 1"
+LOG=$(log_of $C)
+q $C postgres "CREATE DATABASE app"
+qf $C app <<'SQL' >/dev/null
+CREATE EXTENSION memori CASCADE;
+CREATE ROLE sec_alice LOGIN IN ROLE memori_user;
+CREATE ROLE sec_mallory LOGIN IN ROLE memori_user;
+CREATE ROLE sec_app LOGIN IN ROLE memori_app;
+CREATE ROLE sec_attacker LOGIN;
+GRANT CREATE ON SCHEMA public TO sec_attacker;   -- PostgreSQL 13/14's default for PUBLIC
+SQL
+as() { local role=$1 db=$2; shift 2; "$BIN/psql" -h "$(sock $C)" -p "$(port $C)" -U "$role" -d "$db" -X -qAt "$@" 2>&1; }
+# sqlstate ROLE DB SQL: the SQLSTATE the statement fails with, or "ok".
+sqlstate() {
+  as "$1" "$2" -v VERBOSITY=verbose -c "\\set VERBOSITY verbose" -c "$3" | awk '/^ERROR:/ {print $2; found=1; exit} END {if (!found) print "ok"}' | tr -d ':'
+}
+
+# --- the embedding cache ----------------------------------------------------------------------
+check "an honest tenant embeds 70 new texts in one connection" "70" \
+  "$(as sec_alice app -c "SELECT count(memori_embed('alice text number ' || g)) FROM generate_series(1, 70) g")"
+for stmt in "SELECT count(*) FROM memori_embedding_cache" \
+            "INSERT INTO memori_embedding_cache VALUES ('local', 'all-MiniLM-L6-v2', 384, '\\x00', array_fill(0.1, ARRAY[384])::vector, 'infinity')" \
+            "UPDATE memori_embedding_cache SET created_at = 'infinity'" \
+            "DELETE FROM memori_embedding_cache" \
+            "BEGIN; LOCK TABLE memori_embedding_cache IN ACCESS EXCLUSIVE MODE; COMMIT"; do
+  check "a tenant cannot: ${stmt:0:60}" "42501" "$(sqlstate sec_mallory app "$stmt")"
+done
+check "a tenant's embedding of a cached text is the same vector" "t" \
+  "$(as sec_mallory app -c "SELECT memori_embed('alice text number 7') = (SELECT memori_embed('alice text number 7'))")"
+
+# --- input bounds ------------------------------------------------------------------------------
+big="repeat('lorem ipsum dolor sit amet ', 4000)"   # 108 kB
+for call in "memori_store($big)" "memori_search($big)" "memori_embed($big)" "memori_store_batch(ARRAY['ok', $big])" "memori_context($big)"; do
+  check "oversized input is refused: ${call:0:22}..." "54000" "$(sqlstate sec_alice app "SELECT $call")"
+done
+
+# --- capture -----------------------------------------------------------------------------------
+# Overloads for every operator and function shape memori's SQL uses (and near misses), each
+# raising "captured". Planted in app (after CREATE EXTENSION), in fresh (before it) and in old
+# (before ALTER EXTENSION UPDATE).
+plant() {
+  as sec_attacker "$1" -v ON_ERROR_STOP=1 >/dev/null <<'SQL'
+DO $plant$
+DECLARE
+  ops text[][] := ARRAY[
+    ['=', 'varchar', 'text'], ['=', 'text', 'varchar'], ['=', 'varchar', 'varchar'],
+    ['<>', 'varchar', 'varchar'], ['<>', 'varchar', 'text'], ['=', 'name', 'text'],
+    ['-', 'integer', 'double precision'], ['+', 'integer', 'double precision'],
+    ['*', 'integer', 'double precision'], ['*', 'double precision', 'real'],
+    ['-', 'double precision', 'real'], ['>=', 'real', 'integer'], ['<=', 'real', 'integer'],
+    ['>=', 'double precision', 'real'], ['&&', 'text[]', 'text[]'], ['@>', 'text[]', 'text[]'],
+    ['||', 'text[]', 'text[]'], ['=', 'bigint', 'integer'], ['>=', 'integer', 'bigint'],
+    ['=', 'uuid', 'text'], ['=', 'oid', 'oid'], ['=', 'text', 'text'], ['||', 'text', 'text']];
+  fns text[] := ARRAY['unnest(text[])', 'unnest(bytea[], text[])', 'array_position(text[], text)',
+    'power(numeric, double precision)', 'power(double precision, double precision)',
+    'quote_ident(name)', 'quote_ident(text)', 'exp(double precision)', 'ln(double precision)',
+    'date_part(text, timestamp with time zone)', 'hashtextextended(text, bigint)',
+    'hashtext(text)', 'now()', 'btrim(varchar)', 'btrim(text)', 'jsonb_typeof(jsonb)',
+    'encode(bytea, text)', 'array_remove(text[], text)', 'make_interval(integer)'];
+  i int;
+  f text;
+BEGIN
+  FOR i IN 1 .. array_length(ops, 1) LOOP
+    f := format('public.captured_%s', i);
+    EXECUTE format('CREATE FUNCTION %s(%s, %s) RETURNS boolean LANGUAGE plpgsql AS %L',
+                   f, ops[i][2], ops[i][3],
+                   format('BEGIN RAISE EXCEPTION ''captured: operator %s(%s, %s) ran as %%'', current_user; END', ops[i][1], ops[i][2], ops[i][3]));
+    EXECUTE format('CREATE OPERATOR public.%s (LEFTARG = %s, RIGHTARG = %s, FUNCTION = %s)', ops[i][1], ops[i][2], ops[i][3], f);
+  END LOOP;
+  FOREACH f IN ARRAY fns LOOP
+    EXECUTE format('CREATE FUNCTION public.%s RETURNS %s LANGUAGE plpgsql AS %L', f,
+                   CASE WHEN f LIKE 'unnest%' THEN 'SETOF text' WHEN f LIKE 'now%' THEN 'timestamptz'
+                        WHEN f LIKE 'make_interval%' THEN 'interval' ELSE 'text' END,
+                   format('BEGIN RAISE EXCEPTION ''captured: function %s ran as %%'', current_user; END', f));
+  END LOOP;
+END
+$plant$;
+SQL
+}
+plant app
+conv=$(as sec_app app -c "BEGIN; SELECT set_config('memori.user_id', 'customer-1', true); SELECT memori_conversation_create('chat'); COMMIT;" | grep -E '^[0-9a-f-]{36}$')
+calls=("memori_store('User prefers JOINs over subqueries', 'rule', tags => ARRAY['sql'], entities => ARRAY['joins'])"
+       "memori_store('User prefers JOINs over subqueries!', 'rule', tags => ARRAY['style'])"
+       "memori_store_batch(ARRAY['the orders table is partitioned', 'invoices live in billing'], 'short_term')"
+       "memori_relate('orders.customer_id', 'references', 'customers.id')"
+       "count(*) FROM memori_search('How should SQL be written?', memory_types => ARRAY['rule'], tags => ARRAY['sql', 'style'])"
+       "memori_context('orders')"
+       "count(*) FROM memori_entity('customers.id')"
+       "memori_update((SELECT memory_id FROM memori_memories ORDER BY created_at LIMIT 1), content => 'User prefers CTEs', memory_type => 'short_term', tags => ARRAY['x'])"
+       "memori_forget((SELECT memory_id FROM memori_memories ORDER BY created_at DESC LIMIT 1))")
+for role in sec_alice sec_app postgres; do
+  for call in "${calls[@]}"; do
+    out=$(as "$role" app -c "BEGIN" -c "SELECT set_config('memori.user_id', CASE WHEN current_user::text OPERATOR(pg_catalog.=) 'sec_app'::text THEN 'customer-1' ELSE '' END, true)" -c "SELECT $call" -c "COMMIT")
+    if grep -q "captured\|ERROR" <<< "$out"; then fail "$role: $call: $(grep -m1 'ERROR' <<< "$out")"; else ok "$role: ${call:0:50}... runs no planted code"; fi
+  done
+done
+out=$(as postgres app -c "SELECT * FROM memori_maintain()")
+if grep -q "captured\|ERROR" <<< "$out"; then fail "memori_maintain(): $out"; else ok "memori_maintain() runs no planted code"; fi
+since=$(wc -l < "$LOG")
+passes_after() { tail -n +"$since" "$LOG" | grep -q 'memori: maintenance database=app status=ok'; }
+check_true "the maintenance worker's pass runs no planted code" wait_until 5 passes_after
+check "no planted code ran anywhere (server log)" "0" "$(grep -c 'captured:' "$LOG" || true)"
+
+# Planted before CREATE EXTENSION and before ALTER EXTENSION UPDATE: the checks memori's
+# scripts create do not bind to the planted overloads.
+q $C postgres "CREATE DATABASE fresh"
+q $C fresh "CREATE EXTENSION vector; GRANT CREATE ON SCHEMA public TO sec_attacker"
+plant fresh
+q $C fresh "CREATE EXTENSION memori" >/dev/null
+check "CREATE EXTENSION after planting: stores and searches run no planted code" "1" \
+  "$(q $C fresh "SELECT memori_store('a fact', 'rule', tags => ARRAY['t'], user_id => 'u1') IS NOT NULL;
+                 SELECT count(*) FROM memori_search('fact', user_id => 'u1')" 2>&1 | tail -n1)"
+q $C postgres "CREATE DATABASE old"
+q $C old "CREATE EXTENSION vector; CREATE EXTENSION memori VERSION '0.1.0'; GRANT CREATE ON SCHEMA public TO sec_attacker"
+plant old
+q $C old "ALTER EXTENSION memori UPDATE" >/dev/null
+check "ALTER EXTENSION UPDATE after planting: stores and searches run no planted code" "1" \
+  "$(q $C old "SELECT memori_store('a fact', 'rule', tags => ARRAY['t'], user_id => 'u1') IS NOT NULL;
+               SELECT count(*) FROM memori_search('fact', user_id => 'u1')" 2>&1 | tail -n1)"
+check "no planted code ran anywhere (server log, at the end)" "0" "$(grep -c 'captured:' "$LOG" || true)"
+
+finish
