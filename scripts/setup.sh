@@ -35,7 +35,7 @@ debian_mirror() {
 
 step_packages() {
   local pkgs=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libclang-dev clang pkg-config
-              sudo dpkg-dev build-essential python3-pip unzip ca-certificates)
+              sudo dpkg-dev build-essential python3-pip unzip ca-certificates pgbouncer)
   local missing=()
   for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

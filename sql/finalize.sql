@@ -23,6 +23,8 @@ COMMENT ON FUNCTION memori_context(text, integer, uuid, integer, text) IS
     'memori: a ready-to-paste block for a system prompt: the user''s rules, then relevant entity/relationship memories, then other relevant memories, within token_budget.';
 COMMENT ON FUNCTION memori_relate(text, text, text, uuid, real, text) IS
     'memori: stores "subject predicate object" as a relationship memory (subject and object in related_entities) and returns its memory_id.';
+COMMENT ON FUNCTION memori_end_user() IS
+    'memori: the end user a memori_app role acts for in this transaction (memori.user_id, if set in this transaction), else NULL; the row-level security policies use it.';
 COMMENT ON FUNCTION memori_entity(text, text) IS
     'memori: the entity and relationship memories of the current memori user that name an entity in related_entities.';
 
@@ -83,7 +85,8 @@ GRANT EXECUTE ON FUNCTION
     memori_entity(text, text),
     memori_embed(text),
     memori_embed_batch(text[]),
-    memori_embedding_stats()
+    memori_embedding_stats(),
+    memori_end_user()
   TO memori_user, memori_app;
 -- memori_maintain() and memori_create_index() stay with the owner (the DBA) and the worker.
 
@@ -92,14 +95,12 @@ ALTER TABLE memori_conversations ENABLE ROW LEVEL SECURITY;
 CREATE POLICY memori_user_own_rows ON memori_memories TO memori_user
     USING (user_id::text = CURRENT_USER::text) WITH CHECK (user_id::text = CURRENT_USER::text);
 CREATE POLICY memori_app_end_user_rows ON memori_memories TO memori_app
-    USING (user_id::text = NULLIF(pg_catalog.current_setting('memori.user_id', true), ''))
-    WITH CHECK (user_id::text = NULLIF(pg_catalog.current_setting('memori.user_id', true), ''));
+    USING (user_id::text = memori_end_user()) WITH CHECK (user_id::text = memori_end_user());
 CREATE POLICY memori_user_own_rows ON memori_conversations TO memori_user
     USING (user_id::text = CURRENT_USER::text) WITH CHECK (user_id::text = CURRENT_USER::text);
 CREATE POLICY memori_app_end_user_rows ON memori_conversations TO memori_app
-    USING (user_id::text = NULLIF(pg_catalog.current_setting('memori.user_id', true), ''))
-    WITH CHECK (user_id::text = NULLIF(pg_catalog.current_setting('memori.user_id', true), ''));
+    USING (user_id::text = memori_end_user()) WITH CHECK (user_id::text = memori_end_user());
 COMMENT ON POLICY memori_user_own_rows ON memori_memories IS 'memori: a memori_user member sees and changes only its own memories.';
-COMMENT ON POLICY memori_app_end_user_rows ON memori_memories IS 'memori: a memori_app member sees and changes only the memories of the end user in memori.user_id.';
+COMMENT ON POLICY memori_app_end_user_rows ON memori_memories IS 'memori: a memori_app member sees and changes only the memories of the end user named in memori.user_id in this transaction.';
 COMMENT ON POLICY memori_user_own_rows ON memori_conversations IS 'memori: a memori_user member sees and changes only its own conversations.';
-COMMENT ON POLICY memori_app_end_user_rows ON memori_conversations IS 'memori: a memori_app member sees and changes only the conversations of the end user in memori.user_id.';
+COMMENT ON POLICY memori_app_end_user_rows ON memori_conversations IS 'memori: a memori_app member sees and changes only the conversations of the end user named in memori.user_id in this transaction.';

@@ -55,3 +55,21 @@ COMMENT ON FUNCTION memori_maintain() IS
 
 -- Tenants lose every privilege on the shared embedding cache: memori reaches it as the owner.
 REVOKE ALL ON memori_embedding_cache FROM memori_user, memori_app;
+
+-- memori_app roles act only for an end user named in the current transaction: the policies
+-- read memori.user_id through memori_end_user(), which ignores a value left by an earlier
+-- transaction (a plain SET that a connection pool would hand to the next client).
+CREATE  FUNCTION "memori_end_user"() RETURNS TEXT /* Option < String > */
+STRICT STABLE PARALLEL RESTRICTED
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'memori_end_user_wrapper';
+COMMENT ON FUNCTION memori_end_user() IS
+    'memori: the end user a memori_app role acts for in this transaction (memori.user_id, if set in this transaction), else NULL; the row-level security policies use it.';
+REVOKE EXECUTE ON FUNCTION memori_end_user() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION memori_end_user() TO memori_user, memori_app;
+ALTER POLICY memori_app_end_user_rows ON memori_memories
+    USING (user_id::text = memori_end_user()) WITH CHECK (user_id::text = memori_end_user());
+ALTER POLICY memori_app_end_user_rows ON memori_conversations
+    USING (user_id::text = memori_end_user()) WITH CHECK (user_id::text = memori_end_user());
+COMMENT ON POLICY memori_app_end_user_rows ON memori_memories IS 'memori: a memori_app member sees and changes only the memories of the end user named in memori.user_id in this transaction.';
+COMMENT ON POLICY memori_app_end_user_rows ON memori_conversations IS 'memori: a memori_app member sees and changes only the conversations of the end user named in memori.user_id in this transaction.';

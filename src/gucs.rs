@@ -7,8 +7,10 @@
 //! that an ordinary role set before the library was loaded.
 
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::pg_guard;
 use pgrx::{pg_sys, PostgresGucEnum};
 use std::ffi::CString;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Which embedding provider computes vectors.
 #[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
@@ -63,14 +65,20 @@ static MAINTENANCE_BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(1000);
 static MAINTENANCE_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(2);
 
 pub fn init() {
-    GucRegistry::define_string_guc(
-        c"memori.user_id",
-        c"The memori user that functions act for when no user_id argument is given.",
-        c"Empty means current_user. Applications serving many end users set it per transaction with SET LOCAL.",
-        &USER_ID,
-        GucContext::Userset,
-        GucFlags::default(),
-    );
+    // SAFETY: the assign hook only reads backend state and stores a number; it cannot panic.
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"memori.user_id",
+            c"The memori user that functions act for when no user_id argument is given.",
+            c"Empty means current_user. memori_app roles must set it in each transaction (SET LOCAL, or set_config(..., true)); a value from an earlier transaction is refused.",
+            &USER_ID,
+            GucContext::Userset,
+            GucFlags::default(),
+            None,
+            Some(user_id_assigned),
+            None,
+        );
+    }
     GucRegistry::define_int_guc(
         c"memori.short_term_expiry_days",
         c"Days after which a short_term memory expires, unless stored with expires_at.",
@@ -346,6 +354,43 @@ fn string(setting: &GucSetting<Option<CString>>) -> Option<String> {
 
 pub fn user_id() -> Option<String> {
     string(&USER_ID)
+}
+
+/// The local transaction (MyProc->lxid) in which memori.user_id was last assigned, or 0 when it
+/// was last assigned outside a running transaction: from postgresql.conf, connection options or
+/// role settings, or restored when a transaction or savepoint ended.
+static USER_ID_SET_IN: AtomicU32 = AtomicU32::new(0);
+
+/// This backend's current local transaction id (0 outside a running transaction).
+fn local_xact() -> u32 {
+    // SAFETY: plain reads of this backend's PGPROC and transaction state.
+    unsafe {
+        if pg_sys::MyProc.is_null() || !pg_sys::IsTransactionState() {
+            0
+        } else {
+            (*pg_sys::MyProc).lxid
+        }
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn user_id_assigned(
+    _newval: *const std::ffi::c_char,
+    _extra: *mut std::ffi::c_void,
+) {
+    USER_ID_SET_IN.store(local_xact(), Ordering::Relaxed);
+}
+
+/// memori.user_id, if it was set in the current transaction (SET LOCAL, set_config(..., true),
+/// or a SET inside it). A value left by an earlier transaction on the same connection (a plain
+/// SET, which a pooler hands to the next client) is None.
+pub fn user_id_this_transaction() -> Option<String> {
+    let now = local_xact();
+    if now != 0 && USER_ID_SET_IN.load(Ordering::Relaxed) == now {
+        user_id()
+    } else {
+        None
+    }
 }
 pub fn short_term_expiry_days() -> i32 {
     SHORT_TERM_EXPIRY_DAYS.get()

@@ -24,12 +24,20 @@ pub fn resolve(explicit: Option<&str>) -> Result<String> {
         return Ok(user);
     }
     if member_of(c"memori_app") {
-        return match setting {
+        // Only a value named in this transaction counts: with a connection pool, a plain SET
+        // from an earlier transaction may belong to another client's end user.
+        return match gucs::user_id_this_transaction() {
+            None if setting.is_some() => Err(MemoriError::new(
+                Code::InsufficientPrivilege,
+                format!("memori: role \"{me}\" is a memori_app member and did not name the end user in this transaction"),
+            )
+            .detail("memori.user_id was set in an earlier transaction (a plain SET lasts for the session, and a connection pool hands it to the next client).")
+            .hint("At the start of each transaction: SET LOCAL memori.user_id = 'end-user-id'; or SELECT set_config('memori.user_id', 'end-user-id', true);")),
             None => Err(MemoriError::new(
                 Code::InsufficientPrivilege,
                 format!("memori: role \"{me}\" is a memori_app member and must name the end user in memori.user_id"),
             )
-            .hint("SET LOCAL memori.user_id = 'end-user-id'; at the start of each transaction.")),
+            .hint("At the start of each transaction: SET LOCAL memori.user_id = 'end-user-id'; or SELECT set_config('memori.user_id', 'end-user-id', true);")),
             Some(s) if s != user => Err(MemoriError::new(
                 Code::InsufficientPrivilege,
                 format!("memori: role \"{me}\" acts for memori.user_id \"{s}\", not for \"{user}\""),
@@ -147,4 +155,12 @@ pub fn as_owner_of<T>(relation: &std::ffi::CStr, f: impl FnOnce() -> Result<T>) 
         Restore(user, context)
     };
     f()
+}
+
+/// The end user a memori_app role acts for in this transaction: memori.user_id when it was set
+/// in this transaction, else NULL. The row-level security policies for memori_app use it, so
+/// plain SQL on the tables follows the same rule as memori's functions.
+#[pg_extern(stable, parallel_restricted)]
+fn memori_end_user() -> Option<String> {
+    gucs::user_id_this_transaction()
 }
