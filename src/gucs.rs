@@ -150,10 +150,10 @@ pub fn init() {
     GucRegistry::define_string_guc(
         c"memori.embedding_url",
         c"Base URL of the OpenAI-compatible API; requests go to {url}/embeddings.",
-        c"Empty means https://api.openai.com/v1. Superuser only.",
+        c"Empty means https://api.openai.com/v1. Superuser only, and hidden from other roles (it may hold credentials); messages never show its credentials or query string.",
         &EMBEDDING_URL,
         GucContext::Suset,
-        GucFlags::default(),
+        GucFlags::SUPERUSER_ONLY,
     );
     GucRegistry::define_string_guc(
         c"memori.embedding_model",
@@ -173,14 +173,20 @@ pub fn init() {
         GucContext::Suset,
         GucFlags::default(),
     );
-    GucRegistry::define_string_guc(
-        c"memori.embedding_api_key",
-        c"API key for the openai provider (sent as a Bearer token).",
-        c"Superuser only, and hidden from other roles. Empty means the server's MEMORI_EMBEDDING_API_KEY or OPENAI_API_KEY environment variable.",
-        &EMBEDDING_API_KEY,
-        GucContext::Suset,
-        GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL,
-    );
+    // SAFETY: the check hook reads its arguments and sets the check error strings; no panic.
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"memori.embedding_api_key",
+            c"API key for the openai provider (sent as a Bearer token).",
+            c"Superuser only, and hidden from other roles. Set it in postgresql.conf, with ALTER SYSTEM, or with SET; ALTER DATABASE/ROLE ... SET is refused. Empty means the server's MEMORI_EMBEDDING_API_KEY or OPENAI_API_KEY environment variable.",
+            &EMBEDDING_API_KEY,
+            GucContext::Suset,
+            GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL,
+            Some(api_key_check),
+            None,
+            None,
+        );
+    }
     GucRegistry::define_int_guc(
         c"memori.embedding_timeout_ms",
         c"Longest an embedding call may take, retries included.",
@@ -354,6 +360,34 @@ fn string(setting: &GucSetting<Option<CString>>) -> Option<String> {
 
 pub fn user_id() -> Option<String> {
     string(&USER_ID)
+}
+
+/// Refuses an API key from ALTER DATABASE/ROLE ... SET (and CREATE FUNCTION ... SET): those
+/// land in pg_db_role_setting and pg_proc, which every role can read, and a backend that has not
+/// loaded memori would show the value to anyone through SHOW.
+#[pg_guard]
+unsafe extern "C-unwind" fn api_key_check(
+    newval: *mut *mut std::ffi::c_char,
+    _extra: *mut *mut std::ffi::c_void,
+    source: pg_sys::GucSource::Type,
+) -> bool {
+    use pg_sys::GucSource::*;
+    let empty = newval.is_null() || (*newval).is_null() || *(*newval) == 0;
+    if empty
+        || !matches!(
+            source,
+            PGC_S_TEST | PGC_S_DATABASE | PGC_S_USER | PGC_S_DATABASE_USER
+        )
+    {
+        return true;
+    }
+    pg_sys::GUC_check_errmsg_string = pg_sys::pstrdup(
+        c"memori.embedding_api_key may not be set with ALTER DATABASE, ALTER ROLE or a function's SET clause: every role can read those settings".as_ptr(),
+    );
+    pg_sys::GUC_check_errhint_string = pg_sys::pstrdup(
+        c"Set it in postgresql.conf or with ALTER SYSTEM SET memori.embedding_api_key = '...'; SELECT pg_reload_conf(); or put it in the server's environment (MEMORI_EMBEDDING_API_KEY).".as_ptr(),
+    );
+    false
 }
 
 /// The local transaction (MyProc->lxid) in which memori.user_id was last assigned, or 0 when it

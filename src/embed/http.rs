@@ -40,16 +40,61 @@ impl HttpConfig {
         })
     }
 
+    /// The endpoint as messages show it: without credentials (`user:password@`) or a query
+    /// string (`?api-key=...`), which some gateways put in the URL.
+    pub fn shown_endpoint(&self) -> String {
+        shown_url(&self.endpoint())
+    }
+
+    /// `text` with every secret of the configuration masked: the key, and the URL's
+    /// credentials and query string (an HTTP library's error may quote the URL).
+    fn redact(&self, text: &str) -> String {
+        let mut out = mask(text, self.api_key.as_deref());
+        for secret in url_secrets(&self.url) {
+            out = out.replace(secret, "****");
+        }
+        out
+    }
+
     fn err(&self, code: Code, what: impl AsRef<str>) -> MemoriError {
         MemoriError::new(
             code,
             format!(
                 "memori: openai embedding request to {} failed: {}",
-                self.endpoint(),
-                mask(what.as_ref(), self.api_key.as_deref())
+                self.shown_endpoint(),
+                self.redact(what.as_ref())
             ),
         )
     }
+}
+
+/// The secret parts of a URL: its credentials (`user:password` before `@`) and its query
+/// string.
+fn url_secrets(url: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if let Some((userinfo, _)) = authority.rsplit_once('@') {
+        if !userinfo.is_empty() {
+            out.push(userinfo);
+        }
+    }
+    if let Some((_, query)) = url.split_once('?') {
+        let query = query.split('#').next().unwrap_or("");
+        if !query.is_empty() {
+            out.push(query);
+        }
+    }
+    out
+}
+
+/// A URL without its secrets, for messages.
+pub fn shown_url(url: &str) -> String {
+    let mut out = url.to_string();
+    for secret in url_secrets(url) {
+        out = out.replace(secret, "****");
+    }
+    out
 }
 
 #[derive(Deserialize)]
@@ -75,11 +120,11 @@ pub fn embed(
     let key = cfg.api_key.as_deref().filter(|k| !k.is_empty()).ok_or_else(|| {
         MemoriError::new(
             Code::InvalidAuthorization,
-            format!("memori: no API key for the openai embedding provider ({})", cfg.endpoint()),
+            format!("memori: no API key for the openai embedding provider ({})", cfg.shown_endpoint()),
         )
         .hint(
-            "A superuser sets memori.embedding_api_key (ALTER SYSTEM SET memori.embedding_api_key = '...'; \
-             SELECT pg_reload_conf();), or the server's environment has MEMORI_EMBEDDING_API_KEY or OPENAI_API_KEY.",
+            "A superuser sets memori.embedding_api_key in postgresql.conf or with ALTER SYSTEM SET memori.embedding_api_key = '...'; \
+             SELECT pg_reload_conf(); (never with ALTER DATABASE/ROLE ... SET, which every role can read), or the server's environment has MEMORI_EMBEDDING_API_KEY or OPENAI_API_KEY.",
         )
     })?;
     let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -313,6 +358,27 @@ fn parse(cfg: &HttpConfig, text: &str, inputs: usize, width: Option<usize>) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn messages_never_show_url_credentials_or_query() {
+        assert_eq!(
+            shown_url("https://bob:s3cret@gw.example/v1/embeddings?api-key=k123"),
+            "https://****@gw.example/v1/embeddings?****"
+        );
+        assert_eq!(shown_url("http://127.0.0.1:9/v1"), "http://127.0.0.1:9/v1");
+        let mut c = cfg();
+        c.url = "http://alice:pw-42@127.0.0.1:9/v1?token=t-99".into();
+        let e = c.err(
+            Code::ConnectionUnavailable,
+            "could not reach http://alice:pw-42@127.0.0.1:9/v1?token=t-99",
+        );
+        assert!(
+            !e.message.contains("pw-42") && !e.message.contains("t-99"),
+            "{}",
+            e.message
+        );
+        assert!(!e.message.contains("alice"), "{}", e.message);
+    }
 
     #[test]
     fn retry_after_never_panics_and_stays_within_a_minute() {

@@ -43,6 +43,33 @@ done
 check "a tenant's embedding of a cached text is the same vector" "t" \
   "$(as sec_mallory app -c "SELECT memori_embed('alice text number 7') = (SELECT memori_embed('alice text number 7'))")"
 
+# --- the API key and the URL -------------------------------------------------------------------
+for stmt in "ALTER DATABASE app SET memori.embedding_api_key = 'sk-live-123'" \
+            "ALTER ROLE sec_app SET memori.embedding_api_key = 'sk-live-123'" \
+            "ALTER ROLE sec_app IN DATABASE app SET memori.embedding_api_key = 'sk-live-123'" \
+            "CREATE FUNCTION public.leaky() RETURNS int LANGUAGE sql SET memori.embedding_api_key = 'sk-live-123' AS 'SELECT 1'"; do
+  check "the key cannot be set where every role reads it: ${stmt:0:45}..." "22023" "$(sqlstate postgres app "$stmt")"
+done
+check "no key landed in pg_db_role_setting or pg_proc" "0" \
+  "$(q $C app "SELECT (SELECT count(*) FROM pg_db_role_setting WHERE array_to_string(setconfig, ',') LIKE '%sk-live%')
+                    + (SELECT count(*) FROM pg_proc WHERE array_to_string(proconfig, ',') LIKE '%sk-live%')")"
+q $C app "ALTER SYSTEM SET memori.embedding_api_key = 'sk-live-123'" >/dev/null
+q $C app "ALTER SYSTEM SET memori.embedding_url = 'http://memori:url-pw-42@127.0.0.1:9/v1?token=tok-77'" >/dev/null
+q $C app "SELECT pg_reload_conf()" >/dev/null
+sleep 0.5
+for stmt in "SHOW memori.embedding_api_key" "SELECT current_setting('memori.embedding_api_key')" \
+            "SHOW memori.embedding_url" "SELECT current_setting('memori.embedding_url')"; do
+  check "a tenant cannot read: $stmt" "42501" "$(sqlstate sec_mallory app "$stmt")"
+done
+check "pg_settings shows a tenant neither the key nor the URL" "0" \
+  "$(as sec_mallory app -c "SELECT count(*) FROM pg_settings WHERE setting LIKE '%sk-live%' OR setting LIKE '%url-pw%'")"
+msg=$(as postgres app -c "SET memori.embedding_provider = 'openai'" -c "SET memori.embedding_cache_ttl = 0" -c "SELECT memori_embed('x')" || true)
+check_true "an error about the endpoint shows neither its credentials nor its query string" \
+  bash -c '[[ "$1" == *"08001"* || "$1" == *"ERROR"* ]] && [[ "$1" != *url-pw-42* && "$1" != *tok-77* && "$1" != *sk-live* ]]' _ "$msg"
+q $C app "ALTER SYSTEM RESET memori.embedding_api_key" >/dev/null
+q $C app "ALTER SYSTEM RESET memori.embedding_url" >/dev/null
+q $C app "SELECT pg_reload_conf()" >/dev/null
+
 # --- input bounds ------------------------------------------------------------------------------
 big="repeat('lorem ipsum dolor sit amet ', 4000)"   # 108 kB
 for call in "memori_store($big)" "memori_search($big)" "memori_embed($big)" "memori_store_batch(ARRAY['ok', $big])" "memori_context($big)"; do
