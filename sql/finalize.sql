@@ -50,9 +50,13 @@ BEGIN
 END;
 $$;
 
-REVOKE ALL ON memori_memories, memori_conversations, memori_embedding_cache FROM PUBLIC;
-GRANT SELECT, INSERT, UPDATE, DELETE ON memori_memories, memori_conversations TO memori_user, memori_app;
-GRANT USAGE ON SEQUENCE memori_memories_id_seq, memori_conversations_id_seq TO memori_user, memori_app;
+REVOKE ALL ON memori_memories, memori_conversations, memori_embedding_cache, memori_store_locks FROM PUBLIC;
+REVOKE ALL ON SEQUENCE memori_memories_id_seq, memori_conversations_id_seq FROM PUBLIC;
+-- Tenants read their own rows (row-level security) and write only through memori's functions,
+-- which write as the tables' owner for the user they resolved: with no INSERT, UPDATE or
+-- DELETE, a tenant can neither choose ids (and squat on the next ones) nor lock a table or
+-- another tenant's rows (SELECT allows only ACCESS SHARE locks, which block no writer).
+GRANT SELECT ON memori_memories, memori_conversations TO memori_user, memori_app;
 -- The embedding cache is shared by everyone (sharing is what makes it a cache), so no tenant
 -- may touch it: memori's functions read and write it as the table's owner, with fixed
 -- statements, and never return a vector for a text the caller did not give.

@@ -73,3 +73,23 @@ ALTER POLICY memori_app_end_user_rows ON memori_conversations
     USING (user_id::text = memori_end_user()) WITH CHECK (user_id::text = memori_end_user());
 COMMENT ON POLICY memori_app_end_user_rows ON memori_memories IS 'memori: a memori_app member sees and changes only the memories of the end user named in memori.user_id in this transaction.';
 COMMENT ON POLICY memori_app_end_user_rows ON memori_conversations IS 'memori: a memori_app member sees and changes only the conversations of the end user named in memori.user_id in this transaction.';
+
+-- Tenants write only through memori's functions, which write as the owner: no INSERT, UPDATE
+-- or DELETE and no sequences, so no id squatting and no table or row locks on others.
+REVOKE INSERT, UPDATE, DELETE ON memori_memories, memori_conversations FROM memori_user, memori_app;
+REVOKE USAGE ON SEQUENCE memori_memories_id_seq, memori_conversations_id_seq FROM memori_user, memori_app;
+
+-- Serialises near-duplicate checks per user and memory type (memori_store): a store locks its
+-- row until commit. memori writes it as the owner; tenants cannot read or lock it, so no tenant
+-- can make another wait (an advisory lock's key could be taken by anyone). Unlogged: it holds no
+-- data, only lock targets, and rows come back on demand.
+CREATE UNLOGGED TABLE memori_store_locks (
+    user_id     text NOT NULL,
+    memory_type text NOT NULL,
+    CONSTRAINT memori_store_locks_pkey PRIMARY KEY (user_id, memory_type)
+);
+COMMENT ON TABLE memori_store_locks IS
+    'memori: one row per user and memory type, locked while a store checks for near-duplicates (tenants have no access).';
+COMMENT ON COLUMN memori_store_locks.user_id IS 'The memori user.';
+COMMENT ON COLUMN memori_store_locks.memory_type IS 'The memory type.';
+REVOKE ALL ON memori_store_locks FROM PUBLIC;

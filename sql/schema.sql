@@ -216,6 +216,20 @@ COMMENT ON COLUMN memori_embedding_cache.created_at IS 'When the entry was made;
 COMMENT ON TABLE memori_embedding_cache IS
     'memori: cache of embeddings keyed by provider, model, width and SHA-256 of the text (no text is stored); entries live memori.embedding_cache_ttl seconds.';
 
+-- Serialises near-duplicate checks per user and memory type (memori_store): a store locks its
+-- row until commit. memori writes it as the owner; tenants cannot read or lock it, so no tenant
+-- can make another wait (an advisory lock's key could be taken by anyone). Unlogged: it holds no
+-- data, only lock targets, and rows come back on demand.
+CREATE UNLOGGED TABLE memori_store_locks (
+    user_id     text NOT NULL,
+    memory_type text NOT NULL,
+    CONSTRAINT memori_store_locks_pkey PRIMARY KEY (user_id, memory_type)
+);
+COMMENT ON TABLE memori_store_locks IS
+    'memori: one row per user and memory type, locked while a store checks for near-duplicates (tenants have no access).';
+COMMENT ON COLUMN memori_store_locks.user_id IS 'The memori user.';
+COMMENT ON COLUMN memori_store_locks.memory_type IS 'The memory type.';
+
 -- Creates the HNSW cosine index for one more embedding width (see README "Embedding widths").
 CREATE FUNCTION memori_create_index(dimensions integer) RETURNS text
 LANGUAGE plpgsql

@@ -41,17 +41,19 @@ fn memori_conversation_create(
     crate::errors::prevent_if_read_only(c"memori_conversation_create()");
     let user = user::resolve(user_id).or_raise();
     let metadata = metadata_object(metadata).or_raise();
-    Spi::get_one_with_args::<Uuid>(
-        "INSERT INTO memori_conversations (user_id, title, metadata, data_source_id)
+    crate::user::as_owner_of(c"memori_conversations", || {
+        Spi::get_one_with_args::<Uuid>(
+            "INSERT INTO memori_conversations (user_id, title, metadata, data_source_id)
          VALUES ($1, $2, $3, $4) RETURNING conversation_id",
-        &[
-            user.into(),
-            title.into(),
-            metadata.into(),
-            data_source_id.into(),
-        ],
-    )
-    .map_err(crate::errors::spi)
+            &[
+                user.into(),
+                title.into(),
+                metadata.into(),
+                data_source_id.into(),
+            ],
+        )
+        .map_err(crate::errors::spi)
+    })
     .or_raise()
     .expect("INSERT ... RETURNING gives one row")
 }

@@ -6,7 +6,7 @@ use crate::conversations::metadata_object;
 use crate::embedding::{embed_texts, Target};
 use crate::errors::{opt_one, prevent_if_read_only, spi, Code, MemoriError, OrRaise, Result};
 use crate::gucs;
-use crate::user;
+use crate::user::{self, as_owner_of};
 use crate::vector::indexed_cast;
 use pgrx::datum::{JsonB, TimestampWithTimeZone, Uuid};
 use pgrx::prelude::*;
@@ -99,8 +99,18 @@ pub fn write(target: &Target, m: &NewMemory) -> Result<Uuid> {
         // Two sessions storing near-duplicates for the same user and type at once would both
         // miss the other's uncommitted row: serialise them (per user and type, until commit),
         // so the second sees the first and refreshes it.
+        // The lock is a row of memori_store_locks, which no tenant can read or lock (an advisory
+        // lock's key could be taken by anyone to block this user's stores).
         Spi::run_with_args(
-            "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended($1::text || '/'::text || $2::text, 7237954148::bigint))",
+            "INSERT INTO memori_store_locks (user_id, memory_type) VALUES ($1::text, $2::text)
+             ON CONFLICT (user_id, memory_type) DO NOTHING",
+            &[m.user.into(), m.memory_type.into()],
+        )
+        .map_err(spi)?;
+        Spi::run_with_args(
+            "SELECT 1 FROM memori_store_locks
+              WHERE user_id OPERATOR(pg_catalog.=) $1::text AND memory_type OPERATOR(pg_catalog.=) $2::text
+                FOR UPDATE",
             &[m.user.into(), m.memory_type.into()],
         )
         .map_err(spi)?;
@@ -237,32 +247,35 @@ pub fn store_texts(
     expires_at: Option<TimestampWithTimeZone>,
 ) -> Result<Vec<Uuid>> {
     let (target, batch) = embed_texts(texts)?;
-    // The conversation row is locked only now, after the (slow) embedding: other stores into
-    // the same conversation wait for this transaction's writes, never for its model run.
-    if let Some(conversation) = conversation_id {
-        touch_conversation(conversation, &c.user)?;
-    }
-    texts
-        .iter()
-        .zip(&batch.vectors)
-        .map(|(text, embedding)| {
-            write(
-                &target,
-                &NewMemory {
-                    user: &c.user,
-                    content: text,
-                    memory_type: &c.memory_type,
-                    conversation_id,
-                    importance: c.importance,
-                    tags: &c.tags,
-                    entities,
-                    metadata: &c.metadata,
-                    expires_at,
-                    embedding,
-                },
-            )
-        })
-        .collect()
+    // Tenants hold no write privileges: memori writes as the tables' owner, always for the
+    // user resolved above. The conversation row is locked only now, after the (slow)
+    // embedding: other stores into it wait for this transaction's writes, never for its model.
+    as_owner_of(c"memori_memories", || {
+        if let Some(conversation) = conversation_id {
+            touch_conversation(conversation, &c.user)?;
+        }
+        texts
+            .iter()
+            .zip(&batch.vectors)
+            .map(|(text, embedding)| {
+                write(
+                    &target,
+                    &NewMemory {
+                        user: &c.user,
+                        content: text,
+                        memory_type: &c.memory_type,
+                        conversation_id,
+                        importance: c.importance,
+                        tags: &c.tags,
+                        entities,
+                        metadata: &c.metadata,
+                        expires_at,
+                        embedding,
+                    },
+                )
+            })
+            .collect()
+    })
 }
 
 /// Stores several memories (one per element of `contents`), embedded in batches; returns their
@@ -330,8 +343,9 @@ fn memori_update(
         }
         None => (None, None),
     };
-    opt_one::<bool>(
-        "UPDATE memori_memories SET
+    as_owner_of(c"memori_memories", || {
+        opt_one::<bool>(
+            "UPDATE memori_memories SET
             content = coalesce($3, content),
             embedding = coalesce($4::real[]::vector, embedding),
             embedding_model = coalesce($5, embedding_model),
@@ -346,19 +360,20 @@ fn memori_update(
                 ELSE expires_at END
           WHERE memory_id = $1 AND user_id::text = $2::text
           RETURNING true",
-        &[
-            memory_id.into(),
-            user.into(),
-            content.into(),
-            embedding.into(),
-            label.into(),
-            memory_type.into(),
-            importance.into(),
-            tags.into(),
-            metadata.into(),
-            gucs::short_term_expiry_days().into(),
-        ],
-    )
+            &[
+                memory_id.into(),
+                user.into(),
+                content.into(),
+                embedding.into(),
+                label.into(),
+                memory_type.into(),
+                importance.into(),
+                tags.into(),
+                metadata.into(),
+                gucs::short_term_expiry_days().into(),
+            ],
+        )
+    })
     .or_raise()
     .unwrap_or(false)
 }
@@ -372,10 +387,12 @@ fn memori_forget(memory_id: Option<Uuid>) -> bool {
         return false;
     };
     let user = user::resolve(None).or_raise();
-    opt_one::<bool>(
-        "DELETE FROM memori_memories WHERE memory_id = $1 AND user_id::text = $2::text RETURNING true",
-        &[memory_id.into(), user.into()],
-    )
+    as_owner_of(c"memori_memories", || {
+        opt_one::<bool>(
+            "DELETE FROM memori_memories WHERE memory_id = $1 AND user_id::text = $2::text RETURNING true",
+            &[memory_id.into(), user.into()],
+        )
+    })
     .or_raise()
     .unwrap_or(false)
 }

@@ -189,7 +189,8 @@ pub fn track_access(ids: &[i64]) -> Result<()> {
     if ids.is_empty() || skip {
         return Ok(());
     }
-    Spi::run_with_args(
+    crate::user::as_owner_of(c"memori_memories", || {
+        Spi::run_with_args(
         "WITH free AS (SELECT id FROM memori_memories WHERE id = ANY($1) FOR UPDATE SKIP LOCKED)
          UPDATE memori_memories m SET access_count = access_count + 1, last_accessed_at = now(),
                 memory_type = CASE WHEN memory_type::text = 'short_term'::text AND access_count + 1 >= $2
@@ -200,6 +201,7 @@ pub fn track_access(ids: &[i64]) -> Result<()> {
         &[ids.to_vec().into(), gucs::promote_after_accesses().into()],
     )
     .map_err(spi)
+    })
 }
 
 fn clean_list(v: Option<Vec<Option<String>>>) -> Option<Vec<String>> {

@@ -109,10 +109,11 @@ fn member_of(role: &std::ffi::CStr) -> bool {
 
 /// Runs `f` as the owner of memori's table `relation` (resolved through the pinned
 /// search_path), in a security-restricted operation: the way PostgreSQL runs its own internal
-/// queries (foreign-key checks, REFRESH MATERIALIZED VIEW). memori uses it for the embedding
-/// cache, on which tenants hold no privileges: they reach it only through memori's fixed
-/// statements, never with SQL of their own. The caller's identity comes back when `f`
-/// returns, and also when an error unwinds (transaction abort restores it too).
+/// queries (foreign-key checks, REFRESH MATERIALIZED VIEW). Tenants hold no write privileges on
+/// memori's tables and none at all on the cache: memori writes with its own fixed statements,
+/// for the user `resolve` checked, and every statement names that user. The caller's identity
+/// comes back when `f` returns, and also when an error unwinds (transaction abort restores it
+/// too).
 pub fn as_owner_of<T>(relation: &std::ffi::CStr, f: impl FnOnce() -> Result<T>) -> Result<T> {
     struct Restore(pg_sys::Oid, std::ffi::c_int);
     impl Drop for Restore {

@@ -43,6 +43,31 @@ done
 check "a tenant's embedding of a cached text is the same vector" "t" \
   "$(as sec_mallory app -c "SELECT memori_embed('alice text number 7') = (SELECT memori_embed('alice text number 7'))")"
 
+# --- squatting and locks: tenants read their rows and write only through memori's functions ---
+as sec_alice app -c "SELECT memori_store('alice owns this fact', 'rule')" >/dev/null
+for stmt in "INSERT INTO memori_memories (id, user_id, content, memory_type) VALUES (1000000, 'sec_mallory', 'squat', 'rule')" \
+            "UPDATE memori_memories SET id = id + 1000000" \
+            "DELETE FROM memori_memories" \
+            "INSERT INTO memori_conversations (id, user_id) VALUES (1000000, 'sec_mallory')" \
+            "SELECT nextval('memori_memories_id_seq')" \
+            "SELECT id FROM memori_memories FOR UPDATE" \
+            "BEGIN; LOCK TABLE memori_memories IN ACCESS EXCLUSIVE MODE; COMMIT" \
+            "BEGIN; LOCK TABLE memori_conversations IN SHARE MODE; COMMIT" \
+            "SELECT * FROM memori_store_locks"; do
+  check "a tenant cannot: ${stmt:0:60}" "42501" "$(sqlstate sec_mallory app "$stmt")"
+done
+check "a tenant still reads its own rows, and only those" "1 0" \
+  "$(as sec_alice app -c "SELECT (SELECT count(*) FROM memori_memories WHERE content = 'alice owns this fact') || ' ' ||
+                                (SELECT count(*) FROM memori_memories WHERE user_id::text <> current_user::text)")"
+# The strongest lock a tenant can hold (ACCESS SHARE, by reading in an open transaction) makes
+# nobody's store, update or forget wait.
+"$BIN/psql" -h "$(sock $C)" -p "$(port $C)" -U sec_mallory -d app -X -q -c "BEGIN; LOCK TABLE memori_memories, memori_conversations IN ACCESS SHARE MODE; SELECT pg_sleep(8); COMMIT;" >/dev/null 2>&1 &
+sleep 0.5
+check "with a tenant's ACCESS SHARE lock held, another tenant stores, updates and forgets (lock_timeout 1s)" "t t t" \
+  "$(as sec_alice app -c "SET lock_timeout = '1s'" -c "SELECT memori_store('stored during the lock', 'rule') IS NOT NULL" \
+       -c "SELECT memori_update((SELECT memory_id FROM memori_memories WHERE content = 'stored during the lock'), importance => 0.9)" \
+       -c "SELECT memori_forget((SELECT memory_id FROM memori_memories WHERE content = 'stored during the lock'))" | tr '\n' ' ' | sed 's/ $//')"
+
 # --- the API key and the URL -------------------------------------------------------------------
 for stmt in "ALTER DATABASE app SET memori.embedding_api_key = 'sk-live-123'" \
             "ALTER ROLE sec_app SET memori.embedding_api_key = 'sk-live-123'" \
