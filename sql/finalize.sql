@@ -23,42 +23,114 @@ COMMENT ON FUNCTION memori_context(text, integer, uuid, integer, text) IS
     'memori: a ready-to-paste block for a system prompt: the user''s rules, then relevant entity/relationship memories, then other relevant memories, within token_budget.';
 COMMENT ON FUNCTION memori_relate(text, text, text, uuid, real, text) IS
     'memori: stores "subject predicate object" as a relationship memory (subject and object in related_entities) and returns its memory_id.';
-COMMENT ON FUNCTION memori_end_user() IS
-    'memori: the end user a memori_app role acts for in this transaction (memori.user_id, if set in this transaction), else NULL; the row-level security policies use it.';
+COMMENT ON FUNCTION memori_acting_user() IS
+    'memori: the memori user the current role acts for in this database: its own name for a role granted as user, the end user named in memori.user_id in this transaction for a role granted as app, else NULL. The row-level security policies use it.';
 COMMENT ON FUNCTION memori_entity(text, text) IS
     'memori: the entity and relationship memories of the current memori user that name an entity in related_entities.';
 
 -- ---------------------------------------------------------------------------------------------
 -- Tenancy and security (README "Security").
 --
--- Two group roles, created if missing (roles belong to the cluster, so DROP EXTENSION leaves
--- them): memori_user, for a role per person, which sees and changes only rows whose user_id is
--- its own role name; memori_app, for a trusted application serving many end users, which acts
--- for the end user named by memori.user_id (SET LOCAL per transaction) and sees nothing while
--- that is unset. Row-level security enforces both, through memori's functions (which run as the
--- caller) and through plain SQL alike.
-DO $$
+-- Authority is per database: a DBA grants a role access in this database with
+-- memori_grant(role, 'user') (a person: acts only for itself) or memori_grant(role, 'app') (an
+-- application: acts for the end user it names in memori.user_id in each transaction). The grant
+-- is recorded in memori_roles and gives the role SELECT on its own rows (row-level security)
+-- and EXECUTE on memori's functions, in this database only: roles are cluster-wide, but these
+-- privileges and the registry are not. Group roles may be granted; their members inherit.
+CREATE TABLE memori_roles (
+    role_name  name NOT NULL,
+    kind       text NOT NULL,
+    granted_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT memori_roles_pkey PRIMARY KEY (role_name),
+    CONSTRAINT memori_roles_kind_check CHECK (kind = ANY (ARRAY['user', 'app']::text[]))
+);
+SELECT pg_catalog.pg_extension_config_dump('memori_roles', '');
+COMMENT ON TABLE memori_roles IS
+    'memori: the roles that may use memori in this database (memori_grant, memori_revoke), and how: user (acts for itself) or app (acts for the end user it names).';
+COMMENT ON COLUMN memori_roles.role_name IS 'The role (or group role) granted.';
+COMMENT ON COLUMN memori_roles.kind IS 'user: acts only for itself (user_id = its role name); app: acts for the end user named in memori.user_id in each transaction.';
+COMMENT ON COLUMN memori_roles.granted_at IS 'When it was granted.';
+
+-- Grants a role access to memori in this database.
+CREATE FUNCTION memori_grant(role regrole, kind text DEFAULT 'user') RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, @extschema@, pg_temp
+AS $$
+DECLARE
+    f text;
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'memori_user') THEN
-        CREATE ROLE memori_user NOLOGIN;
-        COMMENT ON ROLE memori_user IS 'memori: members store, search, update and forget their own memories (user_id = their role name).';
+    IF kind IS NULL OR kind OPERATOR(pg_catalog.<>) ALL (ARRAY['user', 'app']::text[]) THEN
+        RAISE EXCEPTION 'memori: kind must be user or app, not %', coalesce(kind, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'user: a person''s role, which acts only for itself; app: an application role, which names its end user in memori.user_id in each transaction.';
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'memori_app') THEN
-        CREATE ROLE memori_app NOLOGIN;
-        COMMENT ON ROLE memori_app IS 'memori: trusted application roles; they act for the end user named by memori.user_id (SET LOCAL per transaction).';
+    IF role IS NULL OR role OPERATOR(pg_catalog.=) 0::oid THEN
+        RAISE EXCEPTION 'memori: a role is needed' USING ERRCODE = 'null_value_not_allowed';
     END IF;
+    INSERT INTO @extschema@.memori_roles (role_name, kind)
+        SELECT r.rolname, kind FROM pg_catalog.pg_roles r WHERE r.oid OPERATOR(pg_catalog.=) role
+        ON CONFLICT ON CONSTRAINT memori_roles_pkey DO UPDATE SET kind = EXCLUDED.kind, granted_at = now();
+    EXECUTE pg_catalog.format('GRANT SELECT ON @extschema@.memori_memories, @extschema@.memori_conversations TO %s', role);
+    FOREACH f IN ARRAY @extschema@.memori_api() LOOP
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %s', f, role);
+    END LOOP;
 END;
 $$;
+COMMENT ON FUNCTION memori_grant(regrole, text) IS
+    'memori: gives a role access to memori in this database, as a user (acts for itself) or an app (acts for the end user it names in each transaction); records it in memori_roles.';
 
-REVOKE ALL ON memori_memories, memori_conversations, memori_embedding_cache, memori_store_locks FROM PUBLIC;
+-- Takes a role's access away in this database.
+CREATE FUNCTION memori_revoke(role regrole) RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, @extschema@, pg_temp
+AS $$
+DECLARE
+    f text;
+    had boolean;
+BEGIN
+    DELETE FROM @extschema@.memori_roles
+     WHERE role_name OPERATOR(pg_catalog.=) (SELECT r.rolname FROM pg_catalog.pg_roles r WHERE r.oid OPERATOR(pg_catalog.=) role);
+    had := FOUND;
+    EXECUTE pg_catalog.format('REVOKE SELECT ON @extschema@.memori_memories, @extschema@.memori_conversations FROM %s', role);
+    FOREACH f IN ARRAY @extschema@.memori_api() LOOP
+        EXECUTE pg_catalog.format('REVOKE EXECUTE ON FUNCTION %s FROM %s', f, role);
+    END LOOP;
+    RETURN had;
+END;
+$$;
+COMMENT ON FUNCTION memori_revoke(regrole) IS
+    'memori: takes a role''s access to memori away in this database; false when it had none.';
+
+-- The functions a granted role may run (everything but the DBA's).
+CREATE FUNCTION memori_api() RETURNS text[]
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, @extschema@, pg_temp
+AS $$
+SELECT ARRAY[
+    '@extschema@.memori_conversation_create(text, text, jsonb, bigint)',
+    '@extschema@.memori_store(text, text, uuid, real, text[], jsonb, text[], timestamptz, text)',
+    '@extschema@.memori_store_batch(text[], text, uuid, real, text[], jsonb, text)',
+    '@extschema@.memori_search(text, integer, uuid, text[], text[], real, boolean, text)',
+    '@extschema@.memori_update(uuid, text, text, real, text[], jsonb)',
+    '@extschema@.memori_forget(uuid)',
+    '@extschema@.memori_context(text, integer, uuid, integer, text)',
+    '@extschema@.memori_relate(text, text, text, uuid, real, text)',
+    '@extschema@.memori_entity(text, text)',
+    '@extschema@.memori_embed(text)',
+    '@extschema@.memori_embed_batch(text[])',
+    '@extschema@.memori_embedding_stats()']::text[]
+$$;
+COMMENT ON FUNCTION memori_api() IS
+    'memori: the functions memori_grant() lets a role run (all but memori_maintain, memori_create_index, memori_grant and memori_revoke, which stay with the DBA).';
+
+REVOKE ALL ON memori_memories, memori_conversations, memori_embedding_cache, memori_store_locks, memori_roles FROM PUBLIC;
 REVOKE ALL ON SEQUENCE memori_memories_id_seq, memori_conversations_id_seq FROM PUBLIC;
--- Tenants read their own rows (row-level security) and write only through memori's functions,
--- which write as the tables' owner for the user they resolved: with no INSERT, UPDATE or
--- DELETE, a tenant can neither choose ids (and squat on the next ones) nor lock a table or
--- another tenant's rows (SELECT allows only ACCESS SHARE locks, which block no writer).
-GRANT SELECT ON memori_memories, memori_conversations TO memori_user, memori_app;
--- The embedding cache is shared by everyone (sharing is what makes it a cache), so no tenant
--- may touch it: memori's functions read and write it as the table's owner, with fixed
+-- Granted roles read their own rows (row-level security) and write only through memori's
+-- functions, which write as the tables' owner for the user they resolved: with no INSERT,
+-- UPDATE or DELETE, a tenant can neither choose ids (and squat on the next ones) nor lock a
+-- table or another tenant's rows (SELECT allows only ACCESS SHARE locks, which block no
+-- writer). The embedding cache is shared by everyone (sharing is what makes it a cache), so no
+-- tenant may touch it: memori's functions read and write it as the table's owner, with fixed
 -- statements, and never return a vector for a text the caller did not give.
 
 -- memori's own functions only (not the rest of the schema's): PUBLIC may not run them.
@@ -77,34 +149,16 @@ BEGIN
     END LOOP;
 END;
 $$;
-GRANT EXECUTE ON FUNCTION
-    memori_conversation_create(text, text, jsonb, bigint),
-    memori_store(text, text, uuid, real, text[], jsonb, text[], timestamptz, text),
-    memori_store_batch(text[], text, uuid, real, text[], jsonb, text),
-    memori_search(text, integer, uuid, text[], text[], real, boolean, text),
-    memori_update(uuid, text, text, real, text[], jsonb),
-    memori_forget(uuid),
-    memori_context(text, integer, uuid, integer, text),
-    memori_relate(text, text, text, uuid, real, text),
-    memori_entity(text, text),
-    memori_embed(text),
-    memori_embed_batch(text[]),
-    memori_embedding_stats(),
-    memori_end_user()
-  TO memori_user, memori_app;
--- memori_maintain() and memori_create_index() stay with the owner (the DBA) and the worker.
+-- The policies call memori_acting_user() for every role that reads the tables; it reveals
+-- nothing (NULL for a role without a grant), so anyone may run it.
+GRANT EXECUTE ON FUNCTION memori_acting_user() TO PUBLIC;
 
+-- Row-level security: a granted role sees only the rows of the user it acts for.
 ALTER TABLE memori_memories ENABLE ROW LEVEL SECURITY;
 ALTER TABLE memori_conversations ENABLE ROW LEVEL SECURITY;
-CREATE POLICY memori_user_own_rows ON memori_memories TO memori_user
-    USING (user_id::text = CURRENT_USER::text) WITH CHECK (user_id::text = CURRENT_USER::text);
-CREATE POLICY memori_app_end_user_rows ON memori_memories TO memori_app
-    USING (user_id::text = memori_end_user()) WITH CHECK (user_id::text = memori_end_user());
-CREATE POLICY memori_user_own_rows ON memori_conversations TO memori_user
-    USING (user_id::text = CURRENT_USER::text) WITH CHECK (user_id::text = CURRENT_USER::text);
-CREATE POLICY memori_app_end_user_rows ON memori_conversations TO memori_app
-    USING (user_id::text = memori_end_user()) WITH CHECK (user_id::text = memori_end_user());
-COMMENT ON POLICY memori_user_own_rows ON memori_memories IS 'memori: a memori_user member sees and changes only its own memories.';
-COMMENT ON POLICY memori_app_end_user_rows ON memori_memories IS 'memori: a memori_app member sees and changes only the memories of the end user named in memori.user_id in this transaction.';
-COMMENT ON POLICY memori_user_own_rows ON memori_conversations IS 'memori: a memori_user member sees and changes only its own conversations.';
-COMMENT ON POLICY memori_app_end_user_rows ON memori_conversations IS 'memori: a memori_app member sees and changes only the conversations of the end user named in memori.user_id in this transaction.';
+CREATE POLICY memori_acting_user_rows ON memori_memories
+    USING (user_id::text = memori_acting_user()) WITH CHECK (user_id::text = memori_acting_user());
+CREATE POLICY memori_acting_user_rows ON memori_conversations
+    USING (user_id::text = memori_acting_user()) WITH CHECK (user_id::text = memori_acting_user());
+COMMENT ON POLICY memori_acting_user_rows ON memori_memories IS 'memori: a granted role sees only the memories of the memori user it acts for (memori_acting_user()).';
+COMMENT ON POLICY memori_acting_user_rows ON memori_conversations IS 'memori: a granted role sees only the conversations of the memori user it acts for (memori_acting_user()).';

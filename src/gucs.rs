@@ -396,7 +396,7 @@ unsafe extern "C-unwind" fn api_key_check(
 static USER_ID_SET_IN: AtomicU32 = AtomicU32::new(0);
 
 /// This backend's current local transaction id (0 outside a running transaction).
-fn local_xact() -> u32 {
+pub fn local_xact() -> u32 {
     // SAFETY: plain reads of this backend's PGPROC and transaction state.
     unsafe {
         if pg_sys::MyProc.is_null() || !pg_sys::IsTransactionState() {

@@ -1,12 +1,14 @@
 //! Who the current memori user is, and whether the caller may act for them.
 //!
-//! Row-level security is what enforces tenancy (README "Security"); these checks turn what RLS
-//! would silently filter into a clear error:
-//! - a `memori_user` member acts only for itself (its role name);
-//! - a `memori_app` member acts for the end user named by `memori.user_id`, and must set it;
+//! Authority is per database: `memori_grant(role, kind)` records a role (or a group role) in
+//! this database's `memori_roles` (README "Security"). These checks turn what row-level
+//! security would silently filter into a clear error:
+//! - a role granted as `user` acts only for itself (its role name);
+//! - a role granted as `app` acts for the end user it names in `memori.user_id`, set in the
+//!   current transaction;
 //! - superusers, roles with BYPASSRLS and the tables' owner act for anyone.
 
-use crate::errors::{Code, MemoriError, Result};
+use crate::errors::{Code, MemoriError, OrRaise, Result};
 use crate::gucs;
 use pgrx::prelude::*;
 
@@ -23,19 +25,20 @@ pub fn resolve(explicit: Option<&str>) -> Result<String> {
     if unrestricted() {
         return Ok(user);
     }
-    if member_of(c"memori_app") {
+    let kind = granted_kind()?;
+    if kind == Some(Kind::App) {
         // Only a value named in this transaction counts: with a connection pool, a plain SET
         // from an earlier transaction may belong to another client's end user.
         return match gucs::user_id_this_transaction() {
             None if setting.is_some() => Err(MemoriError::new(
                 Code::InsufficientPrivilege,
-                format!("memori: role \"{me}\" is a memori_app member and did not name the end user in this transaction"),
+                format!("memori: role \"{me}\" is an app role and did not name the end user in this transaction"),
             )
             .detail("memori.user_id was set in an earlier transaction (a plain SET lasts for the session, and a connection pool hands it to the next client).")
             .hint("At the start of each transaction: SET LOCAL memori.user_id = 'end-user-id'; or SELECT set_config('memori.user_id', 'end-user-id', true);")),
             None => Err(MemoriError::new(
                 Code::InsufficientPrivilege,
-                format!("memori: role \"{me}\" is a memori_app member and must name the end user in memori.user_id"),
+                format!("memori: role \"{me}\" is an app role and must name the end user in memori.user_id"),
             )
             .hint("At the start of each transaction: SET LOCAL memori.user_id = 'end-user-id'; or SELECT set_config('memori.user_id', 'end-user-id', true);")),
             Some(s) if s != user => Err(MemoriError::new(
@@ -46,12 +49,19 @@ pub fn resolve(explicit: Option<&str>) -> Result<String> {
             Some(_) => Ok(user),
         };
     }
-    if member_of(c"memori_user") && user != me {
+    if kind.is_none() {
+        return Err(MemoriError::new(
+            Code::InsufficientPrivilege,
+            format!("memori: role \"{me}\" has no access to memori in database \"{}\"", database()),
+        )
+        .hint(format!("A DBA grants it in this database: SELECT memori_grant('{me}', 'user'); (or 'app' for an application serving many end users).")));
+    }
+    if user != me {
         return Err(MemoriError::new(
             Code::InsufficientPrivilege,
             format!("memori: role \"{me}\" may act only for itself, not for \"{user}\""),
         )
-        .hint("A memori_user member's memories are its own; an application serving many end users is a memori_app member."));
+        .hint("A role granted as user has its own memories; an application serving many end users is granted as app: SELECT memori_grant('role', 'app');"));
     }
     Ok(user)
 }
@@ -80,7 +90,7 @@ fn current_user() -> String {
     }
 }
 
-/// Superuser, BYPASSRLS, or owner of memori_memories: row-level security does not bind them.
+/// Superuser, BYPASSRLS, or owner of memori's tables: row-level security does not bind them.
 fn unrestricted() -> bool {
     // SAFETY: catalog lookups for the current role.
     unsafe {
@@ -88,8 +98,11 @@ fn unrestricted() -> bool {
         if pg_sys::superuser() || pg_sys::has_bypassrls_privilege(me) {
             return true;
         }
-        let rel = pg_sys::RelnameGetRelid(c"memori_memories".as_ptr());
-        rel != pg_sys::InvalidOid && owns(rel, me)
+    }
+    match relation(c"memori_memories") {
+        // SAFETY: an ownership check of an existing relation.
+        Ok(rel) => unsafe { owns(rel, pg_sys::GetUserId()) },
+        Err(_) => false,
     }
 }
 
@@ -98,17 +111,105 @@ unsafe fn owns(rel: pg_sys::Oid, role: pg_sys::Oid) -> bool {
     pg_sys::pg_class_ownercheck(rel, role)
 }
 
-/// Whether the current role has the privileges of `role` (is a member with INHERIT).
-fn member_of(role: &std::ffi::CStr) -> bool {
-    // SAFETY: catalog lookups by a static role name; a missing role is InvalidOid.
+fn database() -> String {
+    // SAFETY: the name of this backend's database.
     unsafe {
-        let oid = pg_sys::get_role_oid(role.as_ptr(), true);
-        oid != pg_sys::InvalidOid && pg_sys::has_privs_of_role(pg_sys::GetUserId(), oid)
+        std::ffi::CStr::from_ptr(pg_sys::get_database_name(pg_sys::MyDatabaseId))
+            .to_string_lossy()
+            .into_owned()
     }
 }
 
-/// Runs `f` as the owner of memori's table `relation` (resolved through the pinned
-/// search_path), in a security-restricted operation: the way PostgreSQL runs its own internal
+/// How a role was granted memori in this database.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Acts only for itself.
+    User,
+    /// Acts for the end user it names in memori.user_id in each transaction.
+    App,
+}
+
+thread_local! {
+    /// memori's schema (oid, quoted name), looked up once per backend for the extension's oid.
+    static SCHEMA: std::cell::RefCell<Option<(pg_sys::Oid, pg_sys::Oid, String)>> =
+        const { std::cell::RefCell::new(None) };
+    /// The current role's grant, for one transaction: (local xact, role, kind).
+    static GRANT: std::cell::Cell<Option<(u32, pg_sys::Oid, Option<Kind>)>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// memori's schema: its oid and quoted name. Found from pg_extension, never through the
+/// search_path, so it also holds where the caller's search_path is in force (row-level security
+/// policies).
+fn schema() -> Result<(pg_sys::Oid, String)> {
+    // SAFETY: a catalog lookup by a static name.
+    let ext = unsafe { pg_sys::get_extension_oid(c"memori".as_ptr(), true) };
+    if let Some((e, nsp, name)) = SCHEMA.with(|s| s.borrow().clone()) {
+        if e == ext {
+            return Ok((nsp, name));
+        }
+    }
+    let found = crate::errors::opt_one::<pg_sys::Oid>(
+        "SELECT extnamespace FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'memori'::name",
+        &[],
+    )?
+    .ok_or_else(|| MemoriError::new(Code::ObjectNotInPrerequisiteState, "memori: the memori extension is not installed in this database"))?;
+    // SAFETY: the name of an existing namespace, quoted as an identifier.
+    let name = unsafe {
+        let raw = pg_sys::get_namespace_name(found);
+        std::ffi::CStr::from_ptr(pg_sys::quote_identifier(raw))
+            .to_string_lossy()
+            .into_owned()
+    };
+    SCHEMA.with(|s| *s.borrow_mut() = Some((ext, found, name.clone())));
+    Ok((found, name))
+}
+
+/// One of memori's tables, in memori's schema.
+fn relation(name: &std::ffi::CStr) -> Result<pg_sys::Oid> {
+    let (nsp, _) = schema()?;
+    // SAFETY: a catalog lookup of a relation by name in a given namespace.
+    let rel = unsafe { pg_sys::get_relname_relid(name.as_ptr(), nsp) };
+    if rel == pg_sys::InvalidOid {
+        return Err(MemoriError::new(
+            Code::SystemError,
+            format!("memori: table {} not found", name.to_string_lossy()),
+        ));
+    }
+    Ok(rel)
+}
+
+/// How the current role (directly or through a group) was granted memori in this database
+/// (memori_roles), if at all: `app` wins over `user`. Cached for the rest of the transaction.
+pub fn granted_kind() -> Result<Option<Kind>> {
+    let lxid = gucs::local_xact();
+    // SAFETY: the current role's oid.
+    let me = unsafe { pg_sys::GetUserId() };
+    if let Some((x, r, kind)) = GRANT.with(|g| g.get()) {
+        if x == lxid && r == me && lxid != 0 {
+            return Ok(kind);
+        }
+    }
+    let (_, nsp) = schema()?;
+    let kind = as_owner_of(c"memori_roles", || {
+        crate::errors::opt_one::<String>(
+            &format!(
+                "SELECT r.kind FROM {nsp}.memori_roles r
+                   JOIN pg_catalog.pg_roles g ON g.rolname OPERATOR(pg_catalog.=) r.role_name
+                  WHERE pg_catalog.pg_has_role($1::oid, g.oid, 'USAGE'::text)
+                  ORDER BY r.kind OPERATOR(pg_catalog.=) 'app'::text DESC
+                  LIMIT 1"
+            ),
+            &[me.into()],
+        )
+    })?
+    .map(|k| if k == "app" { Kind::App } else { Kind::User });
+    GRANT.with(|g| g.set(Some((lxid, me, kind))));
+    Ok(kind)
+}
+
+/// Runs `f` as the owner of memori's table `relation` (in memori's schema), in a
+/// security-restricted operation: the way PostgreSQL runs its own internal
 /// queries (foreign-key checks, REFRESH MATERIALIZED VIEW). Tenants hold no write privileges on
 /// memori's tables and none at all on the cache: memori writes with its own fixed statements,
 /// for the user `resolve` checked, and every statement names that user. The caller's identity
@@ -122,16 +223,10 @@ pub fn as_owner_of<T>(relation: &std::ffi::CStr, f: impl FnOnce() -> Result<T>) 
             unsafe { pg_sys::SetUserIdAndSecContext(self.0, self.1) };
         }
     }
-    // SAFETY: a relation lookup through the function's pinned search_path, a catalog read of
-    // its owner, then the identity switch PostgreSQL's own internal queries use.
+    let rel = self::relation(relation)?;
+    // SAFETY: a catalog read of the relation's owner, then the identity switch PostgreSQL's own
+    // internal queries use.
     let _restore = unsafe {
-        let rel = pg_sys::RelnameGetRelid(relation.as_ptr());
-        if rel == pg_sys::InvalidOid {
-            return Err(MemoriError::new(
-                Code::SystemError,
-                format!("memori: table {} not found", relation.to_string_lossy()),
-            ));
-        }
         let tuple = pg_sys::SearchSysCache1(
             pg_sys::SysCacheIdentifier::RELOID as _,
             pg_sys::Datum::from(rel),
@@ -158,10 +253,14 @@ pub fn as_owner_of<T>(relation: &std::ffi::CStr, f: impl FnOnce() -> Result<T>) 
     f()
 }
 
-/// The end user a memori_app role acts for in this transaction: memori.user_id when it was set
-/// in this transaction, else NULL. The row-level security policies for memori_app use it, so
-/// plain SQL on the tables follows the same rule as memori's functions.
+/// The memori user the current role acts for in this database (see `resolve`), or NULL. The
+/// row-level security policies use it, so plain SQL on the tables follows the same rules as
+/// memori's functions.
 #[pg_extern(stable, parallel_restricted)]
-fn memori_end_user() -> Option<String> {
-    gucs::user_id_this_transaction()
+fn memori_acting_user() -> Option<String> {
+    match granted_kind().or_raise() {
+        Some(Kind::User) => Some(current_user()),
+        Some(Kind::App) => gucs::user_id_this_transaction(),
+        None => None,
+    }
 }

@@ -13,8 +13,10 @@ q $C postgres "CREATE DATABASE src"
 qf $C src <<'SQL'
 CREATE EXTENSION memori CASCADE;
 SET memori.dedup_threshold = 1;
-CREATE ROLE backup_alice LOGIN IN ROLE memori_user;
-CREATE ROLE backup_bob LOGIN IN ROLE memori_user;
+CREATE ROLE backup_alice LOGIN;
+SELECT memori_grant('backup_alice', 'user');
+CREATE ROLE backup_bob LOGIN;
+SELECT memori_grant('backup_bob', 'user');
 SELECT memori_conversation_create('Sales questions', user_id => 'backup_alice') AS conv \gset
 SELECT memori_store('User prefers JOINs over subqueries', 'rule', importance => 0.9,
                     tags => ARRAY['sql','style'], metadata => '{"source": "chat"}',

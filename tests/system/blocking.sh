@@ -13,8 +13,10 @@ q $C postgres "CREATE DATABASE app"
 qf $C app <<'SQL' >/dev/null
 CREATE EXTENSION memori CASCADE;
 CREATE EXTENSION dblink;
-CREATE ROLE block_alice LOGIN IN ROLE memori_user;
-CREATE ROLE block_mallory LOGIN IN ROLE memori_user;
+CREATE ROLE block_alice LOGIN;
+SELECT memori_grant('block_alice', 'user');
+CREATE ROLE block_mallory LOGIN;
+SELECT memori_grant('block_mallory', 'user');
 SELECT memori_store('Alice keeps her account balance in the ledger table', 'long_term', user_id => 'block_alice');
 SELECT memori_store('Alice prefers JOINs over subqueries', 'rule', user_id => 'block_alice');
 SELECT memori_conversation_create('shared chat', user_id => 'block_alice');

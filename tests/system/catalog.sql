@@ -1,7 +1,10 @@
 -- Everything the memori extension defines in the current database, one canonical line per
 -- fact, with no OIDs: the upgrade test compares this after ALTER EXTENSION memori UPDATE with
--- the same listing from a fresh install (they must be identical).
-WITH ext AS (
+-- the same listing from a fresh install (they must be identical). Privileges that
+-- memori_grant() gave to roles (recorded in memori_roles) are data, not schema: left out.
+WITH granted AS (
+    SELECT pg_catalog.quote_ident(role_name) || '=' AS prefix FROM memori_roles
+), ext AS (
     SELECT oid, extversion, extconfig, extcondition FROM pg_catalog.pg_extension WHERE extname = 'memori'
 ), members AS (
     SELECT d.classid, d.objid
@@ -19,14 +22,14 @@ SELECT line FROM (
     UNION ALL
     SELECT 'member ' || pg_catalog.pg_describe_object(classid, objid, 0) FROM members
     UNION ALL
-    SELECT 'function ' || p.oid::regprocedure || ' acl=' || coalesce(p.proacl::text, '-')
+    SELECT 'function ' || p.oid::regprocedure || ' acl=' || coalesce((SELECT string_agg(a::text, ',' ORDER BY a::text) FROM unnest(p.proacl) a WHERE NOT EXISTS (SELECT 1 FROM granted g WHERE a::text LIKE g.prefix || '%')), '-')
            || ' comment=' || coalesce(pg_catalog.obj_description(p.oid, 'pg_proc'), '-')
            || E'\n' || pg_catalog.pg_get_functiondef(p.oid)
       FROM pg_catalog.pg_proc p JOIN members m ON m.classid = 'pg_catalog.pg_proc'::regclass AND m.objid = p.oid
      WHERE p.prokind IN ('f', 'p')
     UNION ALL
     SELECT 'relation ' || c.oid::regclass || ' kind=' || c.relkind::text || ' persistence=' || c.relpersistence::text
-           || ' options=' || coalesce(c.reloptions::text, '-') || ' acl=' || coalesce(c.relacl::text, '-')
+           || ' options=' || coalesce(c.reloptions::text, '-') || ' acl=' || coalesce((SELECT string_agg(a::text, ',' ORDER BY a::text) FROM unnest(c.relacl) a WHERE NOT EXISTS (SELECT 1 FROM granted g WHERE a::text LIKE g.prefix || '%')), '-')
            || ' rls=' || c.relrowsecurity || ' force_rls=' || c.relforcerowsecurity
            || ' comment=' || coalesce(pg_catalog.obj_description(c.oid, 'pg_class'), '-')
       FROM pg_catalog.pg_class c JOIN members m ON m.classid = 'pg_catalog.pg_class'::regclass AND m.objid = c.oid
@@ -35,7 +38,7 @@ SELECT line FROM (
            || ' ' || a.attname || ' ' || pg_catalog.format_type(a.atttypid, a.atttypmod)
            || ' notnull=' || a.attnotnull || ' identity=' || a.attidentity::text || ' generated=' || a.attgenerated::text
            || ' default=' || coalesce(pg_catalog.pg_get_expr(d.adbin, d.adrelid), '-')
-           || ' acl=' || coalesce(a.attacl::text, '-')
+           || ' acl=' || coalesce((SELECT string_agg(x::text, ',' ORDER BY x::text) FROM unnest(a.attacl) x WHERE NOT EXISTS (SELECT 1 FROM granted g WHERE x::text LIKE g.prefix || '%')), '-')
            || ' comment=' || coalesce(pg_catalog.col_description(a.attrelid, a.attnum), '-')
       FROM pg_catalog.pg_attribute a JOIN tables t ON t.oid = a.attrelid
       LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum

@@ -12,7 +12,8 @@ cluster_init $C 5490 "max_connections = 60"
 q $C postgres "CREATE DATABASE app"
 qf $C app <<'SQL' >/dev/null
 CREATE EXTENSION memori CASCADE;
-CREATE ROLE pool_app LOGIN IN ROLE memori_app;
+CREATE ROLE pool_app LOGIN;
+SELECT memori_grant('pool_app', 'app');
 SET memori.dedup_threshold = 1;
 SELECT count(*) FROM (
   SELECT memori_store_batch(ARRAY['customer-' || u || ' fact one about orders', 'customer-' || u || ' fact two about invoices',

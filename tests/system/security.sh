@@ -18,9 +18,12 @@ LOG=$(log_of $C)
 q $C postgres "CREATE DATABASE app"
 qf $C app <<'SQL' >/dev/null
 CREATE EXTENSION memori CASCADE;
-CREATE ROLE sec_alice LOGIN IN ROLE memori_user;
-CREATE ROLE sec_mallory LOGIN IN ROLE memori_user;
-CREATE ROLE sec_app LOGIN IN ROLE memori_app;
+CREATE ROLE sec_alice LOGIN;
+SELECT memori_grant('sec_alice', 'user');
+CREATE ROLE sec_mallory LOGIN;
+SELECT memori_grant('sec_mallory', 'user');
+CREATE ROLE sec_app LOGIN;
+SELECT memori_grant('sec_app', 'app');
 CREATE ROLE sec_attacker LOGIN;
 GRANT CREATE ON SCHEMA public TO sec_attacker;   -- PostgreSQL 13/14's default for PUBLIC
 SQL
@@ -67,6 +70,20 @@ check "with a tenant's ACCESS SHARE lock held, another tenant stores, updates an
   "$(as sec_alice app -c "SET lock_timeout = '1s'" -c "SELECT memori_store('stored during the lock', 'rule') IS NOT NULL" \
        -c "SELECT memori_update((SELECT memory_id FROM memori_memories WHERE content = 'stored during the lock'), importance => 0.9)" \
        -c "SELECT memori_forget((SELECT memory_id FROM memori_memories WHERE content = 'stored during the lock'))" | tr '\n' ' ' | sed 's/ $//')"
+
+# --- authority is per database: a grant in app gives nothing in app2 ----------------------------
+q $C postgres "CREATE DATABASE app2"
+q $C app2 "CREATE EXTENSION memori CASCADE" >/dev/null
+q $C app2 "SELECT memori_store('app2: customer-1 card ends 4242', 'rule', user_id => 'customer-1')" >/dev/null
+for stmt in "BEGIN; SELECT set_config('memori.user_id', 'customer-1', true); SELECT count(*) FROM memori_memories; COMMIT" \
+            "BEGIN; SELECT set_config('memori.user_id', 'customer-1', true); SELECT count(*) FROM memori_search('card'); COMMIT" \
+            "SELECT memori_store('planted in app2', 'rule')"; do
+  check "an app granted in app cannot, in app2: ${stmt:0:70}" "42501" "$(sqlstate sec_app app2 "$stmt")"
+done
+q $C app2 "CREATE ROLE sec_app2_user LOGIN; SELECT memori_grant('sec_app2_user', 'user')" >/dev/null
+check "a role granted in app2 has no access in app" "42501" "$(sqlstate sec_app2_user app "SELECT count(*) FROM memori_search('card')")"
+check "memori_revoke() takes access away" "t 42501" \
+  "$(q $C app2 "SELECT memori_revoke('sec_app2_user')") $(sqlstate sec_app2_user app2 "SELECT count(*) FROM memori_search('card')")"
 
 # --- the API key and the URL -------------------------------------------------------------------
 for stmt in "ALTER DATABASE app SET memori.embedding_api_key = 'sk-live-123'" \

@@ -15,7 +15,8 @@ cluster_init $C 5488 "max_connections = 50" "memori.maintenance_interval = 5" "d
 q $C postgres "CREATE DATABASE soak"
 qf $C soak <<'SQL' >/dev/null
 CREATE EXTENSION memori CASCADE;
-CREATE ROLE soak_app LOGIN IN ROLE memori_app;
+CREATE ROLE soak_app LOGIN;
+SELECT memori_grant('soak_app', 'app');
 -- Every user starts with 20 memories and a conversation.
 SELECT count(*) FROM (
   SELECT memori_store_batch(ARRAY(SELECT 'seed fact ' || g || ' of user ' || u || ' about table t' || (g % 13)

@@ -12,7 +12,8 @@ cluster_init $P 5484
 q $P postgres "CREATE DATABASE app"
 qf $P app <<'SQL' >/dev/null
 CREATE EXTENSION memori CASCADE;
-CREATE ROLE standby_alice LOGIN IN ROLE memori_user;
+CREATE ROLE standby_alice LOGIN;
+SELECT memori_grant('standby_alice', 'user');
 SELECT memori_store('User prefers JOINs over subqueries', 'rule', user_id => 'standby_alice');
 SELECT memori_store('The orders table is partitioned by month', 'long_term', user_id => 'standby_alice');
 SELECT memori_relate('orders.customer_id', 'references', 'customers.id', user_id => 'standby_alice');

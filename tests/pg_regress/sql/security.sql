@@ -1,12 +1,15 @@
--- Tenancy: two people (memori_user members) and one application (memori_app member), each in
+-- Tenancy: two people (granted as user) and one application (granted as app), each in
 -- its own session, try each other's memories by every route; PUBLIC gets nothing; a hostile built-in shadow changes nothing.
 SET client_min_messages = warning;
 DROP ROLE IF EXISTS memori_t_alice, memori_t_bob, memori_t_app, memori_t_nobody;
 RESET client_min_messages;
 CREATE EXTENSION memori CASCADE;
-CREATE ROLE memori_t_alice LOGIN IN ROLE memori_user;
-CREATE ROLE memori_t_bob LOGIN IN ROLE memori_user;
-CREATE ROLE memori_t_app LOGIN IN ROLE memori_app;
+CREATE ROLE memori_t_alice LOGIN;
+SELECT memori_grant('memori_t_alice', 'user');
+CREATE ROLE memori_t_bob LOGIN;
+SELECT memori_grant('memori_t_bob', 'user');
+CREATE ROLE memori_t_app LOGIN;
+SELECT memori_grant('memori_t_app', 'app');
 CREATE ROLE memori_t_nobody LOGIN;
 GRANT USAGE ON SCHEMA public TO memori_t_nobody;
 

@@ -4,7 +4,8 @@ CREATE EXTENSION memori CASCADE;
 SET client_min_messages = warning;
 DROP ROLE IF EXISTS memori_regress_plain;
 RESET client_min_messages;
-CREATE ROLE memori_regress_plain IN ROLE memori_user;
+CREATE ROLE memori_regress_plain;
+SELECT memori_grant('memori_regress_plain', 'user');
 -- A new session: memori's library is not loaded yet.
 \c
 SELECT count(*) AS memori_settings_defined FROM pg_settings WHERE name = 'memori.embedding_url';
