@@ -153,6 +153,24 @@ pub fn spi(e: pgrx::spi::SpiError) -> MemoriError {
     )
 }
 
+/// The first column of the first row of a read-only query, or None when it returns no row or
+/// NULL. Unlike pgrx's `Spi::get_one`, it does not mark the transaction as writing (which would
+/// assign a transaction id, and fails on a hot standby).
+pub fn read_one<T: pgrx::FromDatum + pgrx::IntoDatum>(
+    sql: &str,
+    args: &[pgrx::datum::DatumWithOid],
+) -> Result<Option<T>> {
+    pgrx::Spi::connect(|client| {
+        let rows = client.select(sql, Some(1), args)?;
+        if rows.is_empty() {
+            Ok(None)
+        } else {
+            rows.first().get_one::<T>()
+        }
+    })
+    .map_err(spi)
+}
+
 /// The first column of the first row of `sql`, or None when it returns no row.
 pub fn opt_one<T: pgrx::FromDatum + pgrx::IntoDatum>(
     sql: &str,

@@ -149,7 +149,7 @@ fn schema() -> Result<(pg_sys::Oid, String)> {
             return Ok((nsp, name));
         }
     }
-    let found = crate::errors::opt_one::<pg_sys::Oid>(
+    let found = crate::errors::read_one::<pg_sys::Oid>(
         "SELECT extnamespace FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'memori'::name",
         &[],
     )?
@@ -192,7 +192,7 @@ pub fn granted_kind() -> Result<Option<Kind>> {
     }
     let (_, nsp) = schema()?;
     let kind = as_owner_of(c"memori_roles", || {
-        crate::errors::opt_one::<String>(
+        crate::errors::read_one::<String>(
             &format!(
                 "SELECT r.kind FROM {nsp}.memori_roles r
                    JOIN pg_catalog.pg_roles g ON g.rolname OPERATOR(pg_catalog.=) r.role_name

@@ -206,12 +206,18 @@ pub extern "C-unwind" fn memori_maintenance_main(arg: pg_sys::Datum) {
     // This database's name, and the extension's schema (None: no memori here). The pass's
     // statements resolve memori's tables through that schema, with pg_catalog first.
     let found = in_transaction(|| {
-        Spi::get_two::<String, String>(
-            "SELECT pg_catalog.current_database()::text,
+        Spi::connect(|c| {
+            c.select(
+                "SELECT pg_catalog.current_database()::text,
                     (SELECT pg_catalog.quote_ident(n.nspname::text) FROM pg_catalog.pg_extension e
                        JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) e.extnamespace
                       WHERE e.extname OPERATOR(pg_catalog.=) 'memori'::name)",
-        )
+                Some(1),
+                &[],
+            )?
+            .first()
+            .get_two::<String, String>()
+        })
         .ok()
     });
     let Ok(Some((Some(db), Some(schema)))) = found else {

@@ -73,7 +73,7 @@ check "the plain SET is still on the server connection (the leak a pooler makes)
 # ...and the next client, which names nobody, gets nothing and a clear error.
 check "the next client sees none of customer-1's rows" "0" "$(via -d app_one -c "SELECT count(*) FROM memori_memories")"
 check "the next client's search is refused with 42501" \
-  "ERROR:  42501: memori: role \"pool_app\" is a memori_app member and did not name the end user in this transaction" \
+  "ERROR:  42501: memori: role \"pool_app\" is an app role and did not name the end user in this transaction" \
   "$(via -d app_one -c "\\set VERBOSITY verbose" -c "SELECT count(*) FROM memori_search('fact')" | grep '^ERROR')"
 check "the next client's store is refused with 42501" "42501" \
   "$(via -d app_one -c "\\set VERBOSITY verbose" -c "SELECT memori_store('planted for customer-1')" | awk '/^ERROR/ {print $2}' | tr -d ':')"

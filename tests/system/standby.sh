@@ -19,7 +19,7 @@ SELECT memori_store('The orders table is partitioned by month', 'long_term', use
 SELECT memori_relate('orders.customer_id', 'references', 'customers.id', user_id => 'standby_alice');
 SELECT memori_conversation_create('chat', user_id => 'standby_alice');
 SQL
-mkdir -p "$ROOT/$S" && chown postgres:postgres "$ROOT/$S"
+rm -rf "${ROOT:?}/$S" && mkdir -p "$ROOT/$S" && chown postgres:postgres "$ROOT/$S"
 as_pg "$BIN/pg_basebackup" -h "$(sock $P)" -p "$(port $P)" -U postgres -D "$ROOT/$S/data" -R -X stream --checkpoint=fast
 cat >> "$ROOT/$S/data/postgresql.conf" <<CONF
 port = 5485
