@@ -100,20 +100,29 @@ pub fn write(target: &Target, m: &NewMemory) -> Result<Uuid> {
         // miss the other's uncommitted row: serialise them (per user and type, until commit),
         // so the second sees the first and refreshes it.
         // The lock is a row of memori_store_locks, which no tenant can read or lock (an advisory
-        // lock's key could be taken by anyone to block this user's stores).
-        Spi::run_with_args(
-            "INSERT INTO memori_store_locks (user_id, memory_type) VALUES ($1::text, $2::text)
+        // lock's key could be taken by anyone to block this user's stores). A database still at
+        // 0.1.0 has no such table until it is updated: 0.1.0's advisory lock then.
+        if !crate::user::table_exists(c"memori_store_locks")? {
+            Spi::run_with_args(
+                "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended($1::text || '/'::text || $2::text, 7237954148::bigint))",
+                &[m.user.into(), m.memory_type.into()],
+            )
+            .map_err(spi)?;
+        } else {
+            Spi::run_with_args(
+                "INSERT INTO memori_store_locks (user_id, memory_type) VALUES ($1::text, $2::text)
              ON CONFLICT (user_id, memory_type) DO NOTHING",
-            &[m.user.into(), m.memory_type.into()],
-        )
-        .map_err(spi)?;
-        Spi::run_with_args(
+                &[m.user.into(), m.memory_type.into()],
+            )
+            .map_err(spi)?;
+            Spi::run_with_args(
             "SELECT 1 FROM memori_store_locks
               WHERE user_id OPERATOR(pg_catalog.=) $1::text AND memory_type OPERATOR(pg_catalog.=) $2::text
                 FOR UPDATE",
             &[m.user.into(), m.memory_type.into()],
         )
         .map_err(spi)?;
+        }
         let refreshed = opt_one::<Uuid>(
             &format!(
                 "WITH nearest AS (

@@ -179,8 +179,27 @@ fn relation(name: &std::ffi::CStr) -> Result<pg_sys::Oid> {
     Ok(rel)
 }
 
+/// Whether one of memori's tables exists: a database still at memori 0.1.0 (the library is
+/// installed, ALTER EXTENSION memori UPDATE has not run yet) lacks the newer ones.
+pub fn table_exists(name: &std::ffi::CStr) -> Result<bool> {
+    let (nsp, _) = schema()?;
+    // SAFETY: a catalog lookup of a relation by name in a given namespace.
+    Ok(unsafe { pg_sys::get_relname_relid(name.as_ptr(), nsp) } != pg_sys::InvalidOid)
+}
+
+/// Whether the current role has the privileges of `role` (is a member with INHERIT).
+fn member_of(role: &std::ffi::CStr) -> bool {
+    // SAFETY: catalog lookups by a static role name; a missing role is InvalidOid.
+    unsafe {
+        let oid = pg_sys::get_role_oid(role.as_ptr(), true);
+        oid != pg_sys::InvalidOid && pg_sys::has_privs_of_role(pg_sys::GetUserId(), oid)
+    }
+}
+
 /// How the current role (directly or through a group) was granted memori in this database
 /// (memori_roles), if at all: `app` wins over `user`. Cached for the rest of the transaction.
+/// In a database still at 0.1.0 (no memori_roles yet), 0.1.0's rule holds until it is
+/// updated: membership in the memori_app or memori_user group.
 pub fn granted_kind() -> Result<Option<Kind>> {
     let lxid = gucs::local_xact();
     // SAFETY: the current role's oid.
@@ -189,6 +208,15 @@ pub fn granted_kind() -> Result<Option<Kind>> {
         if x == lxid && r == me && lxid != 0 {
             return Ok(kind);
         }
+    }
+    if !table_exists(c"memori_roles")? {
+        return Ok(if member_of(c"memori_app") {
+            Some(Kind::App)
+        } else if member_of(c"memori_user") {
+            Some(Kind::User)
+        } else {
+            None
+        });
     }
     let (_, nsp) = schema()?;
     let kind = as_owner_of(c"memori_roles", || {

@@ -30,8 +30,9 @@ for script in "$HERE"/sql/released/memori--*.sql; do
   db="from_${old//./_}"
   q $C postgres "CREATE DATABASE $db"
   q $C "$db" "CREATE EXTENSION memori VERSION '$old' CASCADE"
+  # Stored with the new library against the old version's SQL (what happens between
+  # `make install` and ALTER EXTENSION UPDATE): by the DBA, and by a tenant as 0.1.0 granted it.
   qf $C "$db" <<'SQL' >/dev/null
-SET memori.dedup_threshold = 1;
 DO $$ BEGIN
   IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'upgrade_alice') THEN
     CREATE ROLE upgrade_alice LOGIN IN ROLE memori_user;
@@ -42,6 +43,10 @@ SELECT memori_store('User prefers JOINs over subqueries', 'rule', importance => 
                     metadata => '{"k": 1}', entities => ARRAY['joins'], conversation_id => :'conv',
                     user_id => 'upgrade_alice');
 SELECT memori_relate('orders.customer_id', 'references', 'customers.id', user_id => 'upgrade_alice');
+SET ROLE upgrade_alice;
+SELECT memori_store('Alice stored this herself before the upgrade', 'long_term');
+RESET ROLE;
+SET memori.dedup_threshold = 1;
 SELECT count(*) FROM memori_store_batch(ARRAY(SELECT 'note ' || g || ' on table t' || g FROM generate_series(1, 100) g),
                                         'long_term', user_id => 'upgrade_alice');
 UPDATE memori_memories SET is_archived = true WHERE content = 'note 7 on table t7';
@@ -64,7 +69,7 @@ SQL
   check "$old -> $current: context works" "t" \
     "$(q $C "$db" "SELECT position('stored after the upgrade' IN memori_context('what was stored?', user_id => 'upgrade_alice')) > 0")"
   check "$old -> $current: maintain works" "1" "$(q $C "$db" "SELECT count(*) FROM memori_maintain()")"
-  check "$old -> $current: a tenant sees its own memories" "103" \
+  check "$old -> $current: a tenant sees its own memories" "104" \
     "$(q $C "$db" "SET ROLE upgrade_alice; SELECT count(*) FROM memori_memories")"
 done
 
