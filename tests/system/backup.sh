@@ -31,14 +31,7 @@ UPDATE memori_memories SET is_archived = true, access_count = 7, last_accessed_a
  WHERE content = 'alice note number 5 about table t5';
 SQL
 
-# Every column of every row, in id order, as one hash (embeddings, timestamps, tags, metadata).
-fingerprint() {
-  q $C "$1" "SELECT (SELECT count(*) FROM memori_memories) || ' memories ' ||
-                    (SELECT md5(string_agg(m::text, '|' ORDER BY id)) FROM memori_memories m) || ' ' ||
-                    (SELECT count(*) FROM memori_conversations) || ' conversations ' ||
-                    (SELECT md5(string_agg(c::text, '|' ORDER BY id)) FROM memori_conversations c)"
-}
-want=$(fingerprint src)
+want=$(fingerprint $C src)
 check "the source database holds what was stored" "352 memories" "$(echo "$want" | cut -d' ' -f1-2)"
 dump=$ROOT/$C/src.dump
 as_pg "$BIN/pg_dump" -h "$(sock $C)" -p "$(port $C)" -U postgres -Fc -f "$dump" src
@@ -47,7 +40,7 @@ as_pg "$BIN/pg_dump" -h "$(sock $C)" -p "$(port $C)" -U postgres -Fp -f "$plain"
 
 restored_works() {
   local db=$1 how=$2
-  check "$how: every memory and conversation, every column" "$want" "$(fingerprint "$db")"
+  check "$how: every memory and conversation, every column" "$want" "$(fingerprint $C "$db")"
   check "$how: the HNSW indexes exist and are valid" "2" \
     "$(q $C "$db" "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam
                   WHERE a.amname = 'hnsw' AND i.indrelid = 'memori_memories'::regclass AND i.indisvalid")"

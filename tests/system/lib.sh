@@ -46,6 +46,15 @@ q() { "$BIN/psql" -h "$(sock "$1")" -p "$(port "$1")" -U postgres -d "$2" -X -qA
 # qf CLUSTER DB [psql args...]: psql with ON_ERROR_STOP.
 qf() { local c=$1 d=$2; shift 2; "$BIN/psql" -h "$(sock "$c")" -p "$(port "$c")" -U postgres -d "$d" -X -qAt -v ON_ERROR_STOP=1 "$@"; }
 
+# fingerprint CLUSTER DB: every column of every memory and conversation, in id order, as counts
+# and hashes (embeddings, timestamps, tags, metadata included).
+fingerprint() {
+  q "$1" "$2" "SELECT (SELECT count(*) FROM memori_memories) || ' memories ' ||
+                      (SELECT md5(string_agg(m::text, '|' ORDER BY id)) FROM memori_memories m) || ' ' ||
+                      (SELECT count(*) FROM memori_conversations) || ' conversations ' ||
+                      (SELECT md5(string_agg(c::text, '|' ORDER BY id)) FROM memori_conversations c)"
+}
+
 ok() { PASSED=$((PASSED + 1)); echo "ok - $*"; }
 fail() { FAILED=$((FAILED + 1)); echo "FAILED - $*"; }
 # check DESCRIPTION EXPECTED ACTUAL

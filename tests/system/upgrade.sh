@@ -18,12 +18,6 @@ q $C fresh "CREATE EXTENSION memori CASCADE"
 check "a fresh install is version $current" "$current" "$(q $C fresh "SELECT extversion FROM pg_extension WHERE extname = 'memori'")"
 qf $C fresh -f "$HERE/tests/system/catalog.sql" > "$ROOT/$C/fresh.catalog"
 
-fingerprint() {
-  q $C "$1" "SELECT (SELECT count(*) FROM memori_memories) || ' memories ' ||
-                    (SELECT md5(string_agg(m::text, '|' ORDER BY id)) FROM memori_memories m) || ' ' ||
-                    (SELECT count(*) FROM memori_conversations) || ' conversations ' ||
-                    (SELECT md5(string_agg(c::text, '|' ORDER BY id)) FROM memori_conversations c)"
-}
 
 for script in "$HERE"/sql/released/memori--*.sql; do
   old=$(basename "$script" .sql); old=${old#memori--}
@@ -51,10 +45,10 @@ SELECT count(*) FROM memori_store_batch(ARRAY(SELECT 'note ' || g || ' on table 
                                         'long_term', user_id => 'upgrade_alice');
 UPDATE memori_memories SET is_archived = true WHERE content = 'note 7 on table t7';
 SQL
-  before=$(fingerprint "$db")
+  before=$(fingerprint $C "$db")
   q $C "$db" "ALTER EXTENSION memori UPDATE"
   check "$old -> $current: the version moves on" "$current" "$(q $C "$db" "SELECT extversion FROM pg_extension WHERE extname = 'memori'")"
-  check "$old -> $current: nothing is lost" "$before" "$(fingerprint "$db")"
+  check "$old -> $current: nothing is lost" "$before" "$(fingerprint $C "$db")"
   qf $C "$db" -f "$HERE/tests/system/catalog.sql" > "$ROOT/$C/$db.catalog"
   if diff -u "$ROOT/$C/fresh.catalog" "$ROOT/$C/$db.catalog" > "$ROOT/$C/$db.diff"; then
     ok "$old -> $current: the schema is identical to a fresh install ($(wc -l < "$ROOT/$C/fresh.catalog") catalog lines)"
