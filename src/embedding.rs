@@ -218,7 +218,13 @@ fn compute_local(texts: &[&str]) -> Result<Batch> {
     let mut order: Vec<usize> = (0..texts.len()).collect();
     order.sort_by_key(|&i| texts[i].len());
     let mut vectors: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
-    for chunk in order.chunks(per_pass) {
+    // Long texts go a few to a pass, so cancel and statement_timeout are answered within about
+    // a second (see local::PASS_TOKENS).
+    let lens: Vec<usize> = order.iter().map(|&i| texts[i].len()).collect();
+    let mut start = 0;
+    for n in local::passes(&lens, per_pass) {
+        let chunk = &order[start..start + n];
+        start += n;
         pgrx::check_for_interrupts!();
         let part: Vec<&str> = chunk.iter().map(|&i| texts[i]).collect();
         let batch = model.embed(&part)?;

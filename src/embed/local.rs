@@ -40,6 +40,37 @@ fn model_error(dir: &Path, what: impl std::fmt::Display) -> MemoriError {
 /// than 100 characters is one [UNK] token), so the cut never changes a realistic result.
 pub const MAX_INPUT_BYTES: usize = MAX_TOKENS * 64;
 
+/// Tokens one forward pass holds at most (texts x the longest text's tokens, as padded). The
+/// backend answers cancel and statement_timeout between passes, so this bounds how long they
+/// wait: about 0.7 s on one core.
+pub const PASS_TOKENS: usize = 1024;
+
+/// A generous estimate of a text's tokens from its length in bytes (WordPiece tokens of real
+/// text hold 3 bytes or more), within what the model reads.
+pub fn estimated_tokens(bytes: usize) -> usize {
+    (bytes.min(MAX_INPUT_BYTES) / 3 + 2).min(MAX_TOKENS)
+}
+
+/// Splits texts, given by their lengths in bytes in ascending order, into consecutive passes of
+/// at most `max_texts` texts and PASS_TOKENS estimated tokens (padded to the pass's longest).
+/// Returns the number of texts in each pass.
+pub fn passes(sorted_bytes: &[usize], max_texts: usize) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut n = 0;
+    for &b in sorted_bytes {
+        // Ascending lengths: the text being added is the pass's longest.
+        if n > 0 && (n == max_texts || (n + 1) * estimated_tokens(b) > PASS_TOKENS) {
+            out.push(n);
+            n = 0;
+        }
+        n += 1;
+    }
+    if n > 0 {
+        out.push(n);
+    }
+    out
+}
+
 /// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.
 pub fn prefix(text: &str, max: usize) -> &str {
     if text.len() <= max {
@@ -165,6 +196,20 @@ pub fn default_dir(sharedir: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passes_hold_many_short_texts_and_few_long_ones() {
+        // Short texts: 32 to a pass, as before.
+        assert_eq!(passes(&[20; 70], 32), vec![32, 32, 6]);
+        // Texts of 256 tokens: 4 to a pass (4 x 256 = 1024 tokens).
+        assert_eq!(passes(&[16_000; 10], 32), vec![4, 4, 2]);
+        // Mixed, ascending: the long tail gets passes of its own.
+        let mut mixed = vec![30; 5];
+        mixed.extend([3000; 3]);
+        assert_eq!(passes(&mixed, 32), vec![5, 3]);
+        assert_eq!(passes(&[], 32), Vec::<usize>::new());
+        assert!(passes(&[1_000_000; 3], 32).iter().all(|&n| n >= 1));
+    }
 
     #[test]
     fn the_prefix_ends_on_a_character_boundary() {

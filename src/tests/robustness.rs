@@ -107,6 +107,23 @@ mod tests {
     }
 
     #[pg_test]
+    fn statement_timeout_stops_long_local_embeddings_within_a_second() {
+        // 64 texts of about 15 kB (256 tokens each for the model): 16 passes of 4.
+        run("SET LOCAL memori.embedding_cache_ttl = 0");
+        let started = std::time::Instant::now();
+        arm_statement_timeout(300);
+        let e = sql_error(
+            "SELECT cardinality(memori_embed_batch(ARRAY(SELECT repeat('word' || g || ' ', 2500) FROM generate_series(1, 64) g)))",
+        );
+        assert_eq!(e.sqlstate, "ERRCODE_QUERY_CANCELED", "{e:?}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(1300),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+
+    #[pg_test]
     fn the_local_model_uses_the_threads_the_setting_allows() {
         run("SELECT memori_embed('warm up the model')");
         // Threads of this backend that the model's pool started (memori.local_threads = 1).
