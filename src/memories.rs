@@ -90,39 +90,42 @@ pub struct NewMemory<'a> {
     pub embedding: &'a [f32],
 }
 
+/// Serialises near-duplicate checks for one user and memory type until commit: two sessions
+/// storing near-duplicates at once would both miss the other's uncommitted row; this way the
+/// second sees the first and refreshes it. The lock is a row of memori_store_locks, which no
+/// tenant can read or lock (an advisory lock's key could be taken by anyone to block this
+/// user's stores). A database still at 0.1.0 has no such table until it is updated: 0.1.0's
+/// advisory lock then. Runs as the owner, once per store call.
+fn lock_for_dedup(user: &str, memory_type: &str) -> Result<()> {
+    if !crate::user::table_exists(c"memori_store_locks")? {
+        return Spi::run_with_args(
+            "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended($1::text || '/'::text || $2::text, 7237954148::bigint))",
+            &[user.into(), memory_type.into()],
+        )
+        .map_err(spi);
+    }
+    Spi::run_with_args(
+        "INSERT INTO memori_store_locks (user_id, memory_type) VALUES ($1::text, $2::text)
+         ON CONFLICT (user_id, memory_type) DO NOTHING",
+        &[user.into(), memory_type.into()],
+    )
+    .map_err(spi)?;
+    Spi::run_with_args(
+        "SELECT 1 FROM memori_store_locks
+          WHERE user_id OPERATOR(pg_catalog.=) $1::text AND memory_type OPERATOR(pg_catalog.=) $2::text
+            FOR UPDATE",
+        &[user.into(), memory_type.into()],
+    )
+    .map_err(spi)
+}
+
 /// Writes one memory, or refreshes a near-duplicate of the same user and type; returns the id.
-pub fn write(target: &Target, m: &NewMemory) -> Result<Uuid> {
+/// The caller holds `lock_for_dedup` for that user and type (store_texts does).
+fn write(target: &Target, m: &NewMemory) -> Result<Uuid> {
     let dims = m.embedding.len();
     let cast = indexed_cast(dims);
     let threshold = gucs::dedup_threshold();
     if threshold < 1.0 {
-        // Two sessions storing near-duplicates for the same user and type at once would both
-        // miss the other's uncommitted row: serialise them (per user and type, until commit),
-        // so the second sees the first and refreshes it.
-        // The lock is a row of memori_store_locks, which no tenant can read or lock (an advisory
-        // lock's key could be taken by anyone to block this user's stores). A database still at
-        // 0.1.0 has no such table until it is updated: 0.1.0's advisory lock then.
-        if !crate::user::table_exists(c"memori_store_locks")? {
-            Spi::run_with_args(
-                "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended($1::text || '/'::text || $2::text, 7237954148::bigint))",
-                &[m.user.into(), m.memory_type.into()],
-            )
-            .map_err(spi)?;
-        } else {
-            Spi::run_with_args(
-                "INSERT INTO memori_store_locks (user_id, memory_type) VALUES ($1::text, $2::text)
-             ON CONFLICT (user_id, memory_type) DO NOTHING",
-                &[m.user.into(), m.memory_type.into()],
-            )
-            .map_err(spi)?;
-            Spi::run_with_args(
-            "SELECT 1 FROM memori_store_locks
-              WHERE user_id OPERATOR(pg_catalog.=) $1::text AND memory_type OPERATOR(pg_catalog.=) $2::text
-                FOR UPDATE",
-            &[m.user.into(), m.memory_type.into()],
-        )
-        .map_err(spi)?;
-        }
         let refreshed = opt_one::<Uuid>(
             &format!(
                 "WITH nearest AS (
@@ -262,6 +265,9 @@ pub fn store_texts(
     as_owner_of(c"memori_memories", || {
         if let Some(conversation) = conversation_id {
             touch_conversation(conversation, &c.user)?;
+        }
+        if gucs::dedup_threshold() < 1.0 {
+            lock_for_dedup(&c.user, &c.memory_type)?;
         }
         texts
             .iter()

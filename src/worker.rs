@@ -128,14 +128,19 @@ pub extern "C-unwind" fn memori_launcher_main(_arg: pg_sys::Datum) {
             queue.extend(databases());
         }
         workers.retain(|_, w| running(w));
+        // A database whose previous pass still runs is skipped this time, without waiting for
+        // a free slot.
+        queue.retain(|(oid, name)| {
+            let busy = workers.contains_key(oid);
+            if busy {
+                log!("memori: maintenance database={name} status=skipped reason=\"the previous pass is still running\"");
+            }
+            !busy
+        });
         while workers.len() < gucs::maintenance_workers() {
             let Some((oid, name)) = queue.pop_front() else {
                 break;
             };
-            if workers.contains_key(&oid) {
-                log!("memori: maintenance database={name} status=skipped reason=\"the previous pass is still running\"");
-                continue;
-            }
             match start(oid, &name) {
                 Some(w) => {
                     workers.insert(oid, w);
