@@ -130,8 +130,8 @@ pub enum Kind {
 }
 
 thread_local! {
-    /// memori's schema (oid, quoted name), looked up once per backend for the extension's oid.
-    static SCHEMA: std::cell::RefCell<Option<(pg_sys::Oid, pg_sys::Oid, String)>> =
+    /// memori's schema, for one transaction: (local xact, extension, schema, quoted name).
+    static SCHEMA: std::cell::RefCell<Option<(u32, pg_sys::Oid, pg_sys::Oid, String)>> =
         const { std::cell::RefCell::new(None) };
     /// The current role's grant, for one transaction: (local xact, role, kind).
     static GRANT: std::cell::Cell<Option<(u32, pg_sys::Oid, Option<Kind>)>> =
@@ -140,29 +140,43 @@ thread_local! {
 
 /// memori's schema: its oid and quoted name. Found from pg_extension, never through the
 /// search_path, so it also holds where the caller's search_path is in force (row-level security
-/// policies).
+/// policies). Looked up at most once per transaction: a store or search asks for it several
+/// times (tenancy, the cache, the writes).
 fn schema() -> Result<(pg_sys::Oid, String)> {
-    // SAFETY: a catalog lookup by a static name.
-    let ext = unsafe { pg_sys::get_extension_oid(c"memori".as_ptr(), true) };
-    if let Some((e, nsp, name)) = SCHEMA.with(|s| s.borrow().clone()) {
-        if e == ext {
-            return Ok((nsp, name));
+    let lxid = gucs::local_xact();
+    let cached = SCHEMA.with(|s| s.borrow().clone());
+    if let Some((x, _, nsp, name)) = &cached {
+        if *x == lxid && lxid != 0 {
+            return Ok((*nsp, name.clone()));
         }
     }
-    let found = crate::errors::read_one::<pg_sys::Oid>(
-        "SELECT extnamespace FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'memori'::name",
-        &[],
-    )?
-    .ok_or_else(|| MemoriError::new(Code::ObjectNotInPrerequisiteState, "memori: the memori extension is not installed in this database"))?;
-    // SAFETY: the name of an existing namespace, quoted as an identifier.
-    let name = unsafe {
-        let raw = pg_sys::get_namespace_name(found);
-        std::ffi::CStr::from_ptr(pg_sys::quote_identifier(raw))
-            .to_string_lossy()
-            .into_owned()
+    // SAFETY: a catalog lookup by a static name.
+    let ext = unsafe { pg_sys::get_extension_oid(c"memori".as_ptr(), true) };
+    let (nsp, name) = match cached {
+        Some((_, e, nsp, name)) if e == ext => (nsp, name),
+        _ => {
+            let nsp = crate::errors::read_one::<pg_sys::Oid>(
+                "SELECT extnamespace FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'memori'::name",
+                &[],
+            )?
+            .ok_or_else(|| {
+                MemoriError::new(
+                    Code::ObjectNotInPrerequisiteState,
+                    "memori: the memori extension is not installed in this database",
+                )
+            })?;
+            // SAFETY: the name of an existing namespace, quoted as an identifier.
+            let name = unsafe {
+                let raw = pg_sys::get_namespace_name(nsp);
+                std::ffi::CStr::from_ptr(pg_sys::quote_identifier(raw))
+                    .to_string_lossy()
+                    .into_owned()
+            };
+            (nsp, name)
+        }
     };
-    SCHEMA.with(|s| *s.borrow_mut() = Some((ext, found, name.clone())));
-    Ok((found, name))
+    SCHEMA.with(|s| *s.borrow_mut() = Some((lxid, ext, nsp, name.clone())));
+    Ok((nsp, name))
 }
 
 /// One of memori's tables, in memori's schema.

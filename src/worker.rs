@@ -229,17 +229,22 @@ pub extern "C-unwind" fn memori_maintenance_main(arg: pg_sys::Datum) {
         return;
     };
     let set = in_transaction(|| {
-        Spi::run_with_args(
-            "SELECT pg_catalog.set_config('search_path', $1, false),
+        // A read-only SPI select: no transaction id is assigned for it.
+        Spi::connect(|c| {
+            c.select(
+                "SELECT pg_catalog.set_config('search_path', $1, false),
                     pg_catalog.set_config('lock_timeout', $2, false),
                     pg_catalog.set_config('statement_timeout', $3, false),
                     pg_catalog.set_config('application_name', 'memori maintenance', false)",
-            &[
-                format!("pg_catalog, {schema}, pg_temp").into(),
-                gucs::maintenance_lock_timeout_ms().to_string().into(),
-                gucs::maintenance_statement_timeout_ms().to_string().into(),
-            ],
-        )
+                Some(1),
+                &[
+                    format!("pg_catalog, {schema}, pg_temp").into(),
+                    gucs::maintenance_lock_timeout_ms().to_string().into(),
+                    gucs::maintenance_statement_timeout_ms().to_string().into(),
+                ],
+            )
+            .map(|_| ())
+        })
         .is_ok()
     });
     if set != Ok(true) {
