@@ -70,7 +70,7 @@ pub fn init() {
         GucRegistry::define_string_guc_with_hooks(
             c"memori.user_id",
             c"The memori user that functions act for when no user_id argument is given.",
-            c"Empty means current_user. memori_app roles must set it in each transaction (SET LOCAL, or set_config(..., true)); a value from an earlier transaction is refused.",
+            c"Empty means current_user. Roles granted as app (memori_grant(role, 'app')) set it in each transaction (SET LOCAL, or set_config(..., true)); a value from an earlier transaction is refused.",
             &USER_ID,
             GucContext::Userset,
             GucFlags::default(),

@@ -49,11 +49,7 @@ impl HttpConfig {
     /// `text` with every secret of the configuration masked: the key, and the URL's
     /// credentials and query string (an HTTP library's error may quote the URL).
     fn redact(&self, text: &str) -> String {
-        let mut out = mask(text, self.api_key.as_deref());
-        for secret in url_secrets(&self.url) {
-            out = out.replace(secret, "****");
-        }
-        out
+        without_url_secrets(&mask(text, self.api_key.as_deref()), &self.url)
     }
 
     fn err(&self, code: Code, what: impl AsRef<str>) -> MemoriError {
@@ -88,13 +84,16 @@ fn url_secrets(url: &str) -> Vec<&str> {
     out
 }
 
+/// `text` with `url`'s secrets masked.
+fn without_url_secrets(text: &str, url: &str) -> String {
+    url_secrets(url)
+        .into_iter()
+        .fold(text.to_string(), |out, secret| out.replace(secret, "****"))
+}
+
 /// A URL without its secrets, for messages.
 pub fn shown_url(url: &str) -> String {
-    let mut out = url.to_string();
-    for secret in url_secrets(url) {
-        out = out.replace(secret, "****");
-    }
-    out
+    without_url_secrets(url, url)
 }
 
 #[derive(Deserialize)]
