@@ -13,7 +13,7 @@ PROFILE    ?= dev
 
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: all setup install demo test test-rust test-sql test-system soak bench cluster stop clean
+.PHONY: all setup install demo test test-rust test-sql test-system soak bench eval cluster stop clean
 
 all: install
 
@@ -57,6 +57,11 @@ soak: install
 
 bench: cluster
 	bash bench/run.sh
+
+# Retrieval quality (bench/eval): hit@1, MRR and recall@5 per search mode on a labelled set,
+# with the default local model, in a throw-away database on the local cluster.
+eval: cluster
+	cd bench/eval && /var/lib/memori/venv/bin/python run.py
 
 stop:
 	bash scripts/cluster.sh stop

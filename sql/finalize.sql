@@ -7,13 +7,13 @@ COMMENT ON FUNCTION memori_embed_batch(text[]) IS
     'memori: the embeddings of several texts, in input order, in batches of memori.embedding_batch_size; a NULL element gives a NULL vector.';
 COMMENT ON FUNCTION memori_embedding_stats() IS
     'memori: this backend''s embedding counters: texts embedded, cache hits, HTTP requests sent, local model forward passes.';
-COMMENT ON FUNCTION memori_store(text, text, uuid, real, text[], jsonb, text[], timestamptz, text) IS
-    'memori: stores a memory (embedded with the configured provider) for user_id (default: memori.user_id, else current_user) and returns its memory_id; a near-duplicate of the same user and type refreshes the existing memory instead.';
-COMMENT ON FUNCTION memori_store_batch(text[], text, uuid, real, text[], jsonb, text) IS
-    'memori: stores one memory per element of contents, embedded in batches, and returns their ids in input order.';
-COMMENT ON FUNCTION memori_search(text, integer, uuid, text[], text[], real, boolean, text) IS
-    'memori: the k memories of one user most relevant to query (HNSW cosine search), ordered by score (similarity blended with importance and recency); counts an access for each (best effort: not in read-only or REPEATABLE READ transactions, and not for rows another transaction holds).';
-COMMENT ON FUNCTION memori_update(uuid, text, text, real, text[], jsonb) IS
+COMMENT ON FUNCTION memori_store(text, text, uuid, double precision, text[], jsonb, text[], timestamptz, text) IS
+    'memori: stores a memory (embedded with the configured provider) for user_id (default: memori.user_id, else current_user) and returns its memory_id; a near-duplicate of the same user, type and conversation (similarity >= memori.dedup_threshold; for relationships, the same triple) is merged instead: it takes the new content and the id stays, with a NOTICE.';
+COMMENT ON FUNCTION memori_store_batch(text[], text, uuid, double precision, text[], jsonb, text) IS
+    'memori: stores one memory per element of contents, embedded in batches, and returns their ids in input order (near-duplicates merged as memori_store does).';
+COMMENT ON FUNCTION memori_search(text, integer, uuid, text[], text[], double precision, boolean, text, text, boolean) IS
+    'memori: the k memories of one user most relevant to query (min(k, matching) rows, always), ordered by score (relevance blended with importance and recency). mode: hybrid (vector and full-text rankings fused by reciprocal rank fusion), vector or text; default memori.search_mode. explain => true fills the explain column. Counts an access for each row (best effort: not in read-only or REPEATABLE READ transactions, and not for rows another transaction holds).';
+COMMENT ON FUNCTION memori_update(uuid, text, text, double precision, text[], jsonb) IS
     'memori: changes a memory of the current memori user (re-embedding it when the content changes); false when there is no such memory.';
 COMMENT ON FUNCTION memori_forget(uuid) IS
     'memori: deletes a memory of the current memori user; false when there is no such memory.';
@@ -21,12 +21,29 @@ COMMENT ON FUNCTION memori_maintain() IS
     'memori: one pass of housekeeping in this database: promotes, expires and archives memories and purges the embedding cache, memori.maintenance_batch_size rows per statement, skipping rows other transactions hold; returns the counts.';
 COMMENT ON FUNCTION memori_context(text, integer, uuid, integer, text) IS
     'memori: a ready-to-paste block for a system prompt: the user''s rules, then relevant entity/relationship memories, then other relevant memories, within token_budget.';
-COMMENT ON FUNCTION memori_relate(text, text, text, uuid, real, text) IS
+COMMENT ON FUNCTION memori_relate(text, text, text, uuid, double precision, text) IS
     'memori: stores "subject predicate object" as a relationship memory (subject and object in related_entities) and returns its memory_id.';
 COMMENT ON FUNCTION memori_acting_user() IS
     'memori: the memori user the current role acts for in this database: its own name for a role granted as user, the end user named in memori.user_id in this transaction for a role granted as app, else NULL. The row-level security policies use it.';
 COMMENT ON FUNCTION memori_entity(text, text) IS
     'memori: the entity and relationship memories of the current memori user that name an entity in related_entities.';
+
+-- Full-text document of a memory (see src/text.rs): the words, with `.` and `_` read as spaces,
+-- under the given configuration, plus the identifier tokens under the simple configuration.
+-- Immutable for a given configuration; memori writes it into content_tsv and runs every query
+-- through it too.
+CREATE FUNCTION memori_text_document(content text, config regconfig) RETURNS tsvector
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, @extschema@, pg_temp
+AS $$
+SELECT pg_catalog.to_tsvector(config, pg_catalog.translate(content, '._', '  '))
+       OPERATOR(pg_catalog.||)
+       pg_catalog.to_tsvector('pg_catalog.simple'::regconfig, @extschema@.memori_identifiers(content))
+$$;
+COMMENT ON FUNCTION memori_text_document(text, regconfig) IS
+    'memori: the full-text document of a text: its words (with . and _ read as spaces) under config, plus each SQL identifier and dotted suffix kept whole (orders.customer_id gives orderscustomerid and customerid).';
+COMMENT ON FUNCTION memori_identifiers(text) IS
+    'memori: the identifier tokens of a text, for memori_text_document: one per identifier holding . or _ and per dotted suffix, lowercased, without separators.';
 
 -- ---------------------------------------------------------------------------------------------
 -- Tenancy and security (README "Security").
@@ -108,13 +125,13 @@ SET search_path = pg_catalog, @extschema@, pg_temp
 AS $$
 SELECT ARRAY[
     '@extschema@.memori_conversation_create(text, text, jsonb, bigint)',
-    '@extschema@.memori_store(text, text, uuid, real, text[], jsonb, text[], timestamptz, text)',
-    '@extschema@.memori_store_batch(text[], text, uuid, real, text[], jsonb, text)',
-    '@extschema@.memori_search(text, integer, uuid, text[], text[], real, boolean, text)',
-    '@extschema@.memori_update(uuid, text, text, real, text[], jsonb)',
+    '@extschema@.memori_store(text, text, uuid, double precision, text[], jsonb, text[], timestamptz, text)',
+    '@extschema@.memori_store_batch(text[], text, uuid, double precision, text[], jsonb, text)',
+    '@extschema@.memori_search(text, integer, uuid, text[], text[], double precision, boolean, text, text, boolean)',
+    '@extschema@.memori_update(uuid, text, text, double precision, text[], jsonb)',
     '@extschema@.memori_forget(uuid)',
     '@extschema@.memori_context(text, integer, uuid, integer, text)',
-    '@extschema@.memori_relate(text, text, text, uuid, real, text)',
+    '@extschema@.memori_relate(text, text, text, uuid, double precision, text)',
     '@extschema@.memori_entity(text, text)',
     '@extschema@.memori_embed(text)',
     '@extschema@.memori_embed_batch(text[])',
@@ -152,6 +169,8 @@ $$;
 -- The policies call memori_acting_user() for every role that reads the tables; it reveals
 -- nothing (NULL for a role without a grant), so anyone may run it.
 GRANT EXECUTE ON FUNCTION memori_acting_user() TO PUBLIC;
+-- Pure functions of their arguments, which searches run as the caller.
+GRANT EXECUTE ON FUNCTION memori_text_document(text, regconfig), memori_identifiers(text) TO PUBLIC;
 
 -- Row-level security: a granted role sees only the rows of the user it acts for.
 ALTER TABLE memori_memories ENABLE ROW LEVEL SECURITY;

@@ -100,6 +100,7 @@ CREATE TABLE memori_memories (
     is_archived      boolean NOT NULL DEFAULT false,
     created_at       timestamptz NOT NULL DEFAULT now(),
     updated_at       timestamptz NOT NULL DEFAULT now(),
+    content_tsv      tsvector NOT NULL DEFAULT ''::tsvector,
     CONSTRAINT memori_memories_memory_id_key UNIQUE (memory_id),
     CONSTRAINT memori_memories_conversation_id_fkey FOREIGN KEY (conversation_id)
         REFERENCES memori_conversations (conversation_id) ON DELETE CASCADE,
@@ -132,6 +133,8 @@ CREATE INDEX idx_memori_mem_importance ON memori_memories (importance_score DESC
 CREATE INDEX idx_memori_mem_tags ON memori_memories USING gin (context_tags);
 CREATE INDEX idx_memori_mem_entities ON memori_memories USING gin (related_entities);
 CREATE INDEX idx_memori_mem_metadata ON memori_memories USING gin (metadata);
+-- Full-text search (memori_search's text and hybrid modes).
+CREATE INDEX idx_memori_mem_content_tsv ON memori_memories USING gin (content_tsv);
 -- HNSW cosine indexes, one per embedding width: an expression index over the width's typed
 -- vector, partial on that width (see README "Embedding widths"). 384 is the default local
 -- model (all-MiniLM-L6-v2), 1536 OpenAI's text-embedding-3-small and ada-002. Other widths:
@@ -186,6 +189,7 @@ COMMENT ON COLUMN memori_memories.expires_at IS 'When the memory expires (short_
 COMMENT ON COLUMN memori_memories.is_archived IS 'Archived memories are left out of searches unless asked for.';
 COMMENT ON COLUMN memori_memories.created_at IS 'When the memory was stored.';
 COMMENT ON COLUMN memori_memories.updated_at IS 'When the row last changed (maintained by a trigger).';
+COMMENT ON COLUMN memori_memories.content_tsv IS 'Full-text document of content (memori_text_document under memori.text_search_config), written by memori with the content; GIN-indexed.';
 
 -- Backups: pg_dump leaves out the rows of an extension's tables unless the extension marks
 -- them as configuration tables. Memories and conversations are user data, so every dump holds

@@ -169,15 +169,16 @@ pub fn assemble(
                     tags: None,
                     min_similarity: Some(gucs::min_similarity()),
                     include_archived: false,
+                    mode: gucs::search_mode(),
                 },
                 q,
             )?;
-            items.extend(found.into_iter().map(|(id, r)| Item {
-                id,
-                memory_id: r.0.to_string(),
-                content: r.1,
-                memory_type: r.2,
-                rank: r.4,
+            items.extend(found.found.into_iter().map(|f| Item {
+                id: f.ranked.id,
+                memory_id: f.memory_id.to_string(),
+                content: f.content,
+                memory_type: f.memory_type,
+                rank: f.ranked.score,
             }));
         }
     }

@@ -22,14 +22,14 @@ pub fn without_nulls(v: Option<Vec<Option<String>>>) -> Vec<String> {
 
 /// Stores "subject predicate object" (e.g. "orders.customer_id references customers.id") as a
 /// relationship memory, with subject and object in related_entities; returns its memory_id.
-#[pg_extern(volatile, parallel_unsafe)]
+#[pg_extern(name = "memori_relate", volatile, parallel_unsafe)]
 #[search_path(pg_catalog, @extschema@, pg_temp)]
-fn memori_relate(
+fn relate_entities(
     subject: Option<&str>,
     predicate: Option<&str>,
     object: Option<&str>,
     conversation_id: default!(Option<Uuid>, "NULL"),
-    importance: default!(Option<f32>, "0.5"),
+    importance: default!(Option<f64>, "0.5"),
     user_id: default!(Option<&str>, "NULL"),
 ) -> Uuid {
     crate::errors::prevent_if_read_only(c"memori_relate()");
@@ -56,6 +56,27 @@ fn memori_relate(
     store_texts(&c, &[&content], conversation_id, &entities, None)
         .or_raise()
         .remove(0)
+}
+
+/// memori 0.1.0 and 0.2.0's memori_relate(..., importance real, ...), for a database not yet
+/// updated to this library's version. Not in this version's SQL.
+#[pg_extern(sql = false)]
+fn memori_relate(
+    subject: Option<&str>,
+    predicate: Option<&str>,
+    object: Option<&str>,
+    conversation_id: Option<Uuid>,
+    importance: Option<f32>,
+    user_id: Option<&str>,
+) -> Uuid {
+    relate_entities(
+        subject,
+        predicate,
+        object,
+        conversation_id,
+        importance.map(f64::from),
+        user_id,
+    )
 }
 
 /// The entity and relationship memories of the current memori user that name `name` in

@@ -32,6 +32,38 @@ impl Provider {
     }
 }
 
+/// How memori_search ranks: both rankings fused (the default), embeddings only, or words only.
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum SearchMode {
+    /// Vector and full-text rankings fused by reciprocal rank fusion.
+    #[name = c"hybrid"]
+    Hybrid,
+    /// Cosine similarity of the embeddings only.
+    #[name = c"vector"]
+    Vector,
+    /// Full-text search only (no embedding of the query).
+    #[name = c"text"]
+    Text,
+}
+
+impl SearchMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            SearchMode::Hybrid => "hybrid",
+            SearchMode::Vector => "vector",
+            SearchMode::Text => "text",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "hybrid" => Some(SearchMode::Hybrid),
+            "vector" => Some(SearchMode::Vector),
+            "text" => Some(SearchMode::Text),
+            _ => None,
+        }
+    }
+}
+
 pub const DEFAULT_EMBEDDING_URL: &str = "https://api.openai.com/v1";
 pub const DEFAULT_OPENAI_MODEL: &str = "text-embedding-3-small";
 
@@ -63,6 +95,11 @@ static MAINTENANCE_LOCK_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(1000);
 static MAINTENANCE_STATEMENT_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(300_000);
 static MAINTENANCE_BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(1000);
 static MAINTENANCE_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(2);
+static SEARCH_MODE: GucSetting<SearchMode> = GucSetting::<SearchMode>::new(SearchMode::Hybrid);
+static TEXT_SEARCH_CONFIG: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"english"));
+static EXACT_SEARCH_ROWS: GucSetting<i32> = GucSetting::<i32>::new(20_000);
+static HNSW_EF_SEARCH: GucSetting<i32> = GucSetting::<i32>::new(200);
 
 pub fn init() {
     // SAFETY: the assign hook only reads backend state and stores a number; it cannot panic.
@@ -343,6 +380,42 @@ pub fn init() {
         GucContext::Sighup,
         GucFlags::default(),
     );
+    GucRegistry::define_enum_guc(
+        c"memori.search_mode",
+        c"How memori_search and memori_context rank: hybrid (vector and full-text rankings fused), vector or text.",
+        c"memori_search(mode => ...) overrides it for one call. See README \"Querying\".",
+        &SEARCH_MODE,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"memori.text_search_config",
+        c"Text search configuration of memori's full-text index (e.g. english, simple).",
+        c"Applies to memories written from then on and to queries; re-index older memories as the README says. Superuser only.",
+        &TEXT_SEARCH_CONFIG,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"memori.exact_search_rows",
+        c"Up to this many memories of a user, a search compares the query with every one of them (exact); above, it uses the HNSW index.",
+        c"0 always uses the index when the planner picks it. An index pass that comes back short is completed by an exact one.",
+        &EXACT_SEARCH_ROWS,
+        0,
+        100_000_000,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"memori.hnsw_ef_search",
+        c"hnsw.ef_search for memori's index searches (at least 4 x k, at most 1000).",
+        c"Larger finds more of the true nearest neighbours, more slowly.",
+        &HNSW_EF_SEARCH,
+        1,
+        1000,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
     reserve_prefix();
 }
 
@@ -517,4 +590,16 @@ pub fn maintenance_workers() -> usize {
 }
 pub fn local_model_path() -> Option<String> {
     string(&LOCAL_MODEL_PATH)
+}
+pub fn search_mode() -> SearchMode {
+    SEARCH_MODE.get()
+}
+pub fn text_search_config() -> String {
+    string(&TEXT_SEARCH_CONFIG).unwrap_or_else(|| "english".to_string())
+}
+pub fn exact_search_rows() -> i64 {
+    EXACT_SEARCH_ROWS.get() as i64
+}
+pub fn hnsw_ef_search() -> i32 {
+    HNSW_EF_SEARCH.get()
 }

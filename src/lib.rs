@@ -15,6 +15,7 @@ mod gucs;
 mod lifecycle;
 mod memories;
 mod search;
+mod text;
 mod user;
 mod vector;
 mod worker;

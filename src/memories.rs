@@ -24,7 +24,7 @@ pub fn check_type(memory_type: &str) -> Result<()> {
     }
 }
 
-pub fn check_importance(importance: f32) -> Result<()> {
+pub fn check_importance(importance: f64) -> Result<()> {
     if (0.0..=1.0).contains(&importance) {
         Ok(())
     } else {
@@ -110,77 +110,118 @@ fn lock_for_dedup(user: &str, memory_type: &str) -> Result<()> {
         &[user.into(), memory_type.into()],
     )
     .map_err(spi)?;
+    // An UPDATE, not SELECT ... FOR UPDATE: under REPEATABLE READ or SERIALIZABLE, a store
+    // whose snapshot predates another store's commit then fails with 40001 (retry it) instead
+    // of missing that store's row and inserting a twin.
     Spi::run_with_args(
-        "SELECT 1 FROM memori_store_locks
-          WHERE user_id OPERATOR(pg_catalog.=) $1::text AND memory_type OPERATOR(pg_catalog.=) $2::text
-            FOR UPDATE",
+        "UPDATE memori_store_locks SET user_id = user_id
+          WHERE user_id OPERATOR(pg_catalog.=) $1::text AND memory_type OPERATOR(pg_catalog.=) $2::text",
         &[user.into(), memory_type.into()],
     )
     .map_err(spi)
 }
 
-/// Writes one memory, or refreshes a near-duplicate of the same user and type; returns the id.
-/// The caller holds `lock_for_dedup` for that user and type (store_texts does).
-fn write(target: &Target, m: &NewMemory) -> Result<Uuid> {
+/// What a write did.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Written {
+    Inserted,
+    /// Merged into a near-duplicate (its similarity; 1 for a relationship's identical triple).
+    Merged(f64),
+}
+
+/// The relationship triple a memory's metadata carries (memori_relate writes one), trimmed.
+fn triple(metadata: &JsonB) -> Option<[String; 3]> {
+    let get = |k: &str| {
+        metadata.0.get(k)?.as_str().map(str::trim).filter(|s| !s.is_empty()).map(String::from)
+    };
+    Some([get("subject")?, get("predicate")?, get("object")?])
+}
+
+/// The SQL of a memory's full-text document from parameter `$n` (content), or NULL when this
+/// database has no full-text search yet (not updated to 0.3.0).
+fn document_sql(n: usize, with_text: bool) -> String {
+    if with_text {
+        format!("memori_text_document(${n}::text, $T::text::regconfig)")
+    } else {
+        String::new()
+    }
+}
+
+/// Writes one memory, or merges it into a near-duplicate; returns the id and what happened.
+/// A near-duplicate is a memory of the same user, type and conversation (or both without
+/// one), embedded by the same model, not expired, whose similarity is at least
+/// memori.dedup_threshold, found by comparing with every such memory (exact: other users'
+/// rows never hide it). Relationships are near-duplicates only with the identical triple
+/// (subject, predicate, object, ignoring case), or without triples the identical content:
+/// "A references B" and "B references A" embed alike and mean different things. A merge keeps
+/// the id and takes the new content, embedding, and the larger importance; tags, entities and
+/// metadata are united. The caller holds `lock_for_dedup` for that user and type (store_texts
+/// does).
+fn write(target: &Target, m: &NewMemory, with_text: bool) -> Result<(Uuid, Written)> {
     let dims = m.embedding.len();
     let cast = indexed_cast(dims);
+    let config = gucs::text_search_config();
+    let tsv = document_sql(2, with_text).replace("$T", "$15");
+    let set_tsv = if with_text { format!("content_tsv = {tsv},") } else { String::new() };
     let threshold = gucs::dedup_threshold();
     if threshold < 1.0 {
-        let refreshed = opt_one::<Uuid>(
-            &format!(
-                "WITH nearest AS (
-                    SELECT id, 1::float8 - (embedding::{cast} <=> $3::real[]::{cast}) AS similarity
-                      FROM memori_memories
-                     WHERE user_id::text = $1::text AND memory_type::text = $2::text AND embedding_model = $4::text
-                       AND embedding_dims = {dims}
-                       AND (expires_at IS NULL OR expires_at > now())
-                     ORDER BY embedding::{cast} <=> $3::real[]::{cast}
-                     LIMIT 1)
-                 UPDATE memori_memories m
-                    SET context_tags = ARRAY(SELECT DISTINCT pg_catalog.unnest(m.context_tags OPERATOR(pg_catalog.||) $6::text[]) ORDER BY 1),
-                        related_entities = ARRAY(SELECT DISTINCT pg_catalog.unnest(m.related_entities OPERATOR(pg_catalog.||) $7::text[]) ORDER BY 1),
-                        importance_score = greatest(m.importance_score, $8),
-                        metadata = m.metadata || $9::jsonb,
-                        access_count = m.access_count + 1,
-                        last_accessed_at = now(),
-                        is_archived = false,
-                        expires_at = CASE WHEN m.expires_at IS NULL THEN NULL
-                                          ELSE greatest(m.expires_at, coalesce($10::timestamptz,
-                                               CASE WHEN $2::text = 'short_term'::text THEN now() + make_interval(days => $11) END)) END
-                   FROM nearest
-                  WHERE m.id = nearest.id AND nearest.similarity >= $5::float8
-              RETURNING m.memory_id"
-            ),
-            &[
-                m.user.into(),
-                m.memory_type.into(),
-                m.embedding.to_vec().into(),
-                target.label().into(),
-                threshold.into(),
-                m.tags.to_vec().into(),
-                m.entities.to_vec().into(),
-                m.importance.into(),
-                JsonB(m.metadata.0.clone()).into(),
-                m.expires_at.into(),
-                gucs::short_term_expiry_days().into(),
-            ],
-        )?;
-        if let Some(id) = refreshed {
-            return Ok(id);
-        }
-    }
-    Spi::get_one_with_args::<Uuid>(
-        "INSERT INTO memori_memories (conversation_id, user_id, content, memory_type, embedding,
-                                      embedding_model, importance_score, context_tags,
-                                      related_entities, metadata, expires_at)
-         VALUES ($1, $2, $3, $4, $5::real[]::vector, $6, $7, $8, $9, $10,
-                 coalesce($11, CASE WHEN $4::text = 'short_term'::text THEN now() + make_interval(days => $12) END))
-         RETURNING memory_id",
-        &[
-            m.conversation_id.into(),
+        let nearest = if m.memory_type == "relationship" {
+            "SELECT id, 1::float8 AS similarity FROM memori_memories m
+              WHERE m.user_id::text = $1::text AND m.memory_type::text = $3::text
+                AND m.conversation_id IS NOT DISTINCT FROM $4::uuid
+                AND (m.expires_at IS NULL OR m.expires_at > now())
+                AND CASE WHEN $16::text[] IS NOT NULL
+                         THEN ARRAY[pg_catalog.lower(pg_catalog.btrim(m.metadata OPERATOR(pg_catalog.->>) 'subject'::text)),
+                                    pg_catalog.lower(pg_catalog.btrim(m.metadata OPERATOR(pg_catalog.->>) 'predicate'::text)),
+                                    pg_catalog.lower(pg_catalog.btrim(m.metadata OPERATOR(pg_catalog.->>) 'object'::text))]
+                              OPERATOR(pg_catalog.=) $16::text[]
+                         ELSE pg_catalog.lower(pg_catalog.btrim(m.content)) = pg_catalog.lower(pg_catalog.btrim($2::text))
+                              AND NOT m.metadata OPERATOR(pg_catalog.?&) ARRAY['subject', 'predicate', 'object']::text[] END
+              ORDER BY m.id LIMIT 1"
+                .to_string()
+        } else {
+            format!(
+                "SELECT id, 1::float8 - (m.embedding::{cast} <=> $5::real[]::{cast}) AS similarity
+                   FROM memori_memories m
+                  WHERE m.user_id::text = $1::text AND m.memory_type::text = $3::text
+                    AND m.conversation_id IS NOT DISTINCT FROM $4::uuid
+                    AND m.embedding_model = $6::text AND m.embedding_dims = {dims}
+                    AND (m.expires_at IS NULL OR m.expires_at > now())
+                  ORDER BY similarity DESC, m.id
+                  LIMIT 1"
+            )
+        };
+        let sql = format!(
+            "WITH nearest AS ({nearest})
+             UPDATE memori_memories m
+                SET content = $2::text,
+                    embedding = $5::real[]::vector,
+                    embedding_model = $6::text,
+                    {set_tsv}
+                    context_tags = ARRAY(SELECT DISTINCT pg_catalog.unnest(m.context_tags OPERATOR(pg_catalog.||) $8::text[]) ORDER BY 1),
+                    related_entities = ARRAY(SELECT DISTINCT pg_catalog.unnest(m.related_entities OPERATOR(pg_catalog.||) $9::text[]) ORDER BY 1),
+                    importance_score = greatest(m.importance_score, $7::real),
+                    metadata = m.metadata OPERATOR(pg_catalog.||) $10::jsonb,
+                    access_count = m.access_count + 1,
+                    last_accessed_at = now(),
+                    is_archived = false,
+                    expires_at = CASE WHEN m.expires_at IS NULL THEN NULL
+                                      ELSE greatest(m.expires_at, coalesce($11::timestamptz,
+                                           CASE WHEN $3::text = 'short_term'::text THEN now() + make_interval(days => $12) END)) END
+               FROM nearest
+              WHERE m.id = nearest.id AND nearest.similarity >= $13::float8
+          RETURNING m.memory_id, nearest.similarity"
+        );
+        let triple = if m.memory_type == "relationship" {
+            triple(m.metadata).map(|t| t.map(|s| s.to_lowercase()).to_vec())
+        } else {
+            None
+        };
+        let args: Vec<pgrx::datum::DatumWithOid> = vec![
             m.user.into(),
             m.content.into(),
             m.memory_type.into(),
+            m.conversation_id.into(),
             m.embedding.to_vec().into(),
             target.label().into(),
             m.importance.into(),
@@ -189,9 +230,55 @@ fn write(target: &Target, m: &NewMemory) -> Result<Uuid> {
             JsonB(m.metadata.0.clone()).into(),
             m.expires_at.into(),
             gucs::short_term_expiry_days().into(),
-        ],
+            threshold.into(),
+            // $14 is unused: keeps $15 the configuration, as in the INSERT below.
+            None::<i32>.into(),
+            config.clone().into(),
+            triple.into(),
+        ];
+        match Spi::get_two_with_args::<Uuid, f64>(&sql, &args) {
+            Ok((Some(id), similarity)) => {
+                return Ok((id, Written::Merged(similarity.unwrap_or(1.0))))
+            }
+            Ok((None, _)) | Err(pgrx::spi::SpiError::InvalidPosition) => {}
+            Err(e) => return Err(spi(e)),
+        }
+    }
+    let (tsv_col, tsv_val) = if with_text {
+        (", content_tsv", format!(", {}", document_sql(3, true).replace("$T", "$13")))
+    } else {
+        ("", String::new())
+    };
+    let mut args: Vec<pgrx::datum::DatumWithOid> = vec![
+        m.conversation_id.into(),
+        m.user.into(),
+        m.content.into(),
+        m.memory_type.into(),
+        m.embedding.to_vec().into(),
+        target.label().into(),
+        m.importance.into(),
+        m.tags.to_vec().into(),
+        m.entities.to_vec().into(),
+        JsonB(m.metadata.0.clone()).into(),
+        m.expires_at.into(),
+        gucs::short_term_expiry_days().into(),
+    ];
+    if with_text {
+        args.push(config.into());
+    }
+    Spi::get_one_with_args::<Uuid>(
+        &format!(
+            "INSERT INTO memori_memories (conversation_id, user_id, content, memory_type, embedding,
+                                      embedding_model, importance_score, context_tags,
+                                      related_entities, metadata, expires_at{tsv_col})
+         VALUES ($1, $2, $3, $4, $5::real[]::vector, $6, $7::real, $8, $9, $10,
+                 coalesce($11, CASE WHEN $4::text = 'short_term'::text THEN now() + make_interval(days => $12) END){tsv_val})
+         RETURNING memory_id"
+        ),
+        &args,
     )
     .map_err(spi)?
+    .map(|id| (id, Written::Inserted))
     .ok_or_else(|| MemoriError::new(Code::SystemError, "memori: INSERT returned no row"))
 }
 
@@ -205,7 +292,7 @@ pub struct Common {
 
 pub fn common(
     memory_type: Option<&str>,
-    importance: Option<f32>,
+    importance: Option<f64>,
     tags: Option<Vec<Option<String>>>,
     metadata: Option<JsonB>,
     user_id: Option<&str>,
@@ -219,7 +306,7 @@ pub fn common(
     Ok(Common {
         user,
         memory_type,
-        importance,
+        importance: importance as f32,
         tags: text_array(tags),
         metadata,
     })
@@ -227,13 +314,13 @@ pub fn common(
 
 /// Stores a memory for the current memori user (or `user_id`) and returns its memory_id.
 #[allow(clippy::too_many_arguments)]
-#[pg_extern(volatile, parallel_unsafe)]
+#[pg_extern(name = "memori_store", volatile, parallel_unsafe)]
 #[search_path(pg_catalog, @extschema@, pg_temp)]
-fn memori_store(
+fn store_memory(
     content: Option<&str>,
     memory_type: default!(Option<&str>, "'short_term'"),
     conversation_id: default!(Option<Uuid>, "NULL"),
-    importance: default!(Option<f32>, "0.5"),
+    importance: default!(Option<f64>, "0.5"),
     tags: default!(Option<Vec<Option<String>>>, "'{}'"),
     metadata: default!(Option<JsonB>, "'{}'"),
     entities: default!(Option<Vec<Option<String>>>, "'{}'"),
@@ -250,7 +337,8 @@ fn memori_store(
         .remove(0)
 }
 
-/// Embeds `texts` in batches and writes (or refreshes) one memory per text, in order.
+/// Embeds `texts` in batches and writes (or merges) one memory per text, in order. A merge is
+/// reported with one NOTICE per call, naming the memories that took the new content.
 pub fn store_texts(
     c: &Common,
     texts: &[&str],
@@ -259,10 +347,11 @@ pub fn store_texts(
     expires_at: Option<TimestampWithTimeZone>,
 ) -> Result<Vec<Uuid>> {
     let (target, batch) = embed_texts(texts)?;
+    let with_text = user::has_text_search()?;
     // Tenants hold no write privileges: memori writes as the tables' owner, always for the
     // user resolved above. The conversation row is locked only now, after the (slow)
     // embedding: other stores into it wait for this transaction's writes, never for its model.
-    as_owner_of(c"memori_memories", || {
+    let written = as_owner_of(c"memori_memories", || {
         if let Some(conversation) = conversation_id {
             touch_conversation(conversation, &c.user)?;
         }
@@ -287,21 +376,38 @@ pub fn store_texts(
                         expires_at,
                         embedding,
                     },
+                    with_text,
                 )
             })
-            .collect()
-    })
+            .collect::<Result<Vec<_>>>()
+    })?;
+    let merged: Vec<String> = written
+        .iter()
+        .filter_map(|(id, w)| match w {
+            Written::Merged(s) => Some(format!("{id} (similarity {s:.3})")),
+            Written::Inserted => None,
+        })
+        .collect();
+    if !merged.is_empty() {
+        pgrx::notice!(
+            "memori: {} of {} memories merged into near-duplicates, which took the new content: {}",
+            merged.len(),
+            texts.len(),
+            merged.join(", ")
+        );
+    }
+    Ok(written.into_iter().map(|(id, _)| id).collect())
 }
 
 /// Stores several memories (one per element of `contents`), embedded in batches; returns their
 /// ids in input order. Nothing is written if any element is refused.
-#[pg_extern(volatile, parallel_unsafe)]
+#[pg_extern(name = "memori_store_batch", volatile, parallel_unsafe)]
 #[search_path(pg_catalog, @extschema@, pg_temp)]
-fn memori_store_batch(
+fn store_memories(
     contents: Option<Vec<Option<String>>>,
     memory_type: default!(Option<&str>, "'short_term'"),
     conversation_id: default!(Option<Uuid>, "NULL"),
-    importance: default!(Option<f32>, "0.5"),
+    importance: default!(Option<f64>, "0.5"),
     tags: default!(Option<Vec<Option<String>>>, "'{}'"),
     metadata: default!(Option<JsonB>, "'{}'"),
     user_id: default!(Option<&str>, "NULL"),
@@ -325,13 +431,13 @@ fn memori_store_batch(
 
 /// Changes a memory of the current memori user; re-embeds it when the content changes.
 /// Returns false when no such memory exists for this user.
-#[pg_extern(volatile, parallel_unsafe)]
+#[pg_extern(name = "memori_update", volatile, parallel_unsafe)]
 #[search_path(pg_catalog, @extschema@, pg_temp)]
-fn memori_update(
+fn update_memory(
     memory_id: Option<Uuid>,
     content: default!(Option<&str>, "NULL"),
     memory_type: default!(Option<&str>, "NULL"),
-    importance: default!(Option<f32>, "NULL"),
+    importance: default!(Option<f64>, "NULL"),
     tags: default!(Option<Vec<Option<String>>>, "NULL"),
     metadata: default!(Option<JsonB>, "NULL"),
 ) -> bool {
@@ -358,14 +464,23 @@ fn memori_update(
         }
         None => (None, None),
     };
+    let with_text = user::has_text_search().or_raise();
+    let set_tsv = if with_text {
+        "content_tsv = CASE WHEN $3 IS NULL THEN content_tsv
+                            ELSE memori_text_document($3::text, $11::text::regconfig) END,"
+    } else {
+        ""
+    };
     as_owner_of(c"memori_memories", || {
         opt_one::<bool>(
-            "UPDATE memori_memories SET
+            &format!(
+                "UPDATE memori_memories SET
             content = coalesce($3, content),
+            {set_tsv}
             embedding = coalesce($4::real[]::vector, embedding),
             embedding_model = coalesce($5, embedding_model),
             memory_type = coalesce($6, memory_type),
-            importance_score = coalesce($7, importance_score),
+            importance_score = coalesce($7::real, importance_score),
             context_tags = coalesce($8, context_tags),
             metadata = coalesce($9, metadata),
             expires_at = CASE
@@ -374,7 +489,8 @@ fn memori_update(
                 WHEN memory_type::text = 'short_term'::text THEN NULL
                 ELSE expires_at END
           WHERE memory_id = $1 AND user_id::text = $2::text
-          RETURNING true",
+          RETURNING true"
+            ),
             &[
                 memory_id.into(),
                 user.into(),
@@ -382,10 +498,11 @@ fn memori_update(
                 embedding.into(),
                 label.into(),
                 memory_type.into(),
-                importance.into(),
+                importance.map(|i| i as f32).into(),
                 tags.into(),
                 metadata.into(),
                 gucs::short_term_expiry_days().into(),
+                gucs::text_search_config().into(),
             ],
         )
     })
@@ -410,4 +527,74 @@ fn memori_forget(memory_id: Option<Uuid>) -> bool {
     })
     .or_raise()
     .unwrap_or(false)
+}
+
+// memori 0.1.0 and 0.2.0 took importance as real. Their SQL calls these symbols, so a database
+// not yet updated to this library's version (ALTER EXTENSION memori UPDATE) keeps working;
+// they are not in this version's SQL.
+
+#[allow(clippy::too_many_arguments)]
+#[pg_extern(sql = false)]
+fn memori_store(
+    content: Option<&str>,
+    memory_type: Option<&str>,
+    conversation_id: Option<Uuid>,
+    importance: Option<f32>,
+    tags: Option<Vec<Option<String>>>,
+    metadata: Option<JsonB>,
+    entities: Option<Vec<Option<String>>>,
+    expires_at: Option<TimestampWithTimeZone>,
+    user_id: Option<&str>,
+) -> Uuid {
+    store_memory(
+        content,
+        memory_type,
+        conversation_id,
+        importance.map(f64::from),
+        tags,
+        metadata,
+        entities,
+        expires_at,
+        user_id,
+    )
+}
+
+#[pg_extern(sql = false)]
+fn memori_store_batch(
+    contents: Option<Vec<Option<String>>>,
+    memory_type: Option<&str>,
+    conversation_id: Option<Uuid>,
+    importance: Option<f32>,
+    tags: Option<Vec<Option<String>>>,
+    metadata: Option<JsonB>,
+    user_id: Option<&str>,
+) -> SetOfIterator<'static, Uuid> {
+    store_memories(
+        contents,
+        memory_type,
+        conversation_id,
+        importance.map(f64::from),
+        tags,
+        metadata,
+        user_id,
+    )
+}
+
+#[pg_extern(sql = false)]
+fn memori_update(
+    memory_id: Option<Uuid>,
+    content: Option<&str>,
+    memory_type: Option<&str>,
+    importance: Option<f32>,
+    tags: Option<Vec<Option<String>>>,
+    metadata: Option<JsonB>,
+) -> bool {
+    update_memory(
+        memory_id,
+        content,
+        memory_type,
+        importance.map(f64::from),
+        tags,
+        metadata,
+    )
 }

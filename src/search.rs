@@ -1,14 +1,20 @@
 //! memori_search: the seed's `retrieve_relevant_memories`, as one SQL function.
 //!
-//! Candidates come from the per-width HNSW index (or, for a small scope, the user index and an
-//! exact sort: the planner chooses), with pgvector's iterative index scans switched on for this
-//! query only, so a filter that keeps few rows still yields k of them. Candidates are re-ranked
-//! by score (similarity blended with importance and recency), and each returned memory's access
-//! is counted in one UPDATE unless the transaction is read-only.
+//! Two rankings, fused:
+//! - vector: the memories nearest to the query's embedding. A user with up to
+//!   memori.exact_search_rows memories is searched exactly (every memory compared); a larger
+//!   one through the per-width HNSW index with pgvector's iterative scan, and when that pass
+//!   comes back short (its scan limit reached, e.g. other users' rows crowd the neighbourhood)
+//!   an exact pass replaces it. Either way min(k, matching) rows come back.
+//! - text: full-text search over `content_tsv` (see `text`), scored BM25-style within the scope.
+//!
+//! Hybrid mode fuses both by reciprocal rank fusion; the fused relevance is blended with
+//! importance and recency into the score. Each returned memory's access is counted in one
+//! UPDATE unless the transaction is read-only.
 
-use crate::embedding::{embed_texts, Target};
+use crate::embedding::embed_texts;
 use crate::errors::{spi, MemoriError, OrRaise, Result};
-use crate::gucs;
+use crate::gucs::{self, SearchMode};
 use crate::memories::check_type;
 use crate::user;
 use crate::vector::indexed_cast;
@@ -18,6 +24,7 @@ use pgrx::prelude::*;
 /// Largest k a search takes.
 pub const MAX_K: i32 = 1000;
 
+#[derive(Clone)]
 pub struct Query {
     pub user: String,
     pub k: i32,
@@ -26,6 +33,7 @@ pub struct Query {
     pub tags: Option<Vec<String>>,
     pub min_similarity: Option<f64>,
     pub include_archived: bool,
+    pub mode: SearchMode,
 }
 
 /// How many nearest candidates are re-ranked by score for k results.
@@ -33,88 +41,95 @@ pub fn pool(k: i32) -> i32 {
     (k * 4).clamp(40, 4 * MAX_K)
 }
 
-/// The SQL a search runs, for embeddings of `dims` dimensions made by `model`. Parameters:
-/// $1 user, $2 query vector (real[]), $3 model label, $4 conversation, $5 types, $6 tags,
-/// $7 min similarity, $8 k, $9 importance weight, $10 recency weight, $11 half-life (days).
-pub fn sql(q: &Query, dims: usize) -> String {
-    let cast = indexed_cast(dims);
+/// Reciprocal rank fusion's constant: a rank r counts (K+1)/(K+r), so first counts 1. Smaller
+/// than the usual 60, which suits long result lists: memori fuses a few dozen candidates, where
+/// the first places should count most (bench/eval measures 5 best).
+pub const RRF_K: f64 = 5.0;
+
+/// Where the vector candidates came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Path {
+    /// Every memory in scope compared with the query (the scope is small).
+    Exact,
+    /// The HNSW index, iterative scan.
+    Index,
+    /// The index pass came back short, so an exact pass replaced it.
+    IndexThenExact,
+    /// No vector ranking (text mode).
+    None,
+}
+
+impl Path {
+    pub fn name(self) -> &'static str {
+        match self {
+            Path::Exact => "exact",
+            Path::Index => "index",
+            Path::IndexThenExact => "index+exact",
+            Path::None => "none",
+        }
+    }
+}
+
+/// The filters every candidate query shares: $1 user, $2 conversation, $3 types, $4 tags.
+fn scope_filters(q: &Query) -> String {
     let mut filters = vec![
         "m.user_id::text = $1::text".to_string(),
-        "m.embedding_model = $3::text".to_string(),
-        format!("m.embedding_dims = {dims}"),
         "(m.expires_at IS NULL OR m.expires_at > now())".to_string(),
     ];
     if q.conversation_id.is_some() {
-        filters.push("m.conversation_id = $4".into());
+        filters.push("m.conversation_id = $2::uuid".into());
     }
     if q.memory_types.is_some() {
-        filters.push("m.memory_type::text = ANY ($5::text[])".into());
+        filters.push("m.memory_type::text = ANY ($3::text[])".into());
     }
     if q.tags.is_some() {
-        filters.push("m.context_tags OPERATOR(pg_catalog.&&) $6::text[]".into());
+        filters.push("m.context_tags OPERATOR(pg_catalog.&&) $4::text[]".into());
     }
     if !q.include_archived {
         filters.push("NOT m.is_archived".into());
     }
-    let pool = pool(q.k);
-    format!(
-        "WITH candidates AS MATERIALIZED (
-            SELECT m.id, m.memory_id, m.content, m.memory_type::text AS memory_type,
-                   m.importance_score, m.context_tags, m.metadata, m.conversation_id, m.created_at,
-                   1::float8 - (m.embedding::{cast} <=> $2::real[]::{cast}) AS similarity,
-                   -- 0.5 ^ (age / half-life), as exp(), clamped: never an underflow error,
-                   -- whatever the age (also for timestamps at -infinity).
-                   CASE WHEN $10::float8 > 0
-                        THEN pg_catalog.exp(least(0::float8, greatest(-700::float8,
-                               (pg_catalog.date_part('epoch'::text, m.updated_at)
-                                - pg_catalog.date_part('epoch'::text, now()))
-                               * pg_catalog.ln(2::float8) / (86400::float8 * $11::float8))))
-                        ELSE 0::float8 END AS recency
-              FROM memori_memories m
-             WHERE {filters}
-             ORDER BY m.embedding::{cast} <=> $2::real[]::{cast}
-             LIMIT {pool})
-         SELECT id, memory_id, content, memory_type, similarity,
-                similarity * (1::float8 - $9::float8 - $10::float8) + $9::float8 * importance_score::float8
-                  + $10::float8 * recency AS score,
-                importance_score, context_tags, metadata, conversation_id, created_at
-           FROM candidates
-          WHERE $7::float8 IS NULL OR similarity >= $7
-          ORDER BY score DESC, similarity DESC, id
-          LIMIT $8",
-        filters = filters.join("\n               AND ")
-    )
+    filters.join("\n               AND ")
 }
 
-pub fn args(q: &Query, target: &Target, vector: &[f32]) -> Vec<pgrx::datum::DatumWithOid<'static>> {
-    let (wi, wr) = gucs::score_weights();
+fn scope_args(q: &Query) -> Vec<pgrx::datum::DatumWithOid<'static>> {
     vec![
         q.user.clone().into(),
-        vector.to_vec().into(),
-        target.label().into(),
         q.conversation_id.into(),
         q.memory_types.clone().into(),
         q.tags.clone().into(),
-        q.min_similarity.into(),
-        (q.k as i64).into(),
-        wi.into(),
-        wr.into(),
-        gucs::recency_half_life_days().into(),
     ]
 }
 
-pub type Row = (
-    Uuid,
-    String,
-    String,
-    f64,
-    f64,
-    f32,
-    Vec<String>,
-    JsonB,
-    Option<Uuid>,
-    TimestampWithTimeZone,
-);
+/// The SQL of the vector candidates for embeddings of `dims` dimensions: $5 model label, $6
+/// query vector (real[]), $7 limit. `exact` orders by an expression no index provides, so every
+/// row in scope is compared; otherwise the planner may take the HNSW index (iterative scan).
+pub fn vector_sql(q: &Query, dims: usize, exact: bool) -> String {
+    let cast = indexed_cast(dims);
+    let order = if exact {
+        "similarity DESC, m.id".to_string()
+    } else {
+        format!("m.embedding::{cast} <=> $6::real[]::{cast}")
+    };
+    format!(
+        "SELECT m.id, 1::float8 - (m.embedding::{cast} <=> $6::real[]::{cast}) AS similarity
+           FROM memori_memories m
+          WHERE {filters}
+            AND m.embedding_model = $5::text AND m.embedding_dims = {dims}
+          ORDER BY {order}
+          LIMIT $7",
+        filters = scope_filters(q)
+    )
+}
+
+fn id_scores(sql: &str, args: &[pgrx::datum::DatumWithOid]) -> Result<Vec<(i64, f64)>> {
+    Spi::connect(|client| {
+        client
+            .select(sql, None, args)?
+            .map(|r| Ok((r.get::<i64>(1)?.unwrap_or_default(), r.get::<f64>(2)?.unwrap_or_default())))
+            .collect::<std::result::Result<Vec<_>, pgrx::spi::Error>>()
+    })
+    .map_err(spi)
+}
 
 /// Sets a setting for the rest of the current GUC nest level (as a function's SET clause does).
 fn set_for_query(name: &std::ffi::CStr, value: &str) {
@@ -135,43 +150,363 @@ fn set_for_query(name: &std::ffi::CStr, value: &str) {
     }
 }
 
-/// Runs a search: embed the query, find and rank. Returns (id, row) pairs; the caller counts
-/// the accesses it uses (`track_access`).
-pub fn find(q: &Query, query_text: &str) -> Result<Vec<(i64, Row)>> {
-    let (target, batch) = embed_texts(&[query_text])?;
-    let dims = batch.width;
-    let sql = sql(q, dims);
-    let args = args(q, &target, &batch.vectors[0]);
+/// Whether the user has more than memori.exact_search_rows memories (an index-only count that
+/// stops one row past the limit).
+fn scope_is_large(user: &str) -> Result<bool> {
+    let limit = gucs::exact_search_rows();
+    if limit == 0 {
+        return Ok(true);
+    }
+    let n = crate::errors::read_one::<i64>(
+        "SELECT count(*) FROM (SELECT 1 FROM memori_memories m WHERE m.user_id::text = $1::text LIMIT $2) s",
+        &[user.into(), (limit + 1).into()],
+    )?
+    .unwrap_or(0);
+    Ok(n > limit)
+}
+
+/// The `limit` memories in scope nearest to `vector`, nearest first, with their similarity:
+/// exact for a small scope; the HNSW index otherwise, completed by an exact pass when it comes
+/// back with fewer than `limit` rows (pgvector's iterative scan stops at hnsw.max_scan_tuples,
+/// for instance when other users' rows crowd the query's neighbourhood).
+pub fn vector_candidates(
+    q: &Query,
+    label: &str,
+    vector: &[f32],
+    limit: i32,
+) -> Result<(Vec<(i64, f64)>, Path)> {
+    let dims = vector.len();
+    let args = || {
+        let mut a = scope_args(q);
+        a.push(label.to_string().into());
+        a.push(vector.to_vec().into());
+        a.push((limit as i64).into());
+        a
+    };
+    if !scope_is_large(&q.user)? {
+        return Ok((id_scores(&vector_sql(q, dims, true), &args())?, Path::Exact));
+    }
     // SAFETY: opens a GUC nest level that is closed below (or by transaction abort on error).
     let nest = unsafe { pg_sys::NewGUCNestLevel() };
     set_for_query(c"hnsw.iterative_scan", "relaxed_order");
-    set_for_query(c"hnsw.ef_search", &pool(q.k).clamp(40, 1000).to_string());
-    let rows: Result<Vec<(i64, Row)>> = Spi::connect(|client| {
-        let mut out = Vec::new();
+    let ef = gucs::hnsw_ef_search().max(limit).min(1000);
+    set_for_query(c"hnsw.ef_search", &ef.to_string());
+    // Pinned: a caller's smaller limit cannot make the index pass give up early (a short pass
+    // is completed exactly anyway, which only costs time).
+    set_for_query(c"hnsw.max_scan_tuples", "20000");
+    let found = id_scores(&vector_sql(q, dims, false), &args());
+    // SAFETY: closes the nest level opened above, restoring hnsw.* settings.
+    unsafe { pg_sys::AtEOXact_GUC(true, nest) };
+    let mut found = found?;
+    if (found.len() as i32) < limit {
+        return Ok((
+            id_scores(&vector_sql(q, dims, true), &args())?,
+            Path::IndexThenExact,
+        ));
+    }
+    // Iterative scans in relaxed order may return rows slightly out of order.
+    found.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    Ok((found, Path::Index))
+}
+
+/// The query's full-text terms, as tsquery literals (memori_text_document of the query).
+pub fn text_terms(query: &str) -> Result<Vec<String>> {
+    let lexemes = crate::errors::read_one::<Vec<Option<String>>>(
+        "SELECT pg_catalog.tsvector_to_array(memori_text_document($1::text, $2::text::regconfig))",
+        &[query.into(), gucs::text_search_config().into()],
+    )?
+    .unwrap_or_default();
+    Ok(lexemes
+        .into_iter()
+        .flatten()
+        .map(|l| crate::text::tsquery_literal(&l))
+        .collect())
+}
+
+/// The `limit` memories in scope best matching the query's terms, best first, with a BM25-style
+/// score in (0, 1]: the inverse document frequencies (among the memories in scope) of the query
+/// terms a memory holds, over those of all the query's terms. Memories are short, so term
+/// frequency and length are left out. Identifier tokens are rare, so they weigh most; a memory
+/// sharing one common word with a long question scores low. `same_model` keeps only
+/// memories embedded like the query (hybrid mode: $7 label, width `dims`).
+pub fn text_candidates(
+    q: &Query,
+    terms: &[String],
+    limit: i32,
+    same_model: Option<(&str, usize)>,
+) -> Result<Vec<(i64, f64)>> {
+    if terms.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut filters = scope_filters(q);
+    let mut args = scope_args(q);
+    args.push(terms.to_vec().into());
+    args.push((limit as i64).into());
+    if let Some((label, dims)) = same_model {
+        filters.push_str(&format!(
+            "\n               AND m.embedding_model = $7::text AND m.embedding_dims = {dims}"
+        ));
+        args.push(label.to_string().into());
+    }
+    let sql = format!(
+        "WITH terms AS (SELECT DISTINCT t::tsquery AS t FROM pg_catalog.unnest($5::text[]) AS t),
+              hits AS MATERIALIZED (
+                SELECT m.id, terms.t::text AS t
+                  FROM terms JOIN memori_memories m ON m.content_tsv OPERATOR(pg_catalog.@@) terms.t
+                 WHERE {filters}),
+              scope AS (SELECT count(*)::float8 AS n FROM memori_memories m WHERE {filters}),
+              idf AS (SELECT terms.t::text AS t,
+                             pg_catalog.ln(1::float8 + (s.n - coalesce(d.n, 0::float8) + 0.5::float8)
+                                                       / (coalesce(d.n, 0::float8) + 0.5::float8)) AS w
+                        FROM terms CROSS JOIN scope s
+                        LEFT JOIN (SELECT h.t, count(*)::float8 AS n FROM hits h GROUP BY h.t) d
+                               ON d.t OPERATOR(pg_catalog.=) terms.t::text),
+              total AS (SELECT sum(idf.w) AS w FROM idf)
+         SELECT h.id, sum(idf.w) / max(total.w) AS score
+           FROM hits h JOIN idf ON idf.t OPERATOR(pg_catalog.=) h.t CROSS JOIN total
+          GROUP BY h.id
+          ORDER BY score DESC, h.id
+          LIMIT $6"
+    );
+    id_scores(&sql, &args)
+}
+
+/// One candidate, with what ranks it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ranked {
+    pub id: i64,
+    pub vector_rank: Option<usize>,
+    pub text_rank: Option<usize>,
+    pub similarity: Option<f64>,
+    pub text_score: Option<f64>,
+    pub importance: f64,
+    pub recency: f64,
+    pub relevance: f64,
+    pub score: f64,
+}
+
+/// Relevance in [0, 1] by mode: the cosine similarity (vector); the reciprocal rank of the text
+/// ranking (text); in hybrid mode, reciprocal rank fusion of both, the text ranking weighted by
+/// how much of the query it matched (text_score, in (0, 1]) raised to `text_exponent`, and
+/// scaled so that first in both with a full match is 1. A question naming identifiers uses
+/// exponent 1 (the words are what it asks about); other questions 3, so that a memory sharing
+/// one word with a paraphrase does not jump ahead of the nearest meaning.
+pub fn relevance(mode: SearchMode, r: &Ranked, text_exponent: i32) -> f64 {
+    let rr = |rank: Option<usize>| rank.map_or(0.0, |n| (RRF_K + 1.0) / (RRF_K + n as f64));
+    match mode {
+        SearchMode::Vector => r.similarity.unwrap_or(-1.0),
+        SearchMode::Text => rr(r.text_rank),
+        SearchMode::Hybrid => {
+            let weight = r.text_score.unwrap_or(0.0).clamp(0.0, 1.0).powi(text_exponent);
+            (rr(r.vector_rank) + weight * rr(r.text_rank)) / 2.0
+        }
+    }
+}
+
+/// Scores, filters by min_similarity and orders the candidates; keeps the best k.
+/// score = relevance * (1 - wi - wr) + wi * importance + wr * recency.
+pub fn rank(
+    mode: SearchMode,
+    text_exponent: i32,
+    mut cands: Vec<Ranked>,
+    (wi, wr): (f64, f64),
+    min_similarity: Option<f64>,
+    k: usize,
+) -> Vec<Ranked> {
+    if let Some(min) = min_similarity {
+        cands.retain(|c| c.similarity.is_some_and(|s| s >= min));
+    }
+    for c in cands.iter_mut() {
+        c.relevance = relevance(mode, c, text_exponent);
+        c.score = c.relevance * (1.0 - wi - wr) + wi * c.importance + wr * c.recency;
+    }
+    cands.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then(b.similarity.unwrap_or(-2.0).total_cmp(&a.similarity.unwrap_or(-2.0)))
+            .then(a.id.cmp(&b.id))
+    });
+    cands.truncate(k);
+    cands
+}
+
+/// A found memory: its row and how it ranked.
+pub struct Found {
+    pub ranked: Ranked,
+    pub memory_id: Uuid,
+    pub content: String,
+    pub memory_type: String,
+    pub importance: f32,
+    pub tags: Vec<String>,
+    pub metadata: JsonB,
+    pub conversation_id: Option<Uuid>,
+    pub created_at: TimestampWithTimeZone,
+}
+
+/// The result of a search: memories best first, and the path the vector ranking took.
+pub struct Outcome {
+    pub found: Vec<Found>,
+    pub path: Path,
+}
+
+/// Reads the candidates' rows: similarity to `vector` (for rows embedded like it), importance,
+/// recency. Rows deleted since they were found are left out.
+fn fetch(
+    ids: &[i64],
+    embedded: Option<(&str, &[f32])>,
+) -> Result<std::collections::HashMap<i64, Found>> {
+    let similarity = match embedded {
+        Some((_, v)) => {
+            let (dims, cast) = (v.len(), indexed_cast(v.len()));
+            format!(
+                "CASE WHEN m.embedding_model = $2::text AND m.embedding_dims = {dims}
+                      THEN 1::float8 - (m.embedding::{cast} <=> $3::real[]::{cast}) END"
+            )
+        }
+        None => "NULL::float8".to_string(),
+    };
+    let (label, vector) = embedded.map_or((None, None), |(l, v)| (Some(l.to_string()), Some(v.to_vec())));
+    let (_, wr) = gucs::score_weights();
+    let sql = format!(
+        "SELECT m.id, m.memory_id, m.content, m.memory_type::text, {similarity} AS similarity,
+                m.importance_score, m.context_tags, m.metadata, m.conversation_id, m.created_at,
+                -- 0.5 ^ (age / half-life), as exp(), clamped: never an underflow error,
+                -- whatever the age (also for timestamps at -infinity).
+                CASE WHEN $4::float8 > 0
+                     THEN pg_catalog.exp(least(0::float8, greatest(-700::float8,
+                            (pg_catalog.date_part('epoch'::text, m.updated_at)
+                             - pg_catalog.date_part('epoch'::text, now()))
+                            * pg_catalog.ln(2::float8) / (86400::float8 * $5::float8))))
+                     ELSE 0::float8 END AS recency
+           FROM memori_memories m
+          WHERE m.id = ANY ($1::bigint[])"
+    );
+    let args: Vec<pgrx::datum::DatumWithOid> = vec![
+        ids.to_vec().into(),
+        label.into(),
+        vector.into(),
+        wr.into(),
+        gucs::recency_half_life_days().into(),
+    ];
+    Spi::connect(|client| {
+        let mut out = std::collections::HashMap::new();
         for r in client.select(&sql, None, &args)? {
-            out.push((
-                r.get::<i64>(1)?.unwrap_or_default(),
-                (
-                    r.get::<Uuid>(2)?.expect("memory_id is NOT NULL"),
-                    r.get::<String>(3)?.unwrap_or_default(),
-                    r.get::<String>(4)?.unwrap_or_default(),
-                    r.get::<f64>(5)?.unwrap_or_default(),
-                    r.get::<f64>(6)?.unwrap_or_default(),
-                    r.get::<f32>(7)?.unwrap_or_default(),
-                    crate::graph::without_nulls(r.get::<Vec<Option<String>>>(8)?),
-                    r.get::<JsonB>(9)?.unwrap_or(JsonB(serde_json::json!({}))),
-                    r.get::<Uuid>(10)?,
-                    r.get::<TimestampWithTimeZone>(11)?
+            let id = r.get::<i64>(1)?.unwrap_or_default();
+            let importance = r.get::<f32>(6)?.unwrap_or_default();
+            out.insert(
+                id,
+                Found {
+                    ranked: Ranked {
+                        id,
+                        vector_rank: None,
+                        text_rank: None,
+                        similarity: r.get::<f64>(5)?,
+                        text_score: None,
+                        importance: importance as f64,
+                        recency: r.get::<f64>(11)?.unwrap_or_default(),
+                        relevance: 0.0,
+                        score: 0.0,
+                    },
+                    memory_id: r.get::<Uuid>(2)?.expect("memory_id is NOT NULL"),
+                    content: r.get::<String>(3)?.unwrap_or_default(),
+                    memory_type: r.get::<String>(4)?.unwrap_or_default(),
+                    importance,
+                    tags: crate::graph::without_nulls(r.get::<Vec<Option<String>>>(7)?),
+                    metadata: r.get::<JsonB>(8)?.unwrap_or(JsonB(serde_json::json!({}))),
+                    conversation_id: r.get::<Uuid>(9)?,
+                    created_at: r
+                        .get::<TimestampWithTimeZone>(10)?
                         .expect("created_at is NOT NULL"),
-                ),
-            ));
+                },
+            );
         }
         Ok::<_, pgrx::spi::Error>(out)
     })
-    .map_err(spi);
-    // SAFETY: closes the nest level opened above, restoring hnsw.* settings.
-    unsafe { pg_sys::AtEOXact_GUC(true, nest) };
-    rows
+    .map_err(spi)
+}
+
+/// Runs a search: embed the query (unless text mode), gather vector and text candidates, read
+/// them, rank. The caller counts the accesses it uses (`track_access`).
+pub fn find(q: &Query, query_text: &str) -> Result<Outcome> {
+    let limit = pool(q.k);
+    // A database not yet updated to 0.3.0 has no full-text index: embeddings only.
+    let mode = if q.mode != SearchMode::Vector && !user::has_text_search()? {
+        SearchMode::Vector
+    } else {
+        q.mode
+    };
+    let q = &Query { mode, ..q.clone() };
+    let embedded = if q.mode == SearchMode::Text {
+        None
+    } else {
+        let (target, mut batch) = embed_texts(&[query_text])?;
+        Some((target.label(), batch.vectors.remove(0)))
+    };
+    let (vector_hits, path) = match &embedded {
+        Some((label, v)) => vector_candidates(q, label, v, limit)?,
+        None => (Vec::new(), Path::None),
+    };
+    let text_hits = if q.mode == SearchMode::Vector {
+        Vec::new()
+    } else {
+        let terms = text_terms(query_text)?;
+        let same_model = embedded.as_ref().map(|(l, v)| (l.as_str(), v.len()));
+        text_candidates(q, &terms, limit, same_model)?
+    };
+    let mut ids: Vec<i64> = vector_hits.iter().map(|h| h.0).collect();
+    for (id, _) in &text_hits {
+        if !ids.contains(id) {
+            ids.push(*id);
+        }
+    }
+    let mut rows = fetch(&ids, embedded.as_ref().map(|(l, v)| (l.as_str(), v.as_slice())))?;
+    for (n, (id, _)) in vector_hits.iter().enumerate() {
+        if let Some(f) = rows.get_mut(id) {
+            f.ranked.vector_rank = Some(n + 1);
+        }
+    }
+    for (n, (id, score)) in text_hits.iter().enumerate() {
+        if let Some(f) = rows.get_mut(id) {
+            f.ranked.text_rank = Some(n + 1);
+            f.ranked.text_score = Some(*score);
+        }
+    }
+    // A question that names identifiers (orders.customer_id) weighs its text matches fully.
+    let text_exponent = if crate::text::identifiers(query_text).is_empty() { 3 } else { 1 };
+    let ranked = rank(
+        q.mode,
+        text_exponent,
+        rows.values().map(|f| f.ranked.clone()).collect(),
+        gucs::score_weights(),
+        q.min_similarity,
+        q.k as usize,
+    );
+    let found = ranked
+        .into_iter()
+        .filter_map(|r| {
+            rows.remove(&r.id).map(|mut f| {
+                f.ranked = r;
+                f
+            })
+        })
+        .collect();
+    Ok(Outcome { found, path })
+}
+
+/// Why a row ranked where it did (memori_search's explain column).
+pub fn explain(mode: SearchMode, path: Path, r: &Ranked) -> JsonB {
+    JsonB(serde_json::json!({
+        "mode": mode.name(),
+        "vector_path": path.name(),
+        "vector_rank": r.vector_rank,
+        "text_rank": r.text_rank,
+        "similarity": r.similarity,
+        "text_score": r.text_score,
+        "relevance": r.relevance,
+        "importance": r.importance,
+        "recency": r.recency,
+        "score": r.score,
+    }))
 }
 
 /// Counts one access for each memory, in one statement; a short_term memory reaching
@@ -214,14 +549,16 @@ fn clean_list(v: Option<Vec<Option<String>>>) -> Option<Vec<String>> {
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 pub fn query(
     k: Option<i32>,
     conversation_id: Option<Uuid>,
     memory_types: Option<Vec<Option<String>>>,
     tags: Option<Vec<Option<String>>>,
-    min_similarity: Option<f32>,
+    min_similarity: Option<f64>,
     include_archived: Option<bool>,
     user_id: Option<&str>,
+    mode: Option<&str>,
 ) -> Result<Query> {
     let k = k.unwrap_or(10);
     if !(1..=MAX_K).contains(&k) {
@@ -240,30 +577,109 @@ pub fn query(
             )));
         }
     }
+    let mode = match mode {
+        None => gucs::search_mode(),
+        Some(m) => SearchMode::parse(m).ok_or_else(|| {
+            MemoriError::invalid(format!("memori: unknown search mode \"{m}\""))
+                .hint("mode is one of hybrid, vector, text.")
+        })?,
+    };
+    if mode == SearchMode::Text && min_similarity.is_some() {
+        return Err(MemoriError::invalid(
+            "memori: min_similarity needs embeddings, and mode \"text\" does not embed the query",
+        )
+        .hint("Use mode => 'hybrid' or 'vector' with min_similarity, or leave min_similarity NULL."));
+    }
     Ok(Query {
         user: user::resolve(user_id)?,
         k,
         conversation_id,
         memory_types,
         tags: clean_list(tags),
-        min_similarity: min_similarity.map(|m| m as f64),
+        min_similarity,
         include_archived: include_archived.unwrap_or(false),
+        mode,
     })
 }
 
 /// The current memori user's memories most relevant to `query`, best first.
 #[allow(clippy::too_many_arguments)]
-#[pg_extern(volatile, parallel_unsafe)]
+#[pg_extern(name = "memori_search", volatile, parallel_unsafe)]
 #[search_path(pg_catalog, @extschema@, pg_temp)]
-fn memori_search(
+fn search_memories(
     query: Option<&str>,
     k: default!(Option<i32>, "10"),
     conversation_id: default!(Option<Uuid>, "NULL"),
     memory_types: default!(Option<Vec<Option<String>>>, "NULL"),
     tags: default!(Option<Vec<Option<String>>>, "NULL"),
-    min_similarity: default!(Option<f32>, "NULL"),
+    min_similarity: default!(Option<f64>, "NULL"),
     include_archived: default!(Option<bool>, "false"),
     user_id: default!(Option<&str>, "NULL"),
+    mode: default!(Option<&str>, "NULL"),
+    explain: default!(Option<bool>, "false"),
+) -> TableIterator<
+    'static,
+    (
+        name!(memory_id, Uuid),
+        name!(content, String),
+        name!(memory_type, String),
+        name!(similarity, Option<f64>),
+        name!(score, f64),
+        name!(importance, f32),
+        name!(context_tags, Vec<String>),
+        name!(metadata, JsonB),
+        name!(conversation_id, Option<Uuid>),
+        name!(created_at, TimestampWithTimeZone),
+        name!(explain, Option<JsonB>),
+    ),
+> {
+    crate::memories::check_content(query, "query").or_raise();
+    let q = self::query(
+        k,
+        conversation_id,
+        memory_types,
+        tags,
+        min_similarity,
+        include_archived,
+        user_id,
+        mode,
+    )
+    .or_raise();
+    let out = find(&q, query.unwrap()).or_raise();
+    track_access(&out.found.iter().map(|f| f.ranked.id).collect::<Vec<_>>()).or_raise();
+    let (mode, path, explain) = (q.mode, out.path, explain.unwrap_or(false));
+    TableIterator::new(out.found.into_iter().map(move |f| {
+        let why = explain.then(|| self::explain(mode, path, &f.ranked));
+        (
+            f.memory_id,
+            f.content,
+            f.memory_type,
+            f.ranked.similarity,
+            f.ranked.score,
+            f.importance,
+            f.tags,
+            f.metadata,
+            f.conversation_id,
+            f.created_at,
+            why,
+        )
+    }))
+}
+
+/// memori 0.1.0 and 0.2.0's memori_search(..., min_similarity real, ...), for a database not
+/// yet updated to this library's version (ALTER EXTENSION memori UPDATE): vector mode, the
+/// columns those versions return. Not in this version's SQL.
+#[allow(clippy::too_many_arguments)]
+#[pg_extern(sql = false)]
+fn memori_search(
+    query: Option<&str>,
+    k: Option<i32>,
+    conversation_id: Option<Uuid>,
+    memory_types: Option<Vec<Option<String>>>,
+    tags: Option<Vec<Option<String>>>,
+    min_similarity: Option<f32>,
+    include_archived: Option<bool>,
+    user_id: Option<&str>,
 ) -> TableIterator<
     'static,
     (
@@ -285,12 +701,93 @@ fn memori_search(
         conversation_id,
         memory_types,
         tags,
-        min_similarity,
+        min_similarity.map(f64::from),
         include_archived,
         user_id,
+        Some("vector"),
     )
     .or_raise();
-    let rows = find(&q, query.unwrap()).or_raise();
-    track_access(&rows.iter().map(|r| r.0).collect::<Vec<_>>()).or_raise();
-    TableIterator::new(rows.into_iter().map(|r| r.1))
+    let out = find(&q, query.unwrap()).or_raise();
+    track_access(&out.found.iter().map(|f| f.ranked.id).collect::<Vec<_>>()).or_raise();
+    TableIterator::new(out.found.into_iter().map(|f| {
+        (
+            f.memory_id,
+            f.content,
+            f.memory_type,
+            f.ranked.similarity.unwrap_or_default(),
+            f.ranked.score,
+            f.importance,
+            f.tags,
+            f.metadata,
+            f.conversation_id,
+            f.created_at,
+        )
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cand(id: i64, v: Option<usize>, t: Option<usize>, sim: f64) -> Ranked {
+        Ranked {
+            id,
+            vector_rank: v,
+            text_rank: t,
+            similarity: Some(sim),
+            text_score: t.map(|_| 1.0),
+            importance: 0.5,
+            recency: 1.0,
+            relevance: 0.0,
+            score: 0.0,
+        }
+    }
+
+    #[test]
+    fn hybrid_fuses_reciprocal_ranks_and_first_in_both_is_one() {
+        let both = cand(1, Some(1), Some(1), 0.9);
+        assert!((relevance(SearchMode::Hybrid, &both, 3) - 1.0).abs() < 1e-12);
+        let vector_only = cand(2, Some(1), None, 0.9);
+        assert!((relevance(SearchMode::Hybrid, &vector_only, 3) - 0.5).abs() < 1e-12);
+        // Second in both beats first in one only.
+        assert!(
+            relevance(SearchMode::Hybrid, &cand(3, Some(2), Some(2), 0.5), 3)
+                > relevance(SearchMode::Hybrid, &vector_only, 3)
+        );
+        // A weak text match (a third of the query) barely counts for a plain question, and
+        // counts a third for a question naming identifiers.
+        let mut weak = cand(5, Some(3), Some(1), 0.5);
+        weak.text_score = Some(1.0 / 3.0);
+        assert!(relevance(SearchMode::Hybrid, &weak, 3) < relevance(SearchMode::Hybrid, &vector_only, 3));
+        assert!(relevance(SearchMode::Hybrid, &weak, 1) > relevance(SearchMode::Hybrid, &vector_only, 1));
+        assert_eq!(relevance(SearchMode::Vector, &both, 3), 0.9);
+        assert!((relevance(SearchMode::Text, &cand(4, None, Some(1), 0.1), 3) - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn rank_filters_by_similarity_orders_by_score_and_keeps_k() {
+        let mut low = cand(1, Some(3), Some(1), 0.2);
+        low.similarity = Some(0.2);
+        let mut no_sim = cand(2, None, Some(2), 0.0);
+        no_sim.similarity = None;
+        let out = rank(
+            SearchMode::Hybrid,
+            3,
+            vec![low, no_sim, cand(3, Some(1), None, 0.8), cand(4, Some(2), Some(3), 0.7)],
+            (0.15, 0.05),
+            Some(0.3),
+            10,
+        );
+        assert_eq!(out.iter().map(|r| r.id).collect::<Vec<_>>(), vec![4, 3]);
+        let out = rank(
+            SearchMode::Vector,
+            3,
+            vec![cand(1, Some(2), None, 0.5), cand(2, Some(1), None, 0.6), cand(3, Some(3), None, 0.4)],
+            (0.0, 0.0),
+            None,
+            2,
+        );
+        assert_eq!(out.iter().map(|r| r.id).collect::<Vec<_>>(), vec![2, 1]);
+        assert_eq!(out[0].score, 0.6);
+    }
 }

@@ -201,6 +201,18 @@ pub fn table_exists(name: &std::ffi::CStr) -> Result<bool> {
     Ok(unsafe { pg_sys::get_relname_relid(name.as_ptr(), nsp) } != pg_sys::InvalidOid)
 }
 
+/// Whether memori_memories has full-text search (content_tsv): a database not yet updated to
+/// 0.3.0 lacks it, and then searches rank by embeddings only and writes leave it out.
+pub fn has_text_search() -> Result<bool> {
+    let (nsp, _) = schema()?;
+    // SAFETY: catalog lookups by name in a given namespace; a missing table is InvalidOid.
+    Ok(unsafe {
+        let rel = pg_sys::get_relname_relid(c"memori_memories".as_ptr(), nsp);
+        rel != pg_sys::InvalidOid
+            && pg_sys::get_attnum(rel, c"content_tsv".as_ptr()) != pg_sys::InvalidAttrNumber as i16
+    })
+}
+
 /// Whether the current role has the privileges of `role` (is a member with INHERIT).
 fn member_of(role: &std::ffi::CStr) -> bool {
     // SAFETY: catalog lookups by a static role name; a missing role is InvalidOid.

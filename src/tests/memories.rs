@@ -351,27 +351,43 @@ mod tests {
     }
 
     #[pg_test]
-    fn a_large_scope_uses_the_hnsw_index() {
+    fn a_scope_above_exact_search_rows_uses_the_hnsw_index() {
         synthetic("big", 8000, "{}");
         run("ANALYZE memori_memories");
         run("SET LOCAL memori.user_id = 'big'");
-        let q = crate::search::query(Some(10), None, None, None, None, None, None).unwrap();
-        let target = crate::embedding::Target::current();
+        // Below memori.exact_search_rows (20,000 by default): every memory compared.
+        let q = crate::search::query(Some(10), None, None, None, None, None, None, Some("vector")).unwrap();
+        let label = crate::embedding::Target::current().label();
         let (_, batch) = crate::embedding::embed_texts(&["query"]).unwrap();
-        let sql = crate::search::sql(&q, 384);
-        let args = crate::search::args(&q, &target, &batch.vectors[0]);
+        let (hits, path) = crate::search::vector_candidates(&q, &label, &batch.vectors[0], 40).unwrap();
+        assert_eq!((hits.len(), path), (40, crate::search::Path::Exact));
+        run("SET LOCAL memori.exact_search_rows = 1000");
+        let (hits, path) = crate::search::vector_candidates(&q, &label, &batch.vectors[0], 40).unwrap();
+        assert_eq!((hits.len(), path), (40, crate::search::Path::Index));
+        let sql = crate::search::vector_sql(&q, 384, false);
+        let args: Vec<pgrx::datum::DatumWithOid> = vec![
+            "big".to_string().into(),
+            None::<pgrx::datum::Uuid>.into(),
+            None::<Vec<String>>.into(),
+            None::<Vec<String>>.into(),
+            label.clone().into(),
+            batch.vectors[0].clone().into(),
+            40i64.into(),
+        ];
+        let plan = |sql: &str| {
+            Spi::connect(|c| {
+                c.select(&format!("EXPLAIN {sql}"), None, &args)
+                    .unwrap()
+                    .map(|r| r.get::<String>(1).unwrap().unwrap())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+        };
         run("SET LOCAL hnsw.iterative_scan = relaxed_order");
-        let plan = Spi::connect(|c| {
-            c.select(&format!("EXPLAIN {sql}"), None, &args)
-                .unwrap()
-                .map(|r| r.get::<String>(1).unwrap().unwrap())
-                .collect::<Vec<_>>()
-                .join("\n")
-        });
-        assert!(
-            plan.contains("Index Scan using idx_memori_mem_embedding_384"),
-            "{plan}"
-        );
+        let p = plan(&sql);
+        assert!(p.contains("Index Scan using idx_memori_mem_embedding_384"), "{p}");
+        let p = plan(&crate::search::vector_sql(&q, 384, true));
+        assert!(!p.contains("idx_memori_mem_embedding_384"), "{p}");
         assert_eq!(
             search("SELECT content FROM memori_search('query')").len(),
             10

@@ -1,0 +1,187 @@
+-- memori 0.2.0 -> 0.3.0. Run by ALTER EXTENSION memori UPDATE; the result is identical to a
+-- fresh install of 0.3.0 (tests/system/upgrade.sh compares the catalogs).
+\echo Use "ALTER EXTENSION memori UPDATE TO '0.3.0'" to load this file. \quit
+
+-- Full-text search over memories (memori_search's hybrid and text modes).
+ALTER TABLE memori_memories ADD COLUMN content_tsv tsvector NOT NULL DEFAULT ''::tsvector;
+COMMENT ON COLUMN memori_memories.content_tsv IS 'Full-text document of content (memori_text_document under memori.text_search_config), written by memori with the content; GIN-indexed.';
+
+CREATE  FUNCTION "memori_identifiers"(
+	"content" TEXT /* & str */
+) RETURNS TEXT /* String */
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'memori_identifiers_wrapper';
+
+-- Full-text document of a memory (see src/text.rs): the words, with `.` and `_` read as spaces,
+-- under the given configuration, plus the identifier tokens under the simple configuration.
+-- Immutable for a given configuration; memori writes it into content_tsv and runs every query
+-- through it too.
+CREATE FUNCTION memori_text_document(content text, config regconfig) RETURNS tsvector
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, @extschema@, pg_temp
+AS $$
+SELECT pg_catalog.to_tsvector(config, pg_catalog.translate(content, '._', '  '))
+       OPERATOR(pg_catalog.||)
+       pg_catalog.to_tsvector('pg_catalog.simple'::regconfig, @extschema@.memori_identifiers(content))
+$$;
+COMMENT ON FUNCTION memori_text_document(text, regconfig) IS
+    'memori: the full-text document of a text: its words (with . and _ read as spaces) under config, plus each SQL identifier and dotted suffix kept whole (orders.customer_id gives orderscustomerid and customerid).';
+COMMENT ON FUNCTION memori_identifiers(text) IS
+    'memori: the identifier tokens of a text, for memori_text_document: one per identifier holding . or _ and per dotted suffix, lowercased, without separators.';
+
+GRANT EXECUTE ON FUNCTION memori_text_document(text, regconfig), memori_identifiers(text) TO PUBLIC;
+
+-- Every stored memory gets its document (under memori.text_search_config, english unless set),
+-- then the index is built once.
+UPDATE memori_memories
+   SET content_tsv = memori_text_document(content,
+         coalesce(pg_catalog.current_setting('memori.text_search_config', true), 'english')::regconfig);
+CREATE INDEX idx_memori_mem_content_tsv ON memori_memories USING gin (content_tsv);
+
+-- Numeric parameters are double precision (drivers send a float as float8), and memori_search
+-- has mode and explain. The old signatures go; the library keeps their symbols for databases
+-- not yet updated.
+DROP FUNCTION memori_store(text, text, uuid, real, text[], jsonb, text[], timestamptz, text);
+DROP FUNCTION memori_store_batch(text[], text, uuid, real, text[], jsonb, text);
+DROP FUNCTION memori_search(text, integer, uuid, text[], text[], real, boolean, text);
+DROP FUNCTION memori_update(uuid, text, text, real, text[], jsonb);
+DROP FUNCTION memori_relate(text, text, text, uuid, real, text);
+
+CREATE  FUNCTION "memori_relate"(
+	"subject" TEXT, /* Option < & str > */
+	"predicate" TEXT, /* Option < & str > */
+	"object" TEXT, /* Option < & str > */
+	"conversation_id" uuid DEFAULT NULL, /* Option < Uuid > */
+	"importance" double precision DEFAULT 0.5, /* Option < f64 > */
+	"user_id" TEXT DEFAULT NULL /* Option < & str > */
+) RETURNS uuid /* Uuid */
+VOLATILE PARALLEL UNSAFE 
+SET search_path TO pg_catalog, @extschema@, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'relate_entities_wrapper';
+
+CREATE  FUNCTION "memori_search"(
+	"query" TEXT, /* Option < & str > */
+	"k" INT DEFAULT 10, /* Option < i32 > */
+	"conversation_id" uuid DEFAULT NULL, /* Option < Uuid > */
+	"memory_types" TEXT[] DEFAULT NULL, /* :: std :: option :: Option < Vec < Option < String > > > */
+	"tags" TEXT[] DEFAULT NULL, /* :: std :: option :: Option < Vec < Option < String > > > */
+	"min_similarity" double precision DEFAULT NULL, /* Option < f64 > */
+	"include_archived" bool DEFAULT false, /* Option < bool > */
+	"user_id" TEXT DEFAULT NULL, /* Option < & str > */
+	"mode" TEXT DEFAULT NULL, /* Option < & str > */
+	"explain" bool DEFAULT false /* Option < bool > */
+) RETURNS TABLE (
+	"memory_id" uuid,  /* Uuid */
+	"content" TEXT,  /* String */
+	"memory_type" TEXT,  /* String */
+	"similarity" double precision,  /* Option < f64 > */
+	"score" double precision,  /* f64 */
+	"importance" real,  /* f32 */
+	"context_tags" TEXT[],  /* Vec < String > */
+	"metadata" jsonb,  /* JsonB */
+	"conversation_id" uuid,  /* Option < Uuid > */
+	"created_at" timestamp with time zone,  /* TimestampWithTimeZone */
+	"explain" jsonb  /* Option < JsonB > */
+)
+VOLATILE PARALLEL UNSAFE 
+SET search_path TO pg_catalog, @extschema@, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'search_memories_wrapper';
+
+CREATE  FUNCTION "memori_store"(
+	"content" TEXT, /* Option < & str > */
+	"memory_type" TEXT DEFAULT 'short_term', /* Option < & str > */
+	"conversation_id" uuid DEFAULT NULL, /* Option < Uuid > */
+	"importance" double precision DEFAULT 0.5, /* Option < f64 > */
+	"tags" TEXT[] DEFAULT '{}', /* :: std :: option :: Option < Vec < Option < String > > > */
+	"metadata" jsonb DEFAULT '{}', /* Option < JsonB > */
+	"entities" TEXT[] DEFAULT '{}', /* :: std :: option :: Option < Vec < Option < String > > > */
+	"expires_at" timestamp with time zone DEFAULT NULL, /* Option < TimestampWithTimeZone > */
+	"user_id" TEXT DEFAULT NULL /* Option < & str > */
+) RETURNS uuid /* Uuid */
+VOLATILE PARALLEL UNSAFE 
+SET search_path TO pg_catalog, @extschema@, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'store_memory_wrapper';
+
+CREATE  FUNCTION "memori_store_batch"(
+	"contents" TEXT[], /* :: std :: option :: Option < Vec < Option < String > > > */
+	"memory_type" TEXT DEFAULT 'short_term', /* Option < & str > */
+	"conversation_id" uuid DEFAULT NULL, /* Option < Uuid > */
+	"importance" double precision DEFAULT 0.5, /* Option < f64 > */
+	"tags" TEXT[] DEFAULT '{}', /* :: std :: option :: Option < Vec < Option < String > > > */
+	"metadata" jsonb DEFAULT '{}', /* Option < JsonB > */
+	"user_id" TEXT DEFAULT NULL /* Option < & str > */
+) RETURNS SETOF uuid /* Uuid */
+VOLATILE PARALLEL UNSAFE 
+SET search_path TO pg_catalog, @extschema@, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'store_memories_wrapper';
+
+CREATE  FUNCTION "memori_update"(
+	"memory_id" uuid, /* Option < Uuid > */
+	"content" TEXT DEFAULT NULL, /* Option < & str > */
+	"memory_type" TEXT DEFAULT NULL, /* Option < & str > */
+	"importance" double precision DEFAULT NULL, /* Option < f64 > */
+	"tags" TEXT[] DEFAULT NULL, /* :: std :: option :: Option < Vec < Option < String > > > */
+	"metadata" jsonb DEFAULT NULL /* Option < JsonB > */
+) RETURNS bool /* bool */
+VOLATILE PARALLEL UNSAFE 
+SET search_path TO pg_catalog, @extschema@, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'update_memory_wrapper';
+
+COMMENT ON FUNCTION memori_store(text, text, uuid, double precision, text[], jsonb, text[], timestamptz, text) IS
+    'memori: stores a memory (embedded with the configured provider) for user_id (default: memori.user_id, else current_user) and returns its memory_id; a near-duplicate of the same user, type and conversation (similarity >= memori.dedup_threshold; for relationships, the same triple) is merged instead: it takes the new content and the id stays, with a NOTICE.';
+COMMENT ON FUNCTION memori_store_batch(text[], text, uuid, double precision, text[], jsonb, text) IS
+    'memori: stores one memory per element of contents, embedded in batches, and returns their ids in input order (near-duplicates merged as memori_store does).';
+COMMENT ON FUNCTION memori_search(text, integer, uuid, text[], text[], double precision, boolean, text, text, boolean) IS
+    'memori: the k memories of one user most relevant to query (min(k, matching) rows, always), ordered by score (relevance blended with importance and recency). mode: hybrid (vector and full-text rankings fused by reciprocal rank fusion), vector or text; default memori.search_mode. explain => true fills the explain column. Counts an access for each row (best effort: not in read-only or REPEATABLE READ transactions, and not for rows another transaction holds).';
+COMMENT ON FUNCTION memori_update(uuid, text, text, double precision, text[], jsonb) IS
+    'memori: changes a memory of the current memori user (re-embedding it when the content changes); false when there is no such memory.';
+COMMENT ON FUNCTION memori_relate(text, text, text, uuid, double precision, text) IS
+    'memori: stores "subject predicate object" as a relationship memory (subject and object in related_entities) and returns its memory_id.';
+
+CREATE OR REPLACE FUNCTION memori_api() RETURNS text[]
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, @extschema@, pg_temp
+AS $$
+SELECT ARRAY[
+    '@extschema@.memori_conversation_create(text, text, jsonb, bigint)',
+    '@extschema@.memori_store(text, text, uuid, double precision, text[], jsonb, text[], timestamptz, text)',
+    '@extschema@.memori_store_batch(text[], text, uuid, double precision, text[], jsonb, text)',
+    '@extschema@.memori_search(text, integer, uuid, text[], text[], double precision, boolean, text, text, boolean)',
+    '@extschema@.memori_update(uuid, text, text, double precision, text[], jsonb)',
+    '@extschema@.memori_forget(uuid)',
+    '@extschema@.memori_context(text, integer, uuid, integer, text)',
+    '@extschema@.memori_relate(text, text, text, uuid, double precision, text)',
+    '@extschema@.memori_entity(text, text)',
+    '@extschema@.memori_embed(text)',
+    '@extschema@.memori_embed_batch(text[])',
+    '@extschema@.memori_embedding_stats()']::text[]
+$$;
+
+-- Nobody but the roles granted memori may run the new functions; those keep their access.
+REVOKE EXECUTE ON FUNCTION
+    memori_store(text, text, uuid, double precision, text[], jsonb, text[], timestamptz, text),
+    memori_store_batch(text[], text, uuid, double precision, text[], jsonb, text),
+    memori_search(text, integer, uuid, text[], text[], double precision, boolean, text, text, boolean),
+    memori_update(uuid, text, text, double precision, text[], jsonb),
+    memori_relate(text, text, text, uuid, double precision, text)
+    FROM PUBLIC;
+DO $$
+DECLARE
+    r name;
+    f text;
+BEGIN
+    FOR r IN SELECT g.role_name FROM @extschema@.memori_roles g
+              WHERE EXISTS (SELECT FROM pg_catalog.pg_roles o WHERE o.rolname OPERATOR(pg_catalog.=) g.role_name)
+    LOOP
+        FOREACH f IN ARRAY @extschema@.memori_api() LOOP
+            EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %I', f, r);
+        END LOOP;
+    END LOOP;
+END;
+$$;
