@@ -99,7 +99,7 @@ static SEARCH_MODE: GucSetting<SearchMode> = GucSetting::<SearchMode>::new(Searc
 static TEXT_SEARCH_CONFIG: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"english"));
 static EXACT_SEARCH_ROWS: GucSetting<i32> = GucSetting::<i32>::new(20_000);
-static HNSW_EF_SEARCH: GucSetting<i32> = GucSetting::<i32>::new(200);
+static HNSW_EF_SEARCH: GucSetting<i32> = GucSetting::<i32>::new(1000);
 
 pub fn init() {
     // SAFETY: the assign hook only reads backend state and stores a number; it cannot panic.
@@ -409,7 +409,7 @@ pub fn init() {
     GucRegistry::define_int_guc(
         c"memori.hnsw_ef_search",
         c"hnsw.ef_search for memori's index searches (at least 4 x k, at most 1000).",
-        c"Larger finds more of the true nearest neighbours, more slowly.",
+        c"Larger finds more of the true nearest neighbours, more slowly: on pseudo-random 384-d vectors, a 10,000-memory scope had recall@10 0.94 at 1000 and 0.52 at 200 (README \"Performance\").",
         &HNSW_EF_SEARCH,
         1,
         1000,

@@ -163,6 +163,73 @@ mod tests {
     }
 
     #[pg_test]
+    fn a_merge_takes_the_new_content_and_stays_in_its_conversation() {
+        let a = one::<Uuid>("SELECT memori_conversation_create('A')");
+        let b = one::<Uuid>("SELECT memori_conversation_create('B')");
+        let m1 = store(&format!("SELECT memori_store('User prefers JOINs instead of subqueries', 'rule', '{a}')"));
+        let m2 = store(&format!("SELECT memori_store('The user prefers JOINs instead of subqueries', 'rule', '{b}')"));
+        assert!(m1 != m2, "near-duplicates in different conversations stay apart");
+        assert_eq!(
+            search(&format!("SELECT content FROM memori_search('JOINs', conversation_id => '{b}')")),
+            vec!["The user prefers JOINs instead of subqueries"]
+        );
+        run(&format!("DELETE FROM memori_conversations WHERE conversation_id = '{a}'"));
+        assert_eq!(count("true"), 1, "B's memory outlives conversation A");
+        // In the same conversation: merged, and the newer wording wins (content, embedding and
+        // full-text document together).
+        let m3 = store(&format!("SELECT memori_store('User prefers JOINs rather than subqueries', 'rule', '{b}')"));
+        assert_eq!(m3, m2);
+        assert_eq!(
+            one::<String>("SELECT content FROM memori_memories"),
+            "User prefers JOINs rather than subqueries"
+        );
+        assert!(one::<bool>(
+            "SELECT (embedding <=> memori_embed('User prefers JOINs rather than subqueries')) < 1e-5
+                    AND content_tsv OPERATOR(pg_catalog.@@) 'rather'::tsquery FROM memori_memories"
+        ));
+        // Without a conversation: a new memory, not merged into B's.
+        let m4 = store("SELECT memori_store('User prefers JOINs rather than subqueries', 'rule')");
+        assert!(m4 != m2);
+        assert_eq!(count("true"), 2);
+    }
+
+    #[pg_test]
+    fn relationships_merge_only_on_the_identical_triple() {
+        let r1 = store("SELECT memori_relate('orders.customer_id', 'references', 'customers.id')");
+        let r2 = store("SELECT memori_relate('customers.id', 'references', 'orders.customer_id')");
+        assert!(r1 != r2, "the reversed relation is another fact");
+        let r3 = store("SELECT memori_relate('Orders.Customer_ID', ' references ', 'customers.id', importance => 0.9)");
+        assert_eq!(r3, r1, "the same triple, whatever the case and spacing");
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT content || '|' || (metadata->>'subject') || '|' || importance_score FROM memori_memories WHERE memory_id = '{r1}'"
+            )),
+            "Orders.Customer_ID references customers.id|Orders.Customer_ID|0.9",
+            "content and triple agree"
+        );
+        assert_eq!(count("true"), 2);
+    }
+
+    #[pg_test]
+    fn dedup_finds_the_twin_whatever_other_users_store() {
+        // Other users' copies of the same sentence crowd its neighbourhood in the shared index,
+        // and the user has thousands of other memories (review F10).
+        run(
+            "INSERT INTO memori_memories (user_id, content, memory_type, embedding, embedding_model)
+             SELECT 'other' || g, 'User prefers dark mode', 'rule',
+                    (SELECT memori_embed('User prefers dark mode')), 'local/all-MiniLM-L6-v2'
+               FROM generate_series(1, 2000) g",
+        );
+        synthetic("big", 5000, "{}");
+        run("UPDATE memori_memories SET memory_type = 'rule' WHERE user_id = 'big'");
+        let first = store("SELECT memori_store('User prefers dark mode', 'rule', user_id => 'big')");
+        run("ANALYZE memori_memories");
+        let again = store("SELECT memori_store('The user prefers dark mode', 'rule', user_id => 'big')");
+        assert_eq!(first, again);
+        assert_eq!(count("user_id = 'big'"), 5001);
+    }
+
+    #[pg_test]
     fn store_batch_keeps_order_and_batches_requests() {
         let s = with_signals_blocked(|| MockServer::start(Fault::None, 16));
         run("SET LOCAL memori.embedding_provider = 'openai'");

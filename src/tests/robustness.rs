@@ -26,7 +26,12 @@ mod tests {
         ));
         // The recency term is 0 for all three, so the score is the rest of the blend.
         assert!(one::<bool>(
-            "SELECT bool_and(abs(score - (similarity * 0.8 + 0.15 * importance)) < 1e-6) FROM memori_search('invoices')"
+            "SELECT bool_and(abs(score - (similarity * 0.8 + 0.15 * importance)) < 1e-6) FROM memori_search('invoices', mode => 'vector')"
+        ));
+        // Hybrid: the same, with the text bonus (each matches the only query term fully).
+        assert!(one::<bool>(
+            "SELECT bool_and(abs(score - ((similarity + 0.2 * (61.0 / (60 + (explain->>'text_rank')::int))) * 0.8 + 0.15 * importance)) < 1e-6)
+               FROM memori_search('invoices', explain => true)"
         ));
         run("SET LOCAL memori.recency_weight = 0");
         assert_eq!(

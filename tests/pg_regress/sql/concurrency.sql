@@ -21,6 +21,17 @@ SELECT count(*) AS stored_meanwhile
   FROM dblink('other', $$SELECT memori_store('User prefers JOINs instead of subqueries', 'rule', user_id => 'u3')$$) AS t(id uuid);
 COMMIT;
 SELECT user_id, count(*) FROM memori_memories GROUP BY user_id ORDER BY user_id;
+-- REPEATABLE READ: a store whose snapshot predates another store's commit fails with 40001
+-- (the application retries) instead of missing that row and adding a twin.
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT count(*) AS u4_before FROM memori_memories WHERE user_id = 'u4';
+SELECT count(*) AS stored_by_other
+  FROM dblink('other', $$SELECT memori_store('User prefers JOINs instead of subqueries', 'rule', user_id => 'u4')$$) AS t(id uuid);
+\set VERBOSITY sqlstate
+SELECT memori_store('The user prefers JOINs instead of subqueries', 'rule', user_id => 'u4');
+\set VERBOSITY default
+ROLLBACK;
+SELECT count(*) AS u4_memories FROM memori_memories WHERE user_id = 'u4';
 SELECT dblink_disconnect('other');
 DROP EXTENSION dblink;
 DROP EXTENSION memori;

@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Retrieval at scale, as a tenant: 20,200 memories with pseudo-random 384-d embeddings from a
+# loopback OpenAI-compatible server (tests/support/random_embeddings.py), the hard case for an
+# approximate index: 200 users with 50 each, 'mid' with 200 (1% of the table), 'big' with
+# 10,000 (50%). An app role searches under row-level security and its results are compared
+# with an exact scan:
+#   - recall@10 with default settings (>= 0.95 asked; exact below memori.exact_search_rows),
+#     and through the HNSW index (memori.exact_search_rows = 0), where short passes are
+#     completed exactly;
+#   - min(k, matching) rows, always: when another tenant crowds the query's neighbourhood with
+#     thousands of near-identical vectors, and when the caller lowers hnsw.max_scan_tuples.
+# Prints the figures as "# ..." lines.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+MOCK_PORT=18093
+trap 'kill $MOCK 2>/dev/null || true; cleanup' EXIT
+
+python3 "$HERE/tests/support/random_embeddings.py" $MOCK_PORT & MOCK=$!
+C=retrieval
+cluster_init $C 5484 \
+  "memori.embedding_provider = 'openai'" \
+  "memori.embedding_url = 'http://127.0.0.1:$MOCK_PORT/v1'" \
+  "memori.embedding_model = 'random-384'" \
+  "memori.embedding_api_key = 'sk-test-retrieval'" \
+  "memori.dedup_threshold = 1" \
+  "shared_buffers = 512MB" "maintenance_work_mem = 512MB"
+q $C postgres "CREATE DATABASE r"
+qf $C r <<'SQL' >/dev/null
+CREATE EXTENSION memori CASCADE;
+CREATE ROLE ret_app LOGIN;
+SELECT memori_grant('ret_app', 'app');
+SQL
+
+start=$(date +%s)
+qf $C r <<'SQL' >/dev/null
+SELECT count(*) FROM generate_series(0, 199) u,
+  LATERAL memori_store_batch(ARRAY(SELECT 'small' || u || ' memory ' || g FROM generate_series(1, 50) g),
+                             'long_term', user_id => 'small' || u);
+SELECT count(*) FROM memori_store_batch(ARRAY(SELECT 'mid memory ' || g FROM generate_series(1, 200) g), 'long_term', user_id => 'mid');
+SELECT count(*) FROM generate_series(0, 9) b,
+  LATERAL memori_store_batch(ARRAY(SELECT 'big memory ' || (b * 1000 + g) FROM generate_series(1, 1000) g), 'long_term', user_id => 'big');
+ANALYZE memori_memories;
+SQL
+check "20,200 memories stored" "20200" "$(q $C r "SELECT count(*) FROM memori_memories")"
+echo "# stored in $(( $(date +%s) - start )) s"
+
+# The exact 10 nearest of every (user, query), computed without any index, readable by the app.
+qf $C r <<'SQL' >/dev/null
+CREATE TABLE public.exact (u text, q int, memory_id uuid);
+INSERT INTO public.exact
+SELECT u, g, n.memory_id FROM unnest(ARRAY['small7', 'mid', 'big']) u, generate_series(1, 20) g,
+  LATERAL (SELECT memory_id FROM memori_memories m WHERE m.user_id = u
+            ORDER BY m.embedding <=> memori_embed('question ' || g) LIMIT 10) n;
+GRANT SELECT ON public.exact TO ret_app;
+SQL
+
+# recall SETTINGS: mean recall@10 of the app's searches (vector mode) over 20 questions for each
+# of small7, mid and big, as "small mid big".
+recall() {
+  "$BIN/psql" -h "$(sock $C)" -p "$(port $C)" -U ret_app -d r -X -qAt -v ON_ERROR_STOP=1 <<SQL
+CREATE TEMP TABLE got (u text, q int, memory_id uuid);
+$1
+$(for u in small7 mid big; do echo "BEGIN; SET LOCAL memori.user_id = '$u';
+INSERT INTO got SELECT '$u', g, s.memory_id FROM generate_series(1, 20) g,
+  LATERAL memori_search('question ' || g, k => 10, mode => 'vector') s;
+COMMIT;"; done)
+SELECT string_agg(r::text, ' ' ORDER BY o) FROM (
+  SELECT e.u, array_position(ARRAY['small7', 'mid', 'big'], e.u) AS o,
+         round(count(g.memory_id)::numeric / count(*), 3) AS r
+    FROM public.exact e LEFT JOIN got g USING (u, q, memory_id) GROUP BY e.u) s;
+SQL
+}
+
+got=$(recall "")
+echo "# recall@10 with default settings (small7 mid big): $got"
+check_true "recall@10 >= 0.95 with default settings, for 50, 200 and 10,000 memories ($got)" \
+  awk -v r="$got" 'BEGIN { split(r, a, " "); exit !(a[1] >= 0.95 && a[2] >= 0.95 && a[3] >= 0.95) }'
+got=$(recall "SET memori.exact_search_rows = 0;")
+echo "# recall@10 through the HNSW index, exact_search_rows = 0 (small7 mid big): $got"
+check_true "recall@10 >= 0.90 through the index (hnsw_ef_search 1000; $got)" \
+  awk -v r="$got" 'BEGIN { split(r, a, " "); exit !(a[1] >= 0.90 && a[2] >= 0.90 && a[3] >= 0.90) }'
+
+# Crowding: another tenant stores 4,000 near-copies of the question's vector. The victim
+# ('mid', 200 memories) still gets 10 rows, through the index and with a caller's tiny scan
+# limit too; they are its exact 10 nearest.
+qf $C r -c "SELECT count(*) FROM generate_series(0, 3) b,
+  LATERAL memori_store_batch(ARRAY(SELECT 'near:question 3#' || (b * 1000 + g) FROM generate_series(1, 1000) g), 'long_term', user_id => 'crowd')" >/dev/null
+q $C r "ANALYZE memori_memories"
+crowded() {
+  "$BIN/psql" -h "$(sock $C)" -p "$(port $C)" -U ret_app -d r -X -qAt -v ON_ERROR_STOP=1 <<SQL
+BEGIN;
+SET LOCAL memori.user_id = 'mid';
+$1
+SELECT count(*) || ' ' || count(*) FILTER (WHERE memory_id IN (SELECT memory_id FROM public.exact WHERE u = 'mid' AND q = 3))
+  FROM memori_search('question 3', k => 10, mode => '${2:-vector}');
+COMMIT;
+SQL
+}
+check "crowded by another tenant: 10 rows, the exact 10 (default settings)" "10 10" "$(crowded "")"
+got=$(crowded "SET LOCAL memori.exact_search_rows = 0;")
+echo "# crowded, through the index: rows, of which exact: $got"
+check "crowded, through the index: 10 rows" "10" "${got%% *}"
+got=$(crowded "SET LOCAL memori.exact_search_rows = 0; SET LOCAL hnsw.max_scan_tuples = 50; SET LOCAL hnsw.ef_search = 1;")
+check "crowded, through the index with the caller's hnsw.max_scan_tuples = 50 and ef_search = 1: 10 rows" "10" "${got%% *}"
+got=$(crowded "SET LOCAL memori.exact_search_rows = 0;" hybrid)
+check "crowded, through the index, hybrid mode: 10 rows" "10" "${got%% *}"
+
+# min(k, matching): a user with 3 memories gets 3; a filter that keeps 2 gives 2.
+q $C r "SELECT count(*) FROM memori_store_batch(ARRAY['tiny one', 'tiny two', 'tiny three'], 'rule', user_id => 'tiny')" >/dev/null
+q $C r "SELECT memori_store('tiny four', 'entity', tags => ARRAY['x'], user_id => 'tiny')" >/dev/null
+q $C r "SELECT memori_store('tiny five', 'entity', tags => ARRAY['x'], user_id => 'tiny')" >/dev/null
+tenant() {
+  "$BIN/psql" -h "$(sock $C)" -p "$(port $C)" -U ret_app -d r -X -qAt -v ON_ERROR_STOP=1 \
+    -c "BEGIN" -c "SET LOCAL memori.user_id = 'tiny'" -c "$1" -c "COMMIT"
+}
+check "k => 10 for a user with 5 memories: 5 rows in every mode" "5 5" \
+  "$(tenant "SELECT (SELECT count(*) FROM memori_search('anything', k => 10, mode => 'vector')) || ' ' || (SELECT count(*) FROM memori_search('anything', k => 10, mode => 'hybrid'))")"
+check "a tag filter keeping 2 of 5: 2 rows" "2" \
+  "$(tenant "SELECT count(*) FROM memori_search('anything', k => 10, tags => ARRAY['x'])")"
+check "text mode finds by word: 1 row" "tiny three" \
+  "$(tenant "SELECT content FROM memori_search('three', mode => 'text')")"
+
+finish
