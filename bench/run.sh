@@ -31,13 +31,17 @@ sleep 0.5
 psql() { "$BIN/psql" -h "$DIR" -p "$PORT" -U postgres -X -q "$@"; }
 psql -d postgres -c "CREATE DATABASE bench"
 psql -d bench -v ON_ERROR_STOP=1 -v mock="http://127.0.0.1:$MOCK_PORT/v1" -f "$here/bench/bench.sql"
-# Searches, one transaction each (the query's embedding is cached, so this is the search itself).
-for user in user7 big; do
-  echo "SELECT count(*) FROM memori_search('what does the user prefer?', k => 10, user_id => '$user');" > "$DIR/search.sql"
-  lat=$("$BIN/pgbench" -h "$DIR" -p "$PORT" -U postgres -n -c 1 -t 500 -f "$DIR/search.sql" bench 2>/dev/null \
+# Searches, one transaction each (the query's embedding is cached, so this is the search itself):
+# each mode for a small and a large user, and the large one through the HNSW index too.
+search() {  # USER MODE SETTINGS LABEL
+  { echo "$3"; echo "SELECT count(*) FROM memori_search('what does the user prefer for orders.customer_id?', k => 10, user_id => '$1', mode => '$2');"; } > "$DIR/search.sql"
+  lat=$("$BIN/pgbench" -h "$DIR" -p "$PORT" -U postgres -n -c 1 -t 300 -f "$DIR/search.sql" bench 2>/dev/null \
         | awk '/latency average/ {print $4}')
-  case $user in
-    user7) echo "search, k=10, a user with 100 of 40000 memories: $lat ms per search (pgbench, one transaction each)" ;;
-    big) echo "search, k=10, a user with 20000 of 40000 memories: $lat ms per search (pgbench, one transaction each)" ;;
-  esac
+  echo "search, k=10, $4, mode $2: $lat ms per search (pgbench, one transaction each)"
+}
+for mode in vector hybrid text; do
+  search user7 $mode "" "a user with 100 of 40000 memories (exact)"
+  search big $mode "" "a user with 20000 of 40000 memories (exact)"
+  search big $mode "SET memori.exact_search_rows = 0;" "a user with 20000 of 40000 memories (HNSW, ef_search 1000)"
 done
+search big vector "SET memori.exact_search_rows = 0; SET memori.hnsw_ef_search = 200;" "a user with 20000 of 40000 memories (HNSW, ef_search 200)"

@@ -120,4 +120,78 @@ check "a tag filter keeping 2 of 5: 2 rows" "2" \
 check "text mode finds by word: 1 row" "tiny three" \
   "$(tenant "SELECT content FROM memori_search('three', mode => 'text')")"
 
+# --- Real text: the local model (all-MiniLM-L6-v2) on 12,200 varied sentences ----------------
+# 100 users with 22 each, 'big' with 10,000; 20 questions; recall@10 against an exact scan.
+q $C postgres "CREATE DATABASE t"
+qf $C t <<'SQL' >/dev/null
+CREATE EXTENSION memori CASCADE;
+SELECT memori_grant('ret_app', 'app');
+-- Sentences from word lists, each index stepped by a different prime: 10 x 10 x 40 x 30
+-- combinations.
+CREATE FUNCTION public.sentence(g int) RETURNS text LANGUAGE sql IMMUTABLE AS $f$
+SELECT (ARRAY['The user', 'Our analyst', 'The finance team', 'The CTO', 'Marketing', 'The data team',
+              'Support', 'The CEO', 'The new intern', 'Sales'])[1 + g % 10] || ' ' ||
+       (ARRAY['prefers', 'wants', 'asked for', 'dislikes', 'needs', 'reviewed', 'approved', 'rejected',
+              'mentioned', 'requested'])[1 + (g / 10) % 10] || ' ' ||
+       (ARRAY['weekly revenue reports', 'CTEs instead of subqueries', 'dashboards in Metabase',
+              'tables partitioned by month', 'explicit JOIN syntax', 'churn predictions', 'a cohort analysis',
+              'invoices grouped by region', 'the refunds backlog', 'query plans with EXPLAIN ANALYZE',
+              'a data dictionary', 'indexes on foreign keys', 'daily active users', 'customer lifetime value',
+              'the marketing attribution model', 'a budget forecast', 'late shipments by carrier',
+              'a materialized view for sales', 'row level security', 'the on-call runbook',
+              'anonymised exports', 'slow query alerts', 'a star schema', 'window functions',
+              'the inventory snapshot', 'A/B test results', 'support ticket volume', 'a funnel chart',
+              'payroll totals', 'the NPS survey', 'backups tested monthly', 'timezone-aware timestamps',
+              'a pivot table of orders', 'fraud alerts over 800', 'the product catalogue', 'median prices',
+              'vacuum settings', 'the GDPR erase request', 'supplier lead times', 'the sales pipeline'])[1 + (g * 7) % 40] || ' ' ||
+       (ARRAY['for the Berlin office', 'before the quarterly review', 'every Monday', 'in the new warehouse',
+              'for the board meeting', 'after the migration', 'for the mobile app', 'during the audit',
+              'for the Paris launch', 'by the end of the month', 'in Snowflake', 'in PostgreSQL',
+              'for the holiday season', 'with the finance team', 'for the investors', 'in the staging database',
+              'for customer success', 'in plain English', 'with charts', 'as a CSV export',
+              'for the APAC region', 'for the weekly standup', 'in the data lake', 'for the new hires',
+              'with a summary', 'for compliance', 'in dbt', 'for the API team', 'in Looker', 'on Slack'])[1 + (g * 13) % 30]
+$f$;
+SELECT count(*) FROM generate_series(0, 99) u,
+  LATERAL memori_store_batch(ARRAY(SELECT public.sentence(u * 22 + g) FROM generate_series(1, 22) g), 'long_term', user_id => 'small' || u);
+SELECT count(*) FROM generate_series(0, 9) b,
+  LATERAL memori_store_batch(ARRAY(SELECT public.sentence(5000 + b * 1000 + g) FROM generate_series(1, 1000) g), 'long_term', user_id => 'big');
+ANALYZE memori_memories;
+CREATE TABLE public.questions AS
+SELECT g AS q, 'What did they say about ' || (ARRAY['revenue reports', 'subqueries', 'Metabase', 'partitioning',
+        'joins', 'churn', 'cohorts', 'regional invoices', 'refunds', 'query plans', 'the data dictionary',
+        'foreign key indexes', 'active users', 'lifetime value', 'attribution', 'forecasts', 'late deliveries',
+        'materialized views', 'security policies', 'the runbook'])[g] || '?' AS text
+  FROM generate_series(1, 20) g;
+CREATE TABLE public.exact (u text, q int, memory_id uuid);
+INSERT INTO public.exact
+SELECT u, qs.q, n.memory_id FROM unnest(ARRAY['small7', 'big']) u, public.questions qs,
+  LATERAL (SELECT memory_id FROM memori_memories m WHERE m.user_id = u
+            ORDER BY m.embedding <=> memori_embed(qs.text) LIMIT 10) n;
+GRANT SELECT ON public.exact, public.questions TO ret_app;
+SQL
+check "12,200 sentences embedded by the local model" "12200" "$(q $C t "SELECT count(*) FROM memori_memories")"
+text_recall() {
+  "$BIN/psql" -h "$(sock $C)" -p "$(port $C)" -U ret_app -d t -X -qAt -v ON_ERROR_STOP=1 <<SQL
+CREATE TEMP TABLE got (u text, q int, memory_id uuid);
+$1
+$(for u in small7 big; do echo "BEGIN; SET LOCAL memori.user_id = '$u';
+INSERT INTO got SELECT '$u', qs.q, s.memory_id FROM public.questions qs,
+  LATERAL memori_search(qs.text, k => 10, mode => 'vector') s;
+COMMIT;"; done)
+SELECT string_agg(r::text, ' ' ORDER BY o) FROM (
+  SELECT e.u, array_position(ARRAY['small7', 'big'], e.u) AS o,
+         round(count(g.memory_id)::numeric / count(*), 3) AS r
+    FROM public.exact e LEFT JOIN got g USING (u, q, memory_id) GROUP BY e.u) s;
+SQL
+}
+got=$(text_recall "")
+echo "# real text, recall@10 with default settings (small7 big): $got"
+check_true "real text: recall@10 >= 0.98 with default settings, for 22 and 10,000 memories ($got)" \
+  awk -v r="$got" 'BEGIN { split(r, a, " "); exit !(a[1] >= 0.98 && a[2] >= 0.98) }'
+got=$(text_recall "SET memori.exact_search_rows = 0;")
+echo "# real text, recall@10 through the HNSW index (small7 big): $got"
+got=$(text_recall "SET memori.exact_search_rows = 0; SET memori.hnsw_ef_search = 200;")
+echo "# real text, recall@10 through the HNSW index at ef_search 200 (small7 big): $got"
+
 finish
