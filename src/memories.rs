@@ -137,8 +137,9 @@ fn triple(metadata: &JsonB) -> Option<[String; 3]> {
     Some([get("subject")?, get("predicate")?, get("object")?])
 }
 
-/// The SQL of a memory's full-text document from parameter `$n` (content), or NULL when this
-/// database has no full-text search yet (not updated to 0.3.0).
+/// The SQL of a memory's full-text document from parameter `$n` (content) and `$T` (the text
+/// search configuration), or nothing when this database has no full-text search yet (not
+/// updated to 0.3.0).
 fn document_sql(n: usize, with_text: bool) -> String {
     if with_text {
         format!("memori_text_document(${n}::text, $T::text::regconfig)")

@@ -151,19 +151,17 @@ fn set_for_query(name: &std::ffi::CStr, value: &str) {
     }
 }
 
-/// Whether the user has more than memori.exact_search_rows memories (an index-only count that
-/// stops one row past the limit).
-fn scope_is_large(user: &str) -> Result<bool> {
-    let limit = gucs::exact_search_rows();
-    if limit == 0 {
-        return Ok(true);
-    }
-    let n = crate::errors::read_one::<i64>(
+/// How many memories the user has, counted up to MAX_COUNTED (an index-only count of the user
+/// index: about 1 ms for 20,000). It chooses the vector path and is the N of the text score's
+/// inverse document frequencies.
+pub const MAX_COUNTED: i64 = 1_000_000;
+
+pub fn user_rows(user: &str) -> Result<i64> {
+    Ok(crate::errors::read_one::<i64>(
         "SELECT count(*) FROM (SELECT 1 FROM memori_memories m WHERE m.user_id::text = $1::text LIMIT $2) s",
-        &[user.into(), (limit + 1).into()],
+        &[user.into(), MAX_COUNTED.into()],
     )?
-    .unwrap_or(0);
-    Ok(n > limit)
+    .unwrap_or(0))
 }
 
 /// The `limit` memories in scope nearest to `vector`, nearest first, with their similarity:
@@ -172,6 +170,7 @@ fn scope_is_large(user: &str) -> Result<bool> {
 /// for instance when other users' rows crowd the query's neighbourhood).
 pub fn vector_candidates(
     q: &Query,
+    user_rows: i64,
     label: &str,
     vector: &[f32],
     limit: i32,
@@ -184,7 +183,7 @@ pub fn vector_candidates(
         a.push((limit as i64).into());
         a
     };
-    if !scope_is_large(&q.user)? {
+    if user_rows <= gucs::exact_search_rows() {
         return Ok((id_scores(&vector_sql(q, dims, true), &args())?, Path::Exact));
     }
     // SAFETY: opens a GUC nest level that is closed below (or by transaction abort on error).
@@ -225,13 +224,15 @@ pub fn text_terms(query: &str) -> Result<Vec<String>> {
 }
 
 /// The `limit` memories in scope best matching the query's terms, best first, with a BM25-style
-/// score in (0, 1]: the inverse document frequencies (among the memories in scope) of the query
-/// terms a memory holds, over those of all the query's terms. Memories are short, so term
+/// score in (0, 1]: the inverse document frequencies of the query terms a memory holds, over
+/// those of all the query's terms (N: the user's memories; a term's frequency: its matches in
+/// scope). Memories are short, so term
 /// frequency and length are left out. Identifier tokens are rare, so they weigh most; a memory
 /// sharing one common word with a long question scores low. `same_model` keeps only
 /// memories embedded like the query (hybrid mode: $7 label, width `dims`).
 pub fn text_candidates(
     q: &Query,
+    user_rows: i64,
     terms: &[String],
     limit: i32,
     same_model: Option<(&str, usize)>,
@@ -243,10 +244,14 @@ pub fn text_candidates(
     let mut args = scope_args(q);
     args.push(terms.to_vec().into());
     args.push((limit as i64).into());
-    if let Some((label, dims)) = same_model {
+    // $7: N, the user's memories (the matches of a term in scope are never more).
+    if let Some((_, dims)) = same_model {
         filters.push_str(&format!(
-            "\n               AND m.embedding_model = $7::text AND m.embedding_dims = {dims}"
+            "\n               AND m.embedding_model = $8::text AND m.embedding_dims = {dims}"
         ));
+    }
+    args.insert(6, (user_rows as f64).into());
+    if let Some((label, _)) = same_model {
         args.push(label.to_string().into());
     }
     let sql = format!(
@@ -255,11 +260,10 @@ pub fn text_candidates(
                 SELECT m.id, terms.t::text AS t
                   FROM terms JOIN memori_memories m ON m.content_tsv OPERATOR(pg_catalog.@@) terms.t
                  WHERE {filters}),
-              scope AS (SELECT count(*)::float8 AS n FROM memori_memories m WHERE {filters}),
               idf AS (SELECT terms.t::text AS t,
-                             pg_catalog.ln(1::float8 + (s.n - coalesce(d.n, 0::float8) + 0.5::float8)
+                             pg_catalog.ln(1::float8 + (greatest($7::float8, coalesce(d.n, 0::float8)) - coalesce(d.n, 0::float8) + 0.5::float8)
                                                        / (coalesce(d.n, 0::float8) + 0.5::float8)) AS w
-                        FROM terms CROSS JOIN scope s
+                        FROM terms
                         LEFT JOIN (SELECT h.t, count(*)::float8 AS n FROM hits h GROUP BY h.t) d
                                ON d.t OPERATOR(pg_catalog.=) terms.t::text),
               total AS (SELECT sum(idf.w) AS w FROM idf)
@@ -449,8 +453,9 @@ pub fn find(q: &Query, query_text: &str) -> Result<Outcome> {
         let (target, mut batch) = embed_texts(&[query_text])?;
         Some((target.label(), batch.vectors.remove(0)))
     };
+    let n = user_rows(&q.user)?;
     let (vector_hits, path) = match &embedded {
-        Some((label, v)) => vector_candidates(q, label, v, limit)?,
+        Some((label, v)) => vector_candidates(q, n, label, v, limit)?,
         None => (Vec::new(), Path::None),
     };
     let text_hits = if q.mode == SearchMode::Vector {
@@ -458,7 +463,7 @@ pub fn find(q: &Query, query_text: &str) -> Result<Outcome> {
     } else {
         let terms = text_terms(query_text)?;
         let same_model = embedded.as_ref().map(|(l, v)| (l.as_str(), v.len()));
-        text_candidates(q, &terms, limit, same_model)?
+        text_candidates(q, n, &terms, limit, same_model)?
     };
     let mut ids: Vec<i64> = vector_hits.iter().map(|h| h.0).collect();
     for (id, _) in &text_hits {

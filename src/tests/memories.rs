@@ -426,10 +426,10 @@ mod tests {
         let q = crate::search::query(Some(10), None, None, None, None, None, None, Some("vector")).unwrap();
         let label = crate::embedding::Target::current().label();
         let (_, batch) = crate::embedding::embed_texts(&["query"]).unwrap();
-        let (hits, path) = crate::search::vector_candidates(&q, &label, &batch.vectors[0], 40).unwrap();
+        let (hits, path) = crate::search::vector_candidates(&q, crate::search::user_rows("big").unwrap(), &label, &batch.vectors[0], 40).unwrap();
         assert_eq!((hits.len(), path), (40, crate::search::Path::Exact));
         run("SET LOCAL memori.exact_search_rows = 1000");
-        let (hits, path) = crate::search::vector_candidates(&q, &label, &batch.vectors[0], 40).unwrap();
+        let (hits, path) = crate::search::vector_candidates(&q, crate::search::user_rows("big").unwrap(), &label, &batch.vectors[0], 40).unwrap();
         assert_eq!((hits.len(), path), (40, crate::search::Path::Index));
         let sql = crate::search::vector_sql(&q, 384, false);
         let args: Vec<pgrx::datum::DatumWithOid> = vec![
