@@ -58,7 +58,7 @@ SELECT u, c, 'long_term', e, 'local/all-MiniLM-L6-v2', memori_text_document(c, '
                'synthetic memory ' || g || CASE WHEN g % 20 = 0 THEN ' about orders.customer_id' ELSE ' about table t' || (g % 500) END AS c,
                (SELECT l2_normalize(array_agg(random() - 0.5)::real[]::vector) FROM generate_series(1, 384) WHERE g > 0) AS e
           FROM generate_series(1, 40000) g) s;
-ANALYZE memori_memories;
+VACUUM ANALYZE memori_memories;
 SET memori.embedding_cache_ttl = 3600;
 SELECT memori_embed('what does the user prefer for orders.customer_id?') IS NOT NULL AS query_cached;
 -- The searches themselves run from pgbench (bench/run.sh), one transaction each, as an

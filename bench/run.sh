@@ -45,3 +45,12 @@ for mode in vector hybrid text; do
   search big $mode "SET memori.exact_search_rows = 0;" "a user with 20000 of 40000 memories (HNSW, ef_search 1000)"
 done
 search big vector "SET memori.exact_search_rows = 0; SET memori.hnsw_ef_search = 200;" "a user with 20000 of 40000 memories (HNSW, ef_search 200)"
+# As a tenant: an app role naming the end user in each transaction, under row-level security.
+psql -d bench -c "CREATE ROLE bench_app LOGIN" -c "SELECT memori_grant('bench_app', 'app')" >/dev/null
+for user in user7 big; do
+  printf '%s\n' "BEGIN;" "SET LOCAL memori.user_id = '$user';" \
+    "SELECT count(*) FROM memori_search('what does the user prefer for orders.customer_id?', k => 10);" "COMMIT;" > "$DIR/search.sql"
+  lat=$("$BIN/pgbench" -h "$DIR" -p "$PORT" -U bench_app -n -c 1 -t 300 -f "$DIR/search.sql" bench 2>/dev/null \
+        | awk '/latency average/ {print $4}')
+  echo "search as an app role (RLS), k=10, default settings (hybrid), user $user: $lat ms per search"
+done

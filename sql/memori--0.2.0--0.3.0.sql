@@ -37,7 +37,7 @@ GRANT EXECUTE ON FUNCTION memori_text_document(text, regconfig), memori_identifi
 UPDATE memori_memories
    SET content_tsv = memori_text_document(content,
          coalesce(pg_catalog.current_setting('memori.text_search_config', true), 'english')::regconfig);
-CREATE INDEX idx_memori_mem_content_tsv ON memori_memories USING gin (content_tsv);
+CREATE INDEX idx_memori_mem_content_tsv ON memori_memories USING gin (content_tsv) WITH (fastupdate = off);
 
 -- Numeric parameters are double precision (drivers send a float as float8), and memori_search
 -- has mode and explain. The old signatures go; the library keeps their symbols for databases

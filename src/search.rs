@@ -225,11 +225,11 @@ pub fn text_terms(query: &str) -> Result<Vec<String>> {
 
 /// The `limit` memories in scope best matching the query's terms, best first, with a BM25-style
 /// score in (0, 1]: the inverse document frequencies of the query terms a memory holds, over
-/// those of all the query's terms (N: the user's memories; a term's frequency: its matches in
-/// scope). Memories are short, so term
-/// frequency and length are left out. Identifier tokens are rare, so they weigh most; a memory
-/// sharing one common word with a long question scores low. `same_model` keeps only
-/// memories embedded like the query (hybrid mode: $7 label, width `dims`).
+/// those of all the query's terms (N: the user's memories, `user_rows`; a term's frequency: its
+/// matches in scope). Memories are short, so term frequency and length are left out.
+/// Identifier tokens are rare, so they weigh most; a memory sharing one common word with a
+/// long question scores low. `same_model` keeps only memories embedded like the query (hybrid
+/// mode: label and width).
 pub fn text_candidates(
     q: &Query,
     user_rows: i64,
@@ -241,17 +241,15 @@ pub fn text_candidates(
         return Ok(Vec::new());
     }
     let mut filters = scope_filters(q);
+    // $5 terms, $6 limit, $7 N, $8 the model's label.
     let mut args = scope_args(q);
     args.push(terms.to_vec().into());
     args.push((limit as i64).into());
-    // $7: N, the user's memories (the matches of a term in scope are never more).
-    if let Some((_, dims)) = same_model {
+    args.push((user_rows as f64).into());
+    if let Some((label, dims)) = same_model {
         filters.push_str(&format!(
             "\n               AND m.embedding_model = $8::text AND m.embedding_dims = {dims}"
         ));
-    }
-    args.insert(6, (user_rows as f64).into());
-    if let Some((label, _)) = same_model {
         args.push(label.to_string().into());
     }
     let sql = format!(

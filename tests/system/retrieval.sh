@@ -92,14 +92,16 @@ BEGIN;
 SET LOCAL memori.user_id = 'mid';
 $1
 SELECT count(*) || ' ' || count(*) FILTER (WHERE memory_id IN (SELECT memory_id FROM public.exact WHERE u = 'mid' AND q = 3))
-  FROM memori_search('question 3', k => 10, mode => '${2:-vector}');
+       || ' ' || min(explain->>'vector_path')
+  FROM memori_search('question 3', k => 10, mode => '${2:-vector}', explain => true);
 COMMIT;
 SQL
 }
-check "crowded by another tenant: 10 rows, the exact 10 (default settings)" "10 10" "$(crowded "")"
+check "crowded by another tenant: 10 rows, the exact 10 (default settings: exact)" "10 10 exact" "$(crowded "")"
 got=$(crowded "SET LOCAL memori.exact_search_rows = 0;")
-echo "# crowded, through the index: rows, of which exact: $got"
+echo "# crowded, through the index: rows, of which exact, path: $got"
 check "crowded, through the index: 10 rows" "10" "${got%% *}"
+check_true "crowded, through the index: the index path was taken ($got)" grep -qE ' index(\+exact)?$' <<< "$got"
 got=$(crowded "SET LOCAL memori.exact_search_rows = 0; SET LOCAL hnsw.max_scan_tuples = 50; SET LOCAL hnsw.ef_search = 1;")
 check "crowded, through the index with the caller's hnsw.max_scan_tuples = 50 and ef_search = 1: 10 rows" "10" "${got%% *}"
 got=$(crowded "SET LOCAL memori.exact_search_rows = 0;" hybrid)

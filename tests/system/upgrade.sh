@@ -57,6 +57,13 @@ SELECT count(*) FROM memori_store_batch(ARRAY(SELECT 'note ' || g || ' on table 
                                         'long_term', user_id => 'upgrade_alice');
 UPDATE memori_memories SET is_archived = true WHERE content = 'note 7 on table t7';
 SQL
+  # Searches and context with the new library against the old SQL (legacy entry points).
+  check "$old with the new library: search works before the update" "User prefers JOINs over subqueries" \
+    "$(q $C "$db" "SELECT content FROM memori_search('How should SQL be written?', k => 1, user_id => 'upgrade_alice')")"
+  check "$old with the new library: context works before the update" "t" \
+    "$(q $C "$db" "SELECT position('JOINs' IN memori_context('How should SQL be written?', user_id => 'upgrade_alice')) > 0")"
+  check "$old with the new library: update works before the update" "t" \
+    "$(q $C "$db" "SET memori.user_id = 'upgrade_alice'; SELECT memori_update(memory_id, importance => 0.7) FROM memori_memories WHERE content = 'note 9 on table t9'")"
   before=$(kept $C "$db")
   q $C "$db" "ALTER EXTENSION memori UPDATE"
   check "$old -> $current: the version moves on" "$current" "$(q $C "$db" "SELECT extversion FROM pg_extension WHERE extname = 'memori'")"
