@@ -513,7 +513,7 @@ pub fn explain(mode: SearchMode, path: Path, r: &Ranked) -> JsonB {
         "similarity": r.similarity,
         "text_score": r.text_score,
         "relevance": r.relevance,
-        "importance": r.importance,
+        "importance": (r.importance * 1e6).round() / 1e6,
         "recency": r.recency,
         "score": r.score,
     }))
