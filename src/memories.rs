@@ -390,11 +390,16 @@ pub fn store_texts(
         })
         .collect();
     if !merged.is_empty() {
+        // At most 10 named: a batch of thousands must not make a message of thousands of ids.
+        let more = match merged.len().saturating_sub(10) {
+            0 => String::new(),
+            n => format!(" and {n} more"),
+        };
         pgrx::notice!(
-            "memori: {} of {} memories merged into near-duplicates, which took the new content: {}",
+            "memori: {} of {} memories merged into near-duplicates, which took the new content: {}{more}",
             merged.len(),
             texts.len(),
-            merged.join(", ")
+            merged[..merged.len().min(10)].join(", ")
         );
     }
     Ok(written.into_iter().map(|(id, _)| id).collect())

@@ -46,39 +46,43 @@ echo "# stored in $(( $(date +%s) - start )) s"
 
 # The exact 10 nearest of every (user, query), computed without any index, readable by the app.
 qf $C r <<'SQL' >/dev/null
+CREATE TABLE public.questions AS SELECT g AS q, 'question ' || g AS text FROM generate_series(1, 20) g;
 CREATE TABLE public.exact (u text, q int, memory_id uuid);
 INSERT INTO public.exact
-SELECT u, g, n.memory_id FROM unnest(ARRAY['small7', 'mid', 'big']) u, generate_series(1, 20) g,
+SELECT u, qs.q, n.memory_id FROM unnest(ARRAY['small7', 'mid', 'big']) u, public.questions qs,
   LATERAL (SELECT memory_id FROM memori_memories m WHERE m.user_id = u
-            ORDER BY m.embedding <=> memori_embed('question ' || g) LIMIT 10) n;
-GRANT SELECT ON public.exact TO ret_app;
+            ORDER BY m.embedding <=> memori_embed(qs.text) LIMIT 10) n;
+GRANT SELECT ON public.exact, public.questions TO ret_app;
 SQL
 
-# recall SETTINGS: mean recall@10 of the app's searches (vector mode) over 20 questions for each
-# of small7, mid and big, as "small mid big".
+# recall DB "USERS" SETTINGS: for each user, the mean recall@10 of the app's searches (vector
+# mode) over public.questions against public.exact, space-separated in the order given.
 recall() {
-  "$BIN/psql" -h "$(sock $C)" -p "$(port $C)" -U ret_app -d r -X -qAt -v ON_ERROR_STOP=1 <<SQL
+  "$BIN/psql" -h "$(sock $C)" -p "$(port $C)" -U ret_app -d "$1" -X -qAt -v ON_ERROR_STOP=1 <<SQL
 CREATE TEMP TABLE got (u text, q int, memory_id uuid);
-$1
-$(for u in small7 mid big; do echo "BEGIN; SET LOCAL memori.user_id = '$u';
-INSERT INTO got SELECT '$u', g, s.memory_id FROM generate_series(1, 20) g,
-  LATERAL memori_search('question ' || g, k => 10, mode => 'vector') s;
+$3
+$(for u in $2; do echo "BEGIN; SET LOCAL memori.user_id = '$u';
+INSERT INTO got SELECT '$u', qs.q, s.memory_id FROM public.questions qs,
+  LATERAL memori_search(qs.text, k => 10, mode => 'vector') s;
 COMMIT;"; done)
 SELECT string_agg(r::text, ' ' ORDER BY o) FROM (
-  SELECT e.u, array_position(ARRAY['small7', 'mid', 'big'], e.u) AS o,
+  SELECT e.u, array_position(string_to_array('$2', ' '), e.u) AS o,
          round(count(g.memory_id)::numeric / count(*), 3) AS r
-    FROM public.exact e LEFT JOIN got g USING (u, q, memory_id) GROUP BY e.u) s;
+    FROM public.exact e LEFT JOIN got g USING (u, q, memory_id)
+   WHERE e.u = ANY (string_to_array('$2', ' ')) GROUP BY e.u) s;
 SQL
 }
 
-got=$(recall "")
+got=$(recall r "small7 mid big" "")
 echo "# recall@10 with default settings (small7 mid big): $got"
 check_true "recall@10 >= 0.95 with default settings, for 50, 200 and 10,000 memories ($got)" \
   awk -v r="$got" 'BEGIN { split(r, a, " "); exit !(a[1] >= 0.95 && a[2] >= 0.95 && a[3] >= 0.95) }'
-got=$(recall "SET memori.exact_search_rows = 0;")
+got=$(recall r "small7 mid big" "SET memori.exact_search_rows = 0;")
 echo "# recall@10 through the HNSW index, exact_search_rows = 0 (small7 mid big): $got"
 check_true "recall@10 >= 0.90 through the index (hnsw_ef_search 1000; $got)" \
   awk -v r="$got" 'BEGIN { split(r, a, " "); exit !(a[1] >= 0.90 && a[2] >= 0.90 && a[3] >= 0.90) }'
+got=$(recall r "big" "SET memori.exact_search_rows = 0; SET memori.hnsw_ef_search = 200;")
+echo "# recall@10 through the HNSW index at ef_search 200 (big): $got"
 
 # Crowding: another tenant stores 4,000 near-copies of the question's vector. The victim
 # ('mid', 200 memories) still gets 10 rows, through the index and with a caller's tiny scan
@@ -173,27 +177,13 @@ SELECT u, qs.q, n.memory_id FROM unnest(ARRAY['small7', 'big']) u, public.questi
 GRANT SELECT ON public.exact, public.questions TO ret_app;
 SQL
 check "12,200 sentences embedded by the local model" "12200" "$(q $C t "SELECT count(*) FROM memori_memories")"
-text_recall() {
-  "$BIN/psql" -h "$(sock $C)" -p "$(port $C)" -U ret_app -d t -X -qAt -v ON_ERROR_STOP=1 <<SQL
-CREATE TEMP TABLE got (u text, q int, memory_id uuid);
-$1
-$(for u in small7 big; do echo "BEGIN; SET LOCAL memori.user_id = '$u';
-INSERT INTO got SELECT '$u', qs.q, s.memory_id FROM public.questions qs,
-  LATERAL memori_search(qs.text, k => 10, mode => 'vector') s;
-COMMIT;"; done)
-SELECT string_agg(r::text, ' ' ORDER BY o) FROM (
-  SELECT e.u, array_position(ARRAY['small7', 'big'], e.u) AS o,
-         round(count(g.memory_id)::numeric / count(*), 3) AS r
-    FROM public.exact e LEFT JOIN got g USING (u, q, memory_id) GROUP BY e.u) s;
-SQL
-}
-got=$(text_recall "")
+got=$(recall t "small7 big" "")
 echo "# real text, recall@10 with default settings (small7 big): $got"
 check_true "real text: recall@10 >= 0.98 with default settings, for 22 and 10,000 memories ($got)" \
   awk -v r="$got" 'BEGIN { split(r, a, " "); exit !(a[1] >= 0.98 && a[2] >= 0.98) }'
-got=$(text_recall "SET memori.exact_search_rows = 0;")
+got=$(recall t "small7 big" "SET memori.exact_search_rows = 0;")
 echo "# real text, recall@10 through the HNSW index (small7 big): $got"
-got=$(text_recall "SET memori.exact_search_rows = 0; SET memori.hnsw_ef_search = 200;")
+got=$(recall t "small7 big" "SET memori.exact_search_rows = 0; SET memori.hnsw_ef_search = 200;")
 echo "# real text, recall@10 through the HNSW index at ef_search 200 (small7 big): $got"
 
 finish
