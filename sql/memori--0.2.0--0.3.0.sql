@@ -185,3 +185,94 @@ BEGIN
     END LOOP;
 END;
 $$;
+
+CREATE  FUNCTION "memori_import"(
+	"lines" jsonb[], /* :: std :: option :: Option < Vec < Option < JsonB > > > */
+	"user_id" TEXT DEFAULT NULL /* Option < & str > */
+) RETURNS TABLE (
+	"conversations" bigint,  /* i64 */
+	"memories" bigint,  /* i64 */
+	"reembedded" bigint  /* i64 */
+)
+VOLATILE PARALLEL UNSAFE
+SET search_path TO pg_catalog, @extschema@, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'memori_import_wrapper';
+
+-- One end user's data as a whole (README "Erasing and exporting a user"): the DBA's functions.
+CREATE FUNCTION memori_export(user_id text, include_embeddings boolean DEFAULT false) RETURNS SETOF jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, @extschema@, pg_temp
+AS $$
+SELECT s.line FROM (
+    SELECT 0 AS part, 0::bigint AS id,
+           pg_catalog.jsonb_build_object('kind', 'memori_export', 'format', 1, 'user_id', $1,
+               'exported_at', pg_catalog.now(),
+               'version', (SELECT e.extversion FROM pg_catalog.pg_extension e
+                            WHERE e.extname OPERATOR(pg_catalog.=) 'memori'::name)) AS line
+    UNION ALL
+    SELECT 1, c.id,
+           pg_catalog.jsonb_build_object('kind', 'conversation', 'conversation_id', c.conversation_id,
+               'title', c.title, 'metadata', c.metadata, 'data_source_id', c.data_source_id,
+               'is_active', c.is_active, 'created_at', c.created_at, 'updated_at', c.updated_at,
+               'last_activity_at', c.last_activity_at)
+      FROM @extschema@.memori_conversations c
+     WHERE c.user_id::text = $1::text
+    UNION ALL
+    SELECT 2, m.id,
+           pg_catalog.jsonb_build_object('kind', 'memory', 'memory_id', m.memory_id,
+               'conversation_id', m.conversation_id, 'content', m.content, 'memory_type', m.memory_type,
+               'importance', m.importance_score, 'access_count', m.access_count,
+               'last_accessed_at', m.last_accessed_at, 'context_tags', m.context_tags,
+               'related_entities', m.related_entities, 'metadata', m.metadata, 'expires_at', m.expires_at,
+               'is_archived', m.is_archived, 'created_at', m.created_at, 'updated_at', m.updated_at,
+               'embedding_model', m.embedding_model)
+           OPERATOR(pg_catalog.||)
+           CASE WHEN $2 AND m.embedding IS NOT NULL
+                THEN pg_catalog.jsonb_build_object('embedding', m.embedding::text::jsonb)
+                ELSE '{}'::jsonb END
+      FROM @extschema@.memori_memories m
+     WHERE m.user_id::text = $1::text) s
+ ORDER BY s.part, s.id
+$$;
+COMMENT ON FUNCTION memori_export(text, boolean) IS
+    'memori: one user''s memories and conversations as JSON lines (a header, then one object per conversation and per memory; embeddings when include_embeddings), for memori_import() here or in another database.';
+
+CREATE FUNCTION memori_erase_user(user_id text)
+RETURNS TABLE(memories bigint, conversations bigint, cache_entries bigint)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, @extschema@, pg_temp
+AS $$
+DECLARE
+    who text := pg_catalog.btrim(memori_erase_user.user_id);
+    m bigint;
+    c bigint;
+    e bigint;
+BEGIN
+    IF who IS NULL THEN
+        RAISE EXCEPTION 'memori: user_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    ELSIF who OPERATOR(pg_catalog.=) ''::text THEN
+        RAISE EXCEPTION 'memori: user_id must not be empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- The cache holds no text, only SHA-256 digests: drop the entries of this user's texts.
+    DELETE FROM @extschema@.memori_embedding_cache k
+     WHERE k.text_sha256 OPERATOR(pg_catalog.=) ANY (
+           ARRAY(SELECT pg_catalog.sha256(pg_catalog.convert_to(x.content, 'UTF8'))
+                   FROM @extschema@.memori_memories x WHERE x.user_id::text = who));
+    GET DIAGNOSTICS e = ROW_COUNT;
+    DELETE FROM @extschema@.memori_memories x WHERE x.user_id::text = who;
+    GET DIAGNOSTICS m = ROW_COUNT;
+    DELETE FROM @extschema@.memori_conversations x WHERE x.user_id::text = who;
+    GET DIAGNOSTICS c = ROW_COUNT;
+    DELETE FROM @extschema@.memori_store_locks x WHERE x.user_id OPERATOR(pg_catalog.=) who;
+    RETURN QUERY SELECT m, c, e;
+END;
+$$;
+COMMENT ON FUNCTION memori_erase_user(text) IS
+    'memori: deletes every memory and conversation of one user and the cached embeddings of their texts (a GDPR erasure) and returns the counts; backups and WAL keep what they hold until they expire.';
+COMMENT ON FUNCTION memori_import(jsonb[], text) IS
+    'memori: loads the rows memori_export() returned (default user: the one the export names), keeping ids, timestamps and counters; memories embedded by another model, or exported without embeddings, are embedded again. All or nothing.';
+
+-- The DBA's: nobody else may run them.
+REVOKE EXECUTE ON FUNCTION memori_import(jsonb[], text), memori_export(text, boolean), memori_erase_user(text)
+    FROM PUBLIC;

@@ -17,6 +17,7 @@ mod memories;
 mod search;
 mod text;
 mod user;
+mod userdata;
 mod vector;
 mod worker;
 

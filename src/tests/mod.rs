@@ -10,3 +10,4 @@ mod lifecycle;
 mod memories;
 mod robustness;
 mod schema;
+mod userdata;

@@ -71,6 +71,8 @@ pub fn state(code: &str) -> &'static str {
         "57014" => "ERRCODE_QUERY_CANCELED",
         "42501" => "ERRCODE_INSUFFICIENT_PRIVILEGE",
         "23503" => "ERRCODE_FOREIGN_KEY_VIOLATION",
+        "23505" => "ERRCODE_UNIQUE_VIOLATION",
+        "23514" => "ERRCODE_CHECK_VIOLATION",
         other => panic!("add {other} to support::state"),
     }
 }

@@ -16,6 +16,25 @@ PASSED=$((PASSED + $(grep -c '^ok - ' <<< "$out" || true)))
 FAILED=$((FAILED + $(grep -c '^FAILED - ' <<< "$out" || true)))
 grep -q '^ok - a merge raises a NOTICE' <<< "$out" || { echo "FAILED - psycopg_numbers.py stopped early"; FAILED=$((FAILED + 1)); }
 
+# A user's export, through a file, into another database (as a DBA moves a user); the
+# functions are the DBA's only.
+q $C py "CREATE ROLE py_app LOGIN" >/dev/null
+q $C py "SELECT memori_grant('py_app', 'app')" >/dev/null
+q $C py "\\copy (SELECT memori_export('py_user', include_embeddings => true)) TO '$ROOT/$C/py_user.jsonl'"
+q $C postgres "CREATE DATABASE py2"
+q $C py2 "CREATE EXTENSION memori CASCADE"
+qf $C py2 -c "CREATE TEMP TABLE lines (line jsonb)" -c "\\copy lines FROM '$ROOT/$C/py_user.jsonl'" \
+   -c "SELECT * FROM memori_import(ARRAY(SELECT line FROM lines))" >/dev/null
+same() { q $C "$1" "SELECT md5(string_agg(concat_ws('|', memory_id, content, importance_score, embedding, created_at, content_tsv), '/' ORDER BY memory_id)) FROM memori_memories WHERE user_id = 'py_user'"; }
+check "export, file, import into another database: the same memories, embeddings and all" "$(same py)" "$(same py2)"
+check "the export names its user and format" "py_user 1" "$(head -n1 "$ROOT/$C/py_user.jsonl" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["user_id"], d["format"])')"
+for f in "memori_export('py_user')" "memori_erase_user('py_user')" "memori_import(ARRAY['{}'::jsonb])"; do
+  got=$("$BIN/psql" -h "$(sock $C)" -p "$(port $C)" -U py_app -d py -X -qAt -c "\\set VERBOSITY verbose" -c "SELECT * FROM $f" 2>&1 | awk '/^ERROR:/ {print $2; exit}' | tr -d ':' || true)
+  check "an app role may not run $f" "42501" "$got"
+done
+check "the DBA erases the user in the second database" "5 0" \
+  "$(q $C py2 "SELECT memories || ' ' || conversations FROM memori_erase_user('py_user')")"
+
 # The retrieval eval (make eval) on this cluster: it runs, and hybrid, the default mode, is at
 # least as good as vector on both kinds of question (hit@1).
 out=$(cd "$HERE/bench/eval" && /var/lib/memori/venv/bin/python run.py --host "$(sock $C)" --port "$(port $C)" --db eval 2>&1) || true

@@ -1,0 +1,223 @@
+//! One end user's data as a whole: `memori_export` (JSON lines), `memori_import` (into this or
+//! another database, re-embedding when the model differs) and `memori_erase_user` (a GDPR
+//! erasure). The DBA's functions: memori_grant() does not give them to tenants.
+//!
+//! The export format, one jsonb value per row, in this order:
+//! - `{"kind": "memori_export", "format": 1, "user_id": ..., "exported_at": ..., "version": ...}`
+//! - one `{"kind": "conversation", ...}` per conversation, its columns by name;
+//! - one `{"kind": "memory", ...}` per memory, its columns by name (`importance` for
+//!   importance_score), `embedding` (an array of numbers) only when asked for.
+
+use crate::embedding::{embed_texts, Target};
+use crate::errors::{prevent_if_read_only, spi, Code, MemoriError, OrRaise, Result};
+use crate::gucs;
+use crate::user::as_owner_of;
+use pgrx::datum::JsonB;
+use pgrx::prelude::*;
+
+fn required_user(user_id: Option<&str>) -> Result<String> {
+    match user_id.map(str::trim) {
+        Some(u) if !u.is_empty() => Ok(u.to_string()),
+        Some(_) => Err(MemoriError::invalid("memori: user_id must not be empty")),
+        None => Err(MemoriError::new(
+            Code::NullValueNotAllowed,
+            "memori: user_id must not be NULL",
+        )),
+    }
+}
+
+/// Which memory records keep their exported embedding: those embedded by `label` (the current
+/// model) and carrying one. The others are re-embedded.
+pub fn keeps_embedding(record: &serde_json::Value, label: &str) -> bool {
+    record.get("embedding_model").and_then(|m| m.as_str()) == Some(label)
+        && record.get("embedding").is_some_and(|e| e.is_array())
+}
+
+/// Sorts import records by kind, refusing anything else.
+pub fn split(
+    lines: &[serde_json::Value],
+) -> std::result::Result<(Option<String>, Vec<serde_json::Value>, Vec<serde_json::Value>), String> {
+    let (mut user, mut conversations, mut memories) = (None, Vec::new(), Vec::new());
+    for (n, line) in lines.iter().enumerate() {
+        match line.get("kind").and_then(|k| k.as_str()) {
+            Some("memori_export") => {
+                if line.get("format").and_then(|f| f.as_i64()) != Some(1) {
+                    return Err(format!("line {}: export format {} is not 1", n + 1, line.get("format").unwrap_or(&serde_json::Value::Null)));
+                }
+                user = line.get("user_id").and_then(|u| u.as_str()).map(String::from);
+            }
+            Some("conversation") => conversations.push(line.clone()),
+            Some("memory") => {
+                if !line.get("content").is_some_and(|c| c.is_string()) {
+                    return Err(format!("line {}: a memory without content", n + 1));
+                }
+                memories.push(line.clone())
+            }
+            _ => return Err(format!("line {}: not a memori export record (no known \"kind\")", n + 1)),
+        }
+    }
+    Ok((user, conversations, memories))
+}
+
+/// Loads an export (the rows memori_export() returned) for `user_id` (default: the user named in
+/// the export). Keeps ids, timestamps, counters and metadata; memories embedded by another
+/// model than the current one, or exported without embeddings, are embedded again. All or
+/// nothing: an id that exists already, a bad value or a failed embedding writes nothing.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
+fn memori_import(
+    lines: Option<Vec<Option<JsonB>>>,
+    user_id: default!(Option<&str>, "NULL"),
+) -> TableIterator<
+    'static,
+    (
+        name!(conversations, i64),
+        name!(memories, i64),
+        name!(reembedded, i64),
+    ),
+> {
+    prevent_if_read_only(c"memori_import()");
+    let lines: Vec<serde_json::Value> = lines
+        .ok_or_else(|| MemoriError::new(Code::NullValueNotAllowed, "memori: lines must not be NULL"))
+        .or_raise()
+        .into_iter()
+        .flatten()
+        .map(|j| j.0)
+        .collect();
+    let (exported_user, conversations, memories) = split(&lines)
+        .map_err(|e| MemoriError::invalid(format!("memori: cannot import: {e}")))
+        .or_raise();
+    let user = required_user(user_id.or(exported_user.as_deref()))
+        .map_err(|e| e.hint("Name the user: memori_import(lines, user_id => '...'), or import a whole export (its first line names the user)."))
+        .or_raise();
+    let target = Target::current();
+    let label = target.label();
+    let todo: Vec<&str> = memories
+        .iter()
+        .filter(|m| !keeps_embedding(m, &label))
+        .map(|m| m.get("content").and_then(|c| c.as_str()).unwrap_or_default())
+        .collect();
+    let fresh = if todo.is_empty() {
+        Vec::new()
+    } else {
+        embed_texts(&todo).or_raise().1.vectors
+    };
+    let mut fresh = fresh.into_iter();
+    // Each memory's embedding as pgvector text: the exported one, or the new one.
+    let vectors: Vec<String> = memories
+        .iter()
+        .map(|m| {
+            if keeps_embedding(m, &label) {
+                m["embedding"].to_string()
+            } else {
+                let v = fresh.next().expect("one embedding per re-embedded memory");
+                format!("[{}]", v.iter().map(f32::to_string).collect::<Vec<_>>().join(","))
+            }
+        })
+        .collect();
+    let with_text = crate::user::has_text_search().or_raise();
+    let tsv = if with_text {
+        "memori_text_document(r OPERATOR(pg_catalog.->>) 'content'::text, $5::text::regconfig)"
+    } else {
+        "''::tsvector"
+    };
+    let counts = as_owner_of(c"memori_memories", || {
+        let conversations_in = Spi::get_one_with_args::<i64>(
+            "WITH ins AS (
+               INSERT INTO memori_conversations (conversation_id, user_id, data_source_id, title, metadata,
+                                                 is_active, created_at, updated_at, last_activity_at)
+               SELECT coalesce((r OPERATOR(pg_catalog.->>) 'conversation_id'::text)::uuid, gen_random_uuid()), $2::text,
+                      (r OPERATOR(pg_catalog.->>) 'data_source_id'::text)::bigint,
+                      r OPERATOR(pg_catalog.->>) 'title'::text,
+                      coalesce(r OPERATOR(pg_catalog.->) 'metadata'::text, '{}'::jsonb),
+                      coalesce((r OPERATOR(pg_catalog.->>) 'is_active'::text)::boolean, true),
+                      coalesce((r OPERATOR(pg_catalog.->>) 'created_at'::text)::timestamptz, now()),
+                      coalesce((r OPERATOR(pg_catalog.->>) 'updated_at'::text)::timestamptz, now()),
+                      coalesce((r OPERATOR(pg_catalog.->>) 'last_activity_at'::text)::timestamptz, now())
+                 FROM pg_catalog.unnest($1::jsonb[]) AS r
+               RETURNING 1)
+             SELECT count(*) FROM ins",
+            &[
+                conversations.iter().map(|c| JsonB(c.clone())).collect::<Vec<_>>().into(),
+                user.clone().into(),
+            ],
+        )
+        .map_err(spi)?
+        .unwrap_or(0);
+        let text_array = |key: &str| {
+            format!(
+                "coalesce(ARRAY(SELECT pg_catalog.jsonb_array_elements_text(r OPERATOR(pg_catalog.->) '{key}'::text)), '{{}}'::text[])"
+            )
+        };
+        let memories_in = Spi::get_one_with_args::<i64>(
+            &format!(
+                "WITH ins AS (
+               INSERT INTO memori_memories (memory_id, conversation_id, user_id, content, memory_type,
+                                            embedding, embedding_model, importance_score, access_count,
+                                            last_accessed_at, context_tags, related_entities, metadata,
+                                            expires_at, is_archived, created_at, updated_at, content_tsv)
+               SELECT coalesce((r OPERATOR(pg_catalog.->>) 'memory_id'::text)::uuid, gen_random_uuid()),
+                      (r OPERATOR(pg_catalog.->>) 'conversation_id'::text)::uuid, $2::text,
+                      r OPERATOR(pg_catalog.->>) 'content'::text,
+                      coalesce(r OPERATOR(pg_catalog.->>) 'memory_type'::text, 'long_term'::text),
+                      v::vector, $4::text,
+                      coalesce((r OPERATOR(pg_catalog.->>) 'importance'::text)::real, 0.5::real),
+                      coalesce((r OPERATOR(pg_catalog.->>) 'access_count'::text)::integer, 0),
+                      (r OPERATOR(pg_catalog.->>) 'last_accessed_at'::text)::timestamptz,
+                      {tags}, {entities},
+                      coalesce(r OPERATOR(pg_catalog.->) 'metadata'::text, '{{}}'::jsonb),
+                      (r OPERATOR(pg_catalog.->>) 'expires_at'::text)::timestamptz,
+                      coalesce((r OPERATOR(pg_catalog.->>) 'is_archived'::text)::boolean, false),
+                      coalesce((r OPERATOR(pg_catalog.->>) 'created_at'::text)::timestamptz, now()),
+                      coalesce((r OPERATOR(pg_catalog.->>) 'updated_at'::text)::timestamptz, now()),
+                      {tsv}
+                 FROM ROWS FROM (pg_catalog.unnest($1::jsonb[]), pg_catalog.unnest($3::text[])) AS x(r, v)
+               RETURNING 1)
+             SELECT count(*) FROM ins",
+                tags = text_array("context_tags"),
+                entities = text_array("related_entities"),
+            ),
+            &[
+                memories.iter().map(|m| JsonB(m.clone())).collect::<Vec<_>>().into(),
+                user.clone().into(),
+                vectors.into(),
+                label.clone().into(),
+                gucs::text_search_config().into(),
+            ],
+        )
+        .map_err(spi)?
+        .unwrap_or(0);
+        Ok((conversations_in, memories_in))
+    })
+    .or_raise();
+    TableIterator::once((counts.0, counts.1, todo.len() as i64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn records_are_sorted_by_kind_and_strangers_refused() {
+        let lines = vec![
+            json!({"kind": "memori_export", "format": 1, "user_id": "alice"}),
+            json!({"kind": "conversation", "conversation_id": "x"}),
+            json!({"kind": "memory", "content": "a"}),
+            json!({"kind": "memory", "content": "b"}),
+        ];
+        let (user, c, m) = split(&lines).unwrap();
+        assert_eq!((user.as_deref(), c.len(), m.len()), (Some("alice"), 1, 2));
+        assert!(split(&[json!({"kind": "memori_export", "format": 2})]).unwrap_err().contains("format 2"));
+        assert!(split(&[json!({"content": "a"})]).unwrap_err().starts_with("line 1: not a memori export"));
+        assert!(split(&[json!({"kind": "memory"})]).unwrap_err().contains("without content"));
+    }
+
+    #[test]
+    fn an_embedding_is_kept_only_from_the_current_model() {
+        let m = json!({"embedding_model": "local/all-MiniLM-L6-v2", "embedding": [0.1, 0.2]});
+        assert!(keeps_embedding(&m, "local/all-MiniLM-L6-v2"));
+        assert!(!keeps_embedding(&m, "openai/text-embedding-3-small"));
+        assert!(!keeps_embedding(&json!({"embedding_model": "local/all-MiniLM-L6-v2"}), "local/all-MiniLM-L6-v2"));
+    }
+}
