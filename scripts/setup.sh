@@ -43,7 +43,8 @@ debian_mirror() {
 
 step_packages() {
   local pkgs=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libclang-dev clang pkg-config
-              sudo dpkg-dev build-essential python3-pip python3-venv unzip ca-certificates pgbouncer)
+              sudo dpkg-dev build-essential python3-pip python3-venv unzip ca-certificates pgbouncer
+              prometheus-postgres-exporter)
   local missing=()
   for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

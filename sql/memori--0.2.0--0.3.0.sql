@@ -33,7 +33,7 @@ COMMENT ON FUNCTION memori_identifiers(text) IS
 GRANT EXECUTE ON FUNCTION memori_text_document(text, regconfig), memori_identifiers(text) TO PUBLIC;
 
 -- Every stored memory gets its document (under memori.text_search_config, english unless set),
--- then the index is built once.
+-- then the index is built once (without a pending list, as in a fresh install).
 UPDATE memori_memories
    SET content_tsv = memori_text_document(content,
          coalesce(pg_catalog.current_setting('memori.text_search_config', true), 'english')::regconfig);
@@ -144,48 +144,7 @@ COMMENT ON FUNCTION memori_update(uuid, text, text, double precision, text[], js
 COMMENT ON FUNCTION memori_relate(text, text, text, uuid, double precision, text) IS
     'memori: stores "subject predicate object" as a relationship memory (subject and object in related_entities) and returns its memory_id.';
 
-CREATE OR REPLACE FUNCTION memori_api() RETURNS text[]
-LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, @extschema@, pg_temp
-AS $$
-SELECT ARRAY[
-    '@extschema@.memori_conversation_create(text, text, jsonb, bigint)',
-    '@extschema@.memori_store(text, text, uuid, double precision, text[], jsonb, text[], timestamptz, text)',
-    '@extschema@.memori_store_batch(text[], text, uuid, double precision, text[], jsonb, text)',
-    '@extschema@.memori_search(text, integer, uuid, text[], text[], double precision, boolean, text, text, boolean)',
-    '@extschema@.memori_update(uuid, text, text, double precision, text[], jsonb)',
-    '@extschema@.memori_forget(uuid)',
-    '@extschema@.memori_context(text, integer, uuid, integer, text)',
-    '@extschema@.memori_relate(text, text, text, uuid, double precision, text)',
-    '@extschema@.memori_entity(text, text)',
-    '@extschema@.memori_embed(text)',
-    '@extschema@.memori_embed_batch(text[])',
-    '@extschema@.memori_embedding_stats()']::text[]
-$$;
-
--- Nobody but the roles granted memori may run the new functions; those keep their access.
-REVOKE EXECUTE ON FUNCTION
-    memori_store(text, text, uuid, double precision, text[], jsonb, text[], timestamptz, text),
-    memori_store_batch(text[], text, uuid, double precision, text[], jsonb, text),
-    memori_search(text, integer, uuid, text[], text[], double precision, boolean, text, text, boolean),
-    memori_update(uuid, text, text, double precision, text[], jsonb),
-    memori_relate(text, text, text, uuid, double precision, text)
-    FROM PUBLIC;
-DO $$
-DECLARE
-    r name;
-    f text;
-BEGIN
-    FOR r IN SELECT g.role_name FROM @extschema@.memori_roles g
-              WHERE EXISTS (SELECT FROM pg_catalog.pg_roles o WHERE o.rolname OPERATOR(pg_catalog.=) g.role_name)
-    LOOP
-        FOREACH f IN ARRAY @extschema@.memori_api() LOOP
-            EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %I', f, r);
-        END LOOP;
-    END LOOP;
-END;
-$$;
-
+-- A user's data as a whole: export, import, erase (the DBA's).
 CREATE  FUNCTION "memori_import"(
 	"lines" jsonb[], /* :: std :: option :: Option < Vec < Option < JsonB > > > */
 	"user_id" TEXT DEFAULT NULL /* Option < & str > */
@@ -273,6 +232,123 @@ COMMENT ON FUNCTION memori_erase_user(text) IS
 COMMENT ON FUNCTION memori_import(jsonb[], text) IS
     'memori: loads the rows memori_export() returned (default user: the one the export names), keeping ids, timestamps and counters; memories embedded by another model, or exported without embeddings, are embedded again. All or nothing.';
 
--- The DBA's: nobody else may run them.
-REVOKE EXECUTE ON FUNCTION memori_import(jsonb[], text), memori_export(text, boolean), memori_erase_user(text)
+
+-- Monitoring: counters in shared memory (when preloaded) and memori_stats().
+CREATE  FUNCTION "memori_counters"() RETURNS TABLE (
+	"metric" TEXT,  /* String */
+	"labels" jsonb,  /* pgrx :: datum :: JsonB */
+	"value" double precision  /* f64 */
+)
+STRICT VOLATILE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'memori_counters_wrapper';
+
+CREATE  FUNCTION "memori_stats_reset"() RETURNS bool /* bool */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'memori_stats_reset_wrapper';
+
+-- Monitoring (README "Monitoring"): what memori holds and, for the DBA, what it has done.
+CREATE FUNCTION memori_stats() RETURNS TABLE(metric text, labels jsonb, value double precision)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, @extschema@, pg_temp
+AS $$
+DECLARE
+    dba boolean := EXISTS (SELECT FROM pg_catalog.pg_roles r
+                            WHERE r.rolname OPERATOR(pg_catalog.=) current_user
+                              AND (r.rolsuper OR r.rolbypassrls))
+                   OR pg_catalog.pg_has_role('pg_monitor', 'MEMBER');
+BEGIN
+    -- What the caller may see of the tables: everything for the DBA, a tenant its own rows.
+    RETURN QUERY
+    SELECT 'memories'::text,
+           pg_catalog.jsonb_build_object('type', m.memory_type::text, 'state',
+               CASE WHEN m.expires_at IS NOT NULL AND m.expires_at OPERATOR(pg_catalog.<=) pg_catalog.now() THEN 'expired'
+                    WHEN m.is_archived THEN 'archived' ELSE 'live' END),
+           count(*)::float8
+      FROM @extschema@.memori_memories m GROUP BY 2;
+    RETURN QUERY
+    SELECT 'memories_by_width'::text, pg_catalog.jsonb_build_object('dims', m.embedding_dims, 'model', m.embedding_model),
+           count(*)::float8
+      FROM @extschema@.memori_memories m GROUP BY 2;
+    RETURN QUERY SELECT 'users'::text, '{}'::jsonb, count(DISTINCT m.user_id)::float8 FROM @extschema@.memori_memories m;
+    RETURN QUERY SELECT 'conversations'::text, '{}'::jsonb, count(*)::float8 FROM @extschema@.memori_conversations c;
+    IF NOT dba THEN
+        RETURN;
+    END IF;
+    RETURN QUERY SELECT 'cache_entries'::text, '{}'::jsonb, count(*)::float8 FROM @extschema@.memori_embedding_cache k;
+    RETURN QUERY
+    SELECT 'relation_bytes'::text, pg_catalog.jsonb_build_object('relation', c.relname::text, 'kind',
+               CASE c.relkind WHEN 'i'::"char" THEN 'index' ELSE 'table' END),
+           pg_catalog.pg_relation_size(c.oid)::float8
+      FROM pg_catalog.pg_class c
+      JOIN pg_catalog.pg_depend d ON d.objid OPERATOR(pg_catalog.=) c.oid
+           AND d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::regclass::oid
+           AND d.deptype OPERATOR(pg_catalog.=) 'e'::"char"
+      JOIN pg_catalog.pg_extension e ON e.oid OPERATOR(pg_catalog.=) d.refobjid
+           AND e.extname OPERATOR(pg_catalog.=) 'memori'::name
+     WHERE c.relkind OPERATOR(pg_catalog.=) 'r'::"char"
+    UNION ALL
+    SELECT 'relation_bytes'::text, pg_catalog.jsonb_build_object('relation', i.relname::text, 'kind', 'index'),
+           pg_catalog.pg_relation_size(i.oid)::float8
+      FROM pg_catalog.pg_index x
+      JOIN pg_catalog.pg_class i ON i.oid OPERATOR(pg_catalog.=) x.indexrelid
+     WHERE x.indrelid OPERATOR(pg_catalog.=) ANY (ARRAY['@extschema@.memori_memories'::regclass::oid,
+               '@extschema@.memori_conversations'::regclass::oid, '@extschema@.memori_embedding_cache'::regclass::oid]);
+    RETURN QUERY SELECT 'counters_available'::text, '{}'::jsonb,
+           CASE WHEN EXISTS (SELECT FROM @extschema@.memori_counters()) THEN 1::float8 ELSE 0::float8 END;
+    RETURN QUERY SELECT k.metric, k.labels, k.value FROM @extschema@.memori_counters() k;
+END;
+$$;
+COMMENT ON FUNCTION memori_stats() IS
+    'memori: figures as (metric, labels, value) rows: memories by type and state and by width, users, conversations (a tenant: its own); for the DBA also cache entries, table and index sizes and the counters since the server started (memori_counters; counters_available = 0 without preloading).';
+COMMENT ON FUNCTION memori_counters() IS
+    'memori: the server-wide counters (embedding calls, texts, errors by SQLSTATE class and latency per provider; cache hits; searches, stores, merges; maintenance passes and rows), kept in shared memory when memori is preloaded; no rows otherwise.';
+COMMENT ON FUNCTION memori_stats_reset() IS
+    'memori: sets the counters to 0 (false when memori is not preloaded).';
+
+
+CREATE OR REPLACE FUNCTION memori_api() RETURNS text[]
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, @extschema@, pg_temp
+AS $$
+SELECT ARRAY[
+    '@extschema@.memori_conversation_create(text, text, jsonb, bigint)',
+    '@extschema@.memori_store(text, text, uuid, double precision, text[], jsonb, text[], timestamptz, text)',
+    '@extschema@.memori_store_batch(text[], text, uuid, double precision, text[], jsonb, text)',
+    '@extschema@.memori_search(text, integer, uuid, text[], text[], double precision, boolean, text, text, boolean)',
+    '@extschema@.memori_update(uuid, text, text, double precision, text[], jsonb)',
+    '@extschema@.memori_forget(uuid)',
+    '@extschema@.memori_context(text, integer, uuid, integer, text)',
+    '@extschema@.memori_relate(text, text, text, uuid, double precision, text)',
+    '@extschema@.memori_entity(text, text)',
+    '@extschema@.memori_embed(text)',
+    '@extschema@.memori_embed_batch(text[])',
+    '@extschema@.memori_embedding_stats()',
+    '@extschema@.memori_stats()']::text[]
+$$;
+
+-- Nobody but the roles granted memori may run the new functions; those keep their access.
+REVOKE EXECUTE ON FUNCTION
+    memori_store(text, text, uuid, double precision, text[], jsonb, text[], timestamptz, text),
+    memori_store_batch(text[], text, uuid, double precision, text[], jsonb, text),
+    memori_search(text, integer, uuid, text[], text[], double precision, boolean, text, text, boolean),
+    memori_update(uuid, text, text, double precision, text[], jsonb),
+    memori_relate(text, text, text, uuid, double precision, text),
+    memori_import(jsonb[], text), memori_export(text, boolean), memori_erase_user(text),
+    memori_counters(), memori_stats_reset(), memori_stats()
     FROM PUBLIC;
+DO $$
+DECLARE
+    r name;
+    f text;
+BEGIN
+    FOR r IN SELECT g.role_name FROM @extschema@.memori_roles g
+              WHERE EXISTS (SELECT FROM pg_catalog.pg_roles o WHERE o.rolname OPERATOR(pg_catalog.=) g.role_name)
+    LOOP
+        FOREACH f IN ARRAY @extschema@.memori_api() LOOP
+            EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %I', f, r);
+        END LOOP;
+    END LOOP;
+END;
+$$;

@@ -152,8 +152,23 @@ pub fn embed_texts(texts: &[&str]) -> Result<(Target, Batch)> {
     } else {
         None
     };
+    crate::stats::cache_hits(hits);
     if !todo.is_empty() {
-        let batch = compute(&target, &todo)?;
+        let started = std::time::Instant::now();
+        let batch = compute(&target, &todo);
+        let failed = batch.as_ref().err().map(|e| e.code.sqlstate());
+        crate::stats::embedding_call(target.provider.name(), todo.len(), started.elapsed(), failed);
+        if let Some(state) = failed {
+            // One line per failed provider call in the server log, key=value, never a secret.
+            pgrx::log!(
+                "memori: embedding failed provider={} model={} sqlstate={state} texts={} duration_ms={}",
+                target.provider.name(),
+                target.model,
+                todo.len(),
+                started.elapsed().as_millis()
+            );
+        }
+        let batch = batch?;
         // Whatever the provider: no NaN, no infinity, no zero vector is ever stored or cached.
         crate::embed::normalize_width(&batch.vectors, Some(batch.width)).map_err(|e| {
             MemoriError::new(

@@ -15,6 +15,7 @@ mod gucs;
 mod lifecycle;
 mod memories;
 mod search;
+mod stats;
 mod text;
 mod user;
 mod userdata;
@@ -33,6 +34,7 @@ pub extern "C-unwind" fn _PG_init() {
     gucs::init();
     // SAFETY: a plain read of a backend flag.
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        stats::init();
         worker::register();
     }
 }

@@ -143,5 +143,6 @@ fn memori_maintain() -> TableIterator<
 > {
     crate::errors::prevent_if_read_only(c"memori_maintain()");
     let p = maintain().or_raise();
+    crate::stats::maintenance([p.promoted, p.expired, p.archived, p.cache_purged]);
     TableIterator::once((p.expired, p.archived, p.promoted, p.cache_purged))
 }

@@ -389,6 +389,7 @@ pub fn store_texts(
             Written::Inserted => None,
         })
         .collect();
+    crate::stats::stored(written.len() - merged.len(), merged.len());
     if !merged.is_empty() {
         // At most 10 named: a batch of thousands must not make a message of thousands of ids.
         let more = match merged.len().saturating_sub(10) {

@@ -437,6 +437,7 @@ fn fetch(
 /// Runs a search: embed the query (unless text mode), gather vector and text candidates, read
 /// them, rank. The caller counts the accesses it uses (`track_access`).
 pub fn find(q: &Query, query_text: &str) -> Result<Outcome> {
+    crate::stats::search();
     let limit = pool(q.k);
     // A database not yet updated to 0.3.0 has no full-text index: embeddings only.
     let mode = if q.mode != SearchMode::Vector && !user::has_text_search()? {

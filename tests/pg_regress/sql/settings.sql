@@ -24,6 +24,13 @@ SELECT name, setting, unit, context, vartype, min_val, max_val
   FROM pg_settings WHERE name LIKE 'memori.%' ORDER BY name;
 -- Unknown memori.* names are refused once the library is loaded.
 SET memori.no_such_setting = 1;
+-- Without preloading there are no counters: memori_stats() says so, and the catalog figures
+-- still work.
+SELECT memori_store('a memory', 'rule', user_id => 'u1') IS NOT NULL AS stored;
+SELECT metric, labels, value FROM memori_stats()
+ WHERE metric IN ('counters_available', 'memories', 'users') ORDER BY metric;
+SELECT count(*) AS counters FROM memori_counters();
+SELECT memori_stats_reset() AS reset;
 DROP EXTENSION memori;
 DROP EXTENSION vector;
 DROP OWNED BY memori_regress_plain;
