@@ -57,8 +57,14 @@ check_true "a provider failure is logged as key=value (provider, model, sqlstate
 check_true "the log holds no key" bash -c "! tail -c +$((log_start + 1)) '$(log_of $C)' | grep -q sk-never-logged"
 check "the failure is counted in its SQLSTATE class" "1" "$(figure embedding_errors_total "AND labels @> '{\"provider\": \"openai\", \"class\": \"08\"}'")"
 
-# Prometheus: Debian's exporter with memori's queries file, on loopback.
-DATA_SOURCE_NAME="host=$(sock $C) port=$(port $C) user=postgres dbname=mon sslmode=disable" \
+# Prometheus: Debian's exporter with memori's queries file, on loopback, as the README's
+# least-privileged role.
+qf $C mon <<'SQL' >/dev/null
+CREATE ROLE memori_monitor LOGIN BYPASSRLS IN ROLE pg_monitor;
+GRANT SELECT ON memori_memories, memori_conversations, memori_embedding_cache TO memori_monitor;
+GRANT EXECUTE ON FUNCTION memori_stats(), memori_counters() TO memori_monitor;
+SQL
+DATA_SOURCE_NAME="host=$(sock $C) port=$(port $C) user=memori_monitor dbname=mon sslmode=disable" \
   /usr/bin/prometheus-postgres-exporter --web.listen-address=127.0.0.1:$EXPORTER_PORT \
   --extend.query-path="$HERE/monitoring/prometheus-queries.yaml" > "$ROOT/$C/exporter.log" 2>&1 & EXPORTER=$!
 metrics=""
