@@ -178,6 +178,32 @@ COMMENT ON FUNCTION memori_counters() IS
 COMMENT ON FUNCTION memori_stats_reset() IS
     'memori: sets the counters to 0 (false when memori is not preloaded).';
 
+-- Changing the embedding model online (README "Changing the embedding model"). A procedure, so
+-- it commits after each batch; no SET clause (a procedure with one cannot commit), so every
+-- name is qualified.
+CREATE PROCEDURE memori_reembed(batch_size integer DEFAULT 500)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    moved bigint;
+    remaining bigint;
+BEGIN
+    LOOP
+        SELECT b.reembedded, b.remaining INTO moved, remaining
+          FROM @extschema@.memori_reembed_batch(batch_size) b;
+        COMMIT;
+        RAISE NOTICE 'memori: re-embedded % memories, % to go', moved, remaining;
+        EXIT WHEN moved OPERATOR(pg_catalog.=) 0::bigint OR remaining OPERATOR(pg_catalog.=) 0::bigint;
+    END LOOP;
+END;
+$$;
+COMMENT ON PROCEDURE memori_reembed(integer) IS
+    'memori: moves every memory to the configured embedding model, batch_size at a time, committing after each batch (CALL it outside a transaction block; after a cancel or crash, CALL it again to go on). Searches see the memories moved so far.';
+COMMENT ON FUNCTION memori_reembed_batch(integer) IS
+    'memori: one batch of memori_reembed(): re-embeds up to batch_size memories not yet embedded by the configured model (skipping rows other transactions hold); returns how many it moved and how many remain.';
+COMMENT ON FUNCTION memori_reembed_progress() IS
+    'memori: how far the move to the configured embedding model has come: total, done, remaining, when it started, when the last batch committed, rows per second.';
+
 -- ---------------------------------------------------------------------------------------------
 -- Tenancy and security (README "Security").
 --
@@ -274,7 +300,8 @@ $$;
 COMMENT ON FUNCTION memori_api() IS
     'memori: the functions memori_grant() lets a role run (all but memori_maintain, memori_create_index, memori_grant and memori_revoke, which stay with the DBA).';
 
-REVOKE ALL ON memori_memories, memori_conversations, memori_embedding_cache, memori_store_locks, memori_roles FROM PUBLIC;
+REVOKE ALL ON memori_memories, memori_conversations, memori_embedding_cache, memori_store_locks, memori_roles,
+    memori_reembed_state FROM PUBLIC;
 REVOKE ALL ON SEQUENCE memori_memories_id_seq, memori_conversations_id_seq FROM PUBLIC;
 -- Granted roles read their own rows (row-level security) and write only through memori's
 -- functions, which write as the tables' owner for the user they resolved: with no INSERT,
@@ -296,7 +323,7 @@ BEGIN
           JOIN pg_catalog.pg_extension e ON e.oid OPERATOR(pg_catalog.=) d.refobjid
                AND e.extname OPERATOR(pg_catalog.=) 'memori'::name
     LOOP
-        EXECUTE pg_catalog.format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f);
+        EXECUTE pg_catalog.format('REVOKE EXECUTE ON ROUTINE %s FROM PUBLIC', f);
     END LOOP;
 END;
 $$;

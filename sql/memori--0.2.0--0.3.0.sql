@@ -39,6 +39,26 @@ UPDATE memori_memories
          coalesce(pg_catalog.current_setting('memori.text_search_config', true), 'english')::regconfig);
 CREATE INDEX idx_memori_mem_content_tsv ON memori_memories USING gin (content_tsv) WITH (fastupdate = off);
 
+-- A new embedding of the same memory (memori_reembed) no longer moves updated_at.
+CREATE OR REPLACE FUNCTION memori_memories_touch_updated_at() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF (NEW.content, NEW.memory_type, NEW.importance_score, NEW.context_tags, NEW.related_entities,
+        NEW.metadata, NEW.expires_at, NEW.is_archived, NEW.conversation_id, NEW.user_id)
+       IS DISTINCT FROM
+       (OLD.content, OLD.memory_type, OLD.importance_score, OLD.context_tags, OLD.related_entities,
+        OLD.metadata, OLD.expires_at, OLD.is_archived, OLD.conversation_id, OLD.user_id)
+    THEN
+        NEW.updated_at := pg_catalog.now();
+    END IF;
+    RETURN NEW;
+END;
+$$;
+COMMENT ON FUNCTION memori_memories_touch_updated_at() IS
+    'memori: trigger function that sets updated_at to now() when a memory changes (not when a search only counts an access, nor when memori_reembed gives it a new model''s embedding).';
+
 -- Numeric parameters are double precision (drivers send a float as float8), and memori_search
 -- has mode and explain. The old signatures go; the library keeps their symbols for databases
 -- not yet updated.
@@ -308,6 +328,77 @@ COMMENT ON FUNCTION memori_stats_reset() IS
     'memori: sets the counters to 0 (false when memori is not preloaded).';
 
 
+-- Changing the embedding model online.
+-- Progress of memori_reembed(): one row per target model (owner-only; not user data, so left
+-- out of dumps: a restored database resumes by running memori_reembed again).
+CREATE TABLE memori_reembed_state (
+    target_model text NOT NULL,
+    started_at   timestamptz NOT NULL DEFAULT now(),
+    updated_at   timestamptz NOT NULL DEFAULT now(),
+    reembedded   bigint NOT NULL DEFAULT 0,
+    CONSTRAINT memori_reembed_state_pkey PRIMARY KEY (target_model)
+);
+COMMENT ON TABLE memori_reembed_state IS
+    'memori: progress of memori_reembed() per target model: when it started, when a batch last committed, how many memories it moved.';
+COMMENT ON COLUMN memori_reembed_state.target_model IS 'The model memories are moved to (provider/model, as in memori_memories.embedding_model).';
+COMMENT ON COLUMN memori_reembed_state.started_at IS 'When the first batch for this model committed.';
+COMMENT ON COLUMN memori_reembed_state.updated_at IS 'When the last batch committed.';
+COMMENT ON COLUMN memori_reembed_state.reembedded IS 'Memories moved so far.';
+
+REVOKE ALL ON memori_reembed_state FROM PUBLIC;
+
+CREATE  FUNCTION "memori_reembed_batch"(
+	"batch_size" INT DEFAULT 500 /* Option < i32 > */
+) RETURNS TABLE (
+	"reembedded" bigint,  /* i64 */
+	"remaining" bigint  /* i64 */
+)
+VOLATILE PARALLEL UNSAFE
+SET search_path TO pg_catalog, @extschema@, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'memori_reembed_batch_wrapper';
+
+CREATE  FUNCTION "memori_reembed_progress"() RETURNS TABLE (
+	"target_model" TEXT,  /* String */
+	"total" bigint,  /* i64 */
+	"done" bigint,  /* i64 */
+	"remaining" bigint,  /* i64 */
+	"started_at" timestamp with time zone,  /* Option < pgrx :: datum :: TimestampWithTimeZone > */
+	"last_batch_at" timestamp with time zone,  /* Option < pgrx :: datum :: TimestampWithTimeZone > */
+	"rows_per_second" double precision  /* Option < f64 > */
+)
+STRICT STABLE PARALLEL SAFE
+SET search_path TO pg_catalog, @extschema@, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'memori_reembed_progress_wrapper';
+
+-- Changing the embedding model online (README "Changing the embedding model"). A procedure, so
+-- it commits after each batch; no SET clause (a procedure with one cannot commit), so every
+-- name is qualified.
+CREATE PROCEDURE memori_reembed(batch_size integer DEFAULT 500)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    moved bigint;
+    remaining bigint;
+BEGIN
+    LOOP
+        SELECT b.reembedded, b.remaining INTO moved, remaining
+          FROM @extschema@.memori_reembed_batch(batch_size) b;
+        COMMIT;
+        RAISE NOTICE 'memori: re-embedded % memories, % to go', moved, remaining;
+        EXIT WHEN moved OPERATOR(pg_catalog.=) 0::bigint OR remaining OPERATOR(pg_catalog.=) 0::bigint;
+    END LOOP;
+END;
+$$;
+COMMENT ON PROCEDURE memori_reembed(integer) IS
+    'memori: moves every memory to the configured embedding model, batch_size at a time, committing after each batch (CALL it outside a transaction block; after a cancel or crash, CALL it again to go on). Searches see the memories moved so far.';
+COMMENT ON FUNCTION memori_reembed_batch(integer) IS
+    'memori: one batch of memori_reembed(): re-embeds up to batch_size memories not yet embedded by the configured model (skipping rows other transactions hold); returns how many it moved and how many remain.';
+COMMENT ON FUNCTION memori_reembed_progress() IS
+    'memori: how far the move to the configured embedding model has come: total, done, remaining, when it started, when the last batch committed, rows per second.';
+
+
 CREATE OR REPLACE FUNCTION memori_api() RETURNS text[]
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, @extschema@, pg_temp
@@ -329,14 +420,15 @@ SELECT ARRAY[
 $$;
 
 -- Nobody but the roles granted memori may run the new functions; those keep their access.
-REVOKE EXECUTE ON FUNCTION
+REVOKE EXECUTE ON ROUTINE
     memori_store(text, text, uuid, double precision, text[], jsonb, text[], timestamptz, text),
     memori_store_batch(text[], text, uuid, double precision, text[], jsonb, text),
     memori_search(text, integer, uuid, text[], text[], double precision, boolean, text, text, boolean),
     memori_update(uuid, text, text, double precision, text[], jsonb),
     memori_relate(text, text, text, uuid, double precision, text),
     memori_import(jsonb[], text), memori_export(text, boolean), memori_erase_user(text),
-    memori_counters(), memori_stats_reset(), memori_stats()
+    memori_counters(), memori_stats_reset(), memori_stats(),
+    memori_reembed_batch(integer), memori_reembed_progress(), memori_reembed(integer)
     FROM PUBLIC;
 DO $$
 DECLARE

@@ -154,12 +154,10 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF (NEW.content, NEW.memory_type, NEW.importance_score, NEW.context_tags, NEW.related_entities,
-        NEW.metadata, NEW.expires_at, NEW.is_archived, NEW.conversation_id, NEW.user_id,
-        NEW.embedding_model)
+        NEW.metadata, NEW.expires_at, NEW.is_archived, NEW.conversation_id, NEW.user_id)
        IS DISTINCT FROM
        (OLD.content, OLD.memory_type, OLD.importance_score, OLD.context_tags, OLD.related_entities,
-        OLD.metadata, OLD.expires_at, OLD.is_archived, OLD.conversation_id, OLD.user_id,
-        OLD.embedding_model)
+        OLD.metadata, OLD.expires_at, OLD.is_archived, OLD.conversation_id, OLD.user_id)
     THEN
         NEW.updated_at := pg_catalog.now();
     END IF;
@@ -167,7 +165,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION memori_memories_touch_updated_at() IS
-    'memori: trigger function that sets updated_at to now() when a memory changes (not when a search only counts an access).';
+    'memori: trigger function that sets updated_at to now() when a memory changes (not when a search only counts an access, nor when memori_reembed gives it a new model''s embedding).';
 CREATE TRIGGER memori_memories_updated_at BEFORE UPDATE ON memori_memories
     FOR EACH ROW EXECUTE FUNCTION memori_memories_touch_updated_at();
 
@@ -236,6 +234,22 @@ COMMENT ON TABLE memori_store_locks IS
     'memori: one row per user and memory type, locked while a store checks for near-duplicates (tenants have no access).';
 COMMENT ON COLUMN memori_store_locks.user_id IS 'The memori user.';
 COMMENT ON COLUMN memori_store_locks.memory_type IS 'The memory type.';
+
+-- Progress of memori_reembed(): one row per target model (owner-only; not user data, so left
+-- out of dumps: a restored database resumes by running memori_reembed again).
+CREATE TABLE memori_reembed_state (
+    target_model text NOT NULL,
+    started_at   timestamptz NOT NULL DEFAULT now(),
+    updated_at   timestamptz NOT NULL DEFAULT now(),
+    reembedded   bigint NOT NULL DEFAULT 0,
+    CONSTRAINT memori_reembed_state_pkey PRIMARY KEY (target_model)
+);
+COMMENT ON TABLE memori_reembed_state IS
+    'memori: progress of memori_reembed() per target model: when it started, when a batch last committed, how many memories it moved.';
+COMMENT ON COLUMN memori_reembed_state.target_model IS 'The model memories are moved to (provider/model, as in memori_memories.embedding_model).';
+COMMENT ON COLUMN memori_reembed_state.started_at IS 'When the first batch for this model committed.';
+COMMENT ON COLUMN memori_reembed_state.updated_at IS 'When the last batch committed.';
+COMMENT ON COLUMN memori_reembed_state.reembedded IS 'Memories moved so far.';
 
 -- Creates the HNSW cosine index for one more embedding width (see README "Embedding widths").
 CREATE FUNCTION memori_create_index(dimensions integer) RETURNS text

@@ -14,6 +14,7 @@ mod graph;
 mod gucs;
 mod lifecycle;
 mod memories;
+mod reembed;
 mod search;
 mod stats;
 mod text;

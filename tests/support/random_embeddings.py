@@ -4,16 +4,20 @@ pseudo-random unit vector (384 dimensions) seeded by its SHA-256, the hard case 
 approximate index. A text "near:<base>#<n>" gets <base>'s vector plus a little noise, so a
 test can crowd the neighbourhood of a query.
 
-    random_embeddings.py PORT
+    random_embeddings.py PORT [DELAY_SECONDS]
+
+DELAY_SECONDS (default 0) holds every answer back, as a slow provider would.
 """
 import hashlib
 import json
 import math
 import random
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 WIDTH = 384
+DELAY = float(sys.argv[2]) if len(sys.argv) > 2 else 0.0
 
 
 def unit(v):
@@ -41,6 +45,7 @@ class Handler(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
         data = [{"index": i, "embedding": embed(t)} for i, t in enumerate(inputs)]
+        time.sleep(DELAY)
         out = json.dumps({"data": data, "model": body.get("model")}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
