@@ -47,7 +47,7 @@ for run in "psycopg|$PY $EX/psycopg_app.py 'host=$S port=$P dbname=apps user=ex_
            "node-postgres|node $EX/node/app.js $S $P apps ex_app"; do
   name=${run%%|*}
   out=$(eval "${run#*|}" 2>&1) || true
-  echo "# $out" | head -n 5
+  printf "%s\n" "$out" | sed -n "1,5s/^/# /p"
   check_true "the $name example stores, searches and builds context as an app role" grep -q "^ok $name: stored " <<< "$out"
 done
 check "the examples' memories, one per end user" "4" \

@@ -67,12 +67,18 @@ SQL
 DATA_SOURCE_NAME="host=$(sock $C) port=$(port $C) user=memori_monitor dbname=mon sslmode=disable" \
   /usr/bin/prometheus-postgres-exporter --web.listen-address=127.0.0.1:$EXPORTER_PORT \
   --extend.query-path="$HERE/monitoring/prometheus-queries.yaml" > "$ROOT/$C/exporter.log" 2>&1 & EXPORTER=$!
+# Scraped until memori's metrics are in (the exporter may answer before it has connected).
 metrics=""
-for _ in $(seq 1 50); do
-  metrics=$(/usr/bin/python3 -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:$EXPORTER_PORT/metrics', timeout=5).read().decode())" 2>/dev/null) && break
+for _ in $(seq 1 100); do
+  metrics=$(/usr/bin/python3 -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:$EXPORTER_PORT/metrics', timeout=5).read().decode())" 2>/dev/null || true)
+  grep -q '^memori_counters_available' <<< "$metrics" && break
   sleep 0.2
 done
-grep '^memori' <<< "$metrics" | head -n 40 | sed 's/^/# /'
+if grep -q '^memori' <<< "$metrics"; then
+  grep -m 40 '^memori' <<< "$metrics" | sed 's/^/# /'
+else
+  sed 's/^/# exporter: /' "$ROOT/$C/exporter.log"
+fi
 # has REGEX: a line of the scrape matches.
 has() { grep -qE "$1" <<< "$metrics"; }
 check_true "scraped: live rules (memori_memories_value)" has '^memori_memories_value\{[^}]*state="live"[^}]*type="rule"[^}]*\} 1$'
