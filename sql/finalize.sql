@@ -169,6 +169,14 @@ BEGIN
     RETURN QUERY SELECT 'counters_available'::text, '{}'::jsonb,
            CASE WHEN EXISTS (SELECT FROM @extschema@.memori_counters()) THEN 1::float8 ELSE 0::float8 END;
     RETURN QUERY SELECT k.metric, k.labels, k.value FROM @extschema@.memori_counters() k;
+    -- Texts served from the cache, of all texts asked for.
+    RETURN QUERY
+    SELECT 'embedding_cache_hit_ratio'::text, '{}'::jsonb, h.value / (h.value + t.total)
+      FROM (SELECT k.value FROM @extschema@.memori_counters() k
+             WHERE k.metric OPERATOR(pg_catalog.=) 'embedding_cache_hits_total'::text) h,
+           (SELECT sum(k.value) AS total FROM @extschema@.memori_counters() k
+             WHERE k.metric OPERATOR(pg_catalog.=) 'embedding_texts_total'::text) t
+     WHERE h.value + t.total > 0::float8;
 END;
 $$;
 COMMENT ON FUNCTION memori_stats() IS
