@@ -27,10 +27,23 @@ fn required_user(user_id: Option<&str>) -> Result<String> {
 }
 
 /// Which memory records keep their exported embedding: those embedded by `label` (the current
-/// model) and carrying one. The others are re-embedded.
-pub fn keeps_embedding(record: &serde_json::Value, label: &str) -> bool {
-    record.get("embedding_model").and_then(|m| m.as_str()) == Some(label)
-        && record.get("embedding").is_some_and(|e| e.is_array())
+/// model) that carry a usable one: numbers only, not all zero, of the model's width (`dims`, when
+/// known). The others are embedded again, so a damaged export can never store a vector that
+/// searches would misread.
+pub fn keeps_embedding(record: &serde_json::Value, label: &str, dims: usize) -> bool {
+    if record.get("embedding_model").and_then(|m| m.as_str()) != Some(label) {
+        return false;
+    }
+    let Some(values) = record.get("embedding").and_then(|e| e.as_array()) else {
+        return false;
+    };
+    let numbers: Vec<f64> = values.iter().filter_map(|v| v.as_f64()).collect();
+    numbers.len() == values.len()
+        && !numbers.is_empty()
+        && numbers.len() <= crate::vector::MAX_DIMS
+        && (dims == 0 || numbers.len() == dims)
+        && numbers.iter().all(|x| x.is_finite() && x.abs() <= f32::MAX as f64)
+        && numbers.iter().any(|x| *x != 0.0)
 }
 
 /// Sorts import records by kind, refusing anything else.
@@ -94,7 +107,7 @@ fn memori_import(
     let label = target.label();
     let todo: Vec<&str> = memories
         .iter()
-        .filter(|m| !keeps_embedding(m, &label))
+        .filter(|m| !keeps_embedding(m, &label, target.dims))
         .map(|m| m.get("content").and_then(|c| c.as_str()).unwrap_or_default())
         .collect();
     let fresh = if todo.is_empty() {
@@ -107,7 +120,7 @@ fn memori_import(
     let vectors: Vec<String> = memories
         .iter()
         .map(|m| {
-            if keeps_embedding(m, &label) {
+            if keeps_embedding(m, &label, target.dims) {
                 m["embedding"].to_string()
             } else {
                 let v = fresh.next().expect("one embedding per re-embedded memory");
@@ -214,10 +227,17 @@ mod tests {
     }
 
     #[test]
-    fn an_embedding_is_kept_only_from_the_current_model() {
-        let m = json!({"embedding_model": "local/all-MiniLM-L6-v2", "embedding": [0.1, 0.2]});
-        assert!(keeps_embedding(&m, "local/all-MiniLM-L6-v2"));
-        assert!(!keeps_embedding(&m, "openai/text-embedding-3-small"));
-        assert!(!keeps_embedding(&json!({"embedding_model": "local/all-MiniLM-L6-v2"}), "local/all-MiniLM-L6-v2"));
+    fn an_embedding_is_kept_only_from_the_current_model_and_only_if_usable() {
+        let local = "local/all-MiniLM-L6-v2";
+        let m = json!({"embedding_model": local, "embedding": [0.1, 0.2]});
+        assert!(keeps_embedding(&m, local, 2));
+        assert!(keeps_embedding(&m, local, 0), "width unknown before asking");
+        assert!(!keeps_embedding(&m, local, 384), "wrong width");
+        assert!(!keeps_embedding(&m, "openai/text-embedding-3-small", 2));
+        assert!(!keeps_embedding(&json!({"embedding_model": local}), local, 2));
+        assert!(!keeps_embedding(&json!({"embedding_model": local, "embedding": [0.0, 0.0]}), local, 2));
+        assert!(!keeps_embedding(&json!({"embedding_model": local, "embedding": [0.1, "x"]}), local, 2));
+        assert!(!keeps_embedding(&json!({"embedding_model": local, "embedding": [1e300, 0.1]}), local, 2));
+        assert!(!keeps_embedding(&json!({"embedding_model": local, "embedding": []}), local, 0));
     }
 }

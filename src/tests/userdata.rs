@@ -79,6 +79,12 @@ mod tests {
         let counts = one::<String>("SELECT conversations || ' ' || memories || ' ' || reembedded FROM memori_import(ARRAY(SELECT line FROM export), user_id => 'carol')");
         assert_eq!(counts, "1 3 3");
         assert_eq!(one::<i64>("SELECT count(*) FROM memori_memories WHERE user_id = 'carol' AND embedding_model = 'local/all-MiniLM-L6-v2'"), 3);
+        // A damaged export (the current model's label on a 2-number embedding) is embedded again.
+        run("UPDATE export SET line = jsonb_set(jsonb_set(line, '{embedding_model}', '\"local/all-MiniLM-L6-v2\"'), '{embedding}', '[0.5, 0.5]')
+              WHERE line->>'kind' = 'memory'");
+        let counts = one::<String>("SELECT memories || ' ' || reembedded FROM memori_import(ARRAY(SELECT line FROM export), user_id => 'erin')");
+        assert_eq!(counts, "3 3");
+        assert_eq!(one::<i64>("SELECT count(*) FROM memori_memories WHERE user_id = 'erin' AND embedding_dims = 384"), 3);
         // Bad input: clear errors, nothing written.
         let e = sql_error("SELECT * FROM memori_import(ARRAY['{\"kind\": \"memory\"}'::jsonb], 'dave')");
         assert_eq!(e.sqlstate, state("22023"));
