@@ -157,6 +157,27 @@ fn memori_import(
         )
         .map_err(spi)?
         .unwrap_or(0);
+        // A memory may only join a conversation of the same user (memori_store checks the
+        // same): an export naming another user's conversation is refused.
+        let foreign = crate::errors::read_one::<String>(
+            "SELECT (r OPERATOR(pg_catalog.->>) 'conversation_id'::text)
+               FROM pg_catalog.unnest($1::jsonb[]) AS r
+               JOIN memori_conversations c
+                 ON c.conversation_id = (r OPERATOR(pg_catalog.->>) 'conversation_id'::text)::uuid
+              WHERE c.user_id::text <> $2::text
+              LIMIT 1",
+            &[
+                memories.iter().map(|m| JsonB(m.clone())).collect::<Vec<_>>().into(),
+                user.clone().into(),
+            ],
+        )?;
+        if let Some(conversation) = foreign {
+            return Err(MemoriError::new(
+                Code::ForeignKeyViolation,
+                format!("memori: cannot import: conversation {conversation} belongs to another user than \"{user}\""),
+            )
+            .hint("Import the conversation with the memories, or drop conversation_id from the lines."));
+        }
         let text_array = |key: &str| {
             format!(
                 "coalesce(ARRAY(SELECT pg_catalog.jsonb_array_elements_text(r OPERATOR(pg_catalog.->) '{key}'::text)), '{{}}'::text[])"
