@@ -157,7 +157,12 @@ pub fn embed_texts(texts: &[&str]) -> Result<(Target, Batch)> {
         let started = std::time::Instant::now();
         let batch = compute(&target, &todo);
         let failed = batch.as_ref().err().map(|e| e.code.sqlstate());
-        crate::stats::embedding_call(target.provider.name(), todo.len(), started.elapsed(), failed);
+        crate::stats::embedding_call(
+            target.provider.name(),
+            todo.len(),
+            started.elapsed(),
+            failed,
+        );
         if let Some(state) = failed {
             // One line per failed provider call in the server log, key=value, never a secret.
             pgrx::log!(

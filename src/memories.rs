@@ -132,7 +132,13 @@ pub enum Written {
 /// The relationship triple a memory's metadata carries (memori_relate writes one), trimmed.
 fn triple(metadata: &JsonB) -> Option<[String; 3]> {
     let get = |k: &str| {
-        metadata.0.get(k)?.as_str().map(str::trim).filter(|s| !s.is_empty()).map(String::from)
+        metadata
+            .0
+            .get(k)?
+            .as_str()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
     };
     Some([get("subject")?, get("predicate")?, get("object")?])
 }
@@ -163,7 +169,11 @@ fn write(target: &Target, m: &NewMemory, with_text: bool) -> Result<(Uuid, Writt
     let cast = indexed_cast(dims);
     let config = gucs::text_search_config();
     let tsv = document_sql(2, with_text).replace("$T", "$15");
-    let set_tsv = if with_text { format!("content_tsv = {tsv},") } else { String::new() };
+    let set_tsv = if with_text {
+        format!("content_tsv = {tsv},")
+    } else {
+        String::new()
+    };
     let threshold = gucs::dedup_threshold();
     if threshold < 1.0 {
         let nearest = if m.memory_type == "relationship" {
@@ -246,7 +256,10 @@ fn write(target: &Target, m: &NewMemory, with_text: bool) -> Result<(Uuid, Writt
         }
     }
     let (tsv_col, tsv_val) = if with_text {
-        (", content_tsv", format!(", {}", document_sql(3, true).replace("$T", "$13")))
+        (
+            ", content_tsv",
+            format!(", {}", document_sql(3, true).replace("$T", "$13")),
+        )
     } else {
         ("", String::new())
     };

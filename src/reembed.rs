@@ -25,7 +25,12 @@ fn batch(batch_size: i32) -> Result<(i64, i64)> {
                     None,
                     &[label.clone().into(), (batch_size as i64).into()],
                 )?
-                .map(|r| Ok((r.get::<i64>(1)?.unwrap_or_default(), r.get::<String>(2)?.unwrap_or_default())))
+                .map(|r| {
+                    Ok((
+                        r.get::<i64>(1)?.unwrap_or_default(),
+                        r.get::<String>(2)?.unwrap_or_default(),
+                    ))
+                })
                 .collect::<std::result::Result<Vec<_>, pgrx::spi::Error>>()
         })
         .map_err(spi)
@@ -36,7 +41,12 @@ fn batch(batch_size: i32) -> Result<(i64, i64)> {
         let literals: Vec<String> = vectors
             .vectors
             .iter()
-            .map(|v| format!("[{}]", v.iter().map(f32::to_string).collect::<Vec<_>>().join(",")))
+            .map(|v| {
+                format!(
+                    "[{}]",
+                    v.iter().map(f32::to_string).collect::<Vec<_>>().join(",")
+                )
+            })
             .collect();
         let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
         as_owner_of(c"memori_memories", || {
@@ -73,7 +83,10 @@ fn memori_reembed_batch(
     prevent_if_read_only(c"memori_reembed_batch()");
     let n = batch_size.unwrap_or(500);
     if !(1..=10_000).contains(&n) {
-        MemoriError::invalid(format!("memori: batch_size must be between 1 and 10000, not {n}")).raise();
+        MemoriError::invalid(format!(
+            "memori: batch_size must be between 1 and 10000, not {n}"
+        ))
+        .raise();
     }
     TableIterator::once(batch(n).or_raise())
 }

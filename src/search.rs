@@ -126,7 +126,12 @@ fn id_scores(sql: &str, args: &[pgrx::datum::DatumWithOid]) -> Result<Vec<(i64, 
     Spi::connect(|client| {
         client
             .select(sql, None, args)?
-            .map(|r| Ok((r.get::<i64>(1)?.unwrap_or_default(), r.get::<f64>(2)?.unwrap_or_default())))
+            .map(|r| {
+                Ok((
+                    r.get::<i64>(1)?.unwrap_or_default(),
+                    r.get::<f64>(2)?.unwrap_or_default(),
+                ))
+            })
             .collect::<std::result::Result<Vec<_>, pgrx::spi::Error>>()
     })
     .map_err(spi)
@@ -306,7 +311,11 @@ pub fn relevance(mode: SearchMode, r: &Ranked, text_exponent: i32) -> f64 {
         SearchMode::Vector => r.similarity.unwrap_or(-1.0),
         SearchMode::Text => rr(r.text_rank),
         SearchMode::Hybrid => {
-            let weight = r.text_score.unwrap_or(0.0).clamp(0.0, 1.0).powi(text_exponent);
+            let weight = r
+                .text_score
+                .unwrap_or(0.0)
+                .clamp(0.0, 1.0)
+                .powi(text_exponent);
             r.similarity.unwrap_or(-1.0) + TEXT_BONUS * weight * rr(r.text_rank)
         }
     }
@@ -332,7 +341,11 @@ pub fn rank(
     cands.sort_by(|a, b| {
         b.score
             .total_cmp(&a.score)
-            .then(b.similarity.unwrap_or(-2.0).total_cmp(&a.similarity.unwrap_or(-2.0)))
+            .then(
+                b.similarity
+                    .unwrap_or(-2.0)
+                    .total_cmp(&a.similarity.unwrap_or(-2.0)),
+            )
             .then(a.id.cmp(&b.id))
     });
     cands.truncate(k);
@@ -374,7 +387,9 @@ fn fetch(
         }
         None => "NULL::float8".to_string(),
     };
-    let (label, vector) = embedded.map_or((None, None), |(l, v)| (Some(l.to_string()), Some(v.to_vec())));
+    let (label, vector) = embedded.map_or((None, None), |(l, v)| {
+        (Some(l.to_string()), Some(v.to_vec()))
+    });
     let (_, wr) = gucs::score_weights();
     let sql = format!(
         "SELECT m.id, m.memory_id, m.content, m.memory_type::text, {similarity} AS similarity,
@@ -470,7 +485,10 @@ pub fn find(q: &Query, query_text: &str) -> Result<Outcome> {
             ids.push(*id);
         }
     }
-    let mut rows = fetch(&ids, embedded.as_ref().map(|(l, v)| (l.as_str(), v.as_slice())))?;
+    let mut rows = fetch(
+        &ids,
+        embedded.as_ref().map(|(l, v)| (l.as_str(), v.as_slice())),
+    )?;
     for (n, (id, _)) in vector_hits.iter().enumerate() {
         if let Some(f) = rows.get_mut(id) {
             f.ranked.vector_rank = Some(n + 1);
@@ -483,7 +501,11 @@ pub fn find(q: &Query, query_text: &str) -> Result<Outcome> {
         }
     }
     // A question that names identifiers (orders.customer_id) weighs its text matches fully.
-    let text_exponent = if crate::text::identifiers(query_text).is_empty() { 3 } else { 1 };
+    let text_exponent = if crate::text::identifiers(query_text).is_empty() {
+        3
+    } else {
+        1
+    };
     let ranked = rank(
         q.mode,
         text_exponent,
@@ -599,7 +621,9 @@ pub fn query(
         return Err(MemoriError::invalid(
             "memori: min_similarity needs embeddings, and mode \"text\" does not embed the query",
         )
-        .hint("Use mode => 'hybrid' or 'vector' with min_similarity, or leave min_similarity NULL."));
+        .hint(
+            "Use mode => 'hybrid' or 'vector' with min_similarity, or leave min_similarity NULL.",
+        ));
     }
     Ok(Query {
         user: user::resolve(user_id)?,
@@ -764,8 +788,14 @@ mod tests {
         // counts a third for a question naming identifiers.
         let mut weak = cand(5, Some(3), Some(1), 0.55);
         weak.text_score = Some(1.0 / 3.0);
-        assert!(relevance(SearchMode::Hybrid, &weak, 3) < relevance(SearchMode::Hybrid, &vector_only, 3));
-        assert!(relevance(SearchMode::Hybrid, &weak, 1) > relevance(SearchMode::Hybrid, &vector_only, 1));
+        assert!(
+            relevance(SearchMode::Hybrid, &weak, 3)
+                < relevance(SearchMode::Hybrid, &vector_only, 3)
+        );
+        assert!(
+            relevance(SearchMode::Hybrid, &weak, 1)
+                > relevance(SearchMode::Hybrid, &vector_only, 1)
+        );
         // Lower text ranks count less.
         assert!(
             relevance(SearchMode::Hybrid, &cand(6, None, Some(10), 0.6), 1)
@@ -784,7 +814,12 @@ mod tests {
         let out = rank(
             SearchMode::Hybrid,
             3,
-            vec![low, no_sim, cand(3, Some(1), None, 0.8), cand(4, Some(2), Some(3), 0.7)],
+            vec![
+                low,
+                no_sim,
+                cand(3, Some(1), None, 0.8),
+                cand(4, Some(2), Some(3), 0.7),
+            ],
             (0.15, 0.05),
             Some(0.3),
             10,
@@ -793,7 +828,11 @@ mod tests {
         let out = rank(
             SearchMode::Vector,
             3,
-            vec![cand(1, Some(2), None, 0.5), cand(2, Some(1), None, 0.6), cand(3, Some(3), None, 0.4)],
+            vec![
+                cand(1, Some(2), None, 0.5),
+                cand(2, Some(1), None, 0.6),
+                cand(3, Some(3), None, 0.4),
+            ],
             (0.0, 0.0),
             None,
             2,

@@ -4,7 +4,7 @@
 //! them with the catalog figures; without preloading the counters are reported unavailable.
 
 use pgrx::prelude::*;
-use pgrx::{pg_shmem_init, PgAtomic, PGRXSharedMemory};
+use pgrx::{pg_shmem_init, PGRXSharedMemory, PgAtomic};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 
 /// Upper bounds of the embedding latency histogram, in milliseconds (and +Inf).
@@ -78,7 +78,12 @@ pub fn error_class(sqlstate: &str) -> usize {
 }
 
 /// One call to an embedding provider: how many texts, how long, and its SQLSTATE if it failed.
-pub fn embedding_call(provider: &str, texts: usize, elapsed: std::time::Duration, failed: Option<&str>) {
+pub fn embedding_call(
+    provider: &str,
+    texts: usize,
+    elapsed: std::time::Duration,
+    failed: Option<&str>,
+) {
     with(|c| {
         let p = provider_index(provider);
         c.calls[p].fetch_add(1, Relaxed);
@@ -133,28 +138,63 @@ pub fn rows() -> Vec<(String, serde_json::Value, f64)> {
     with(|c| {
         let v = |a: &AtomicU64| a.load(Relaxed) as f64;
         for (p, name) in PROVIDERS.iter().enumerate() {
-            out.push(("embedding_calls_total".into(), json!({"provider": name}), v(&c.calls[p])));
-            out.push(("embedding_texts_total".into(), json!({"provider": name}), v(&c.texts[p])));
-            out.push(("embedding_latency_seconds_sum".into(), json!({"provider": name}), v(&c.latency_us[p]) / 1e6));
+            out.push((
+                "embedding_calls_total".into(),
+                json!({"provider": name}),
+                v(&c.calls[p]),
+            ));
+            out.push((
+                "embedding_texts_total".into(),
+                json!({"provider": name}),
+                v(&c.texts[p]),
+            ));
+            out.push((
+                "embedding_latency_seconds_sum".into(),
+                json!({"provider": name}),
+                v(&c.latency_us[p]) / 1e6,
+            ));
             let mut cumulative = 0.0;
             for (b, slot) in c.latency[p].iter().enumerate() {
                 cumulative += v(slot);
                 let le = LATENCY_BOUNDS_MS
                     .get(b)
                     .map_or("+Inf".to_string(), |ms| format!("{}", *ms as f64 / 1000.0));
-                out.push(("embedding_latency_seconds_bucket".into(), json!({"provider": name, "le": le}), cumulative));
+                out.push((
+                    "embedding_latency_seconds_bucket".into(),
+                    json!({"provider": name, "le": le}),
+                    cumulative,
+                ));
             }
             for (e, class) in ERROR_CLASSES.iter().enumerate() {
-                out.push(("embedding_errors_total".into(), json!({"provider": name, "class": class}), v(&c.errors[p][e])));
+                out.push((
+                    "embedding_errors_total".into(),
+                    json!({"provider": name, "class": class}),
+                    v(&c.errors[p][e]),
+                ));
             }
         }
-        out.push(("embedding_cache_hits_total".into(), json!({}), v(&c.cache_hits)));
+        out.push((
+            "embedding_cache_hits_total".into(),
+            json!({}),
+            v(&c.cache_hits),
+        ));
         out.push(("searches_total".into(), json!({}), v(&c.searches)));
         out.push(("stores_total".into(), json!({}), v(&c.stores)));
         out.push(("merges_total".into(), json!({}), v(&c.merges)));
-        out.push(("maintenance_passes_total".into(), json!({}), v(&c.maintenance_passes)));
-        for (step, slot) in ["promoted", "expired", "archived", "cache_purged"].iter().zip(&c.maintenance_rows) {
-            out.push(("maintenance_rows_total".into(), json!({"step": step}), v(slot)));
+        out.push((
+            "maintenance_passes_total".into(),
+            json!({}),
+            v(&c.maintenance_passes),
+        ));
+        for (step, slot) in ["promoted", "expired", "archived", "cache_purged"]
+            .iter()
+            .zip(&c.maintenance_rows)
+        {
+            out.push((
+                "maintenance_rows_total".into(),
+                json!({"step": step}),
+                v(slot),
+            ));
         }
         let reset = c.reset_at.load(Relaxed);
         if reset != 0 {
@@ -191,15 +231,28 @@ fn memori_stats_reset() -> bool {
     }
     let c = COUNTERS.get();
     let zero = |a: &AtomicU64| a.store(0, Relaxed);
-    c.calls.iter().chain(&c.texts).chain(&c.latency_us).for_each(zero);
+    c.calls
+        .iter()
+        .chain(&c.texts)
+        .chain(&c.latency_us)
+        .for_each(zero);
     c.errors.iter().flatten().for_each(zero);
     c.latency.iter().flatten().for_each(zero);
     c.maintenance_rows.iter().for_each(zero);
-    [&c.cache_hits, &c.searches, &c.stores, &c.merges, &c.maintenance_passes]
-        .into_iter()
-        .for_each(zero);
+    [
+        &c.cache_hits,
+        &c.searches,
+        &c.stores,
+        &c.merges,
+        &c.maintenance_passes,
+    ]
+    .into_iter()
+    .for_each(zero);
     // SAFETY: the transaction's start time, a plain read.
-    c.reset_at.store(unsafe { pg_sys::GetCurrentTransactionStartTimestamp() }, Relaxed);
+    c.reset_at.store(
+        unsafe { pg_sys::GetCurrentTransactionStartTimestamp() },
+        Relaxed,
+    );
     true
 }
 

@@ -74,7 +74,10 @@ mod tests {
             identifiers("orders.customer_id references customers.id"),
             "orderscustomerid customerid customersid"
         );
-        assert_eq!(identifiers("use public.user_events, not v2.orders."), "publicuserevents userevents v2orders");
+        assert_eq!(
+            identifiers("use public.user_events, not v2.orders."),
+            "publicuserevents userevents v2orders"
+        );
         assert_eq!(identifiers("Plain words, 42P01 and 0.95"), "095");
         assert_eq!(identifiers("a._b_ c"), "ab");
         assert_eq!(identifiers(""), "");

@@ -42,22 +42,38 @@ pub fn keeps_embedding(record: &serde_json::Value, label: &str, dims: usize) -> 
         && !numbers.is_empty()
         && numbers.len() <= crate::vector::MAX_DIMS
         && (dims == 0 || numbers.len() == dims)
-        && numbers.iter().all(|x| x.is_finite() && x.abs() <= f32::MAX as f64)
+        && numbers
+            .iter()
+            .all(|x| x.is_finite() && x.abs() <= f32::MAX as f64)
         && numbers.iter().any(|x| *x != 0.0)
 }
 
 /// Sorts import records by kind, refusing anything else.
 pub fn split(
     lines: &[serde_json::Value],
-) -> std::result::Result<(Option<String>, Vec<serde_json::Value>, Vec<serde_json::Value>), String> {
+) -> std::result::Result<
+    (
+        Option<String>,
+        Vec<serde_json::Value>,
+        Vec<serde_json::Value>,
+    ),
+    String,
+> {
     let (mut user, mut conversations, mut memories) = (None, Vec::new(), Vec::new());
     for (n, line) in lines.iter().enumerate() {
         match line.get("kind").and_then(|k| k.as_str()) {
             Some("memori_export") => {
                 if line.get("format").and_then(|f| f.as_i64()) != Some(1) {
-                    return Err(format!("line {}: export format {} is not 1", n + 1, line.get("format").unwrap_or(&serde_json::Value::Null)));
+                    return Err(format!(
+                        "line {}: export format {} is not 1",
+                        n + 1,
+                        line.get("format").unwrap_or(&serde_json::Value::Null)
+                    ));
                 }
-                user = line.get("user_id").and_then(|u| u.as_str()).map(String::from);
+                user = line
+                    .get("user_id")
+                    .and_then(|u| u.as_str())
+                    .map(String::from);
             }
             Some("conversation") => conversations.push(line.clone()),
             Some("memory") => {
@@ -66,7 +82,12 @@ pub fn split(
                 }
                 memories.push(line.clone())
             }
-            _ => return Err(format!("line {}: not a memori export record (no known \"kind\")", n + 1)),
+            _ => {
+                return Err(format!(
+                    "line {}: not a memori export record (no known \"kind\")",
+                    n + 1
+                ))
+            }
         }
     }
     Ok((user, conversations, memories))
@@ -91,7 +112,9 @@ fn memori_import(
 > {
     prevent_if_read_only(c"memori_import()");
     let lines: Vec<serde_json::Value> = lines
-        .ok_or_else(|| MemoriError::new(Code::NullValueNotAllowed, "memori: lines must not be NULL"))
+        .ok_or_else(|| {
+            MemoriError::new(Code::NullValueNotAllowed, "memori: lines must not be NULL")
+        })
         .or_raise()
         .into_iter()
         .flatten()
@@ -108,7 +131,11 @@ fn memori_import(
     let todo: Vec<&str> = memories
         .iter()
         .filter(|m| !keeps_embedding(m, &label, target.dims))
-        .map(|m| m.get("content").and_then(|c| c.as_str()).unwrap_or_default())
+        .map(|m| {
+            m.get("content")
+                .and_then(|c| c.as_str())
+                .unwrap_or_default()
+        })
         .collect();
     let fresh = if todo.is_empty() {
         Vec::new()
@@ -124,7 +151,10 @@ fn memori_import(
                 m["embedding"].to_string()
             } else {
                 let v = fresh.next().expect("one embedding per re-embedded memory");
-                format!("[{}]", v.iter().map(f32::to_string).collect::<Vec<_>>().join(","))
+                format!(
+                    "[{}]",
+                    v.iter().map(f32::to_string).collect::<Vec<_>>().join(",")
+                )
             }
         })
         .collect();
@@ -242,9 +272,15 @@ mod tests {
         ];
         let (user, c, m) = split(&lines).unwrap();
         assert_eq!((user.as_deref(), c.len(), m.len()), (Some("alice"), 1, 2));
-        assert!(split(&[json!({"kind": "memori_export", "format": 2})]).unwrap_err().contains("format 2"));
-        assert!(split(&[json!({"content": "a"})]).unwrap_err().starts_with("line 1: not a memori export"));
-        assert!(split(&[json!({"kind": "memory"})]).unwrap_err().contains("without content"));
+        assert!(split(&[json!({"kind": "memori_export", "format": 2})])
+            .unwrap_err()
+            .contains("format 2"));
+        assert!(split(&[json!({"content": "a"})])
+            .unwrap_err()
+            .starts_with("line 1: not a memori export"));
+        assert!(split(&[json!({"kind": "memory"})])
+            .unwrap_err()
+            .contains("without content"));
     }
 
     #[test]
@@ -255,10 +291,30 @@ mod tests {
         assert!(keeps_embedding(&m, local, 0), "width unknown before asking");
         assert!(!keeps_embedding(&m, local, 384), "wrong width");
         assert!(!keeps_embedding(&m, "openai/text-embedding-3-small", 2));
-        assert!(!keeps_embedding(&json!({"embedding_model": local}), local, 2));
-        assert!(!keeps_embedding(&json!({"embedding_model": local, "embedding": [0.0, 0.0]}), local, 2));
-        assert!(!keeps_embedding(&json!({"embedding_model": local, "embedding": [0.1, "x"]}), local, 2));
-        assert!(!keeps_embedding(&json!({"embedding_model": local, "embedding": [1e300, 0.1]}), local, 2));
-        assert!(!keeps_embedding(&json!({"embedding_model": local, "embedding": []}), local, 0));
+        assert!(!keeps_embedding(
+            &json!({"embedding_model": local}),
+            local,
+            2
+        ));
+        assert!(!keeps_embedding(
+            &json!({"embedding_model": local, "embedding": [0.0, 0.0]}),
+            local,
+            2
+        ));
+        assert!(!keeps_embedding(
+            &json!({"embedding_model": local, "embedding": [0.1, "x"]}),
+            local,
+            2
+        ));
+        assert!(!keeps_embedding(
+            &json!({"embedding_model": local, "embedding": [1e300, 0.1]}),
+            local,
+            2
+        ));
+        assert!(!keeps_embedding(
+            &json!({"embedding_model": local, "embedding": []}),
+            local,
+            0
+        ));
     }
 }

@@ -287,7 +287,12 @@ pub extern "C-unwind" fn memori_maintenance_main(arg: pg_sys::Datum) {
             }
         }
     }
-    crate::stats::maintenance([pass.promoted, pass.expired, pass.archived, pass.cache_purged]);
+    crate::stats::maintenance([
+        pass.promoted,
+        pass.expired,
+        pass.archived,
+        pass.cache_purged,
+    ]);
     log!(
         "memori: maintenance database={db} status={} expired={} archived={} promoted={} cache_purged={} batches={batches} duration_ms={}",
         if failed { "partial" } else { "ok" },

@@ -166,18 +166,31 @@ mod tests {
     fn a_merge_takes_the_new_content_and_stays_in_its_conversation() {
         let a = one::<Uuid>("SELECT memori_conversation_create('A')");
         let b = one::<Uuid>("SELECT memori_conversation_create('B')");
-        let m1 = store(&format!("SELECT memori_store('User prefers JOINs instead of subqueries', 'rule', '{a}')"));
-        let m2 = store(&format!("SELECT memori_store('The user prefers JOINs instead of subqueries', 'rule', '{b}')"));
-        assert!(m1 != m2, "near-duplicates in different conversations stay apart");
+        let m1 = store(&format!(
+            "SELECT memori_store('User prefers JOINs instead of subqueries', 'rule', '{a}')"
+        ));
+        let m2 = store(&format!(
+            "SELECT memori_store('The user prefers JOINs instead of subqueries', 'rule', '{b}')"
+        ));
+        assert!(
+            m1 != m2,
+            "near-duplicates in different conversations stay apart"
+        );
         assert_eq!(
-            search(&format!("SELECT content FROM memori_search('JOINs', conversation_id => '{b}')")),
+            search(&format!(
+                "SELECT content FROM memori_search('JOINs', conversation_id => '{b}')"
+            )),
             vec!["The user prefers JOINs instead of subqueries"]
         );
-        run(&format!("DELETE FROM memori_conversations WHERE conversation_id = '{a}'"));
+        run(&format!(
+            "DELETE FROM memori_conversations WHERE conversation_id = '{a}'"
+        ));
         assert_eq!(count("true"), 1, "B's memory outlives conversation A");
         // In the same conversation: merged, and the newer wording wins (content, embedding and
         // full-text document together).
-        let m3 = store(&format!("SELECT memori_store('User prefers JOINs rather than subqueries', 'rule', '{b}')"));
+        let m3 = store(&format!(
+            "SELECT memori_store('User prefers JOINs rather than subqueries', 'rule', '{b}')"
+        ));
         assert_eq!(m3, m2);
         assert_eq!(
             one::<String>("SELECT content FROM memori_memories"),
@@ -222,9 +235,11 @@ mod tests {
         );
         synthetic("big", 5000, "{}");
         run("UPDATE memori_memories SET memory_type = 'rule' WHERE user_id = 'big'");
-        let first = store("SELECT memori_store('User prefers dark mode', 'rule', user_id => 'big')");
+        let first =
+            store("SELECT memori_store('User prefers dark mode', 'rule', user_id => 'big')");
         run("ANALYZE memori_memories");
-        let again = store("SELECT memori_store('The user prefers dark mode', 'rule', user_id => 'big')");
+        let again =
+            store("SELECT memori_store('The user prefers dark mode', 'rule', user_id => 'big')");
         assert_eq!(first, again);
         assert_eq!(count("user_id = 'big'"), 5001);
     }
@@ -423,13 +438,28 @@ mod tests {
         run("ANALYZE memori_memories");
         run("SET LOCAL memori.user_id = 'big'");
         // Below memori.exact_search_rows (20,000 by default): every memory compared.
-        let q = crate::search::query(Some(10), None, None, None, None, None, None, Some("vector")).unwrap();
+        let q = crate::search::query(Some(10), None, None, None, None, None, None, Some("vector"))
+            .unwrap();
         let label = crate::embedding::Target::current().label();
         let (_, batch) = crate::embedding::embed_texts(&["query"]).unwrap();
-        let (hits, path) = crate::search::vector_candidates(&q, crate::search::user_rows("big").unwrap(), &label, &batch.vectors[0], 40).unwrap();
+        let (hits, path) = crate::search::vector_candidates(
+            &q,
+            crate::search::user_rows("big").unwrap(),
+            &label,
+            &batch.vectors[0],
+            40,
+        )
+        .unwrap();
         assert_eq!((hits.len(), path), (40, crate::search::Path::Exact));
         run("SET LOCAL memori.exact_search_rows = 1000");
-        let (hits, path) = crate::search::vector_candidates(&q, crate::search::user_rows("big").unwrap(), &label, &batch.vectors[0], 40).unwrap();
+        let (hits, path) = crate::search::vector_candidates(
+            &q,
+            crate::search::user_rows("big").unwrap(),
+            &label,
+            &batch.vectors[0],
+            40,
+        )
+        .unwrap();
         assert_eq!((hits.len(), path), (40, crate::search::Path::Index));
         let sql = crate::search::vector_sql(&q, 384, false);
         let args: Vec<pgrx::datum::DatumWithOid> = vec![
@@ -452,7 +482,10 @@ mod tests {
         };
         run("SET LOCAL hnsw.iterative_scan = relaxed_order");
         let p = plan(&sql);
-        assert!(p.contains("Index Scan using idx_memori_mem_embedding_384"), "{p}");
+        assert!(
+            p.contains("Index Scan using idx_memori_mem_embedding_384"),
+            "{p}"
+        );
         let p = plan(&crate::search::vector_sql(&q, 384, true));
         assert!(!p.contains("idx_memori_mem_embedding_384"), "{p}");
         assert_eq!(

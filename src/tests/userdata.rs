@@ -41,15 +41,31 @@ mod tests {
         let embeddings = one::<String>("SELECT md5(string_agg(embedding::text, '/' ORDER BY memory_id)) FROM memori_memories WHERE user_id = 'alice'");
         for with in [true, false] {
             run(&format!("CREATE TEMP TABLE export AS SELECT memori_export('alice', include_embeddings => {with}) AS line"));
-            assert_eq!(one::<i64>("SELECT count(*) FROM export"), 1 + 1 + 3, "header, conversation, memories");
-            assert_eq!(one::<String>("SELECT line->>'kind' FROM export LIMIT 1"), "memori_export");
-            assert_eq!(one::<i64>("SELECT count(*) FROM export WHERE line ? 'embedding'"), if with { 3 } else { 0 });
-            let erased = one::<String>("SELECT memories || ' ' || conversations FROM memori_erase_user('alice')");
+            assert_eq!(
+                one::<i64>("SELECT count(*) FROM export"),
+                1 + 1 + 3,
+                "header, conversation, memories"
+            );
+            assert_eq!(
+                one::<String>("SELECT line->>'kind' FROM export LIMIT 1"),
+                "memori_export"
+            );
+            assert_eq!(
+                one::<i64>("SELECT count(*) FROM export WHERE line ? 'embedding'"),
+                if with { 3 } else { 0 }
+            );
+            let erased = one::<String>(
+                "SELECT memories || ' ' || conversations FROM memori_erase_user('alice')",
+            );
             assert_eq!(erased, "3 1");
             let counts = one::<String>("SELECT conversations || ' ' || memories || ' ' || reembedded FROM memori_import(ARRAY(SELECT line FROM export))");
             // Kept embeddings are not computed again; without them, all three are.
             assert_eq!(counts, if with { "1 3 0" } else { "1 3 3" });
-            assert_eq!(fingerprint("alice"), before, "every column back as it was (with embeddings: {with})");
+            assert_eq!(
+                fingerprint("alice"),
+                before,
+                "every column back as it was (with embeddings: {with})"
+            );
             assert_eq!(
                 one::<String>("SELECT md5(string_agg(embedding::text, '/' ORDER BY memory_id)) FROM memori_memories WHERE user_id = 'alice'"),
                 embeddings
@@ -57,9 +73,14 @@ mod tests {
             run("DROP TABLE export");
         }
         // Bob was never touched; alice's memories are searchable again.
-        assert_eq!(one::<i64>("SELECT count(*) FROM memori_memories WHERE user_id = 'bob'"), 1);
         assert_eq!(
-            one::<String>("SELECT content FROM memori_search('customer_id', k => 1, user_id => 'alice')"),
+            one::<i64>("SELECT count(*) FROM memori_memories WHERE user_id = 'bob'"),
+            1
+        );
+        assert_eq!(
+            one::<String>(
+                "SELECT content FROM memori_search('customer_id', k => 1, user_id => 'alice')"
+            ),
             "orders.customer_id references customers.id"
         );
     }
@@ -71,15 +92,29 @@ mod tests {
         // Another model's embeddings are not kept: the memories are embedded again.
         run("UPDATE export SET line = jsonb_set(line, '{embedding_model}', '\"openai/other\"') WHERE line->>'kind' = 'memory'");
         // The same ids exist here: nothing is written.
-        let e = sql_error("SELECT * FROM memori_import(ARRAY(SELECT line FROM export), user_id => 'carol')");
+        let e = sql_error(
+            "SELECT * FROM memori_import(ARRAY(SELECT line FROM export), user_id => 'carol')",
+        );
         assert_eq!(e.sqlstate, state("23505"));
-        assert_eq!(one::<i64>("SELECT count(*) FROM memori_memories WHERE user_id = 'carol'"), 0);
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM memori_memories WHERE user_id = 'carol'"),
+            0
+        );
         // Alice's conversation exists here: memories may not join it under another user's name.
         run("CREATE TEMP TABLE mems AS SELECT line - 'memory_id' AS line FROM export WHERE line->>'kind' = 'memory'");
-        let e = sql_error("SELECT * FROM memori_import(ARRAY(SELECT line FROM mems), user_id => 'mallory')");
+        let e = sql_error(
+            "SELECT * FROM memori_import(ARRAY(SELECT line FROM mems), user_id => 'mallory')",
+        );
         assert_eq!(e.sqlstate, state("23503"));
-        assert!(e.message.contains("belongs to another user"), "{}", e.message);
-        assert_eq!(one::<i64>("SELECT count(*) FROM memori_memories WHERE user_id = 'mallory'"), 0);
+        assert!(
+            e.message.contains("belongs to another user"),
+            "{}",
+            e.message
+        );
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM memori_memories WHERE user_id = 'mallory'"),
+            0
+        );
         // Under fresh ids, for another user.
         run("UPDATE export SET line = line - 'memory_id' - 'conversation_id'");
         let counts = one::<String>("SELECT conversations || ' ' || memories || ' ' || reembedded FROM memori_import(ARRAY(SELECT line FROM export), user_id => 'carol')");
@@ -92,16 +127,24 @@ mod tests {
         assert_eq!(counts, "3 3");
         assert_eq!(one::<i64>("SELECT count(*) FROM memori_memories WHERE user_id = 'erin' AND embedding_dims = 384"), 3);
         // Bad input: clear errors, nothing written.
-        let e = sql_error("SELECT * FROM memori_import(ARRAY['{\"kind\": \"memory\"}'::jsonb], 'dave')");
+        let e = sql_error(
+            "SELECT * FROM memori_import(ARRAY['{\"kind\": \"memory\"}'::jsonb], 'dave')",
+        );
         assert_eq!(e.sqlstate, state("22023"));
-        assert_eq!(e.message, "memori: cannot import: line 1: a memory without content");
+        assert_eq!(
+            e.message,
+            "memori: cannot import: line 1: a memory without content"
+        );
         let e = sql_error("SELECT * FROM memori_import(ARRAY['{\"kind\": \"memory\", \"content\": \"x\"}'::jsonb])");
         assert_eq!(e.sqlstate, state("22004"));
         let e = sql_error("SELECT * FROM memori_import(ARRAY['{\"kind\": \"memory\", \"content\": \"x\", \"memory_type\": \"bogus\"}'::jsonb], 'dave')");
         assert_eq!(e.sqlstate, state("23514"));
         let e = sql_error("SELECT * FROM memori_import(NULL)");
         assert_eq!(e.sqlstate, state("22004"));
-        assert_eq!(one::<i64>("SELECT count(*) FROM memori_memories WHERE user_id = 'dave'"), 0);
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM memori_memories WHERE user_id = 'dave'"),
+            0
+        );
     }
 
     #[pg_test]
@@ -125,13 +168,37 @@ mod tests {
             one::<String>("SELECT memories || ' ' || conversations || ' ' || cache_entries FROM memori_erase_user(' alice ')"),
             format!("4 1 {alice}")
         );
-        assert_eq!(cached("IN"), 0, "none of alice's texts is left in the cache");
+        assert_eq!(
+            cached("IN"),
+            0,
+            "none of alice's texts is left in the cache"
+        );
         assert_eq!(cached("NOT IN"), others, "other entries stay");
-        assert_eq!(one::<i64>("SELECT count(*) FROM memori_memories WHERE user_id = 'alice'"), 0);
-        assert_eq!(one::<i64>("SELECT count(*) FROM memori_conversations WHERE user_id = 'alice'"), 0);
-        assert_eq!(one::<i64>("SELECT count(*) FROM memori_store_locks WHERE user_id = 'alice'"), 0);
-        assert_eq!(one::<String>("SELECT memories || ' ' || conversations FROM memori_erase_user('alice')"), "0 0");
-        assert_eq!(sql_error("SELECT memori_erase_user(NULL)").sqlstate, state("22004"));
-        assert_eq!(sql_error("SELECT memori_erase_user('')").sqlstate, state("22023"));
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM memori_memories WHERE user_id = 'alice'"),
+            0
+        );
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM memori_conversations WHERE user_id = 'alice'"),
+            0
+        );
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM memori_store_locks WHERE user_id = 'alice'"),
+            0
+        );
+        assert_eq!(
+            one::<String>(
+                "SELECT memories || ' ' || conversations FROM memori_erase_user('alice')"
+            ),
+            "0 0"
+        );
+        assert_eq!(
+            sql_error("SELECT memori_erase_user(NULL)").sqlstate,
+            state("22004")
+        );
+        assert_eq!(
+            sql_error("SELECT memori_erase_user('')").sqlstate,
+            state("22023")
+        );
     }
 }
