@@ -168,7 +168,7 @@ fn write(target: &Target, m: &NewMemory, with_text: bool) -> Result<(Uuid, Writt
     let dims = m.embedding.len();
     let cast = indexed_cast(dims);
     let config = gucs::text_search_config();
-    let tsv = document_sql(2, with_text).replace("$T", "$15");
+    let tsv = document_sql(2, with_text).replace("$T", "$14");
     let set_tsv = if with_text {
         format!("content_tsv = {tsv},")
     } else {
@@ -181,11 +181,11 @@ fn write(target: &Target, m: &NewMemory, with_text: bool) -> Result<(Uuid, Writt
               WHERE m.user_id::text = $1::text AND m.memory_type::text = $3::text
                 AND m.conversation_id IS NOT DISTINCT FROM $4::uuid
                 AND (m.expires_at IS NULL OR m.expires_at > now())
-                AND CASE WHEN $16::text[] IS NOT NULL
+                AND CASE WHEN $15::text[] IS NOT NULL
                          THEN ARRAY[pg_catalog.lower(pg_catalog.btrim(m.metadata OPERATOR(pg_catalog.->>) 'subject'::text)),
                                     pg_catalog.lower(pg_catalog.btrim(m.metadata OPERATOR(pg_catalog.->>) 'predicate'::text)),
                                     pg_catalog.lower(pg_catalog.btrim(m.metadata OPERATOR(pg_catalog.->>) 'object'::text))]
-                              OPERATOR(pg_catalog.=) $16::text[]
+                              OPERATOR(pg_catalog.=) $15::text[]
                          ELSE pg_catalog.lower(pg_catalog.btrim(m.content)) = pg_catalog.lower(pg_catalog.btrim($2::text))
                               AND NOT m.metadata OPERATOR(pg_catalog.?&) ARRAY['subject', 'predicate', 'object']::text[] END
               ORDER BY m.id LIMIT 1"
@@ -242,8 +242,6 @@ fn write(target: &Target, m: &NewMemory, with_text: bool) -> Result<(Uuid, Writt
             m.expires_at.into(),
             gucs::short_term_expiry_days().into(),
             threshold.into(),
-            // $14 is unused: keeps $15 the configuration, as in the INSERT below.
-            None::<i32>.into(),
             config.clone().into(),
             triple.into(),
         ];
