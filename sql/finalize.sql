@@ -11,8 +11,12 @@ COMMENT ON FUNCTION memori_store(text, text, uuid, double precision, text[], jso
     'memori: stores a memory (embedded with the configured provider) for user_id (default: memori.user_id, else current_user) and returns its memory_id; a near-duplicate of the same user, type and conversation (similarity >= memori.dedup_threshold; for relationships, the same triple) is merged instead: it takes the new content and the id stays, with a NOTICE.';
 COMMENT ON FUNCTION memori_store_batch(text[], text, uuid, double precision, text[], jsonb, text) IS
     'memori: stores one memory per element of contents, embedded in batches, and returns their ids in input order (near-duplicates merged as memori_store does).';
-COMMENT ON FUNCTION memori_search(text, integer, uuid, text[], text[], double precision, boolean, text, text, boolean) IS
-    'memori: the k memories of one user most relevant to query (min(k, matching) rows, always), ordered by score (relevance blended with importance and recency). mode: hybrid (vector and full-text rankings fused by reciprocal rank fusion), vector or text; default memori.search_mode. explain => true fills the explain column. Counts an access for each row (best effort: not in read-only or REPEATABLE READ transactions, and not for rows another transaction holds).';
+COMMENT ON FUNCTION memori_search(text, integer, uuid, text[], text[], double precision, boolean, text, text, boolean, timestamptz) IS
+    'memori: the k memories of one user most relevant to query (min(k, matching) rows, always), ordered by score (relevance blended with importance and recency). mode: hybrid (vector and full-text rankings fused by reciprocal rank fusion), vector or text; default memori.search_mode. explain => true fills the explain column. Only memories valid now (not superseded); as_of => a moment answers with the memories valid then (archiving ignored, no access counted). Counts an access for each row (best effort: not in read-only or REPEATABLE READ transactions, and not for rows another transaction holds).';
+COMMENT ON FUNCTION memori_extract(text, uuid, text) IS
+    'memori: memories from one conversation turn: the chat model (memori.llm_provider) sees the turn and the user''s most relevant memories and decides, in one call, what to add, update or supersede; memori checks every decision and applies them all or none. One row per decision (action, memory_id, memory_type, content).';
+COMMENT ON FUNCTION memori_chat(text, uuid, integer, boolean, text) IS
+    'memori: the chat model''s reply to a message, with the user''s memories (memori_context) in its system prompt and the conversation''s latest turns (memori.chat_history_messages); stores both turns in memori_messages and, with extract (default memori.chat_extract), runs memori_extract on the message.';
 COMMENT ON FUNCTION memori_update(uuid, text, text, double precision, text[], jsonb) IS
     'memori: changes a memory of the current memori user (re-embedding it when the content changes); false when there is no such memory.';
 COMMENT ON FUNCTION memori_forget(uuid) IS
@@ -65,6 +69,12 @@ SELECT s.line FROM (
       FROM @extschema@.memori_conversations c
      WHERE c.user_id::text = $1::text
     UNION ALL
+    SELECT 3, x.id,
+           pg_catalog.jsonb_build_object('kind', 'message', 'conversation_id', x.conversation_id,
+               'role', x.role, 'content', x.content, 'model', x.model, 'created_at', x.created_at)
+      FROM @extschema@.memori_messages x
+     WHERE x.user_id::text = $1::text
+    UNION ALL
     SELECT 2, m.id,
            pg_catalog.jsonb_build_object('kind', 'memory', 'memory_id', m.memory_id,
                'conversation_id', m.conversation_id, 'content', m.content, 'memory_type', m.memory_type,
@@ -72,7 +82,7 @@ SELECT s.line FROM (
                'last_accessed_at', m.last_accessed_at, 'context_tags', m.context_tags,
                'related_entities', m.related_entities, 'metadata', m.metadata, 'expires_at', m.expires_at,
                'is_archived', m.is_archived, 'created_at', m.created_at, 'updated_at', m.updated_at,
-               'embedding_model', m.embedding_model)
+               'embedding_model', m.embedding_model, 'valid_to', m.valid_to, 'superseded_by', m.superseded_by)
            OPERATOR(pg_catalog.||)
            CASE WHEN $2 AND m.embedding IS NOT NULL
                 THEN pg_catalog.jsonb_build_object('embedding', m.embedding::text::jsonb)
@@ -82,7 +92,7 @@ SELECT s.line FROM (
  ORDER BY s.part, s.id
 $$;
 COMMENT ON FUNCTION memori_export(text, boolean) IS
-    'memori: one user''s memories and conversations as JSON lines (a header, then one object per conversation and per memory; embeddings when include_embeddings), for memori_import() here or in another database.';
+    'memori: one user''s conversations, memories and chat messages as JSON lines (a header, then one object per conversation, memory and message; embeddings when include_embeddings), for memori_import() here or in another database.';
 
 CREATE FUNCTION memori_erase_user(user_id text)
 RETURNS TABLE(memories bigint, conversations bigint, cache_entries bigint)
@@ -108,6 +118,7 @@ BEGIN
     GET DIAGNOSTICS e = ROW_COUNT;
     DELETE FROM @extschema@.memori_memories x WHERE x.user_id::text = who;
     GET DIAGNOSTICS m = ROW_COUNT;
+    DELETE FROM @extschema@.memori_messages x WHERE x.user_id::text = who;
     DELETE FROM @extschema@.memori_conversations x WHERE x.user_id::text = who;
     GET DIAGNOSTICS c = ROW_COUNT;
     DELETE FROM @extschema@.memori_store_locks x WHERE x.user_id OPERATOR(pg_catalog.=) who;
@@ -115,7 +126,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION memori_erase_user(text) IS
-    'memori: deletes every memory and conversation of one user and the cached embeddings of their texts (a GDPR erasure) and returns the counts; backups and WAL keep what they hold until they expire.';
+    'memori: deletes every memory, conversation and chat message of one user and the cached embeddings of their texts (a GDPR erasure) and returns the counts of memories, conversations and cache entries; backups and WAL keep what they hold until they expire.';
 COMMENT ON FUNCTION memori_import(jsonb[], text) IS
     'memori: loads the rows memori_export() returned (default user: the one the export names), keeping ids, timestamps and counters; memories embedded by another model, or exported without embeddings, are embedded again. All or nothing.';
 
@@ -135,6 +146,7 @@ BEGIN
     SELECT 'memories'::text,
            pg_catalog.jsonb_build_object('type', m.memory_type::text, 'state',
                CASE WHEN m.expires_at IS NOT NULL AND m.expires_at OPERATOR(pg_catalog.<=) pg_catalog.now() THEN 'expired'
+                    WHEN m.valid_to IS NOT NULL THEN 'superseded'
                     WHEN m.is_archived THEN 'archived' ELSE 'live' END),
            count(*)::float8
       FROM @extschema@.memori_memories m GROUP BY 2;
@@ -144,6 +156,8 @@ BEGIN
       FROM @extschema@.memori_memories m GROUP BY 2;
     RETURN QUERY SELECT 'users'::text, '{}'::jsonb, count(DISTINCT m.user_id)::float8 FROM @extschema@.memori_memories m;
     RETURN QUERY SELECT 'conversations'::text, '{}'::jsonb, count(*)::float8 FROM @extschema@.memori_conversations c;
+    RETURN QUERY SELECT 'messages'::text, pg_catalog.jsonb_build_object('role', x.role), count(*)::float8
+      FROM @extschema@.memori_messages x GROUP BY 2;
     IF NOT dba THEN
         RETURN;
     END IF;
@@ -165,7 +179,8 @@ BEGIN
       FROM pg_catalog.pg_index x
       JOIN pg_catalog.pg_class i ON i.oid OPERATOR(pg_catalog.=) x.indexrelid
      WHERE x.indrelid OPERATOR(pg_catalog.=) ANY (ARRAY['@extschema@.memori_memories'::regclass::oid,
-               '@extschema@.memori_conversations'::regclass::oid, '@extschema@.memori_embedding_cache'::regclass::oid]);
+               '@extschema@.memori_conversations'::regclass::oid, '@extschema@.memori_embedding_cache'::regclass::oid,
+               '@extschema@.memori_messages'::regclass::oid]);
     RETURN QUERY SELECT 'counters_available'::text, '{}'::jsonb,
            CASE WHEN EXISTS (SELECT FROM @extschema@.memori_counters()) THEN 1::float8 ELSE 0::float8 END;
     RETURN QUERY SELECT k.metric, k.labels, k.value FROM @extschema@.memori_counters() k;
@@ -180,7 +195,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION memori_stats() IS
-    'memori: figures as (metric, labels, value) rows: memories by type and state and by width, users, conversations (a tenant: its own); for the DBA also cache entries, table and index sizes and the counters since the server started (memori_counters; counters_available = 0 without preloading).';
+    'memori: figures as (metric, labels, value) rows: memories by type and state (live, archived, expired, superseded) and by width, users, conversations, messages by role (a tenant: its own); for the DBA also cache entries, table and index sizes and the counters since the server started (memori_counters; counters_available = 0 without preloading).';
 COMMENT ON FUNCTION memori_counters() IS
     'memori: the server-wide counters (embedding calls, texts, errors by SQLSTATE class and latency per provider; cache hits; searches, stores, merges; maintenance passes and rows), kept in shared memory when memori is preloaded; no rows otherwise.';
 COMMENT ON FUNCTION memori_stats_reset() IS
@@ -254,7 +269,7 @@ BEGIN
     INSERT INTO @extschema@.memori_roles (role_name, kind)
         SELECT r.rolname, kind FROM pg_catalog.pg_roles r WHERE r.oid OPERATOR(pg_catalog.=) role
         ON CONFLICT ON CONSTRAINT memori_roles_pkey DO UPDATE SET kind = EXCLUDED.kind, granted_at = now();
-    EXECUTE pg_catalog.format('GRANT SELECT ON @extschema@.memori_memories, @extschema@.memori_conversations TO %s', role);
+    EXECUTE pg_catalog.format('GRANT SELECT ON @extschema@.memori_memories, @extschema@.memori_conversations, @extschema@.memori_messages TO %s', role);
     FOREACH f IN ARRAY @extschema@.memori_api() LOOP
         EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %s', f, role);
     END LOOP;
@@ -275,7 +290,7 @@ BEGIN
     DELETE FROM @extschema@.memori_roles
      WHERE role_name OPERATOR(pg_catalog.=) (SELECT r.rolname FROM pg_catalog.pg_roles r WHERE r.oid OPERATOR(pg_catalog.=) role);
     had := FOUND;
-    EXECUTE pg_catalog.format('REVOKE SELECT ON @extschema@.memori_memories, @extschema@.memori_conversations FROM %s', role);
+    EXECUTE pg_catalog.format('REVOKE SELECT ON @extschema@.memori_memories, @extschema@.memori_conversations, @extschema@.memori_messages FROM %s', role);
     FOREACH f IN ARRAY @extschema@.memori_api() LOOP
         EXECUTE pg_catalog.format('REVOKE EXECUTE ON FUNCTION %s FROM %s', f, role);
     END LOOP;
@@ -294,7 +309,7 @@ SELECT ARRAY[
     '@extschema@.memori_conversation_create(text, text, jsonb, bigint)',
     '@extschema@.memori_store(text, text, uuid, double precision, text[], jsonb, text[], timestamptz, text)',
     '@extschema@.memori_store_batch(text[], text, uuid, double precision, text[], jsonb, text)',
-    '@extschema@.memori_search(text, integer, uuid, text[], text[], double precision, boolean, text, text, boolean)',
+    '@extschema@.memori_search(text, integer, uuid, text[], text[], double precision, boolean, text, text, boolean, timestamptz)',
     '@extschema@.memori_update(uuid, text, text, double precision, text[], jsonb)',
     '@extschema@.memori_forget(uuid)',
     '@extschema@.memori_context(text, integer, uuid, integer, text)',
@@ -303,14 +318,16 @@ SELECT ARRAY[
     '@extschema@.memori_embed(text)',
     '@extschema@.memori_embed_batch(text[])',
     '@extschema@.memori_embedding_stats()',
-    '@extschema@.memori_stats()']::text[]
+    '@extschema@.memori_stats()',
+    '@extschema@.memori_extract(text, uuid, text)',
+    '@extschema@.memori_chat(text, uuid, integer, boolean, text)']::text[]
 $$;
 COMMENT ON FUNCTION memori_api() IS
     'memori: the functions memori_grant() lets a role run (all but memori_maintain, memori_create_index, memori_grant and memori_revoke, which stay with the DBA).';
 
 REVOKE ALL ON memori_memories, memori_conversations, memori_embedding_cache, memori_store_locks, memori_roles,
-    memori_reembed_state FROM PUBLIC;
-REVOKE ALL ON SEQUENCE memori_memories_id_seq, memori_conversations_id_seq FROM PUBLIC;
+    memori_reembed_state, memori_messages FROM PUBLIC;
+REVOKE ALL ON SEQUENCE memori_memories_id_seq, memori_conversations_id_seq, memori_messages_id_seq FROM PUBLIC;
 -- Granted roles read their own rows (row-level security) and write only through memori's
 -- functions, which write as the tables' owner for the user they resolved: with no INSERT,
 -- UPDATE or DELETE, a tenant can neither choose ids (and squat on the next ones) nor lock a
@@ -344,9 +361,13 @@ GRANT EXECUTE ON FUNCTION memori_text_document(text, regconfig), memori_identifi
 -- Row-level security: a granted role sees only the rows of the user it acts for.
 ALTER TABLE memori_memories ENABLE ROW LEVEL SECURITY;
 ALTER TABLE memori_conversations ENABLE ROW LEVEL SECURITY;
+ALTER TABLE memori_messages ENABLE ROW LEVEL SECURITY;
 CREATE POLICY memori_acting_user_rows ON memori_memories
     USING (user_id::text = memori_acting_user()) WITH CHECK (user_id::text = memori_acting_user());
 CREATE POLICY memori_acting_user_rows ON memori_conversations
     USING (user_id::text = memori_acting_user()) WITH CHECK (user_id::text = memori_acting_user());
 COMMENT ON POLICY memori_acting_user_rows ON memori_memories IS 'memori: a granted role sees only the memories of the memori user it acts for (memori_acting_user()).';
 COMMENT ON POLICY memori_acting_user_rows ON memori_conversations IS 'memori: a granted role sees only the conversations of the memori user it acts for (memori_acting_user()).';
+CREATE POLICY memori_acting_user_rows ON memori_messages
+    USING (user_id::text = memori_acting_user()) WITH CHECK (user_id::text = memori_acting_user());
+COMMENT ON POLICY memori_acting_user_rows ON memori_messages IS 'memori: a granted role sees only the chat messages of the memori user it acts for (memori_acting_user()).';

@@ -120,13 +120,14 @@ pub fn fit(items: Vec<Item>, budget: usize) -> Vec<Item> {
 }
 
 fn rules(user: &str) -> Result<Vec<Item>> {
+    let current = user::current_filter("")?;
     Spi::connect(|c| {
         c.select(
-            "SELECT id, memory_id::text, content, importance_score FROM memori_memories
+            &format!("SELECT id, memory_id::text, content, importance_score FROM memori_memories
               WHERE user_id::text = $1::text AND memory_type::text = 'rule'::text AND NOT is_archived
-                AND (expires_at IS NULL OR expires_at > now())
+                AND (expires_at IS NULL OR expires_at > now()){current}
               ORDER BY importance_score DESC, updated_at DESC, id
-              LIMIT 1000",
+              LIMIT 1000"),
             None,
             &[user.into()],
         )?
@@ -170,6 +171,7 @@ pub fn assemble(
                     min_similarity: Some(gucs::min_similarity()),
                     include_archived: false,
                     mode: gucs::search_mode(),
+                    as_of: None,
                 },
                 q,
             )?;

@@ -325,7 +325,7 @@ fn compute_http(model: &str, texts: &[&str]) -> Result<Batch> {
     bump(|s| s.http_requests += requests.load(Ordering::Relaxed) as i64);
     match outcome {
         Ok(r) => r,
-        Err(offthread::NoResult::Deadline) => Err(http::timed_out(&cfg)),
+        Err(offthread::NoResult::Deadline) => Err(cfg.peer().timed_out()),
         Err(offthread::NoResult::ThreadFailed) => Err(MemoriError::new(
             Code::SystemError,
             "memori: the embedding request's thread failed",

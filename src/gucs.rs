@@ -64,6 +64,20 @@ impl SearchMode {
     }
 }
 
+/// Which chat model API memori_extract and memori_chat call.
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum LlmProvider {
+    /// None configured: memori_extract and memori_chat say which settings to set.
+    #[name = c"none"]
+    None,
+    /// An OpenAI-compatible `POST {url}/chat/completions` (OpenAI, Ollama, vLLM, LM Studio).
+    #[name = c"openai"]
+    Openai,
+    /// Anthropic's `POST {url}/v1/messages` (Claude).
+    #[name = c"anthropic"]
+    Anthropic,
+}
+
 pub const DEFAULT_EMBEDDING_URL: &str = "https://api.openai.com/v1";
 pub const DEFAULT_OPENAI_MODEL: &str = "text-embedding-3-small";
 
@@ -100,6 +114,19 @@ static TEXT_SEARCH_CONFIG: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"english"));
 static EXACT_SEARCH_ROWS: GucSetting<i32> = GucSetting::<i32>::new(20_000);
 static HNSW_EF_SEARCH: GucSetting<i32> = GucSetting::<i32>::new(1000);
+static LLM_PROVIDER: GucSetting<LlmProvider> = GucSetting::<LlmProvider>::new(LlmProvider::None);
+static LLM_URL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static LLM_MODEL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static LLM_API_KEY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static LLM_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(60_000);
+static LLM_MAX_TOKENS: GucSetting<i32> = GucSetting::<i32>::new(1024);
+static LLM_MAX_RETRIES: GucSetting<i32> = GucSetting::<i32>::new(3);
+static EXTRACT_PROMPT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static EXTRACT_CONTEXT_MEMORIES: GucSetting<i32> = GucSetting::<i32>::new(20);
+static SUPERSEDE_MIN_SIMILARITY: GucSetting<f64> = GucSetting::<f64>::new(0.6);
+static CHAT_SYSTEM_PROMPT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static CHAT_HISTORY_MESSAGES: GucSetting<i32> = GucSetting::<i32>::new(20);
+static CHAT_EXTRACT: GucSetting<bool> = GucSetting::<bool>::new(false);
 
 pub fn init() {
     // SAFETY: the assign hook only reads backend state and stores a number; it cannot panic.
@@ -416,7 +443,135 @@ pub fn init() {
         GucContext::Userset,
         GucFlags::default(),
     );
+    init_llm();
     reserve_prefix();
+}
+
+/// The chat model's settings (memori_extract, memori_chat): who may steer outbound calls and
+/// hold the key is the superuser; what a call asks for is each session's.
+fn init_llm() {
+    GucRegistry::define_enum_guc(
+        c"memori.llm_provider",
+        c"Which chat model API memori_extract and memori_chat call: none, openai (any OpenAI-compatible /chat/completions) or anthropic (/v1/messages).",
+        c"Superuser only.",
+        &LLM_PROVIDER,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"memori.llm_url",
+        c"Base URL of the chat API: requests go to {url}/chat/completions (openai) or {url}/v1/messages (anthropic).",
+        c"Empty means https://api.openai.com/v1 or https://api.anthropic.com. Superuser only, and hidden from other roles; messages never show its credentials or query string.",
+        &LLM_URL,
+        GucContext::Suset,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_string_guc(
+        c"memori.llm_model",
+        c"Chat model name sent to the provider.",
+        c"Empty means gpt-4o-mini (openai) or claude-sonnet-4-5 (anthropic). Superuser only.",
+        &LLM_MODEL,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    // SAFETY: the check hook reads its arguments and sets the check error strings; no panic.
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"memori.llm_api_key",
+            c"API key for the chat provider (Bearer token for openai, x-api-key for anthropic).",
+            c"Superuser only, and hidden from other roles. Set it in postgresql.conf, with ALTER SYSTEM, or with SET; ALTER DATABASE/ROLE ... SET is refused. Empty means the server's MEMORI_LLM_API_KEY, else OPENAI_API_KEY or ANTHROPIC_API_KEY; none at all is sent without a key (local servers need none).",
+            &LLM_API_KEY,
+            GucContext::Suset,
+            GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL,
+            Some(llm_api_key_check),
+            None,
+            None,
+        );
+    }
+    GucRegistry::define_int_guc(
+        c"memori.llm_timeout_ms",
+        c"Longest a chat call may take, retries included.",
+        c"Cancel and statement_timeout are answered within a second meanwhile.",
+        &LLM_TIMEOUT_MS,
+        100,
+        600_000,
+        GucContext::Userset,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"memori.llm_max_tokens",
+        c"Most tokens a chat call may answer with (max_tokens).",
+        c"Bounds what each call costs. Superuser only.",
+        &LLM_MAX_TOKENS,
+        16,
+        200_000,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"memori.llm_max_retries",
+        c"How many times a 429 or 5xx answer of the chat provider is retried, with backoff that honours Retry-After.",
+        c"",
+        &LLM_MAX_RETRIES,
+        0,
+        10,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"memori.extract_prompt",
+        c"System prompt of memori_extract; empty means the one memori ships (README \"Extracting memories\").",
+        c"The reply must still be memori's JSON: memori validates every decision.",
+        &EXTRACT_PROMPT,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"memori.extract_context_memories",
+        c"How many of the user's existing memories, most relevant first, memori_extract shows the model.",
+        c"The model can update or supersede only memories it was shown.",
+        &EXTRACT_CONTEXT_MEMORIES,
+        0,
+        200,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_float_guc(
+        c"memori.supersede_min_similarity",
+        c"Cosine similarity the new fact needs with the memory a model says it supersedes; below, it is added and the old memory stays valid.",
+        c"Keeps unrelated facts from invalidating one another. The default suits all-MiniLM-L6-v2 (README \"Facts over time\"); -1 trusts the model.",
+        &SUPERSEDE_MIN_SIMILARITY,
+        -1.0,
+        1.0,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"memori.chat_system_prompt",
+        c"What memori_chat's system prompt says before the user's memories; empty means memori's.",
+        c"",
+        &CHAT_SYSTEM_PROMPT,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"memori.chat_history_messages",
+        c"How many of the conversation's latest messages memori_chat sends with a new one.",
+        c"",
+        &CHAT_HISTORY_MESSAGES,
+        0,
+        1000,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"memori.chat_extract",
+        c"Whether memori_chat also runs memori_extract on the user's message when its extract argument is NULL.",
+        c"",
+        &CHAT_EXTRACT,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
 }
 
 fn reserve_prefix() {
@@ -435,14 +590,34 @@ pub fn user_id() -> Option<String> {
     string(&USER_ID)
 }
 
-/// Refuses an API key from ALTER DATABASE/ROLE ... SET (and CREATE FUNCTION ... SET): those
-/// land in pg_db_role_setting and pg_proc, which every role can read, and a backend that has not
-/// loaded memori would show the value to anyone through SHOW.
 #[pg_guard]
 unsafe extern "C-unwind" fn api_key_check(
     newval: *mut *mut std::ffi::c_char,
     _extra: *mut *mut std::ffi::c_void,
     source: pg_sys::GucSource::Type,
+) -> bool {
+    key_check(newval, source, c"memori.embedding_api_key may not be set with ALTER DATABASE, ALTER ROLE or a function's SET clause: every role can read those settings",
+        c"Set it in postgresql.conf or with ALTER SYSTEM SET memori.embedding_api_key = '...'; SELECT pg_reload_conf(); or put it in the server's environment (MEMORI_EMBEDDING_API_KEY).")
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn llm_api_key_check(
+    newval: *mut *mut std::ffi::c_char,
+    _extra: *mut *mut std::ffi::c_void,
+    source: pg_sys::GucSource::Type,
+) -> bool {
+    key_check(newval, source, c"memori.llm_api_key may not be set with ALTER DATABASE, ALTER ROLE or a function's SET clause: every role can read those settings",
+        c"Set it in postgresql.conf or with ALTER SYSTEM SET memori.llm_api_key = '...'; SELECT pg_reload_conf(); or put it in the server's environment (MEMORI_LLM_API_KEY).")
+}
+
+/// Refuses a key from ALTER DATABASE/ROLE ... SET (and CREATE FUNCTION ... SET): those land in
+/// pg_db_role_setting and pg_proc, which every role can read, and a backend that has not loaded
+/// memori would show the value to anyone through SHOW.
+unsafe fn key_check(
+    newval: *mut *mut std::ffi::c_char,
+    source: pg_sys::GucSource::Type,
+    message: &std::ffi::CStr,
+    hint: &std::ffi::CStr,
 ) -> bool {
     use pg_sys::GucSource::*;
     let empty = newval.is_null() || (*newval).is_null() || *(*newval) == 0;
@@ -454,12 +629,8 @@ unsafe extern "C-unwind" fn api_key_check(
     {
         return true;
     }
-    pg_sys::GUC_check_errmsg_string = pg_sys::pstrdup(
-        c"memori.embedding_api_key may not be set with ALTER DATABASE, ALTER ROLE or a function's SET clause: every role can read those settings".as_ptr(),
-    );
-    pg_sys::GUC_check_errhint_string = pg_sys::pstrdup(
-        c"Set it in postgresql.conf or with ALTER SYSTEM SET memori.embedding_api_key = '...'; SELECT pg_reload_conf(); or put it in the server's environment (MEMORI_EMBEDDING_API_KEY).".as_ptr(),
-    );
+    pg_sys::GUC_check_errmsg_string = pg_sys::pstrdup(message.as_ptr());
+    pg_sys::GUC_check_errhint_string = pg_sys::pstrdup(hint.as_ptr());
     false
 }
 
@@ -602,4 +773,52 @@ pub fn exact_search_rows() -> i64 {
 }
 pub fn hnsw_ef_search() -> i32 {
     HNSW_EF_SEARCH.get()
+}
+pub fn llm_provider() -> LlmProvider {
+    LLM_PROVIDER.get()
+}
+pub fn llm_url() -> Option<String> {
+    string(&LLM_URL)
+}
+pub fn llm_model() -> Option<String> {
+    string(&LLM_MODEL)
+}
+/// The chat provider's key: the setting, else the server's environment. Never log or print it.
+pub fn llm_api_key(provider: LlmProvider) -> Option<String> {
+    let fallback = match provider {
+        LlmProvider::Anthropic => "ANTHROPIC_API_KEY",
+        _ => "OPENAI_API_KEY",
+    };
+    string(&LLM_API_KEY).or_else(|| {
+        ["MEMORI_LLM_API_KEY", fallback]
+            .iter()
+            .find_map(|v| std::env::var(v).ok().filter(|k| !k.trim().is_empty()))
+    })
+}
+pub fn llm_timeout_ms() -> u64 {
+    LLM_TIMEOUT_MS.get() as u64
+}
+pub fn llm_max_tokens() -> u32 {
+    LLM_MAX_TOKENS.get() as u32
+}
+pub fn llm_max_retries() -> u32 {
+    LLM_MAX_RETRIES.get() as u32
+}
+pub fn extract_prompt() -> Option<String> {
+    string(&EXTRACT_PROMPT)
+}
+pub fn extract_context_memories() -> i32 {
+    EXTRACT_CONTEXT_MEMORIES.get()
+}
+pub fn supersede_min_similarity() -> f64 {
+    SUPERSEDE_MIN_SIMILARITY.get()
+}
+pub fn chat_system_prompt() -> Option<String> {
+    string(&CHAT_SYSTEM_PROMPT)
+}
+pub fn chat_history_messages() -> i64 {
+    CHAT_HISTORY_MESSAGES.get() as i64
+}
+pub fn chat_extract() -> bool {
+    CHAT_EXTRACT.get()
 }

@@ -5,14 +5,18 @@
 
 use pgrx::prelude::*;
 
+mod chat;
 mod context;
 mod conversations;
+mod decisions;
 pub mod embed;
 mod embedding;
 mod errors;
+mod extract;
 mod graph;
 mod gucs;
 mod lifecycle;
+mod llm;
 mod memories;
 mod reembed;
 mod search;

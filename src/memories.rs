@@ -165,6 +165,8 @@ fn document_sql(n: usize, with_text: bool) -> String {
 /// metadata are united. The caller holds `lock_for_dedup` for that user and type (store_texts
 /// does).
 fn write(target: &Target, m: &NewMemory, with_text: bool) -> Result<(Uuid, Written)> {
+    // Superseded memories are history: a new fact never merges into one.
+    let current = user::current_filter("m.")?;
     let dims = m.embedding.len();
     let cast = indexed_cast(dims);
     let config = gucs::text_search_config();
@@ -177,10 +179,10 @@ fn write(target: &Target, m: &NewMemory, with_text: bool) -> Result<(Uuid, Writt
     let threshold = gucs::dedup_threshold();
     if threshold < 1.0 {
         let nearest = if m.memory_type == "relationship" {
-            "SELECT id, 1::float8 AS similarity FROM memori_memories m
+            format!("SELECT id, 1::float8 AS similarity FROM memori_memories m
               WHERE m.user_id::text = $1::text AND m.memory_type::text = $3::text
                 AND m.conversation_id IS NOT DISTINCT FROM $4::uuid
-                AND (m.expires_at IS NULL OR m.expires_at > now())
+                AND (m.expires_at IS NULL OR m.expires_at > now()){current}
                 AND CASE WHEN $15::text[] IS NOT NULL
                          THEN ARRAY[pg_catalog.lower(pg_catalog.btrim(m.metadata OPERATOR(pg_catalog.->>) 'subject'::text)),
                                     pg_catalog.lower(pg_catalog.btrim(m.metadata OPERATOR(pg_catalog.->>) 'predicate'::text)),
@@ -189,7 +191,7 @@ fn write(target: &Target, m: &NewMemory, with_text: bool) -> Result<(Uuid, Writt
                          ELSE pg_catalog.lower(pg_catalog.btrim(m.content)) = pg_catalog.lower(pg_catalog.btrim($2::text))
                               AND NOT m.metadata OPERATOR(pg_catalog.?&) ARRAY['subject', 'predicate', 'object']::text[] END
               ORDER BY m.id LIMIT 1"
-                .to_string()
+            )
         } else {
             format!(
                 "SELECT id, 1::float8 - (m.embedding::{cast} <=> $5::real[]::{cast}) AS similarity
@@ -197,7 +199,7 @@ fn write(target: &Target, m: &NewMemory, with_text: bool) -> Result<(Uuid, Writt
                   WHERE m.user_id::text = $1::text AND m.memory_type::text = $3::text
                     AND m.conversation_id IS NOT DISTINCT FROM $4::uuid
                     AND m.embedding_model = $6::text AND m.embedding_dims = {dims}
-                    AND (m.expires_at IS NULL OR m.expires_at > now())
+                    AND (m.expires_at IS NULL OR m.expires_at > now()){current}
                   ORDER BY similarity DESC, m.id
                   LIMIT 1"
             )
@@ -295,11 +297,11 @@ fn write(target: &Target, m: &NewMemory, with_text: bool) -> Result<(Uuid, Writt
 }
 
 pub struct Common {
-    user: String,
-    memory_type: String,
-    importance: f32,
-    tags: Vec<String>,
-    metadata: JsonB,
+    pub user: String,
+    pub memory_type: String,
+    pub importance: f32,
+    pub tags: Vec<String>,
+    pub metadata: JsonB,
 }
 
 pub fn common(
@@ -359,6 +361,29 @@ pub fn store_texts(
     expires_at: Option<TimestampWithTimeZone>,
 ) -> Result<Vec<Uuid>> {
     let (target, batch) = embed_texts(texts)?;
+    let written = store_embedded(
+        c,
+        &target,
+        texts,
+        &batch.vectors,
+        conversation_id,
+        entities,
+        expires_at,
+    )?;
+    Ok(written.into_iter().map(|(id, _)| id).collect())
+}
+
+/// Writes (or merges) one memory per text with its embedding, in order, as the tables' owner.
+#[allow(clippy::too_many_arguments)]
+pub fn store_embedded(
+    c: &Common,
+    target: &Target,
+    texts: &[&str],
+    vectors: &[Vec<f32>],
+    conversation_id: Option<Uuid>,
+    entities: &[String],
+    expires_at: Option<TimestampWithTimeZone>,
+) -> Result<Vec<(Uuid, Written)>> {
     let with_text = user::has_text_search()?;
     // Tenants hold no write privileges: memori writes as the tables' owner, always for the
     // user resolved above. The conversation row is locked only now, after the (slow)
@@ -372,10 +397,10 @@ pub fn store_texts(
         }
         texts
             .iter()
-            .zip(&batch.vectors)
+            .zip(vectors)
             .map(|(text, embedding)| {
                 write(
-                    &target,
+                    target,
                     &NewMemory {
                         user: &c.user,
                         content: text,
@@ -414,7 +439,7 @@ pub fn store_texts(
             merged[..merged.len().min(10)].join(", ")
         );
     }
-    Ok(written.into_iter().map(|(id, _)| id).collect())
+    Ok(written)
 }
 
 /// Stores several memories (one per element of `contents`), embedded in batches; returns their
@@ -475,24 +500,53 @@ fn update_memory(
     }
     let metadata = metadata.map(|m| metadata_object(Some(m)).or_raise());
     let tags = tags.map(|t| text_array(Some(t)));
-    let (label, embedding) = match content {
+    let embedded = match content {
         Some(c) => {
             let (target, mut batch) = embed_texts(&[c]).or_raise();
-            (Some(target.label()), Some(batch.vectors.pop().unwrap()))
+            Some((target.label(), batch.vectors.pop().unwrap()))
         }
+        None => None,
+    };
+    let change = Change {
+        content,
+        embedded,
+        memory_type,
+        importance: importance.map(|i| i as f32),
+        tags,
+        metadata,
+    };
+    as_owner_of(c"memori_memories", || update_row(&user, memory_id, change)).or_raise()
+}
+
+/// What an update changes (None: unchanged).
+pub struct Change<'a> {
+    pub content: Option<&'a str>,
+    /// The new content's embedding and its model's label.
+    pub embedded: Option<(String, Vec<f32>)>,
+    pub memory_type: Option<&'a str>,
+    pub importance: Option<f32>,
+    pub tags: Option<Vec<String>>,
+    pub metadata: Option<JsonB>,
+}
+
+/// Applies `change` to a memory of `user`; false when there is none. The caller runs it as
+/// the tables' owner. A memory that becomes short_term gets the default expiry; one that
+/// stops being short_term loses it.
+pub fn update_row(user: &str, memory_id: Uuid, change: Change) -> Result<bool> {
+    let (label, embedding) = match change.embedded {
+        Some((l, v)) => (Some(l), Some(v)),
         None => (None, None),
     };
-    let with_text = user::has_text_search().or_raise();
+    let with_text = user::has_text_search()?;
     let set_tsv = if with_text {
         "content_tsv = CASE WHEN $3 IS NULL THEN content_tsv
                             ELSE memori_text_document($3::text, $11::text::regconfig) END,"
     } else {
         ""
     };
-    as_owner_of(c"memori_memories", || {
-        opt_one::<bool>(
-            &format!(
-                "UPDATE memori_memories SET
+    Ok(opt_one::<bool>(
+        &format!(
+            "UPDATE memori_memories SET
             content = coalesce($3, content),
             {set_tsv}
             embedding = coalesce($4::real[]::vector, embedding),
@@ -508,24 +562,22 @@ fn update_memory(
                 ELSE expires_at END
           WHERE memory_id = $1 AND user_id::text = $2::text
           RETURNING true"
-            ),
-            &[
-                memory_id.into(),
-                user.into(),
-                content.into(),
-                embedding.into(),
-                label.into(),
-                memory_type.into(),
-                importance.map(|i| i as f32).into(),
-                tags.into(),
-                metadata.into(),
-                gucs::short_term_expiry_days().into(),
-                gucs::text_search_config().into(),
-            ],
-        )
-    })
-    .or_raise()
-    .unwrap_or(false)
+        ),
+        &[
+            memory_id.into(),
+            user.into(),
+            change.content.into(),
+            embedding.into(),
+            label.into(),
+            change.memory_type.into(),
+            change.importance.into(),
+            change.tags.into(),
+            change.metadata.into(),
+            gucs::short_term_expiry_days().into(),
+            gucs::text_search_config().into(),
+        ],
+    )?
+    .unwrap_or(false))
 }
 
 /// Deletes a memory of the current memori user. Returns false when there was none.

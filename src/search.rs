@@ -34,6 +34,9 @@ pub struct Query {
     pub min_similarity: Option<f64>,
     pub include_archived: bool,
     pub mode: SearchMode,
+    /// Answer as of this moment: memories stored by then and not yet superseded or expired
+    /// then. None: the memories valid now.
+    pub as_of: Option<TimestampWithTimeZone>,
 }
 
 /// How many nearest candidates are re-ranked by score for k results.
@@ -71,12 +74,29 @@ impl Path {
     }
 }
 
-/// The filters every candidate query shares: $1 user, $2 conversation, $3 types, $4 tags.
+/// The filters every candidate query shares: $1 user, $2 conversation, $3 types, $4 tags, $5
+/// as_of. Superseded memories (valid_to) are left out, or as of a moment those superseded by
+/// then; a database not yet updated to 0.4.0 has no valid_to.
 fn scope_filters(q: &Query) -> String {
+    let when = if q.as_of.is_some() {
+        "$5::timestamptz"
+    } else {
+        "now()"
+    };
     let mut filters = vec![
         "m.user_id::text = $1::text".to_string(),
-        "(m.expires_at IS NULL OR m.expires_at > now())".to_string(),
+        format!("(m.expires_at IS NULL OR m.expires_at > {when})"),
     ];
+    if q.as_of.is_some() {
+        filters.push("m.created_at <= $5::timestamptz".into());
+    }
+    if user::has_validity().unwrap_or(false) {
+        filters.push(if q.as_of.is_some() {
+            "(m.valid_to IS NULL OR m.valid_to > $5::timestamptz)".into()
+        } else {
+            "m.valid_to IS NULL".into()
+        });
+    }
     if q.conversation_id.is_some() {
         filters.push("m.conversation_id = $2::uuid".into());
     }
@@ -86,7 +106,8 @@ fn scope_filters(q: &Query) -> String {
     if q.tags.is_some() {
         filters.push("m.context_tags OPERATOR(pg_catalog.&&) $4::text[]".into());
     }
-    if !q.include_archived {
+    // Archiving is about today's use, not about what held then: as_of ignores it.
+    if !q.include_archived && q.as_of.is_none() {
         filters.push("NOT m.is_archived".into());
     }
     filters.join("\n               AND ")
@@ -98,26 +119,27 @@ fn scope_args(q: &Query) -> Vec<pgrx::datum::DatumWithOid<'static>> {
         q.conversation_id.into(),
         q.memory_types.clone().into(),
         q.tags.clone().into(),
+        q.as_of.into(),
     ]
 }
 
-/// The SQL of the vector candidates for embeddings of `dims` dimensions: $5 model label, $6
-/// query vector (real[]), $7 limit. `exact` orders by an expression no index provides, so every
+/// The SQL of the vector candidates for embeddings of `dims` dimensions: $6 model label, $7
+/// query vector (real[]), $8 limit. `exact` orders by an expression no index provides, so every
 /// row in scope is compared; otherwise the planner may take the HNSW index (iterative scan).
 pub fn vector_sql(q: &Query, dims: usize, exact: bool) -> String {
     let cast = indexed_cast(dims);
     let order = if exact {
         "similarity DESC, m.id".to_string()
     } else {
-        format!("m.embedding::{cast} <=> $6::real[]::{cast}")
+        format!("m.embedding::{cast} <=> $7::real[]::{cast}")
     };
     format!(
-        "SELECT m.id, 1::float8 - (m.embedding::{cast} <=> $6::real[]::{cast}) AS similarity
+        "SELECT m.id, 1::float8 - (m.embedding::{cast} <=> $7::real[]::{cast}) AS similarity
            FROM memori_memories m
           WHERE {filters}
-            AND m.embedding_model = $5::text AND m.embedding_dims = {dims}
+            AND m.embedding_model = $6::text AND m.embedding_dims = {dims}
           ORDER BY {order}
-          LIMIT $7",
+          LIMIT $8",
         filters = scope_filters(q)
     )
 }
@@ -246,25 +268,25 @@ pub fn text_candidates(
         return Ok(Vec::new());
     }
     let mut filters = scope_filters(q);
-    // $5 terms, $6 limit, $7 N, $8 the model's label.
+    // $6 terms, $7 limit, $8 N, $9 the model's label.
     let mut args = scope_args(q);
     args.push(terms.to_vec().into());
     args.push((limit as i64).into());
     args.push((user_rows as f64).into());
     if let Some((label, dims)) = same_model {
         filters.push_str(&format!(
-            "\n               AND m.embedding_model = $8::text AND m.embedding_dims = {dims}"
+            "\n               AND m.embedding_model = $9::text AND m.embedding_dims = {dims}"
         ));
         args.push(label.to_string().into());
     }
     let sql = format!(
-        "WITH terms AS (SELECT DISTINCT t::tsquery AS t FROM pg_catalog.unnest($5::text[]) AS t),
+        "WITH terms AS (SELECT DISTINCT t::tsquery AS t FROM pg_catalog.unnest($6::text[]) AS t),
               hits AS MATERIALIZED (
                 SELECT m.id, terms.t::text AS t
                   FROM terms JOIN memori_memories m ON m.content_tsv OPERATOR(pg_catalog.@@) terms.t
                  WHERE {filters}),
               idf AS (SELECT terms.t::text AS t,
-                             pg_catalog.ln(1::float8 + (greatest($7::float8, coalesce(d.n, 0::float8)) - coalesce(d.n, 0::float8) + 0.5::float8)
+                             pg_catalog.ln(1::float8 + (greatest($8::float8, coalesce(d.n, 0::float8)) - coalesce(d.n, 0::float8) + 0.5::float8)
                                                        / (coalesce(d.n, 0::float8) + 0.5::float8)) AS w
                         FROM terms
                         LEFT JOIN (SELECT h.t, count(*)::float8 AS n FROM hits h GROUP BY h.t) d
@@ -274,7 +296,7 @@ pub fn text_candidates(
            FROM hits h JOIN idf ON idf.t OPERATOR(pg_catalog.=) h.t CROSS JOIN total
           GROUP BY h.id
           ORDER BY score DESC, h.id
-          LIMIT $6"
+          LIMIT $7"
     );
     id_scores(&sql, &args)
 }
@@ -592,6 +614,7 @@ pub fn query(
     include_archived: Option<bool>,
     user_id: Option<&str>,
     mode: Option<&str>,
+    as_of: Option<TimestampWithTimeZone>,
 ) -> Result<Query> {
     let k = k.unwrap_or(10);
     if !(1..=MAX_K).contains(&k) {
@@ -634,14 +657,62 @@ pub fn query(
         min_similarity,
         include_archived: include_archived.unwrap_or(false),
         mode,
+        as_of,
     })
 }
 
-/// The current memori user's memories most relevant to `query`, best first.
+/// memori 0.3.0's memori_search (no as_of), for a database not yet updated to this library's
+/// version. Not in this version's SQL.
+#[allow(clippy::too_many_arguments)]
+#[pg_extern(sql = false)]
+fn search_memories(
+    query: Option<&str>,
+    k: Option<i32>,
+    conversation_id: Option<Uuid>,
+    memory_types: Option<Vec<Option<String>>>,
+    tags: Option<Vec<Option<String>>>,
+    min_similarity: Option<f64>,
+    include_archived: Option<bool>,
+    user_id: Option<&str>,
+    mode: Option<&str>,
+    explain: Option<bool>,
+) -> TableIterator<
+    'static,
+    (
+        name!(memory_id, Uuid),
+        name!(content, String),
+        name!(memory_type, String),
+        name!(similarity, Option<f64>),
+        name!(score, f64),
+        name!(importance, f32),
+        name!(context_tags, Vec<String>),
+        name!(metadata, JsonB),
+        name!(conversation_id, Option<Uuid>),
+        name!(created_at, TimestampWithTimeZone),
+        name!(explain, Option<JsonB>),
+    ),
+> {
+    search_memories_as_of(
+        query,
+        k,
+        conversation_id,
+        memory_types,
+        tags,
+        min_similarity,
+        include_archived,
+        user_id,
+        mode,
+        explain,
+        None,
+    )
+}
+
+/// The current memori user's memories most relevant to `query`, best first: those valid now,
+/// or with `as_of`, those valid at that moment.
 #[allow(clippy::too_many_arguments)]
 #[pg_extern(name = "memori_search", volatile, parallel_unsafe)]
 #[search_path(pg_catalog, @extschema@, pg_temp)]
-fn search_memories(
+fn search_memories_as_of(
     query: Option<&str>,
     k: default!(Option<i32>, "10"),
     conversation_id: default!(Option<Uuid>, "NULL"),
@@ -652,6 +723,7 @@ fn search_memories(
     user_id: default!(Option<&str>, "NULL"),
     mode: default!(Option<&str>, "NULL"),
     explain: default!(Option<bool>, "false"),
+    as_of: default!(Option<TimestampWithTimeZone>, "NULL"),
 ) -> TableIterator<
     'static,
     (
@@ -678,10 +750,14 @@ fn search_memories(
         include_archived,
         user_id,
         mode,
+        as_of,
     )
     .or_raise();
     let out = find(&q, query.unwrap()).or_raise();
-    track_access(&out.found.iter().map(|f| f.ranked.id).collect::<Vec<_>>()).or_raise();
+    // A look into the past is not a use of today's memories: no access is counted.
+    if as_of.is_none() {
+        track_access(&out.found.iter().map(|f| f.ranked.id).collect::<Vec<_>>()).or_raise();
+    }
     let (mode, path, explain) = (q.mode, out.path, explain.unwrap_or(false));
     TableIterator::new(out.found.into_iter().map(move |f| {
         let why = explain.then(|| self::explain(mode, path, &f.ranked));
@@ -740,6 +816,7 @@ fn memori_search(
         include_archived,
         user_id,
         Some("vector"),
+        None,
     )
     .or_raise();
     let out = find(&q, query.unwrap()).or_raise();

@@ -201,15 +201,35 @@ pub fn table_exists(name: &std::ffi::CStr) -> Result<bool> {
     Ok(unsafe { pg_sys::get_relname_relid(name.as_ptr(), nsp) } != pg_sys::InvalidOid)
 }
 
-/// Whether memori_memories has full-text search (content_tsv): a database not yet updated to
-/// 0.3.0 lacks it, and then searches rank by embeddings only and writes leave it out.
-pub fn has_text_search() -> Result<bool> {
+/// Whether memori's `table` has `column` (a database not yet updated lacks newer ones).
+fn has_column(table: &std::ffi::CStr, column: &std::ffi::CStr) -> Result<bool> {
     let (nsp, _) = schema()?;
     // SAFETY: catalog lookups by name in a given namespace; a missing table is InvalidOid.
     Ok(unsafe {
-        let rel = pg_sys::get_relname_relid(c"memori_memories".as_ptr(), nsp);
+        let rel = pg_sys::get_relname_relid(table.as_ptr(), nsp);
         rel != pg_sys::InvalidOid
-            && pg_sys::get_attnum(rel, c"content_tsv".as_ptr()) != pg_sys::InvalidAttrNumber as i16
+            && pg_sys::get_attnum(rel, column.as_ptr()) != pg_sys::InvalidAttrNumber as i16
+    })
+}
+
+/// Whether memori_memories has full-text search (content_tsv): a database not yet updated to
+/// 0.3.0 lacks it, and then searches rank by embeddings only and writes leave it out.
+pub fn has_text_search() -> Result<bool> {
+    has_column(c"memori_memories", c"content_tsv")
+}
+
+/// Whether memories have a validity (valid_to, 0.4.0): without it, none is superseded.
+pub fn has_validity() -> Result<bool> {
+    has_column(c"memori_memories", c"valid_to")
+}
+
+/// `AND <alias>valid_to IS NULL` (only memories valid now), or nothing in a database without
+/// validity. `alias` is "" or "m.".
+pub fn current_filter(alias: &str) -> Result<String> {
+    Ok(if has_validity()? {
+        format!(" AND {alias}valid_to IS NULL")
+    } else {
+        String::new()
     })
 }
 

@@ -6,7 +6,8 @@
 //! - `{"kind": "memori_export", "format": 1, "user_id": ..., "exported_at": ..., "version": ...}`
 //! - one `{"kind": "conversation", ...}` per conversation, its columns by name;
 //! - one `{"kind": "memory", ...}` per memory, its columns by name (`importance` for
-//!   importance_score), `embedding` (an array of numbers) only when asked for.
+//!   importance_score), `embedding` (an array of numbers) only when asked for;
+//! - one `{"kind": "message", ...}` per chat message (memori_chat), oldest first.
 
 use crate::embedding::{embed_texts, Target};
 use crate::errors::{prevent_if_read_only, spi, Code, MemoriError, OrRaise, Result};
@@ -56,10 +57,12 @@ pub fn split(
         Option<String>,
         Vec<serde_json::Value>,
         Vec<serde_json::Value>,
+        Vec<serde_json::Value>,
     ),
     String,
 > {
-    let (mut user, mut conversations, mut memories) = (None, Vec::new(), Vec::new());
+    let (mut user, mut conversations, mut memories, mut messages) =
+        (None, Vec::new(), Vec::new(), Vec::new());
     for (n, line) in lines.iter().enumerate() {
         match line.get("kind").and_then(|k| k.as_str()) {
             Some("memori_export") => {
@@ -82,6 +85,18 @@ pub fn split(
                 }
                 memories.push(line.clone())
             }
+            Some("message") => {
+                let role = line.get("role").and_then(|r| r.as_str());
+                if !matches!(role, Some("user" | "assistant"))
+                    || !line.get("content").is_some_and(|c| c.is_string())
+                {
+                    return Err(format!(
+                        "line {}: a message needs role user or assistant and content",
+                        n + 1
+                    ));
+                }
+                messages.push(line.clone())
+            }
             _ => {
                 return Err(format!(
                     "line {}: not a memori export record (no known \"kind\")",
@@ -90,7 +105,7 @@ pub fn split(
             }
         }
     }
-    Ok((user, conversations, memories))
+    Ok((user, conversations, memories, messages))
 }
 
 /// Loads an export (the rows memori_export() returned) for `user_id` (default: the user named in
@@ -120,7 +135,7 @@ fn memori_import(
         .flatten()
         .map(|j| j.0)
         .collect();
-    let (exported_user, conversations, memories) = split(&lines)
+    let (exported_user, conversations, memories, messages) = split(&lines)
         .map_err(|e| MemoriError::invalid(format!("memori: cannot import: {e}")))
         .or_raise();
     let user = required_user(user_id.or(exported_user.as_deref()))
@@ -164,6 +179,18 @@ fn memori_import(
     } else {
         "''::tsvector"
     };
+    // Facts over time and chat messages (0.4.0): a database not yet updated has neither.
+    let with_validity = crate::user::has_validity().or_raise();
+    let (validity_cols, validity_vals) = if with_validity {
+        (
+            ", valid_to, superseded_by",
+            ",
+                      (r OPERATOR(pg_catalog.->>) 'valid_to'::text)::timestamptz,
+                      (r OPERATOR(pg_catalog.->>) 'superseded_by'::text)::uuid",
+        )
+    } else {
+        ("", "")
+    };
     let counts = as_owner_of(c"memori_memories", || {
         let conversations_in = Spi::get_one_with_args::<i64>(
             "WITH ins AS (
@@ -187,8 +214,13 @@ fn memori_import(
         )
         .map_err(spi)?
         .unwrap_or(0);
-        // A memory may only join a conversation of the same user (memori_store checks the
-        // same): an export naming another user's conversation is refused.
+        // A memory or message may only join a conversation of the same user (memori_store
+        // checks the same): an export naming another user's conversation is refused.
+        let joining: Vec<JsonB> = memories
+            .iter()
+            .chain(&messages)
+            .map(|m| JsonB(m.clone()))
+            .collect();
         let foreign = crate::errors::read_one::<String>(
             "SELECT (r OPERATOR(pg_catalog.->>) 'conversation_id'::text)
                FROM pg_catalog.unnest($1::jsonb[]) AS r
@@ -196,10 +228,7 @@ fn memori_import(
                  ON c.conversation_id = (r OPERATOR(pg_catalog.->>) 'conversation_id'::text)::uuid
               WHERE c.user_id::text <> $2::text
               LIMIT 1",
-            &[
-                memories.iter().map(|m| JsonB(m.clone())).collect::<Vec<_>>().into(),
-                user.clone().into(),
-            ],
+            &[joining.into(), user.clone().into()],
         )?;
         if let Some(conversation) = foreign {
             return Err(MemoriError::new(
@@ -219,7 +248,7 @@ fn memori_import(
                INSERT INTO memori_memories (memory_id, conversation_id, user_id, content, memory_type,
                                             embedding, embedding_model, importance_score, access_count,
                                             last_accessed_at, context_tags, related_entities, metadata,
-                                            expires_at, is_archived, created_at, updated_at, content_tsv)
+                                            expires_at, is_archived, created_at, updated_at, content_tsv{validity_cols})
                SELECT coalesce((r OPERATOR(pg_catalog.->>) 'memory_id'::text)::uuid, gen_random_uuid()),
                       (r OPERATOR(pg_catalog.->>) 'conversation_id'::text)::uuid, $2::text,
                       r OPERATOR(pg_catalog.->>) 'content'::text,
@@ -234,7 +263,7 @@ fn memori_import(
                       coalesce((r OPERATOR(pg_catalog.->>) 'is_archived'::text)::boolean, false),
                       coalesce((r OPERATOR(pg_catalog.->>) 'created_at'::text)::timestamptz, now()),
                       coalesce((r OPERATOR(pg_catalog.->>) 'updated_at'::text)::timestamptz, now()),
-                      {tsv}
+                      {tsv}{validity_vals}
                  FROM ROWS FROM (pg_catalog.unnest($1::jsonb[]), pg_catalog.unnest($3::text[])) AS x(r, v)
                RETURNING 1)
              SELECT count(*) FROM ins",
@@ -251,6 +280,22 @@ fn memori_import(
         )
         .map_err(spi)?
         .unwrap_or(0);
+        if with_validity && !messages.is_empty() {
+            Spi::run_with_args(
+                "INSERT INTO memori_messages (conversation_id, user_id, role, content, model, created_at)
+                 SELECT (r OPERATOR(pg_catalog.->>) 'conversation_id'::text)::uuid, $2::text,
+                        r OPERATOR(pg_catalog.->>) 'role'::text, r OPERATOR(pg_catalog.->>) 'content'::text,
+                        r OPERATOR(pg_catalog.->>) 'model'::text,
+                        coalesce((r OPERATOR(pg_catalog.->>) 'created_at'::text)::timestamptz, now())
+                   FROM pg_catalog.unnest($1::jsonb[]) WITH ORDINALITY AS u(r, n)
+                  ORDER BY u.n",
+                &[
+                    messages.iter().map(|m| JsonB(m.clone())).collect::<Vec<_>>().into(),
+                    user.clone().into(),
+                ],
+            )
+            .map_err(spi)?;
+        }
         Ok((conversations_in, memories_in))
     })
     .or_raise();
@@ -270,8 +315,16 @@ mod tests {
             json!({"kind": "memory", "content": "a"}),
             json!({"kind": "memory", "content": "b"}),
         ];
-        let (user, c, m) = split(&lines).unwrap();
+        let (user, c, m, _) = split(&lines).unwrap();
         assert_eq!((user.as_deref(), c.len(), m.len()), (Some("alice"), 1, 2));
+        let (_, _, _, x) =
+            split(&[json!({"kind": "message", "role": "user", "content": "hi"})]).unwrap();
+        assert_eq!(x.len(), 1);
+        assert!(
+            split(&[json!({"kind": "message", "role": "system", "content": "hi"})])
+                .unwrap_err()
+                .contains("role user or assistant")
+        );
         assert!(split(&[json!({"kind": "memori_export", "format": 2})])
             .unwrap_err()
             .contains("format 2"));

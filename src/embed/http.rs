@@ -40,28 +40,229 @@ impl HttpConfig {
         })
     }
 
+    /// The peer the requests go to, as messages name it.
+    pub fn peer(&self) -> Peer {
+        Peer {
+            what: "openai embedding request".into(),
+            endpoint: self.endpoint(),
+            url: self.url.clone(),
+            api_key: self.api_key.clone(),
+            settings: "memori.embedding",
+            timeout: self.timeout,
+            max_retries: self.max_retries,
+        }
+    }
+}
+
+/// An HTTP endpoint memori posts JSON to (embeddings or chat), with what its messages need:
+/// the secrets to mask and the settings prefix its hints name.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    /// What messages call a request: "openai embedding request", "anthropic chat request".
+    pub what: String,
+    /// The full URL requests go to.
+    pub endpoint: String,
+    /// The configured base URL (its credentials and query string are secrets).
+    pub url: String,
+    pub api_key: Option<String>,
+    /// The settings hints name: "memori.embedding" or "memori.llm".
+    pub settings: &'static str,
+    pub timeout: Duration,
+    pub max_retries: u32,
+}
+
+impl Peer {
     /// The endpoint as messages show it: without credentials (`user:password@`) or a query
     /// string (`?api-key=...`), which some gateways put in the URL.
     pub fn shown_endpoint(&self) -> String {
-        shown_url(&self.endpoint())
+        shown_url(&self.endpoint)
     }
 
     /// `text` with every secret of the configuration masked: the key, and the URL's
     /// credentials and query string (an HTTP library's error may quote the URL).
-    fn redact(&self, text: &str) -> String {
+    pub fn redact(&self, text: &str) -> String {
         without_url_secrets(&mask(text, self.api_key.as_deref()), &self.url)
     }
 
-    fn err(&self, code: Code, what: impl AsRef<str>) -> MemoriError {
+    pub fn err(&self, code: Code, what: impl AsRef<str>) -> MemoriError {
         MemoriError::new(
             code,
             format!(
-                "memori: openai embedding request to {} failed: {}",
+                "memori: {} to {} failed: {}",
+                self.what,
                 self.shown_endpoint(),
                 self.redact(what.as_ref())
             ),
         )
     }
+
+    /// The API key, or an error saying how a superuser sets one.
+    pub fn key(&self, env: &[&str]) -> Result<&str> {
+        self.api_key.as_deref().filter(|k| !k.is_empty()).ok_or_else(|| {
+            let s = self.settings;
+            MemoriError::new(
+                Code::InvalidAuthorization,
+                format!("memori: no API key for the {} provider ({})", self.what.trim_end_matches(" request"), self.shown_endpoint()),
+            )
+            .hint(format!(
+                "A superuser sets {s}_api_key in postgresql.conf or with ALTER SYSTEM SET {s}_api_key = '...'; \
+                 SELECT pg_reload_conf(); (never with ALTER DATABASE/ROLE ... SET, which every role can read), or the server's environment has {}.",
+                env.join(" or ")
+            ))
+        })
+    }
+
+    /// POSTs `body` with `headers` and returns the 200 reply's text, within `deadline`: 429
+    /// and 5xx are retried up to max_retries times, waiting as Retry-After says (else
+    /// exponential backoff) while the deadline allows. `requests` counts the requests sent.
+    pub fn post_json(
+        &self,
+        agent: &ureq::Agent,
+        headers: &[(&str, String)],
+        body: &serde_json::Value,
+        deadline: Instant,
+        requests: &AtomicU64,
+    ) -> Result<String> {
+        let mut attempt = 0u32;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(self.timed_out());
+            }
+            requests.fetch_add(1, Ordering::Relaxed);
+            let mut req = agent
+                .post(&self.endpoint)
+                .config()
+                .timeout_global(Some(remaining))
+                .build();
+            for (name, value) in headers {
+                req = req.header(*name, value);
+            }
+            let mut resp = match req.send_json(body) {
+                Ok(r) => r,
+                Err(ureq::Error::Timeout(_)) => return Err(self.timed_out()),
+                Err(e) => return Err(self.transport(e)),
+            };
+            let status = resp.status().as_u16();
+            if status == 200 {
+                return match resp
+                    .body_mut()
+                    .with_config()
+                    .limit(MAX_REPLY_BYTES)
+                    .read_to_string()
+                {
+                    Ok(t) => Ok(t),
+                    Err(ureq::Error::Timeout(_)) => Err(self.timed_out()),
+                    Err(e) => Err(self.transport(e)),
+                };
+            }
+            let retry_after = retry_after(resp.headers());
+            let reply = resp
+                .body_mut()
+                .with_config()
+                .limit(64 * 1024)
+                .read_to_string()
+                .unwrap_or_default();
+            let retryable = status == 429 || (500..600).contains(&status);
+            if retryable && attempt < self.max_retries {
+                let wait = retry_after.unwrap_or_else(|| backoff(attempt));
+                if Instant::now() + wait < deadline {
+                    std::thread::sleep(wait);
+                    attempt += 1;
+                    continue;
+                }
+            }
+            return Err(self.status_error(status, &reply, attempt));
+        }
+    }
+
+    pub fn timed_out(&self) -> MemoriError {
+        let s = self.settings;
+        self.err(
+            Code::ConnectionFailure,
+            format!(
+                "no answer within {s}_timeout_ms ({} ms)",
+                self.timeout.as_millis()
+            ),
+        )
+        .hint(format!(
+            "Check that the endpoint is up, or raise {s}_timeout_ms."
+        ))
+    }
+
+    fn transport(&self, e: ureq::Error) -> MemoriError {
+        let (code, what) = match &e {
+            ureq::Error::HostNotFound => {
+                (Code::ConnectionUnavailable, "host not found".to_string())
+            }
+            ureq::Error::ConnectionFailed => {
+                (Code::ConnectionUnavailable, "connection failed".to_string())
+            }
+            ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => (
+                Code::ConnectionUnavailable,
+                "connection refused".to_string(),
+            ),
+            ureq::Error::Io(io) => (Code::ConnectionUnavailable, format!("I/O error: {io}")),
+            ureq::Error::BadUri(u) => (Code::InvalidParameterValue, format!("bad URL: {u}")),
+            ureq::Error::BodyExceedsLimit(n) => {
+                (Code::DataException, format!("reply larger than {n} bytes"))
+            }
+            other => (Code::ConnectionUnavailable, other.to_string()),
+        };
+        let s = self.settings;
+        let hint = if code == Code::InvalidParameterValue {
+            format!("{s}_url must be a base URL such as http://127.0.0.1:11434/v1.")
+        } else {
+            format!("Check {s}_url and that the endpoint is reachable from the database server.")
+        };
+        self.err(code, what).hint(hint)
+    }
+
+    pub fn status_error(&self, status: u16, reply: &str, retries: u32) -> MemoriError {
+        let s = self.settings;
+        let (code, hint) = match status {
+            401 | 403 => (
+                Code::InvalidAuthorization,
+                format!("The provider refused the API key: a superuser checks {s}_api_key."),
+            ),
+            429 => (
+                Code::InsufficientResources,
+                format!("The provider's rate limit: retry later, or raise {s}_max_retries."),
+            ),
+            300..=399 => (
+                Code::InvalidParameterValue,
+                format!("memori does not follow redirects: set {s}_url to the final address."),
+            ),
+            500..=599 => (
+                Code::SystemError,
+                format!("The provider failed: retry later or raise {s}_max_retries."),
+            ),
+            _ => (
+                Code::InvalidParameterValue,
+                format!("Check {s}_model (and the other {s}_* settings) against what the provider serves."),
+            ),
+        };
+        let mut what = format!("HTTP {status}");
+        if let Some(m) = provider_message(reply) {
+            what.push_str(": ");
+            what.push_str(&m);
+        }
+        let mut err = self.err(code, what).hint(hint);
+        if retries > 0 {
+            err = err.detail(format!("Gave up after {retries} retries."));
+        }
+        err
+    }
+}
+
+/// A ureq agent for memori's calls: HTTP errors are answers, no redirects are followed.
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .user_agent("memori (PostgreSQL extension)")
+        .build()
+        .into()
 }
 
 /// The secret parts of a URL: its credentials (`user:password` before `@`) and its query
@@ -116,27 +317,14 @@ pub fn embed(
     deadline: Instant,
     requests: &AtomicU64,
 ) -> Result<Batch> {
-    let key = cfg.api_key.as_deref().filter(|k| !k.is_empty()).ok_or_else(|| {
-        MemoriError::new(
-            Code::InvalidAuthorization,
-            format!("memori: no API key for the openai embedding provider ({})", cfg.shown_endpoint()),
-        )
-        .hint(
-            "A superuser sets memori.embedding_api_key in postgresql.conf or with ALTER SYSTEM SET memori.embedding_api_key = '...'; \
-             SELECT pg_reload_conf(); (never with ALTER DATABASE/ROLE ... SET, which every role can read), or the server's environment has MEMORI_EMBEDDING_API_KEY or OPENAI_API_KEY.",
-        )
-    })?;
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .max_redirects(0)
-        .user_agent("memori (PostgreSQL extension)")
-        .build()
-        .into();
+    let peer = cfg.peer();
+    let key = peer.key(&["MEMORI_EMBEDDING_API_KEY", "OPENAI_API_KEY"])?;
+    let agent = agent();
     let chunk = cfg.batch_size.clamp(1, MAX_INPUTS_PER_REQUEST);
     let mut out = Vec::with_capacity(texts.len());
     let mut width = cfg.expected_width();
     for part in texts.chunks(chunk) {
-        let vectors = request(cfg, &agent, key, part, width, deadline, requests)?;
+        let vectors = request(cfg, &peer, &agent, key, part, width, deadline, requests)?;
         width = Some(vectors.width);
         out.extend(vectors.vectors);
     }
@@ -146,8 +334,10 @@ pub fn embed(
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn request(
     cfg: &HttpConfig,
+    peer: &Peer,
     agent: &ureq::Agent,
     key: &str,
     inputs: &[String],
@@ -160,57 +350,9 @@ fn request(
     if let Some(d) = cfg.dimensions {
         body["dimensions"] = d.into();
     }
-    let mut attempt = 0u32;
-    loop {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
-            return Err(timed_out(cfg));
-        }
-        requests.fetch_add(1, Ordering::Relaxed);
-        let sent = agent
-            .post(cfg.endpoint())
-            .config()
-            .timeout_global(Some(remaining))
-            .build()
-            .header("Authorization", format!("Bearer {key}"))
-            .send_json(&body);
-        let mut resp = match sent {
-            Ok(r) => r,
-            Err(ureq::Error::Timeout(_)) => return Err(timed_out(cfg)),
-            Err(e) => return Err(transport(cfg, e)),
-        };
-        let status = resp.status().as_u16();
-        if status == 200 {
-            let text = match resp
-                .body_mut()
-                .with_config()
-                .limit(MAX_REPLY_BYTES)
-                .read_to_string()
-            {
-                Ok(t) => t,
-                Err(ureq::Error::Timeout(_)) => return Err(timed_out(cfg)),
-                Err(e) => return Err(transport(cfg, e)),
-            };
-            return parse(cfg, &text, inputs.len(), width);
-        }
-        let retry_after = retry_after(resp.headers());
-        let reply = resp
-            .body_mut()
-            .with_config()
-            .limit(64 * 1024)
-            .read_to_string()
-            .unwrap_or_default();
-        let retryable = status == 429 || (500..600).contains(&status);
-        if retryable && attempt < cfg.max_retries {
-            let wait = retry_after.unwrap_or_else(|| backoff(attempt));
-            if Instant::now() + wait < deadline {
-                std::thread::sleep(wait);
-                attempt += 1;
-                continue;
-            }
-        }
-        return Err(status_error(cfg, status, &reply, attempt));
-    }
+    let headers = [("Authorization", format!("Bearer {key}"))];
+    let text = peer.post_json(agent, &headers, &body, deadline, requests)?;
+    parse(peer, &text, inputs.len(), width)
 }
 
 /// Exponential backoff when the server gives no Retry-After: 0.5 s, 1 s, 2 s, ... at most 8 s.
@@ -219,7 +361,7 @@ pub fn backoff(attempt: u32) -> Duration {
 }
 
 /// `Retry-After` in seconds (or `retry-after-ms`), capped at one minute.
-fn retry_after(headers: &ureq::http::HeaderMap) -> Option<Duration> {
+pub fn retry_after(headers: &ureq::http::HeaderMap) -> Option<Duration> {
     let get = |name: &str| {
         headers
             .get(name)
@@ -238,44 +380,8 @@ fn retry_after(headers: &ureq::http::HeaderMap) -> Option<Duration> {
     Some(Duration::from_secs_f64(secs.clamp(0.0, 60.0)))
 }
 
-pub fn timed_out(cfg: &HttpConfig) -> MemoriError {
-    cfg.err(
-        Code::ConnectionFailure,
-        format!(
-            "no answer within memori.embedding_timeout_ms ({} ms)",
-            cfg.timeout.as_millis()
-        ),
-    )
-    .hint("Check that the endpoint is up, or raise memori.embedding_timeout_ms.")
-}
-
-fn transport(cfg: &HttpConfig, e: ureq::Error) -> MemoriError {
-    let (code, what) = match &e {
-        ureq::Error::HostNotFound => (Code::ConnectionUnavailable, "host not found".to_string()),
-        ureq::Error::ConnectionFailed => {
-            (Code::ConnectionUnavailable, "connection failed".to_string())
-        }
-        ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => (
-            Code::ConnectionUnavailable,
-            "connection refused".to_string(),
-        ),
-        ureq::Error::Io(io) => (Code::ConnectionUnavailable, format!("I/O error: {io}")),
-        ureq::Error::BadUri(u) => (Code::InvalidParameterValue, format!("bad URL: {u}")),
-        ureq::Error::BodyExceedsLimit(n) => {
-            (Code::DataException, format!("reply larger than {n} bytes"))
-        }
-        other => (Code::ConnectionUnavailable, other.to_string()),
-    };
-    let hint = if code == Code::InvalidParameterValue {
-        "memori.embedding_url must be a base URL such as https://api.openai.com/v1 or http://127.0.0.1:11434/v1."
-    } else {
-        "Check memori.embedding_url and that the endpoint is reachable from the database server."
-    };
-    cfg.err(code, what).hint(hint)
-}
-
 /// The provider's own error message, from an OpenAI-style `{"error": {"message": ...}}` body.
-fn provider_message(reply: &str) -> Option<String> {
+pub fn provider_message(reply: &str) -> Option<String> {
     let v: serde_json::Value = serde_json::from_str(reply).ok()?;
     let m = v
         .pointer("/error/message")
@@ -288,44 +394,9 @@ fn provider_message(reply: &str) -> Option<String> {
     Some(s.chars().take(300).collect())
 }
 
-fn status_error(cfg: &HttpConfig, status: u16, reply: &str, retries: u32) -> MemoriError {
-    let (code, hint) = match status {
-        401 | 403 => (
-            Code::InvalidAuthorization,
-            "The provider refused the API key: a superuser checks memori.embedding_api_key.".to_string(),
-        ),
-        429 => (
-            Code::InsufficientResources,
-            "The provider's rate limit: retry later, lower memori.embedding_batch_size, or raise memori.embedding_max_retries.".to_string(),
-        ),
-        300..=399 => (
-            Code::InvalidParameterValue,
-            "memori does not follow redirects: set memori.embedding_url to the final address.".to_string(),
-        ),
-        500..=599 => (
-            Code::SystemError,
-            "The provider failed: retry later or raise memori.embedding_max_retries.".to_string(),
-        ),
-        _ => (
-            Code::InvalidParameterValue,
-            "Check memori.embedding_model and memori.embedding_dimensions against what the provider serves.".to_string(),
-        ),
-    };
-    let mut what = format!("HTTP {status}");
-    if let Some(m) = provider_message(reply) {
-        what.push_str(": ");
-        what.push_str(&m);
-    }
-    let mut err = cfg.err(code, what).hint(hint);
-    if retries > 0 {
-        err = err.detail(format!("Gave up after {retries} retries."));
-    }
-    err
-}
-
-fn parse(cfg: &HttpConfig, text: &str, inputs: usize, width: Option<usize>) -> Result<Batch> {
+fn parse(peer: &Peer, text: &str, inputs: usize, width: Option<usize>) -> Result<Batch> {
     let bad = |what: String| {
-        cfg.err(Code::DataException, what)
+        peer.err(Code::DataException, what)
             .hint("The endpoint must answer like OpenAI's /embeddings: {\"data\": [{\"embedding\": [...], \"index\": 0}, ...]}.")
     };
     let reply: Reply = serde_json::from_str(text).map_err(|e| {
@@ -367,7 +438,7 @@ mod tests {
         assert_eq!(shown_url("http://127.0.0.1:9/v1"), "http://127.0.0.1:9/v1");
         let mut c = cfg();
         c.url = "http://alice:pw-42@127.0.0.1:9/v1?token=t-99".into();
-        let e = c.err(
+        let e = c.peer().err(
             Code::ConnectionUnavailable,
             "could not reach http://alice:pw-42@127.0.0.1:9/v1?token=t-99",
         );
@@ -426,7 +497,7 @@ mod tests {
 
     #[test]
     fn parse_orders_by_index_and_checks_count_and_width() {
-        let c = cfg();
+        let c = cfg().peer();
         let b = parse(
             &c,
             r#"{"data":[{"embedding":[0,1],"index":1},{"embedding":[1,0],"index":0}]}"#,
@@ -451,9 +522,7 @@ mod tests {
 
     #[test]
     fn errors_mask_the_key() {
-        let c = cfg();
-        let e = status_error(
-            &c,
+        let e = cfg().peer().status_error(
             401,
             r#"{"error":{"message":"Incorrect API key provided: sk-secret-123"}}"#,
             0,

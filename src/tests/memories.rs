@@ -438,8 +438,18 @@ mod tests {
         run("ANALYZE memori_memories");
         run("SET LOCAL memori.user_id = 'big'");
         // Below memori.exact_search_rows (20,000 by default): every memory compared.
-        let q = crate::search::query(Some(10), None, None, None, None, None, None, Some("vector"))
-            .unwrap();
+        let q = crate::search::query(
+            Some(10),
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            Some("vector"),
+            None,
+        )
+        .unwrap();
         let label = crate::embedding::Target::current().label();
         let (_, batch) = crate::embedding::embed_texts(&["query"]).unwrap();
         let (hits, path) = crate::search::vector_candidates(

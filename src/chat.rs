@@ -1,0 +1,165 @@
+//! memori_chat(): the seed's "Claude API client with context injection", in SQL. The system
+//! prompt carries the user's memories (memori_context), the request carries the
+//! conversation's latest turns, and both turns are stored in memori_messages.
+
+use crate::context;
+use crate::errors::{prevent_if_read_only, spi, MemoriError, OrRaise, Result};
+use crate::extract::{self, call, chat_config, check_conversation};
+use crate::gucs;
+use crate::llm::{ChatRequest, Role};
+use crate::memories;
+use crate::user::{self, as_owner_of};
+use pgrx::datum::Uuid;
+use pgrx::prelude::*;
+
+/// What memori_chat's system prompt says before the memories (memori.chat_system_prompt
+/// overrides it).
+pub const SYSTEM_PROMPT: &str = "You are a helpful assistant with long-term memory. Below is what you remember about the user: follow their rules, and use the other memories when they help. Do not mention the memory itself unless asked.";
+
+/// The latest `n` messages of the user's conversation (or of their turns outside any),
+/// oldest first.
+fn history(user: &str, conversation_id: Option<Uuid>, n: i64) -> Result<Vec<(Role, String)>> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let which = if conversation_id.is_some() {
+        "conversation_id = $2::uuid"
+    } else {
+        "conversation_id IS NULL"
+    };
+    Spi::connect(|c| {
+        c.select(
+            &format!(
+                "SELECT role, content FROM (
+                    SELECT id, role, content FROM memori_messages
+                     WHERE user_id::text = $1::text AND {which}
+                     ORDER BY id DESC LIMIT $3) s
+                  ORDER BY id"
+            ),
+            None,
+            &[user.into(), conversation_id.into(), n.into()],
+        )?
+        .map(|r| {
+            let role = match r.get::<String>(1)?.as_deref() {
+                Some("assistant") => Role::Assistant,
+                _ => Role::User,
+            };
+            Ok((role, r.get::<String>(2)?.unwrap_or_default()))
+        })
+        .collect::<std::result::Result<Vec<_>, pgrx::spi::Error>>()
+    })
+    .map_err(spi)
+}
+
+/// Stores the user's message and the reply; moves the conversation's last activity on.
+fn store_turns(
+    user: &str,
+    conversation_id: Option<Uuid>,
+    message: &str,
+    reply: &str,
+    model: &str,
+) -> Result<()> {
+    as_owner_of(c"memori_messages", || {
+        if let Some(c) = conversation_id {
+            memories::touch_conversation(c, user)?;
+        }
+        Spi::run_with_args(
+            "INSERT INTO memori_messages (conversation_id, user_id, role, content, model)
+             VALUES ($1, $2, 'user', $3, NULL), ($1, $2, 'assistant', $4, $5)",
+            &[
+                conversation_id.into(),
+                user.into(),
+                message.into(),
+                reply.into(),
+                model.into(),
+            ],
+        )
+        .map_err(spi)
+    })
+}
+
+pub fn chat(
+    user: &str,
+    message: &str,
+    conversation_id: Option<Uuid>,
+    budget: usize,
+    extract: bool,
+) -> Result<String> {
+    let max = gucs::max_content_bytes();
+    if message.len() > max {
+        return Err(MemoriError::new(
+            crate::errors::Code::ProgramLimitExceeded,
+            format!(
+                "memori: a message of {} bytes is longer than memori.max_content_bytes ({max})",
+                message.len()
+            ),
+        ));
+    }
+    check_conversation(conversation_id, user)?;
+    let cfg = chat_config()?;
+    let memories = context::assemble(
+        Some(message),
+        gucs::max_context_memories(),
+        None,
+        budget,
+        user.to_string(),
+    )?;
+    let mut system = gucs::chat_system_prompt().unwrap_or_else(|| SYSTEM_PROMPT.to_string());
+    if !memories.trim().is_empty() {
+        system.push_str("\n\n# What you remember about the user\n\n");
+        system.push_str(&memories);
+    }
+    let mut messages = history(user, conversation_id, gucs::chat_history_messages())?;
+    messages.push((Role::User, message.to_string()));
+    let reply = call(
+        &cfg,
+        &ChatRequest {
+            system,
+            messages,
+            schema: None,
+        },
+    )?;
+    store_turns(
+        user,
+        conversation_id,
+        message,
+        &reply,
+        &format!("{}/{}", cfg.api.name(), cfg.model),
+    )?;
+    if extract {
+        extract::extract(user, message, conversation_id)?;
+    }
+    Ok(reply)
+}
+
+/// The chat model's reply to `message`, with the user's memories in its system prompt and the
+/// conversation's latest turns before it; both turns are stored in memori_messages, and with
+/// `extract` (default memori.chat_extract) memories are extracted from the message.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
+fn memori_chat(
+    message: Option<&str>,
+    conversation_id: default!(Option<Uuid>, "NULL"),
+    token_budget: default!(Option<i32>, "NULL"),
+    extract: default!(Option<bool>, "NULL"),
+    user_id: default!(Option<&str>, "NULL"),
+) -> String {
+    prevent_if_read_only(c"memori_chat()");
+    memories::check_content(message, "message").or_raise();
+    let budget = token_budget.unwrap_or(2000);
+    if budget < 1 {
+        MemoriError::invalid(format!(
+            "memori: token_budget must be at least 1, not {budget}"
+        ))
+        .raise();
+    }
+    let user = user::resolve(user_id).or_raise();
+    chat(
+        &user,
+        message.unwrap(),
+        conversation_id,
+        budget as usize,
+        extract.unwrap_or_else(gucs::chat_extract),
+    )
+    .or_raise()
+}

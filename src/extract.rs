@@ -1,0 +1,414 @@
+//! memori_extract(): memories from a conversation turn, decided by the configured chat model
+//! in exactly one call and applied by memori in the caller's transaction (the seed's "entity
+//! extraction, relationship mapping, rule engine" step). Also the chat call itself, shared with
+//! memori_chat: the settings, the worker thread, the log line.
+
+use crate::decisions::{self, Action, Decision, Known};
+use crate::embed::offthread;
+use crate::embedding::{embed_texts, Target};
+use crate::errors::{prevent_if_read_only, spi, Code, MemoriError, OrRaise, Result};
+use crate::gucs::{self, LlmProvider};
+use crate::llm::{self, Api, ChatConfig, ChatRequest, Role};
+use crate::memories::{self, Change, Common, Written};
+use crate::search::{self, Query};
+use crate::user::{self, as_owner_of};
+use crate::vector::indexed_cast;
+use pgrx::datum::{JsonB, Uuid};
+use pgrx::prelude::*;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The chat model the settings name, or an error saying which settings to set.
+pub fn chat_config() -> Result<ChatConfig> {
+    let provider = gucs::llm_provider();
+    let api = match provider {
+        LlmProvider::None => {
+            return Err(MemoriError::new(
+                Code::ObjectNotInPrerequisiteState,
+                "memori: no chat model is configured (memori.llm_provider is none)",
+            )
+            .hint(
+                "A superuser sets memori.llm_provider (openai or anthropic), memori.llm_url, memori.llm_model and, if the provider needs one, memori.llm_api_key: \
+                 ALTER SYSTEM SET memori.llm_provider = 'openai'; ALTER SYSTEM SET memori.llm_url = 'http://127.0.0.1:11434/v1'; SELECT pg_reload_conf();",
+            ))
+        }
+        LlmProvider::Openai => Api::Openai,
+        LlmProvider::Anthropic => Api::Anthropic,
+    };
+    Ok(ChatConfig {
+        api,
+        url: gucs::llm_url().unwrap_or_else(|| api.default_url().to_string()),
+        model: gucs::llm_model().unwrap_or_else(|| api.default_model().to_string()),
+        api_key: gucs::llm_api_key(provider),
+        timeout: Duration::from_millis(gucs::llm_timeout_ms()),
+        max_retries: gucs::llm_max_retries(),
+        max_tokens: gucs::llm_max_tokens(),
+    })
+}
+
+/// One chat call, off the backend's thread: cancel and statement_timeout are answered
+/// meanwhile, and memori.llm_timeout_ms bounds it. A failure logs one line (never a secret).
+pub fn call(cfg: &ChatConfig, req: &ChatRequest) -> Result<String> {
+    let deadline = Instant::now() + cfg.timeout;
+    let started = Instant::now();
+    let requests = Arc::new(AtomicU64::new(0));
+    let (cfg2, req2, counter) = (cfg.clone(), req.clone(), requests.clone());
+    let outcome = offthread::run(
+        move || llm::complete(&cfg2, &req2, deadline, &counter),
+        deadline + Duration::from_millis(250),
+        || {
+            pgrx::check_for_interrupts!();
+        },
+    );
+    let result = match outcome {
+        Ok(r) => r,
+        Err(offthread::NoResult::Deadline) => Err(cfg.peer().timed_out()),
+        Err(offthread::NoResult::ThreadFailed) => Err(llm::thread_failed()),
+    };
+    if let Err(e) = &result {
+        pgrx::log!(
+            "memori: chat failed provider={} model={} sqlstate={} duration_ms={}",
+            cfg.api.name(),
+            cfg.model,
+            e.code.sqlstate(),
+            started.elapsed().as_millis()
+        );
+    }
+    result
+}
+
+fn check_size(text: &str, which: &str) -> Result<()> {
+    let max = gucs::max_content_bytes();
+    if text.len() > max {
+        return Err(MemoriError::new(
+            Code::ProgramLimitExceeded,
+            format!(
+                "memori: a {which} of {} bytes is longer than memori.max_content_bytes ({max})",
+                text.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that a conversation exists and belongs to `user` (without locking it).
+pub fn check_conversation(conversation_id: Option<Uuid>, user: &str) -> Result<()> {
+    let Some(c) = conversation_id else {
+        return Ok(());
+    };
+    let found = crate::errors::read_one::<bool>(
+        "SELECT true FROM memori_conversations WHERE conversation_id = $1 AND user_id::text = $2::text",
+        &[c.into(), user.into()],
+    )?;
+    match found {
+        Some(_) => Ok(()),
+        None => Err(MemoriError::new(
+            Code::ForeignKeyViolation,
+            format!("memori: conversation {c} does not exist for user \"{user}\""),
+        )
+        .hint("Create it with memori_conversation_create(), or leave conversation_id NULL.")),
+    }
+}
+
+/// A current memory of `user` named by its full memory_id (a model may quote one).
+fn lookup(user: &str, id: &str) -> Option<Known> {
+    let looks_like_uuid = id.len() == 36 && id.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
+    if !looks_like_uuid {
+        return None;
+    }
+    let current = user::current_filter("").ok()?;
+    Spi::connect(|c| {
+        let rows = c.select(
+            &format!(
+                "SELECT memory_id::text, memory_type::text, content FROM memori_memories
+                  WHERE memory_id = $1::text::uuid AND user_id::text = $2::text
+                    AND (expires_at IS NULL OR expires_at > now()){current}"
+            ),
+            None,
+            &[id.into(), user.into()],
+        )?;
+        let mut out = None;
+        for r in rows {
+            out = Some(Known {
+                short: id.to_string(),
+                memory_id: r.get::<String>(1)?.unwrap_or_default(),
+                memory_type: r.get::<String>(2)?.unwrap_or_default(),
+                content: r.get::<String>(3)?.unwrap_or_default(),
+            });
+        }
+        Ok::<_, pgrx::spi::Error>(out)
+    })
+    .ok()
+    .flatten()
+}
+
+/// One row of memori_extract's result.
+pub type Applied = (String, Option<Uuid>, String, String);
+
+/// Extracts memories from `turn` for `user`: one chat call, every decision checked, then all
+/// applied (in the caller's transaction: an error anywhere leaves nothing written).
+pub fn extract(user: &str, turn: &str, conversation_id: Option<Uuid>) -> Result<Vec<Applied>> {
+    check_size(turn, "turn")?;
+    check_conversation(conversation_id, user)?;
+    let cfg = chat_config()?;
+    let k = gucs::extract_context_memories();
+    let mut known: Vec<Known> = if k > 0 {
+        let found = search::find(
+            &Query {
+                user: user.to_string(),
+                k,
+                conversation_id: None,
+                memory_types: None,
+                tags: None,
+                min_similarity: None,
+                include_archived: false,
+                mode: gucs::search_mode(),
+                as_of: None,
+            },
+            turn,
+        )?;
+        found
+            .found
+            .into_iter()
+            .enumerate()
+            .map(|(i, f)| Known {
+                short: format!("m{}", i + 1),
+                memory_id: f.memory_id.to_string(),
+                memory_type: f.memory_type,
+                content: f.content,
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let prompt = gucs::extract_prompt().unwrap_or_else(|| decisions::PROMPT.to_string());
+    let req = ChatRequest {
+        system: prompt,
+        messages: vec![(Role::User, decisions::user_message(&known, turn))],
+        schema: Some(decisions::schema()),
+    };
+    let answer = call(&cfg, &req)?;
+    let decided = decisions::parse(&answer, &mut known, |id| lookup(user, id)).map_err(|e| {
+        let start: String = answer.chars().take(300).collect();
+        MemoriError::new(
+            Code::DataException,
+            format!("memori: the chat model's extraction answer cannot be used: {e}"),
+        )
+        .detail(format!("The answer began: {start:?}"))
+        .hint("Nothing was written. Try again, use a model that follows JSON instructions, or adjust memori.extract_prompt.")
+    })?;
+    apply(user, conversation_id, &known, decided)
+}
+
+fn uuid_of(known: &Known) -> Result<Uuid> {
+    let parsed = uuid_bytes(&known.memory_id).ok_or_else(|| {
+        MemoriError::new(
+            Code::SystemError,
+            format!("memori: bad memory_id {}", known.memory_id),
+        )
+    })?;
+    Ok(Uuid::from_bytes(parsed))
+}
+
+fn uuid_bytes(text: &str) -> Option<[u8; 16]> {
+    let hex: String = text.chars().filter(|c| *c != '-').collect();
+    if hex.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Cosine similarity of `vector` with a memory's embedding, when embedded by `target`'s model.
+fn similarity_to(memory_id: Uuid, target: &Target, vector: &[f32]) -> Result<Option<f64>> {
+    let (dims, cast) = (vector.len(), indexed_cast(vector.len()));
+    crate::errors::read_one::<f64>(
+        &format!(
+            "SELECT 1::float8 - (m.embedding::{cast} <=> $2::real[]::{cast}) FROM memori_memories m
+              WHERE m.memory_id = $1 AND m.embedding_model = $3::text AND m.embedding_dims = {dims}"
+        ),
+        &[
+            memory_id.into(),
+            vector.to_vec().into(),
+            target.label().into(),
+        ],
+    )
+}
+
+/// Embeds every content to write in one call, then applies the decisions in order.
+fn apply(
+    user: &str,
+    conversation_id: Option<Uuid>,
+    known: &[Known],
+    decided: Vec<Decision>,
+) -> Result<Vec<Applied>> {
+    let texts: Vec<&str> = decided
+        .iter()
+        .filter(|d| d.action != Action::None)
+        .map(|d| d.content.as_str())
+        .collect();
+    let embedded = if texts.is_empty() {
+        None
+    } else {
+        Some(embed_texts(&texts)?)
+    };
+    let mut vectors = embedded
+        .as_ref()
+        .map(|(_, b)| b.vectors.clone())
+        .unwrap_or_default()
+        .into_iter();
+    let threshold = gucs::supersede_min_similarity();
+    as_owner_of(c"memori_memories", || {
+        if let Some(c) = conversation_id {
+            memories::touch_conversation(c, user)?;
+        }
+        let mut out: Vec<Applied> = Vec::new();
+        for d in decided {
+            let target_id = d.target.map(|t| uuid_of(&known[t])).transpose()?;
+            if d.action == Action::None {
+                out.push(("none".into(), target_id, d.memory_type, d.content));
+                continue;
+            }
+            let (model, _) = embedded.as_ref().expect("embedded when writing");
+            let vector = vectors.next().expect("one vector per written decision");
+            let mut action = d.action;
+            if action == Action::Supersede {
+                let old = target_id.expect("supersede has a target");
+                let similar = similarity_to(old, model, &vector)?;
+                if threshold > -1.0 && similar.is_none_or(|s| s < threshold) {
+                    pgrx::notice!(
+                        "memori: the model superseded memory {old} with an unrelated fact (similarity {}, below memori.supersede_min_similarity {threshold}); it is added instead and {old} stays valid",
+                        similar.map_or("unknown".to_string(), |s| format!("{s:.3}"))
+                    );
+                    action = Action::Add;
+                }
+            }
+            match action {
+                Action::Update => {
+                    let id = target_id.expect("update has a target");
+                    let changed = memories::update_row(
+                        user,
+                        id,
+                        Change {
+                            content: Some(&d.content),
+                            embedded: Some((model.label(), vector)),
+                            memory_type: Some(&d.memory_type),
+                            importance: d.importance.map(|i| i as f32),
+                            tags: None,
+                            metadata: None,
+                        },
+                    )?;
+                    if !changed {
+                        return Err(gone(id));
+                    }
+                    out.push(("update".into(), Some(id), d.memory_type, d.content));
+                }
+                Action::Add | Action::Supersede => {
+                    if action == Action::Supersede {
+                        let old = target_id.expect("supersede has a target");
+                        let ended = crate::errors::opt_one::<bool>(
+                            "UPDATE memori_memories SET valid_to = now()
+                              WHERE memory_id = $1 AND user_id::text = $2::text AND valid_to IS NULL
+                              RETURNING true",
+                            &[old.into(), user.into()],
+                        )?;
+                        if ended.is_none() {
+                            return Err(gone(old));
+                        }
+                    }
+                    let (id, written) = add(user, conversation_id, model, &d, vector)?;
+                    if let (Action::Supersede, Some(old)) = (action, target_id) {
+                        spi_run(
+                            "UPDATE memori_memories SET superseded_by = $2 WHERE memory_id = $1",
+                            &[old.into(), id.into()],
+                        )?;
+                    }
+                    let shown = match (action, written) {
+                        (Action::Supersede, _) => "supersede",
+                        (_, Written::Merged(_)) => "update",
+                        _ => "add",
+                    };
+                    out.push((shown.into(), Some(id), d.memory_type, d.content));
+                }
+                Action::None => unreachable!("handled above"),
+            }
+        }
+        Ok(out)
+    })
+}
+
+fn gone(id: Uuid) -> MemoriError {
+    MemoriError::new(
+        Code::ObjectNotInPrerequisiteState,
+        format!("memori: memory {id} changed while the model was deciding (deleted or superseded)"),
+    )
+    .hint("Nothing was written; run memori_extract again.")
+}
+
+fn spi_run(sql: &str, args: &[pgrx::datum::DatumWithOid]) -> Result<()> {
+    Spi::run_with_args(sql, args).map_err(spi)
+}
+
+/// Writes one decided memory (near-duplicates merged as memori_store does).
+fn add(
+    user: &str,
+    conversation_id: Option<Uuid>,
+    model: &Target,
+    d: &Decision,
+    vector: Vec<f32>,
+) -> Result<(Uuid, Written)> {
+    let mut metadata = serde_json::json!({"source": "memori_extract"});
+    let mut entities: Vec<String> = Vec::new();
+    if let Some([s, p, o]) = &d.triple {
+        metadata["subject"] = s.clone().into();
+        metadata["predicate"] = p.clone().into();
+        metadata["object"] = o.clone().into();
+        entities = vec![s.clone(), o.clone()];
+        entities.dedup();
+    }
+    let c = Common {
+        user: user.to_string(),
+        memory_type: d.memory_type.clone(),
+        importance: d.importance.unwrap_or(0.5) as f32,
+        tags: Vec::new(),
+        metadata: JsonB(metadata),
+    };
+    let mut written = memories::store_embedded(
+        &c,
+        model,
+        &[&d.content],
+        &[vector],
+        conversation_id,
+        &entities,
+        None,
+    )?;
+    Ok(written.remove(0))
+}
+
+/// Memories from one conversation turn: the configured chat model (memori.llm_provider)
+/// decides in one call what to add, update or supersede among the user's most relevant
+/// memories; memori checks every decision and applies them all, or none. One row per decision.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
+fn memori_extract(
+    content: Option<&str>,
+    conversation_id: default!(Option<Uuid>, "NULL"),
+    user_id: default!(Option<&str>, "NULL"),
+) -> TableIterator<
+    'static,
+    (
+        name!(action, String),
+        name!(memory_id, Option<Uuid>),
+        name!(memory_type, String),
+        name!(content, String),
+    ),
+> {
+    prevent_if_read_only(c"memori_extract()");
+    memories::check_content(content, "content").or_raise();
+    let user = user::resolve(user_id).or_raise();
+    TableIterator::new(extract(&user, content.unwrap(), conversation_id).or_raise())
+}
