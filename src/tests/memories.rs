@@ -477,6 +477,7 @@ mod tests {
             None::<pgrx::datum::Uuid>.into(),
             None::<Vec<String>>.into(),
             None::<Vec<String>>.into(),
+            None::<pgrx::datum::TimestampWithTimeZone>.into(),
             label.clone().into(),
             batch.vectors[0].clone().into(),
             40i64.into(),

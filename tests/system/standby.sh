@@ -44,7 +44,8 @@ check "entity lookup on the standby" "orders.customer_id references customers.id
 check "embedding on the standby (local model, no cache)" "384" \
   "$(q $S app "SET ROLE standby_alice; SELECT vector_dims(memori_embed('a text never embedded before'))")"
 
-# Each writing function: 25006, and no text was embedded (nothing else was attempted).
+# Each writing function: 25006, and no text was embedded (nothing else was attempted: for
+# memori_extract and memori_chat, no chat model either, though none is configured here).
 conv=$(q $P app "SELECT conversation_id FROM memori_conversations LIMIT 1")
 mem=$(q $P app "SELECT memory_id FROM memori_memories LIMIT 1")
 for call in "memori_store('a new fact', 'rule')" \
@@ -53,6 +54,8 @@ for call in "memori_store('a new fact', 'rule')" \
             "memori_forget('$mem')" \
             "memori_relate('a', 'b', 'c')" \
             "memori_conversation_create('new chat')" \
+            "memori_extract('I moved to Berlin.')" \
+            "memori_chat('hello')" \
             "memori_maintain()"; do
   got=$("$BIN/psql" -h "$(sock $S)" -p "$(port $S)" -U postgres -d app -X -qAt 2>&1 <<SQL
 SET memori.user_id = 'standby_alice';

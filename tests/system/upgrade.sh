@@ -15,7 +15,7 @@ cluster_init $C 5482
 # checked on their own below).
 kept() {
   q "$1" "$2" "SELECT (SELECT count(*) FROM memori_memories) || ' memories ' ||
-                      (SELECT md5(string_agg((to_jsonb(m) - 'content_tsv')::text, '|' ORDER BY id)) FROM memori_memories m) || ' ' ||
+                      (SELECT md5(string_agg((to_jsonb(m) - 'content_tsv' - 'valid_to' - 'superseded_by')::text, '|' ORDER BY id)) FROM memori_memories m) || ' ' ||
                       (SELECT count(*) FROM memori_conversations) || ' conversations ' ||
                       (SELECT md5(string_agg(c::text, '|' ORDER BY id)) FROM memori_conversations c)"
 }
@@ -70,6 +70,10 @@ SQL
   check "$old -> $current: nothing is lost" "$before" "$(kept $C "$db")"
   check "$old -> $current: every memory has its full-text document" "0" \
     "$(q $C "$db" "SELECT count(*) FROM memori_memories WHERE content_tsv = ''::tsvector")"
+  check "$old -> $current: every memory holds now (none superseded), no chat messages" "0 0" \
+    "$(q $C "$db" "SELECT (SELECT count(*) FROM memori_memories WHERE valid_to IS NOT NULL OR superseded_by IS NOT NULL) || ' ' || (SELECT count(*) FROM memori_messages)")"
+  check "$old -> $current: as_of finds an old memory after the update" "orders.customer_id references customers.id" \
+    "$(q $C "$db" "SELECT content FROM memori_search('customer_id', k => 1, mode => 'text', user_id => 'upgrade_alice', as_of => now())")"
   check "$old -> $current: an old memory is found by its identifier" "orders.customer_id references customers.id" \
     "$(q $C "$db" "SELECT content FROM memori_search('customer_id', k => 1, mode => 'text', user_id => 'upgrade_alice')")"
   qf $C "$db" -f "$HERE/tests/system/catalog.sql" > "$ROOT/$C/$db.catalog"
