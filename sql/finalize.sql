@@ -156,8 +156,11 @@ BEGIN
       FROM @extschema@.memori_memories m GROUP BY 2;
     RETURN QUERY SELECT 'users'::text, '{}'::jsonb, count(DISTINCT m.user_id)::float8 FROM @extschema@.memori_memories m;
     RETURN QUERY SELECT 'conversations'::text, '{}'::jsonb, count(*)::float8 FROM @extschema@.memori_conversations c;
-    RETURN QUERY SELECT 'messages'::text, pg_catalog.jsonb_build_object('role', x.role), count(*)::float8
-      FROM @extschema@.memori_messages x GROUP BY 2;
+    -- A monitoring role granted before 0.4.0 may not read messages: it still gets the rest.
+    IF pg_catalog.has_table_privilege('@extschema@.memori_messages', 'SELECT') THEN
+        RETURN QUERY SELECT 'messages'::text, pg_catalog.jsonb_build_object('role', x.role), count(*)::float8
+          FROM @extschema@.memori_messages x GROUP BY 2;
+    END IF;
     IF NOT dba THEN
         RETURN;
     END IF;

@@ -146,19 +146,13 @@ fn memori_chat(
 ) -> String {
     prevent_if_read_only(c"memori_chat()");
     memories::check_content(message, "message").or_raise();
-    let budget = token_budget.unwrap_or(2000);
-    if budget < 1 {
-        MemoriError::invalid(format!(
-            "memori: token_budget must be at least 1, not {budget}"
-        ))
-        .raise();
-    }
+    let budget = context::budget(token_budget).or_raise();
     let user = user::resolve(user_id).or_raise();
     chat(
         &user,
         message.unwrap(),
         conversation_id,
-        budget as usize,
+        budget,
         extract.unwrap_or_else(gucs::chat_extract),
     )
     .or_raise()

@@ -189,6 +189,17 @@ pub fn assemble(
     Ok(render(&items))
 }
 
+/// A token budget as given (NULL: 2000), at least 1.
+pub fn budget(token_budget: Option<i32>) -> Result<usize> {
+    let budget = token_budget.unwrap_or(2000);
+    if budget < 1 {
+        return Err(MemoriError::invalid(format!(
+            "memori: token_budget must be at least 1, not {budget}"
+        )));
+    }
+    Ok(budget as usize)
+}
+
 /// A ready-to-paste block of the current memori user's memories for a system prompt.
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, @extschema@, pg_temp)]
@@ -207,15 +218,9 @@ fn memori_context(
         ))
         .raise();
     }
-    let budget = token_budget.unwrap_or(2000);
-    if budget < 1 {
-        MemoriError::invalid(format!(
-            "memori: token_budget must be at least 1, not {budget}"
-        ))
-        .raise();
-    }
+    let budget = budget(token_budget).or_raise();
     let user = user::resolve(user_id).or_raise();
-    assemble(query, k, conversation_id, budget as usize, user).or_raise()
+    assemble(query, k, conversation_id, budget, user).or_raise()
 }
 
 #[cfg(test)]

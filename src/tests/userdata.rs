@@ -35,6 +35,49 @@ mod tests {
     }
 
     #[pg_test]
+    fn history_and_chat_messages_travel_with_an_export() {
+        run("SET LOCAL memori.dedup_threshold = 1");
+        run("SELECT memori_conversation_create('chat', user_id => 'dana')");
+        run("INSERT INTO memori_messages (conversation_id, user_id, role, content, model)
+             SELECT conversation_id, 'dana', r, r || ' says hi', CASE WHEN r = 'assistant' THEN 'openai/m' END
+               FROM memori_conversations, unnest(ARRAY['user', 'assistant']) r WHERE user_id = 'dana'");
+        run("INSERT INTO memori_messages (user_id, role, content) VALUES ('dana', 'user', 'no conversation')");
+        run("SELECT memori_store('Dana lives in Paris', 'long_term', user_id => 'dana')");
+        run("SELECT memori_store('Dana lives in Berlin', 'long_term', user_id => 'dana')");
+        run("UPDATE memori_memories SET valid_to = now() - interval '1 hour',
+                    superseded_by = (SELECT memory_id FROM memori_memories WHERE content = 'Dana lives in Berlin')
+              WHERE content = 'Dana lives in Paris'");
+        let state = || {
+            one::<String>(
+                "SELECT (SELECT string_agg(concat_ws('|', conversation_id, role, content, model, created_at), '/' ORDER BY id)
+                           FROM memori_messages WHERE user_id = 'dana') || '#' ||
+                        (SELECT string_agg(concat_ws('|', memory_id, valid_to, superseded_by), '/' ORDER BY memory_id)
+                           FROM memori_memories WHERE user_id = 'dana')",
+            )
+        };
+        let before = state();
+        run("CREATE TEMP TABLE export AS SELECT memori_export('dana') AS line");
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM export WHERE line->>'kind' = 'message'"),
+            3
+        );
+        run("SELECT memori_erase_user('dana')");
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM memori_messages WHERE user_id = 'dana'"),
+            0,
+            "erase deletes messages, also those outside a conversation"
+        );
+        run("SELECT memori_import(ARRAY(SELECT line FROM export))");
+        assert_eq!(state(), before);
+        assert_eq!(
+            one::<String>(
+                "SELECT string_agg(content, ',') FROM memori_search('Where does Dana live?', user_id => 'dana')"
+            ),
+            "Dana lives in Berlin"
+        );
+    }
+
+    #[pg_test]
     fn an_export_imports_back_identical_with_or_without_embeddings() {
         seed();
         let before = fingerprint("alice");

@@ -31,7 +31,7 @@ def decide(shown, turn):
         if " always " in f" {low} " or " never " in f" {low} ":
             out.append({"action": "add", "id": None, "type": "rule", "content": s, "importance": 0.9})
             continue
-        moved = re.search(r"moved to ([A-Z][\w -]+)", s)
+        moved = re.search(r"moved to ([A-Z][\w-]*(?: [A-Z][\w-]*)*)", s)
         if moved:
             city = moved.group(1).strip().rstrip(".")
             old = next((m for m in shown if "lives in" in m["content"]), None)

@@ -22,7 +22,7 @@ q $C t "CREATE EXTENSION memori CASCADE" >/dev/null
 out=$(qf $C t -f "$HERE/examples/text2sql.sql" 2>&1) || { echo "$out"; fail "examples/text2sql.sql runs"; }
 check "the rule was extracted from the chat turn" "1" \
   "$(q $C t "SELECT count(*) FROM memori_memories WHERE user_id = 'analyst' AND memory_type = 'rule' AND content ILIKE '%table aliases%'")"
-check "Paris was superseded by Berlin" "The user lives in Paris.|t|The user lives in Berlin." \
+check "Paris was superseded by Berlin" "The user lives in Paris.|true|The user lives in Berlin." \
   "$(q $C t "SELECT o.content || '|' || (o.valid_to IS NOT NULL) || '|' || n.content FROM memori_memories o JOIN memori_memories n ON n.memory_id = o.superseded_by WHERE o.user_id = 'analyst'")"
 check "the later answer follows the rule (aliases)" "1" \
   "$(q $C t "SELECT count(*) FROM memori_messages WHERE user_id = 'analyst' AND role = 'assistant' AND content LIKE 'SELECT o.id%'")"
@@ -44,7 +44,8 @@ check "bob sees only his" "2 bob" "$(as_app "BEGIN; SET LOCAL memori.user_id = '
 check "no acting user: no messages" "0" "$(as_app "SELECT count(*) FROM memori_messages")"
 err=$(as_app "BEGIN; SET LOCAL memori.user_id = 'bob'; INSERT INTO memori_messages (user_id, role, content) VALUES ('alice', 'user', 'forged'); COMMIT;" || true)
 check_true "a tenant cannot write messages directly (42501)" grep -q "permission denied" <<<"$err"
-err=$(as_app "BEGIN; SET LOCAL memori.user_id = 'bob'; SELECT memori_chat('x', (SELECT conversation_id FROM memori_conversations LIMIT 1)); COMMIT;" || true)
+analyst_conv=$(q $C t "SELECT conversation_id FROM memori_conversations WHERE user_id = 'analyst'")
+err=$(as_app "BEGIN; SET LOCAL memori.user_id = 'bob'; SELECT memori_chat('x', '$analyst_conv'); COMMIT;" || true)
 check_true "bob cannot chat in the analyst's conversation" grep -q "does not exist for user \"bob\"" <<<"$err"
 check "bob's extracted rule is his" "bob" "$(q $C t "SELECT user_id FROM memori_memories WHERE content = 'Always use CTEs.'")"
 

@@ -61,9 +61,15 @@ check "the failure is counted in its SQLSTATE class" "1" "$(figure embedding_err
 # least-privileged role.
 qf $C mon <<'SQL' >/dev/null
 CREATE ROLE memori_monitor LOGIN BYPASSRLS IN ROLE pg_monitor;
-GRANT SELECT ON memori_memories, memori_conversations, memori_embedding_cache TO memori_monitor;
+GRANT SELECT ON memori_memories, memori_conversations, memori_messages, memori_embedding_cache TO memori_monitor;
 GRANT EXECUTE ON FUNCTION memori_stats(), memori_counters() TO memori_monitor;
+-- A monitoring role set up before 0.4.0 (no SELECT on memori_messages) keeps working.
+CREATE ROLE memori_monitor_03 BYPASSRLS IN ROLE pg_monitor;
+GRANT SELECT ON memori_memories, memori_conversations, memori_embedding_cache TO memori_monitor_03;
+GRANT EXECUTE ON FUNCTION memori_stats(), memori_counters() TO memori_monitor_03;
 SQL
+check "a monitoring role without SELECT on memori_messages still gets memori_stats()" "t" \
+  "$(q $C mon "SET ROLE memori_monitor_03; SELECT count(*) > 10 AND count(*) FILTER (WHERE metric = 'messages') = 0 FROM memori_stats()")"
 DATA_SOURCE_NAME="host=$(sock $C) port=$(port $C) user=memori_monitor dbname=mon sslmode=disable" \
   /usr/bin/prometheus-postgres-exporter --web.listen-address=127.0.0.1:$EXPORTER_PORT \
   --extend.query-path="$HERE/monitoring/prometheus-queries.yaml" > "$ROOT/$C/exporter.log" 2>&1 & EXPORTER=$!
