@@ -254,6 +254,8 @@ END;
 $$;
 COMMENT ON FUNCTION memori_stats() IS
     'memori: figures as (metric, labels, value) rows: memories by type and state (live, archived, expired, superseded) and by width, users, conversations, messages by role (a tenant: its own); for the DBA also cache entries, table and index sizes and the counters since the server started (memori_counters; counters_available = 0 without preloading).';
+COMMENT ON FUNCTION memori_counters() IS
+    'memori: the server-wide counters (embedding calls, texts, errors by SQLSTATE class and latency per provider; cache hits; searches, stores, merges; maintenance passes and rows; chat calls, errors and latency; extraction decisions), kept in shared memory when memori is preloaded; no rows otherwise.';
 
 -- Granted roles read their own messages, and may run the new functions.
 CREATE OR REPLACE FUNCTION memori_grant(role regrole, kind text DEFAULT 'user') RETURNS void

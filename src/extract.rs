@@ -66,6 +66,11 @@ pub fn call(cfg: &ChatConfig, req: &ChatRequest) -> Result<String> {
         Err(offthread::NoResult::Deadline) => Err(cfg.peer().timed_out()),
         Err(offthread::NoResult::ThreadFailed) => Err(llm::thread_failed()),
     };
+    crate::stats::chat_call(
+        cfg.api.name(),
+        started.elapsed(),
+        result.as_ref().err().map(|e| e.code.sqlstate()),
+    );
     if let Err(e) = &result {
         pgrx::log!(
             "memori: chat failed provider={} model={} sqlstate={} duration_ms={}",
@@ -280,6 +285,7 @@ fn apply(
                 let old = target_id.expect("supersede has a target");
                 let similar = similarity_to(old, model, &vector)?;
                 if threshold > -1.0 && similar.is_none_or(|s| s < threshold) {
+                    crate::stats::extract_decision("refused");
                     pgrx::notice!(
                         "memori: the model superseded memory {old} with an unrelated fact (similarity {}, below memori.supersede_min_similarity {threshold}); it is added instead and {old} stays valid",
                         similar.map_or("unknown".to_string(), |s| format!("{s:.3}"))
@@ -336,6 +342,9 @@ fn apply(
                 }
                 Action::None => unreachable!("handled above"),
             }
+        }
+        for (action, ..) in &out {
+            crate::stats::extract_decision(action);
         }
         Ok(out)
     })

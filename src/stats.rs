@@ -12,6 +12,11 @@ pub const LATENCY_BOUNDS_MS: [u64; 11] = [1, 5, 10, 25, 50, 100, 250, 500, 1000,
 /// SQLSTATE classes of embedding errors that are counted apart; the rest count as "other".
 pub const ERROR_CLASSES: [&str; 7] = ["08", "22", "28", "53", "54", "58", "other"];
 pub const PROVIDERS: [&str; 2] = ["local", "openai"];
+/// Chat model APIs (memori_extract, memori_chat).
+pub const CHAT_APIS: [&str; 2] = ["openai", "anthropic"];
+/// What extraction did, per decision; "refused" is a supersede memori turned into an add
+/// (memori.supersede_min_similarity).
+pub const EXTRACT_ACTIONS: [&str; 5] = ["add", "update", "supersede", "none", "refused"];
 
 #[derive(Default)]
 pub struct Counters {
@@ -28,6 +33,12 @@ pub struct Counters {
     merges: AtomicU64,
     maintenance_passes: AtomicU64,
     maintenance_rows: [AtomicU64; 4],
+    /// Per chat API: calls, failed calls by SQLSTATE class, total latency in microseconds.
+    chat_calls: [AtomicU64; 2],
+    chat_errors: [[AtomicU64; 7]; 2],
+    chat_latency_us: [AtomicU64; 2],
+    /// Extraction decisions applied, by EXTRACT_ACTIONS.
+    extract_decisions: [AtomicU64; 5],
     /// When the counters were last reset (PostgreSQL timestamptz), 0 for never.
     reset_at: AtomicI64,
 }
@@ -97,6 +108,27 @@ pub fn embedding_call(
             Some(state) => {
                 c.errors[p][error_class(state)].fetch_add(1, Relaxed);
             }
+        }
+    })
+}
+
+/// One chat model call: which API, how long, and its SQLSTATE if it failed.
+pub fn chat_call(api: &str, elapsed: std::time::Duration, failed: Option<&str>) {
+    with(|c| {
+        let p = usize::from(api != "openai");
+        c.chat_calls[p].fetch_add(1, Relaxed);
+        c.chat_latency_us[p].fetch_add(elapsed.as_micros() as u64, Relaxed);
+        if let Some(state) = failed {
+            c.chat_errors[p][error_class(state)].fetch_add(1, Relaxed);
+        }
+    })
+}
+
+/// One extraction decision applied (an action of EXTRACT_ACTIONS).
+pub fn extract_decision(action: &str) {
+    with(|c| {
+        if let Some(i) = EXTRACT_ACTIONS.iter().position(|a| *a == action) {
+            c.extract_decisions[i].fetch_add(1, Relaxed);
         }
     })
 }
@@ -173,6 +205,32 @@ pub fn rows() -> Vec<(String, serde_json::Value, f64)> {
                 ));
             }
         }
+        for (p, name) in CHAT_APIS.iter().enumerate() {
+            out.push((
+                "chat_calls_total".into(),
+                json!({"provider": name}),
+                v(&c.chat_calls[p]),
+            ));
+            out.push((
+                "chat_latency_seconds_sum".into(),
+                json!({"provider": name}),
+                v(&c.chat_latency_us[p]) / 1e6,
+            ));
+            for (e, class) in ERROR_CLASSES.iter().enumerate() {
+                out.push((
+                    "chat_errors_total".into(),
+                    json!({"provider": name, "class": class}),
+                    v(&c.chat_errors[p][e]),
+                ));
+            }
+        }
+        for (action, slot) in EXTRACT_ACTIONS.iter().zip(&c.extract_decisions) {
+            out.push((
+                "extract_decisions_total".into(),
+                json!({"action": action}),
+                v(slot),
+            ));
+        }
         out.push((
             "embedding_cache_hits_total".into(),
             json!({}),
@@ -235,8 +293,12 @@ fn memori_stats_reset() -> bool {
         .iter()
         .chain(&c.texts)
         .chain(&c.latency_us)
+        .chain(&c.chat_calls)
+        .chain(&c.chat_latency_us)
+        .chain(&c.extract_decisions)
         .for_each(zero);
     c.errors.iter().flatten().for_each(zero);
+    c.chat_errors.iter().flatten().for_each(zero);
     c.latency.iter().flatten().for_each(zero);
     c.maintenance_rows.iter().for_each(zero);
     [

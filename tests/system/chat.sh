@@ -63,7 +63,7 @@ qf $C t -c "ALTER SYSTEM SET memori.llm_provider = 'anthropic'" -c "ALTER SYSTEM
 sleep 0.5
 check "anthropic: chat answers" "Noted. (turns seen: 1)" "$(q $C t "SELECT memori_chat('Hi there', user_id => 'carol')")"
 check "anthropic: extraction answers through a tool" "add|rule" "$(q $C t "SELECT action || '|' || memory_type FROM memori_extract('Always format dates as ISO 8601.', user_id => 'carol')")"
-check_true "anthropic: the request went to /v1/messages with the version header" grep -q '"path": "/v1/messages"' "$MOCK_CHAT_LOG"
+check_true "anthropic: the requests went to /v1/messages" grep -q '"path": "/v1/messages"' "$MOCK_CHAT_LOG"
 
 # 5. A provider that cannot be reached: a clean error, one log line, no key anywhere.
 qf $C t -c "ALTER SYSTEM SET memori.llm_url = 'http://127.0.0.1:9/'" -c "SELECT pg_reload_conf()" >/dev/null
@@ -73,5 +73,11 @@ check_true "unreachable provider: SQLSTATE 08001 message" grep -q "anthropic cha
 check "nothing stored for the failed turn" "2" "$(q $C t "SELECT count(*) FROM memori_messages WHERE user_id = 'carol'")"
 check_true "one log line for the failed call" grep -q "memori: chat failed provider=anthropic model=mock-sql sqlstate=08001" "$(log_of $C)"
 check "the key is in no log line" "0" "$(grep -c 'sk-chat-system-secret' "$(log_of $C)" || true)"
+
+# 6. The counters (the cluster preloads memori).
+figure() { q $C t "SELECT coalesce(sum(value), 0)::int FROM memori_counters() WHERE metric = '$1' AND labels @> '$2'"; }
+check "chat calls counted per API (openai: 4 in the example, 3 as the app; anthropic: 2, 1 failed)" "7 3" "$(figure chat_calls_total '{"provider": "openai"}') $(figure chat_calls_total '{"provider": "anthropic"}')"
+check "the unreachable call counted in class 08" "1" "$(figure chat_errors_total '{"provider": "anthropic", "class": "08"}')"
+check "extraction decisions counted by action (Berlin; the example's rule, bob's, carol's)" "1 3" "$(figure extract_decisions_total '{"action": "supersede"}') $(figure extract_decisions_total '{"action": "add"}')"
 
 echo "chat: $PASSED passed, $FAILED failed"
