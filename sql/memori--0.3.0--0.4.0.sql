@@ -79,8 +79,8 @@ CREATE  FUNCTION "memori_extract"(
 ) RETURNS TABLE (
 	"action" TEXT,  /* String */
 	"memory_id" uuid,  /* Option < Uuid > */
-	"memory_type" TEXT,  /* String */
-	"content" TEXT  /* String */
+	"memory_type" TEXT,  /* Option < String > */
+	"content" TEXT  /* Option < String > */
 )
 VOLATILE PARALLEL UNSAFE
 SET search_path TO pg_catalog, @extschema@, pg_temp

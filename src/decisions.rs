@@ -106,7 +106,8 @@ pub struct Decision {
     pub action: Action,
     /// The existing memory it is about (index into the known list).
     pub target: Option<usize>,
-    /// The type to write (for update and none: the memory's own when the model gave none).
+    /// The type to write (for update and none: the memory's own when the model gave none; empty
+    /// for a none about no memory and without a type).
     pub memory_type: String,
     /// The content to write (for none: the memory's own, or what the model said).
     pub content: String,
@@ -240,6 +241,8 @@ pub fn parse(
                 Some(t) if matches!(action, Action::Update | Action::None) => {
                     known[t].memory_type.clone()
                 }
+                // "Nothing to remember" said as a decision: nothing to type.
+                None if action == Action::None => String::new(),
                 _ => return Err(format!("decision {n} has no type")),
             },
         };

@@ -148,7 +148,7 @@ fn lookup(user: &str, id: &str) -> Option<Known> {
     .flatten()
 }
 
-/// One row of memori_extract's result.
+/// One row of memori_extract's result: action, memory_id, memory_type, content.
 pub type Applied = (String, Option<Uuid>, String, String);
 
 /// Extracts memories from `turn` for `user`: one chat call, every decision checked, then all
@@ -412,12 +412,21 @@ fn memori_extract(
     (
         name!(action, String),
         name!(memory_id, Option<Uuid>),
-        name!(memory_type, String),
-        name!(content, String),
+        name!(memory_type, Option<String>),
+        name!(content, Option<String>),
     ),
 > {
     prevent_if_read_only(c"memori_extract()");
     memories::check_content(content, "content").or_raise();
     let user = user::resolve(user_id).or_raise();
-    TableIterator::new(extract(&user, content.unwrap(), conversation_id).or_raise())
+    let rows = extract(&user, content.unwrap(), conversation_id).or_raise();
+    // A "none" about no memory has neither type nor content: NULL, not ''.
+    TableIterator::new(rows.into_iter().map(|(a, id, t, c)| {
+        (
+            a,
+            id,
+            (!t.is_empty()).then_some(t),
+            (!c.is_empty()).then_some(c),
+        )
+    }))
 }

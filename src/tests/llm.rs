@@ -46,8 +46,8 @@ mod tests {
                 (
                     r.get::<String>(1).unwrap().unwrap(),
                     r.get::<Uuid>(2).unwrap(),
-                    r.get::<String>(3).unwrap().unwrap(),
-                    r.get::<String>(4).unwrap().unwrap(),
+                    r.get::<String>(3).unwrap().unwrap_or_else(|| "NULL".into()),
+                    r.get::<String>(4).unwrap().unwrap_or_else(|| "NULL".into()),
                 )
             })
             .collect()
@@ -119,7 +119,8 @@ mod tests {
                      "importance": 0.9},
                     {"action": "add", "type": "relationship", "content": "orders references customers",
                      "subject": "orders", "predicate": "references", "object": "customers"},
-                    {"action": "none", "id": null, "type": "short_term", "content": "Greeting."}
+                    {"action": "none", "id": null, "type": "short_term", "content": "Greeting."},
+                    {"action": "none"}
                 ]})
                 .to_string(),
             )
@@ -131,7 +132,11 @@ mod tests {
         );
         assert_eq!(s.requests(), 1, "exactly one chat call per turn");
         let actions: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
-        assert_eq!(actions, ["supersede", "update", "add", "add", "none"]);
+        assert_eq!(
+            actions,
+            ["supersede", "update", "add", "add", "none", "none"]
+        );
+        assert_eq!((rows[5].2.as_str(), rows[5].3.as_str()), ("NULL", "NULL"));
         // The request: the turn and the memories under short ids, a JSON schema, the key.
         let body = s.last_body();
         assert_eq!(body["model"], "mock-chat");
