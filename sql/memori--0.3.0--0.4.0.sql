@@ -104,7 +104,7 @@ COMMENT ON FUNCTION memori_search(text, integer, uuid, text[], text[], double pr
 COMMENT ON FUNCTION memori_extract(text, uuid, text) IS
     'memori: memories from one conversation turn: the chat model (memori.llm_provider) sees the turn and the user''s most relevant memories and decides, in one call, what to add, update or supersede; memori checks every decision and applies them all or none. One row per decision (action, memory_id, memory_type, content).';
 COMMENT ON FUNCTION memori_chat(text, uuid, integer, boolean, text) IS
-    'memori: the chat model''s reply to a message, with the user''s memories (memori_context) in its system prompt and the conversation''s latest turns (memori.chat_history_messages); stores both turns in memori_messages and, with extract (default memori.chat_extract), runs memori_extract on the message.';
+    'memori: the chat model''s reply to a message, with the user''s memories (memori_context) in its system prompt and the conversation''s latest turns (memori.chat_history_messages, within token_budget); stores both turns in memori_messages and, with extract (default memori.chat_extract), runs memori_extract on the message.';
 
 -- Export and erase cover chat messages and validity; statistics count superseded memories and
 -- messages.

@@ -51,6 +51,23 @@ fn history(user: &str, conversation_id: Option<Uuid>, n: i64) -> Result<Vec<(Rol
     .map_err(spi)
 }
 
+/// The latest messages whose text fits `budget` tokens (about 4 characters a token, as
+/// memori_context counts), oldest dropped first; whole messages only.
+pub fn within_budget(messages: Vec<(Role, String)>, budget: usize) -> Vec<(Role, String)> {
+    let mut left = budget.saturating_mul(4);
+    let mut kept: Vec<(Role, String)> = Vec::new();
+    for (role, text) in messages.into_iter().rev() {
+        let n = text.chars().count();
+        if n > left {
+            break;
+        }
+        left -= n;
+        kept.push((role, text));
+    }
+    kept.reverse();
+    kept
+}
+
 /// Stores the user's message and the reply; moves the conversation's last activity on.
 fn store_turns(
     user: &str,
@@ -109,7 +126,10 @@ pub fn chat(
         system.push_str("\n\n# What you remember about the user\n\n");
         system.push_str(&memories);
     }
-    let mut messages = history(user, conversation_id, gucs::chat_history_messages())?;
+    let mut messages = within_budget(
+        history(user, conversation_id, gucs::chat_history_messages())?,
+        budget,
+    );
     messages.push((Role::User, message.to_string()));
     let reply = call(
         &cfg,
@@ -156,4 +176,23 @@ fn memori_chat(
         extract.unwrap_or_else(gucs::chat_extract),
     )
     .or_raise()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_keeps_the_latest_whole_messages_within_the_budget() {
+        let m = |r, t: &str| (r, t.to_string());
+        let all = vec![
+            m(Role::User, "aaaaaaaa"),
+            m(Role::Assistant, "bbbb"),
+            m(Role::User, "cccc"),
+        ];
+        assert_eq!(within_budget(all.clone(), 100), all);
+        assert_eq!(within_budget(all.clone(), 2), all[1..].to_vec());
+        assert_eq!(within_budget(all.clone(), 1), all[2..].to_vec());
+        assert!(within_budget(all, 0).is_empty());
+    }
 }
