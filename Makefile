@@ -13,7 +13,7 @@ PROFILE    ?= dev
 
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: all setup install demo test test-rust test-sql test-system soak bench eval cluster stop clean
+.PHONY: all setup install demo test test-rust test-sql test-system soak bench eval cluster stop clean citus citus-stop
 
 all: install
 
@@ -54,6 +54,15 @@ test-system: install
 # pgbench soak alone (SOAK_SECONDS=60 SOAK_CLIENTS=8 by default): prints the summary.
 soak: install
 	bash tests/system/run.sh soak
+
+# A Citus coordinator and two workers on loopback (ports 5601-5603), Citus built from the
+# vendored source; see README "Scaling out". Not part of `make test` yet.
+citus: install
+	bash scripts/citus.sh build
+	bash scripts/citus.sh start
+
+citus-stop:
+	bash scripts/citus.sh stop
 
 bench: cluster
 	bash bench/run.sh
