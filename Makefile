@@ -13,7 +13,7 @@ PROFILE    ?= dev
 
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: all setup install demo test test-rust test-sql test-system soak bench eval cluster stop clean citus citus-stop
+.PHONY: all setup install demo test test-rust test-sql test-system soak bench eval cluster stop clean citus citus-build citus-stop citus-demo bench-citus
 
 all: install
 
@@ -48,7 +48,7 @@ test-rust: setup
 test-sql: cluster
 	bash tests/run_sql_tests.sh
 
-test-system: install
+test-system: install citus-build
 	bash tests/system/run.sh
 
 # pgbench soak alone (SOAK_SECONDS=60 SOAK_CLIENTS=8 by default): prints the summary.
@@ -56,10 +56,21 @@ soak: install
 	bash tests/system/run.sh soak
 
 # A Citus coordinator and two workers on loopback (ports 5601-5603), Citus built from the
-# vendored source; see README "Scaling out". Not part of `make test` yet.
-citus: install
+# vendored source (README "Scaling out"); `make citus-demo` distributes memori there and runs
+# the quick start through the coordinator.
+citus-build: setup
 	bash scripts/citus.sh build
+
+citus: install citus-build
 	bash scripts/citus.sh start
+
+citus-demo: citus
+	bash scripts/citus.sh psql -X -qAt -c "SELECT memori_distribute()"
+	bash scripts/citus.sh psql -X -v ON_ERROR_STOP=1 -f examples/quickstart.sql
+
+# 200,000 memories over 2,000 users: search throughput and latency with one worker, then two.
+bench-citus: install citus-build
+	bash bench/citus.sh
 
 citus-stop:
 	bash scripts/citus.sh stop

@@ -230,6 +230,48 @@ COMMENT ON FUNCTION memori_reembed_batch(integer) IS
 COMMENT ON FUNCTION memori_reembed_progress() IS
     'memori: how far the move to the configured embedding model has come: total, done, remaining, when it started, when the last batch committed, rows per second.';
 
+-- Scale-out (README "Scaling out"): on a Citus coordinator, distributes memori's user data by
+-- user_id, co-located, so that each user's memories, conversations and messages live on one
+-- worker and a user's queries go to that worker alone. The cache, settings and registries stay
+-- on the coordinator.
+CREATE FUNCTION memori_distribute() RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, @extschema@, pg_temp
+AS $$
+DECLARE
+    t text;
+    done text[] := '{}';
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension e WHERE e.extname OPERATOR(pg_catalog.=) 'citus'::name) THEN
+        RAISE EXCEPTION 'memori: Citus is not installed in this database'
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'On the coordinator: CREATE EXTENSION citus; add the workers (citus_add_node), each with memori installed, then SELECT memori_distribute();';
+    END IF;
+    FOREACH t IN ARRAY ARRAY['memori_conversations', 'memori_memories', 'memori_messages'] LOOP
+        IF EXISTS (SELECT FROM pg_catalog.pg_dist_partition p
+                    WHERE p.logicalrelid OPERATOR(pg_catalog.=) pg_catalog.format('@extschema@.%I', t)::regclass) THEN
+            CONTINUE;
+        END IF;
+        IF t OPERATOR(pg_catalog.=) 'memori_conversations'::text THEN
+            PERFORM create_distributed_table(pg_catalog.format('@extschema@.%I', t)::regclass, 'user_id');
+        ELSE
+            PERFORM create_distributed_table(pg_catalog.format('@extschema@.%I', t)::regclass, 'user_id',
+                                             colocate_with => '@extschema@.memori_conversations');
+        END IF;
+        done := done OPERATOR(pg_catalog.||) t;
+    END LOOP;
+    -- The coordinator's own copy of rows that existed before: the shards hold them now (once all
+    -- three are distributed, as their foreign keys want).
+    FOREACH t IN ARRAY done LOOP
+        PERFORM truncate_local_data_after_distributing_table(pg_catalog.format('@extschema@.%I', t)::regclass);
+    END LOOP;
+    RETURN CASE WHEN pg_catalog.cardinality(done) OPERATOR(pg_catalog.=) 0 THEN 'memori is distributed already'
+                ELSE 'distributed by user_id: ' OPERATOR(pg_catalog.||) pg_catalog.array_to_string(done, ', ') END;
+END;
+$$;
+COMMENT ON FUNCTION memori_distribute() IS
+    'memori: on a Citus coordinator, distributes memori_conversations, memori_memories and memori_messages by user_id, co-located (each user on one worker); idempotent. The DBA''s.';
+
 -- ---------------------------------------------------------------------------------------------
 -- Tenancy and security (README "Security").
 --

@@ -32,7 +32,7 @@ fn history(user: &str, conversation_id: Option<Uuid>, n: i64) -> Result<Vec<(Rol
             &format!(
                 "SELECT role, content FROM (
                     SELECT id, role, content FROM memori_messages
-                     WHERE user_id::text = $1::text AND {which}
+                     WHERE user_id OPERATOR(pg_catalog.=) $1::text AND {which}
                      ORDER BY id DESC LIMIT $3) s
                   ORDER BY id"
             ),
@@ -127,7 +127,7 @@ pub fn chat(
         system.push_str(&memories);
     }
     let mut messages = within_budget(
-        history(user, conversation_id, gucs::chat_history_messages())?,
+        user::reading(|| history(user, conversation_id, gucs::chat_history_messages()))?,
         budget,
     );
     messages.push((Role::User, message.to_string()));

@@ -124,7 +124,7 @@ fn rules(user: &str) -> Result<Vec<Item>> {
     Spi::connect(|c| {
         c.select(
             &format!("SELECT id, memory_id::text, content, importance_score FROM memori_memories
-              WHERE user_id::text = $1::text AND memory_type::text = 'rule'::text AND NOT is_archived
+              WHERE user_id OPERATOR(pg_catalog.=) $1::text AND memory_type::text = 'rule'::text AND NOT is_archived
                 AND (expires_at IS NULL OR expires_at > now()){current}
               ORDER BY importance_score DESC, updated_at DESC, id
               LIMIT 1000"),
@@ -153,7 +153,8 @@ pub fn assemble(
     budget: usize,
     user: String,
 ) -> Result<String> {
-    let mut items = rules(&user)?;
+    let mut items = user::reading(|| rules(&user))?;
+    let who = user.clone();
     if let Some(q) = query.filter(|q| !q.trim().is_empty()) {
         if k > 0 {
             let found = search::find(
@@ -185,7 +186,7 @@ pub fn assemble(
         }
     }
     let items = fit(items, budget);
-    search::track_access(&items.iter().map(|i| i.id).collect::<Vec<_>>())?;
+    search::track_access(&who, &items.iter().map(|i| i.id).collect::<Vec<_>>())?;
     Ok(render(&items))
 }
 

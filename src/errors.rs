@@ -19,6 +19,8 @@ pub enum Code {
     DataException,
     /// 23503: a referenced row (conversation) does not exist.
     ForeignKeyViolation,
+    /// 23505: an id that must be new exists already (memori_import).
+    UniqueViolation,
     /// 28000: no API key, or the provider refused it (401/403).
     InvalidAuthorization,
     /// 42501: the caller may not do this.
@@ -46,6 +48,7 @@ impl Code {
             Code::NullValueNotAllowed => "22004",
             Code::DataException => "22000",
             Code::ForeignKeyViolation => "23503",
+            Code::UniqueViolation => "23505",
             Code::InvalidAuthorization => "28000",
             Code::InsufficientPrivilege => "42501",
             Code::ConnectionUnavailable => "08001",
@@ -65,6 +68,7 @@ impl Code {
             Code::NullValueNotAllowed => ERRCODE_NULL_VALUE_NOT_ALLOWED,
             Code::DataException => ERRCODE_DATA_EXCEPTION,
             Code::ForeignKeyViolation => ERRCODE_FOREIGN_KEY_VIOLATION,
+            Code::UniqueViolation => ERRCODE_UNIQUE_VIOLATION,
             Code::InvalidAuthorization => ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
             Code::InsufficientPrivilege => ERRCODE_INSUFFICIENT_PRIVILEGE,
             Code::ConnectionUnavailable => ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,

@@ -103,7 +103,7 @@ pub fn check_conversation(conversation_id: Option<Uuid>, user: &str) -> Result<(
         return Ok(());
     };
     let found = crate::errors::read_one::<bool>(
-        "SELECT true FROM memori_conversations WHERE conversation_id = $1 AND user_id::text = $2::text",
+        "SELECT true FROM memori_conversations WHERE conversation_id = $1 AND user_id OPERATOR(pg_catalog.=) $2::text",
         &[c.into(), user.into()],
     )?;
     match found {
@@ -127,7 +127,7 @@ fn lookup(user: &str, id: &str) -> Option<Known> {
         let rows = c.select(
             &format!(
                 "SELECT memory_id::text, memory_type::text, content FROM memori_memories
-                  WHERE memory_id = $1::text::uuid AND user_id::text = $2::text
+                  WHERE memory_id = $1::text::uuid AND user_id OPERATOR(pg_catalog.=) $2::text
                     AND (expires_at IS NULL OR expires_at > now()){current}"
             ),
             None,
@@ -194,7 +194,10 @@ pub fn extract(user: &str, turn: &str, conversation_id: Option<Uuid>) -> Result<
         schema: Some(decisions::schema()),
     };
     let answer = call(&cfg, &req)?;
-    let decided = decisions::parse(&answer, &mut known, |id| lookup(user, id)).map_err(|e| {
+    let decided = decisions::parse(&answer, &mut known, |id| {
+        user::reading(|| Ok(lookup(user, id))).ok().flatten()
+    })
+    .map_err(|e| {
         let start: String = answer.chars().take(300).collect();
         MemoriError::new(
             Code::DataException,
@@ -229,17 +232,24 @@ fn uuid_bytes(text: &str) -> Option<[u8; 16]> {
 }
 
 /// Cosine similarity of `vector` with a memory's embedding, when embedded by `target`'s model.
-fn similarity_to(memory_id: Uuid, target: &Target, vector: &[f32]) -> Result<Option<f64>> {
+fn similarity_to(
+    user: &str,
+    memory_id: Uuid,
+    target: &Target,
+    vector: &[f32],
+) -> Result<Option<f64>> {
     let (dims, cast) = (vector.len(), indexed_cast(vector.len()));
     crate::errors::read_one::<f64>(
         &format!(
             "SELECT 1::float8 - (m.embedding::{cast} <=> $2::real[]::{cast}) FROM memori_memories m
-              WHERE m.memory_id = $1 AND m.embedding_model = $3::text AND m.embedding_dims = {dims}"
+              WHERE m.user_id OPERATOR(pg_catalog.=) $4::text AND m.memory_id = $1
+                AND m.embedding_model = $3::text AND m.embedding_dims = {dims}"
         ),
         &[
             memory_id.into(),
             vector.to_vec().into(),
             target.label().into(),
+            user.into(),
         ],
     )
 }
@@ -283,7 +293,7 @@ fn apply(
             let mut action = d.action;
             if action == Action::Supersede {
                 let old = target_id.expect("supersede has a target");
-                let similar = similarity_to(old, model, &vector)?;
+                let similar = similarity_to(user, old, model, &vector)?;
                 if threshold > -1.0 && similar.is_none_or(|s| s < threshold) {
                     crate::stats::extract_decision("refused");
                     pgrx::notice!(
@@ -318,7 +328,7 @@ fn apply(
                         let old = target_id.expect("supersede has a target");
                         let ended = crate::errors::opt_one::<bool>(
                             "UPDATE memori_memories SET valid_to = now()
-                              WHERE memory_id = $1 AND user_id::text = $2::text AND valid_to IS NULL
+                              WHERE memory_id = $1 AND user_id OPERATOR(pg_catalog.=) $2::text AND valid_to IS NULL
                               RETURNING true",
                             &[old.into(), user.into()],
                         )?;
@@ -329,8 +339,9 @@ fn apply(
                     let (id, written) = add(user, conversation_id, model, &d, vector)?;
                     if let (Action::Supersede, Some(old)) = (action, target_id) {
                         spi_run(
-                            "UPDATE memori_memories SET superseded_by = $2 WHERE memory_id = $1",
-                            &[old.into(), id.into()],
+                            "UPDATE memori_memories SET superseded_by = $2
+                              WHERE memory_id = $1 AND user_id OPERATOR(pg_catalog.=) $3::text",
+                            &[old.into(), id.into(), user.into()],
                         )?;
                     }
                     let shown = match (action, written) {

@@ -100,11 +100,12 @@ fn memori_entity(
     let name = part(name, "name");
     let user = user::resolve(user_id).or_raise();
     let current = user::current_filter("").or_raise();
-    let rows = Spi::connect(|c| {
+    let rows = user::reading(|| {
+        Spi::connect(|c| {
         c.select(
             &format!("SELECT memory_id, memory_type::text, content, importance_score, related_entities, created_at
                FROM memori_memories
-              WHERE user_id::text = $1::text AND related_entities OPERATOR(pg_catalog.@>) ARRAY[$2::text]
+              WHERE user_id OPERATOR(pg_catalog.=) $1::text AND related_entities OPERATOR(pg_catalog.@>) ARRAY[$2::text]
                 AND memory_type::text = ANY (ARRAY['entity', 'relationship']::text[])
                 AND (expires_at IS NULL OR expires_at > now()){current}
               ORDER BY memory_type, importance_score DESC, created_at"),
@@ -122,8 +123,9 @@ fn memori_entity(
             ))
         })
         .collect::<std::result::Result<Vec<_>, pgrx::spi::Error>>()
+        })
+        .map_err(crate::errors::spi)
     })
-    .map_err(crate::errors::spi)
     .or_raise();
     TableIterator::new(rows)
 }

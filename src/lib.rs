@@ -29,7 +29,7 @@ mod worker;
 
 ::pgrx::pg_module_magic!(name, version);
 
-// The tables, indexes and triggers. Everything else refers to them at run time.
+// The tables and indexes. Everything else refers to them at run time.
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 // Comments, grants and row-level security, once the Rust functions exist.
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);

@@ -49,15 +49,56 @@ impl Step {
         }
     }
 
-    /// Handles at most `limit` rows; returns how many it handled.
+    /// On tables Citus distributes: the whole step in one statement over every shard (Citus
+    /// cannot take `LIMIT ... FOR UPDATE SKIP LOCKED` across shards), waiting on rows other
+    /// transactions hold at most memori.maintenance_lock_timeout. None for the cache, which
+    /// stays on the coordinator.
+    fn distributed_sql(self) -> Option<(&'static str, Vec<pgrx::datum::DatumWithOid<'static>>)> {
+        match self {
+            Step::Promote => Some((
+                "UPDATE memori_memories SET memory_type = 'long_term', expires_at = NULL, updated_at = now()
+                  WHERE memory_type::text = 'short_term'::text AND access_count >= $1
+                    AND (expires_at IS NULL OR expires_at > now())
+                 RETURNING 1",
+                vec![gucs::promote_after_accesses().into()],
+            )),
+            Step::Expire if gucs::keep_expired() => Some((
+                "UPDATE memori_memories SET is_archived = true, updated_at = now()
+                  WHERE expires_at <= now() AND NOT is_archived RETURNING 1",
+                vec![],
+            )),
+            Step::Expire => Some((
+                "DELETE FROM memori_memories WHERE expires_at <= now() RETURNING 1",
+                vec![],
+            )),
+            Step::Archive => Some((
+                "UPDATE memori_memories SET is_archived = true, updated_at = now()
+                  WHERE NOT is_archived AND memory_type::text <> 'rule'::text
+                    AND coalesce(last_accessed_at, updated_at) < now() - make_interval(days => $1)
+                 RETURNING 1",
+                vec![gucs::archive_threshold_days().into()],
+            )),
+            Step::PurgeCache => None,
+        }
+    }
+
+    /// Handles at most `limit` rows (all of them on distributed tables); returns how many it
+    /// handled.
     pub fn batch(self, limit: i64) -> Result<i64> {
+        if let Some((sql, args)) = self
+            .distributed_sql()
+            .filter(|_| crate::user::distributed().unwrap_or(false))
+        {
+            return Spi::connect_mut(|c| c.update(sql, None, &args).map(|t| t.len() as i64))
+                .map_err(spi);
+        }
         let (sql, args): (&str, Vec<pgrx::datum::DatumWithOid>) = match self {
             Step::Promote => (
                 "WITH c AS (SELECT id FROM memori_memories
                              WHERE memory_type::text = 'short_term'::text AND access_count >= $1
                                AND (expires_at IS NULL OR expires_at > now())
                              LIMIT $2 FOR UPDATE SKIP LOCKED),
-                      p AS (UPDATE memori_memories m SET memory_type = 'long_term', expires_at = NULL
+                      p AS (UPDATE memori_memories m SET memory_type = 'long_term', expires_at = NULL, updated_at = now()
                               FROM c WHERE m.id = c.id RETURNING 1)
                  SELECT count(*) FROM p",
                 vec![gucs::promote_after_accesses().into(), limit.into()],
@@ -65,7 +106,7 @@ impl Step {
             Step::Expire if gucs::keep_expired() => (
                 "WITH c AS (SELECT id FROM memori_memories WHERE expires_at <= now() AND NOT is_archived
                              LIMIT $1 FOR UPDATE SKIP LOCKED),
-                      e AS (UPDATE memori_memories m SET is_archived = true FROM c WHERE m.id = c.id RETURNING 1)
+                      e AS (UPDATE memori_memories m SET is_archived = true, updated_at = now() FROM c WHERE m.id = c.id RETURNING 1)
                  SELECT count(*) FROM e",
                 vec![limit.into()],
             ),
@@ -81,7 +122,7 @@ impl Step {
                              WHERE NOT is_archived AND memory_type::text <> 'rule'::text
                                AND coalesce(last_accessed_at, updated_at) < now() - make_interval(days => $1)
                              LIMIT $2 FOR UPDATE SKIP LOCKED),
-                      a AS (UPDATE memori_memories m SET is_archived = true FROM c WHERE m.id = c.id RETURNING 1)
+                      a AS (UPDATE memori_memories m SET is_archived = true, updated_at = now() FROM c WHERE m.id = c.id RETURNING 1)
                  SELECT count(*) FROM a",
                 vec![gucs::archive_threshold_days().into(), limit.into()],
             ),

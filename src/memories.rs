@@ -61,8 +61,8 @@ fn text_array(v: Option<Vec<Option<String>>>) -> Vec<String> {
 /// Checks that `conversation_id` exists and belongs to `user`; moves its last activity on.
 pub fn touch_conversation(conversation_id: Uuid, user: &str) -> Result<()> {
     let owner = opt_one::<String>(
-        "UPDATE memori_conversations SET last_activity_at = now()
-          WHERE conversation_id = $1 AND user_id::text = $2::text RETURNING user_id::text",
+        "UPDATE memori_conversations SET last_activity_at = now(), updated_at = now()
+          WHERE conversation_id = $1 AND user_id OPERATOR(pg_catalog.=) $2::text RETURNING user_id::text",
         &[conversation_id.into(), user.into()],
     )?;
     match owner {
@@ -73,6 +73,25 @@ pub fn touch_conversation(conversation_id: Uuid, user: &str) -> Result<()> {
         )
         .hint("Create it with memori_conversation_create(), or store the memory without conversation_id.")),
     }
+}
+
+/// The transaction's now(), as a parameter: Citus refuses now() inside CASE and COALESCE of a
+/// distributed write, so memori's writes take it as a value.
+pub fn now() -> Result<TimestampWithTimeZone> {
+    crate::errors::read_one::<TimestampWithTimeZone>("SELECT now()", &[])?
+        .ok_or_else(|| MemoriError::new(Code::SystemError, "memori: now() returned NULL"))
+}
+
+/// When a new memory of `memory_type` expires by default: short_term memories after
+/// memori.short_term_expiry_days, the others never.
+pub fn default_expiry(memory_type: &str) -> Result<Option<TimestampWithTimeZone>> {
+    if memory_type != "short_term" {
+        return Ok(None);
+    }
+    crate::errors::read_one::<TimestampWithTimeZone>(
+        "SELECT now() + make_interval(days => $1)",
+        &[gucs::short_term_expiry_days().into()],
+    )
 }
 
 /// One memory to write, with its embedding already computed.
@@ -180,7 +199,7 @@ fn write(target: &Target, m: &NewMemory, with_text: bool) -> Result<(Uuid, Writt
     if threshold < 1.0 {
         let nearest = if m.memory_type == "relationship" {
             format!("SELECT id, 1::float8 AS similarity FROM memori_memories m
-              WHERE m.user_id::text = $1::text AND m.memory_type::text = $3::text
+              WHERE m.user_id OPERATOR(pg_catalog.=) $1::text AND m.memory_type::text = $3::text
                 AND m.conversation_id IS NOT DISTINCT FROM $4::uuid
                 AND (m.expires_at IS NULL OR m.expires_at > now()){current}
                 AND CASE WHEN $15::text[] IS NOT NULL
@@ -196,7 +215,7 @@ fn write(target: &Target, m: &NewMemory, with_text: bool) -> Result<(Uuid, Writt
             format!(
                 "SELECT id, 1::float8 - (m.embedding::{cast} <=> $5::real[]::{cast}) AS similarity
                    FROM memori_memories m
-                  WHERE m.user_id::text = $1::text AND m.memory_type::text = $3::text
+                  WHERE m.user_id OPERATOR(pg_catalog.=) $1::text AND m.memory_type::text = $3::text
                     AND m.conversation_id IS NOT DISTINCT FROM $4::uuid
                     AND m.embedding_model = $6::text AND m.embedding_dims = {dims}
                     AND (m.expires_at IS NULL OR m.expires_at > now()){current}
@@ -218,9 +237,9 @@ fn write(target: &Target, m: &NewMemory, with_text: bool) -> Result<(Uuid, Writt
                     access_count = m.access_count + 1,
                     last_accessed_at = now(),
                     is_archived = false,
+                    updated_at = now(),
                     expires_at = CASE WHEN m.expires_at IS NULL THEN NULL
-                                      ELSE greatest(m.expires_at, coalesce($11::timestamptz,
-                                           CASE WHEN $3::text = 'short_term'::text THEN now() + make_interval(days => $12) END)) END
+                                      ELSE greatest(m.expires_at, coalesce($11::timestamptz, $12::timestamptz)) END
                FROM nearest
               WHERE m.id = nearest.id AND nearest.similarity >= $13::float8
           RETURNING m.memory_id, nearest.similarity"
@@ -242,7 +261,7 @@ fn write(target: &Target, m: &NewMemory, with_text: bool) -> Result<(Uuid, Writt
             m.entities.to_vec().into(),
             JsonB(m.metadata.0.clone()).into(),
             m.expires_at.into(),
-            gucs::short_term_expiry_days().into(),
+            default_expiry(m.memory_type)?.into(),
             threshold.into(),
             config.clone().into(),
             triple.into(),
@@ -275,7 +294,7 @@ fn write(target: &Target, m: &NewMemory, with_text: bool) -> Result<(Uuid, Writt
         m.entities.to_vec().into(),
         JsonB(m.metadata.0.clone()).into(),
         m.expires_at.into(),
-        gucs::short_term_expiry_days().into(),
+        default_expiry(m.memory_type)?.into(),
     ];
     if with_text {
         args.push(config.into());
@@ -286,7 +305,7 @@ fn write(target: &Target, m: &NewMemory, with_text: bool) -> Result<(Uuid, Writt
                                       embedding_model, importance_score, context_tags,
                                       related_entities, metadata, expires_at{tsv_col})
          VALUES ($1, $2, $3, $4, $5::real[]::vector, $6, $7::real, $8, $9, $10,
-                 coalesce($11, CASE WHEN $4::text = 'short_term'::text THEN now() + make_interval(days => $12) END){tsv_val})
+                 coalesce($11::timestamptz, $12::timestamptz){tsv_val})
          RETURNING memory_id"
         ),
         &args,
@@ -537,10 +556,10 @@ pub fn update_row(user: &str, memory_id: Uuid, change: Change) -> Result<bool> {
         Some((l, v)) => (Some(l), Some(v)),
         None => (None, None),
     };
-    let with_text = user::has_text_search()?;
-    let set_tsv = if with_text {
-        "content_tsv = CASE WHEN $3 IS NULL THEN content_tsv
-                            ELSE memori_text_document($3::text, $11::text::regconfig) END,"
+    // Written only with new content (no CASE around it: Citus refuses the text search
+    // configuration's lookup inside one).
+    let set_tsv = if change.content.is_some() && user::has_text_search()? {
+        "content_tsv = memori_text_document($3::text, $11::text::regconfig),"
     } else {
         ""
     };
@@ -557,10 +576,16 @@ pub fn update_row(user: &str, memory_id: Uuid, change: Change) -> Result<bool> {
             metadata = coalesce($9, metadata),
             expires_at = CASE
                 WHEN $6 IS NULL OR $6::text = memory_type::text THEN expires_at
-                WHEN $6::text = 'short_term'::text THEN now() + make_interval(days => $10)
+                WHEN $6::text = 'short_term'::text THEN $10::timestamptz
                 WHEN memory_type::text = 'short_term'::text THEN NULL
-                ELSE expires_at END
-          WHERE memory_id = $1 AND user_id::text = $2::text
+                ELSE expires_at END,
+            -- Moves only when something changes (a new embedding alone is no change).
+            updated_at = CASE
+                WHEN (coalesce($3, content), coalesce($6, memory_type::text), coalesce($7::real, importance_score),
+                      coalesce($8, context_tags), coalesce($9, metadata))
+                     IS DISTINCT FROM (content, memory_type::text, importance_score, context_tags, metadata)
+                THEN $12::timestamptz ELSE updated_at END
+          WHERE memory_id = $1 AND user_id OPERATOR(pg_catalog.=) $2::text
           RETURNING true"
         ),
         &[
@@ -573,8 +598,9 @@ pub fn update_row(user: &str, memory_id: Uuid, change: Change) -> Result<bool> {
             change.importance.into(),
             change.tags.into(),
             change.metadata.into(),
-            gucs::short_term_expiry_days().into(),
+            default_expiry("short_term")?.into(),
             gucs::text_search_config().into(),
+            now()?.into(),
         ],
     )?
     .unwrap_or(false))
@@ -591,7 +617,7 @@ fn memori_forget(memory_id: Option<Uuid>) -> bool {
     let user = user::resolve(None).or_raise();
     as_owner_of(c"memori_memories", || {
         opt_one::<bool>(
-            "DELETE FROM memori_memories WHERE memory_id = $1 AND user_id::text = $2::text RETURNING true",
+            "DELETE FROM memori_memories WHERE memory_id = $1 AND user_id OPERATOR(pg_catalog.=) $2::text RETURNING true",
             &[memory_id.into(), user.into()],
         )
     })

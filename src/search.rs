@@ -84,7 +84,7 @@ fn scope_filters(q: &Query) -> String {
         "now()"
     };
     let mut filters = vec![
-        "m.user_id::text = $1::text".to_string(),
+        "m.user_id OPERATOR(pg_catalog.=) $1::text".to_string(),
         format!("(m.expires_at IS NULL OR m.expires_at > {when})"),
     ];
     if q.as_of.is_some() {
@@ -185,7 +185,7 @@ pub const MAX_COUNTED: i64 = 1_000_000;
 
 pub fn user_rows(user: &str) -> Result<i64> {
     Ok(crate::errors::read_one::<i64>(
-        "SELECT count(*) FROM (SELECT 1 FROM memori_memories m WHERE m.user_id::text = $1::text LIMIT $2) s",
+        "SELECT count(*) FROM (SELECT 1 FROM memori_memories m WHERE m.user_id OPERATOR(pg_catalog.=) $1::text LIMIT $2) s",
         &[user.into(), MAX_COUNTED.into()],
     )?
     .unwrap_or(0))
@@ -396,6 +396,7 @@ pub struct Outcome {
 /// Reads the candidates' rows: similarity to `vector` (for rows embedded like it), importance,
 /// recency. Rows deleted since they were found are left out.
 fn fetch(
+    user: &str,
     ids: &[i64],
     embedded: Option<(&str, &[f32])>,
 ) -> Result<std::collections::HashMap<i64, Found>> {
@@ -425,7 +426,7 @@ fn fetch(
                             * pg_catalog.ln(2::float8) / (86400::float8 * $5::float8))))
                      ELSE 0::float8 END AS recency
            FROM memori_memories m
-          WHERE m.id = ANY ($1::bigint[])"
+          WHERE m.user_id OPERATOR(pg_catalog.=) $6::text AND m.id = ANY ($1::bigint[])"
     );
     let args: Vec<pgrx::datum::DatumWithOid> = vec![
         ids.to_vec().into(),
@@ -433,6 +434,7 @@ fn fetch(
         vector.into(),
         wr.into(),
         gucs::recency_half_life_days().into(),
+        user.into(),
     ];
     Spi::connect(|client| {
         let mut out = std::collections::HashMap::new();
@@ -474,6 +476,10 @@ fn fetch(
 /// Runs a search: embed the query (unless text mode), gather vector and text candidates, read
 /// them, rank. The caller counts the accesses it uses (`track_access`).
 pub fn find(q: &Query, query_text: &str) -> Result<Outcome> {
+    user::reading(|| find_as_reader(q, query_text))
+}
+
+fn find_as_reader(q: &Query, query_text: &str) -> Result<Outcome> {
     crate::stats::search();
     let limit = pool(q.k);
     // A database not yet updated to 0.3.0 has no full-text index: embeddings only.
@@ -508,6 +514,7 @@ pub fn find(q: &Query, query_text: &str) -> Result<Outcome> {
         }
     }
     let mut rows = fetch(
+        &q.user,
         &ids,
         embedded.as_ref().map(|(l, v)| (l.as_str(), v.as_slice())),
     )?;
@@ -569,7 +576,7 @@ pub fn explain(mode: SearchMode, path: Path, r: &Ranked) -> JsonB {
 /// never waits or fails because of it: rows another transaction holds are skipped, and nothing
 /// is counted in a read-only transaction, on a hot standby, or under REPEATABLE READ or
 /// SERIALIZABLE (where a row changed by a concurrent search would raise 40001).
-pub fn track_access(ids: &[i64]) -> Result<()> {
+pub fn track_access(user: &str, ids: &[i64]) -> Result<()> {
     // SAFETY: plain reads of backend state.
     let skip = unsafe {
         pg_sys::XactReadOnly
@@ -581,14 +588,23 @@ pub fn track_access(ids: &[i64]) -> Result<()> {
     }
     crate::user::as_owner_of(c"memori_memories", || {
         Spi::run_with_args(
-        "WITH free AS (SELECT id FROM memori_memories WHERE id = ANY($1) FOR UPDATE SKIP LOCKED)
+        // The CTE joins on user_id too: Citus then runs the whole statement on the user's shard.
+        "WITH free AS (SELECT id, user_id FROM memori_memories
+                        WHERE user_id OPERATOR(pg_catalog.=) $3::text AND id = ANY($1) FOR UPDATE SKIP LOCKED)
          UPDATE memori_memories m SET access_count = access_count + 1, last_accessed_at = now(),
                 memory_type = CASE WHEN memory_type::text = 'short_term'::text AND access_count + 1 >= $2
                                    THEN 'long_term' ELSE memory_type END,
                 expires_at = CASE WHEN memory_type::text = 'short_term'::text AND access_count + 1 >= $2
-                                  THEN NULL ELSE expires_at END
-           FROM free WHERE m.id = free.id",
-        &[ids.to_vec().into(), gucs::promote_after_accesses().into()],
+                                  THEN NULL ELSE expires_at END,
+                updated_at = CASE WHEN memory_type::text = 'short_term'::text AND access_count + 1 >= $2
+                                  THEN $4::timestamptz ELSE updated_at END
+           FROM free WHERE m.user_id = free.user_id AND m.user_id OPERATOR(pg_catalog.=) $3::text AND m.id = free.id",
+        &[
+            ids.to_vec().into(),
+            gucs::promote_after_accesses().into(),
+            user.into(),
+            crate::memories::now()?.into(),
+        ],
     )
     .map_err(spi)
     })
@@ -756,7 +772,11 @@ fn search_memories_as_of(
     let out = find(&q, query.unwrap()).or_raise();
     // A look into the past is not a use of today's memories: no access is counted.
     if as_of.is_none() {
-        track_access(&out.found.iter().map(|f| f.ranked.id).collect::<Vec<_>>()).or_raise();
+        track_access(
+            &q.user,
+            &out.found.iter().map(|f| f.ranked.id).collect::<Vec<_>>(),
+        )
+        .or_raise();
     }
     let (mode, path, explain) = (q.mode, out.path, explain.unwrap_or(false));
     TableIterator::new(out.found.into_iter().map(move |f| {
@@ -820,7 +840,11 @@ fn memori_search(
     )
     .or_raise();
     let out = find(&q, query.unwrap()).or_raise();
-    track_access(&out.found.iter().map(|f| f.ranked.id).collect::<Vec<_>>()).or_raise();
+    track_access(
+        &q.user,
+        &out.found.iter().map(|f| f.ranked.id).collect::<Vec<_>>(),
+    )
+    .or_raise();
     TableIterator::new(out.found.into_iter().map(|f| {
         (
             f.memory_id,

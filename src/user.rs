@@ -218,6 +218,41 @@ pub fn has_text_search() -> Result<bool> {
     has_column(c"memori_memories", c"content_tsv")
 }
 
+/// Whether memori_memories is a Citus distributed table (memori_distribute() ran).
+pub fn distributed() -> Result<bool> {
+    let (nsp, _) = schema()?;
+    // SAFETY: catalog lookups by name; a missing relation is InvalidOid.
+    let (dist, rel) = unsafe {
+        (
+            pg_sys::get_relname_relid(
+                c"pg_dist_partition".as_ptr(),
+                pg_sys::Oid::from(pg_sys::PG_CATALOG_NAMESPACE),
+            ),
+            pg_sys::get_relname_relid(c"memori_memories".as_ptr(), nsp),
+        )
+    };
+    if dist == pg_sys::InvalidOid || rel == pg_sys::InvalidOid {
+        return Ok(false);
+    }
+    Ok(crate::errors::read_one::<bool>(
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition p WHERE p.logicalrelid OPERATOR(pg_catalog.=) $1::pg_catalog.oid::pg_catalog.regclass)",
+        &[rel.into()],
+    )?
+    .unwrap_or(false))
+}
+
+/// Reads of user data: as the caller, under row-level security, on a single server; as the
+/// tables' owner once they are distributed with Citus, whose workers evaluate the policies
+/// without the acting user (they would show nothing). memori's reads are fixed statements that
+/// filter by the user memori resolved, either way.
+pub fn reading<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    if distributed()? {
+        as_owner_of(c"memori_memories", f)
+    } else {
+        f()
+    }
+}
+
 /// Whether memories have a validity (valid_to, 0.4.0): without it, none is superseded.
 pub fn has_validity() -> Result<bool> {
     has_column(c"memori_memories", c"valid_to")

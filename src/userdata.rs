@@ -192,6 +192,32 @@ fn memori_import(
         ("", "")
     };
     let counts = as_owner_of(c"memori_memories", || {
+        // Ids are unique per user in the tables (so that they can be distributed by user); an
+        // import keeps them unique across users too: an id that exists here already, for any
+        // user, refuses the import.
+        let taken = crate::errors::read_one::<String>(
+            "SELECT x.kind || ' ' || x.id FROM (
+               SELECT 'conversation'::text AS kind, (r OPERATOR(pg_catalog.->>) 'conversation_id'::text)::uuid AS id
+                 FROM pg_catalog.unnest($1::jsonb[]) AS r
+               UNION ALL
+               SELECT 'memory'::text, (r OPERATOR(pg_catalog.->>) 'memory_id'::text)::uuid
+                 FROM pg_catalog.unnest($2::jsonb[]) AS r) x
+              WHERE x.id IS NOT NULL
+                AND (EXISTS (SELECT FROM memori_conversations c WHERE x.kind = 'conversation'::text AND c.conversation_id = x.id)
+                     OR EXISTS (SELECT FROM memori_memories m WHERE x.kind = 'memory'::text AND m.memory_id = x.id))
+              LIMIT 1",
+            &[
+                conversations.iter().map(|c| JsonB(c.clone())).collect::<Vec<_>>().into(),
+                memories.iter().map(|m| JsonB(m.clone())).collect::<Vec<_>>().into(),
+            ],
+        )?;
+        if let Some(what) = taken {
+            return Err(MemoriError::new(
+                Code::UniqueViolation,
+                format!("memori: cannot import: {what} exists already in this database"),
+            )
+            .hint("Import into another database, erase the user first, or drop the ids from the lines to get new ones."));
+        }
         let conversations_in = Spi::get_one_with_args::<i64>(
             "WITH ins AS (
                INSERT INTO memori_conversations (conversation_id, user_id, data_source_id, title, metadata,

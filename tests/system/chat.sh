@@ -80,4 +80,4 @@ check "chat calls counted per API (openai: 4 in the example, 3 as the app; anthr
 check "the unreachable call counted in class 08" "1" "$(figure chat_errors_total '{"provider": "anthropic", "class": "08"}')"
 check "extraction decisions counted by action (Berlin; the example's rule, bob's, carol's)" "1 3" "$(figure extract_decisions_total '{"action": "supersede"}') $(figure extract_decisions_total '{"action": "add"}')"
 
-echo "chat: $PASSED passed, $FAILED failed"
+finish

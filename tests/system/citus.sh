@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# memori on Citus (README "Scaling out"): a coordinator and two workers on loopback, each with
+# citus and memori preloaded; memori_distribute() shards memories, conversations and messages
+# by user_id, co-located. The same API then works through the coordinator: store, batch,
+# search (a router query to the user's worker, through that shard's HNSW index), context,
+# update, forget, extract-free lifecycle (memori_maintain), as_of; tenancy holds for an app role.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+trap cleanup EXIT
+
+tcp="listen_addresses = '127.0.0.1'"
+cluster_init citus_w1 5495 "$tcp" "shared_preload_libraries = 'citus,memori'"
+cluster_init citus_w2 5496 "$tcp" "shared_preload_libraries = 'citus,memori'"
+cluster_init citus_c 5494 "$tcp" "shared_preload_libraries = 'citus,memori'"
+C=citus_c
+for n in citus_w1 citus_w2 citus_c; do
+  q $n postgres "CREATE DATABASE m"
+  qf $n m -c "SET client_min_messages = warning" -c "CREATE EXTENSION citus" -c "CREATE EXTENSION memori CASCADE" >/dev/null
+done
+qf $C m -c "SELECT citus_set_coordinator_host('127.0.0.1', 5494)" \
+        -c "SELECT citus_add_node('127.0.0.1', 5495)" -c "SELECT citus_add_node('127.0.0.1', 5496)" >/dev/null
+
+# Rows stored before distributing move to the workers.
+q $C m "SELECT memori_store('stored before distribution', 'rule', user_id => 'early')" >/dev/null
+check "memori_distribute() shards the three tables" "distributed by user_id: memori_conversations, memori_memories, memori_messages" \
+  "$(q $C m "SELECT memori_distribute()" 2>/dev/null)"
+check "memori_distribute() again: nothing to do" "memori is distributed already" "$(q $C m "SELECT memori_distribute()")"
+check "co-located, hash-distributed by user_id" "3 1 h" \
+  "$(q $C m "SELECT count(*) || ' ' || count(DISTINCT colocationid) || ' ' || min(partmethod) FROM pg_dist_partition WHERE logicalrelid::text LIKE 'memori_%'")"
+check "the earlier row is on a worker, and found" "stored before distribution" \
+  "$(q $C m "SELECT content FROM memori_search('stored before', k => 1, user_id => 'early')")"
+
+# 40 users, 6 memories each, through the coordinator.
+qf $C m >/dev/null <<'SQL'
+SELECT count(*) FROM generate_series(1, 40) u,
+  LATERAL memori_store_batch(ARRAY['u' || u || ' prefers JOINs over subqueries', 'u' || u || ' works on the churn report',
+                                   'u' || u || ' uses PostgreSQL 15', 'the orders table of u' || u || ' has customer_id',
+                                   'u' || u || ' lives in city ' || u, 'u' || u || ' likes short answers'],
+                             'long_term', user_id => 'user' || u);
+SQL
+check "240 memories stored through the coordinator" "240 40" "$(q $C m "SELECT count(*) || ' ' || count(DISTINCT user_id) FROM memori_memories WHERE user_id LIKE 'user%'")"
+check "both workers hold users" "2" \
+  "$(q $C m "SELECT count(DISTINCT n.nodeport) FROM (SELECT DISTINCT get_shard_id_for_distribution_column('memori_memories', user_id) AS sid FROM memori_memories) x JOIN pg_dist_placement p ON p.shardid = x.sid JOIN pg_dist_node n ON n.groupid = p.groupid")"
+check "a search returns k rows, all of that user" "5 true" \
+  "$(q $C m "SELECT count(*) || ' ' || bool_and(content ~ '\\mu7\\M') FROM memori_search('How does the user write SQL?', k => 5, user_id => 'user7')")"
+check "the best match is that user's rule" "u7 prefers JOINs over subqueries" \
+  "$(q $C m "SELECT content FROM memori_search('Which SQL style does the user like?', k => 1, mode => 'vector', user_id => 'user7')")"
+check "context through the coordinator" "1" \
+  "$(q $C m "SELECT (memori_context('churn report', user_id => 'user9') LIKE '%u9 works on the churn report%')::int")"
+check "as_of through the coordinator" "6" "$(q $C m "SELECT count(*) FROM memori_search('anything', k => 10, user_id => 'user3', as_of => now())")"
+
+# A user's search is a router query to one worker, through that shard's HNSW index; SET LOCAL
+# settings reach the worker (citus.propagate_set_commands = local).
+v=$(q $C m "SELECT memori_embed('Which SQL style does the user like?')::text")
+plan=$(qf $C m -c "SET citus.propagate_set_commands = 'local'" -c "BEGIN" -c "SET LOCAL enable_seqscan = off" \
+  -c "SET LOCAL hnsw.iterative_scan = relaxed_order" \
+  -c "EXPLAIN (COSTS OFF) SELECT m.id FROM memori_memories m WHERE m.user_id OPERATOR(pg_catalog.=) 'user7'::text AND m.embedding_dims = 384 ORDER BY m.embedding::vector(384) <=> '$v'::vector(384) LIMIT 10" -c "COMMIT")
+check_true "EXPLAIN: one task (router)" grep -q "Task Count: 1" <<<"$plan"
+check_true "EXPLAIN: the shard's HNSW index" grep -qE "Index Scan using idx_memori_mem_embedding_384_[0-9]+" <<<"$plan"
+
+# Writes through the coordinator, as the user.
+id=$(q $C m "SELECT memory_id FROM memori_memories WHERE user_id = 'user5' AND content LIKE '%short answers'")
+check "update (re-embedded, same id)" "t|u5 likes long answers" \
+  "$(q $C m "SET memori.user_id = 'user5'; SELECT memori_update('$id', content => 'u5 likes long answers')" | tr '\n' '|')$(q $C m "SELECT content FROM memori_memories WHERE user_id = 'user5' AND memory_id = '$id'")"
+check "forget by another user: false" "f" "$(q $C m "SET memori.user_id = 'user6'; SELECT memori_forget('$id')")"
+check "forget by the user" "t" "$(q $C m "SET memori.user_id = 'user5'; SELECT memori_forget('$id')")"
+conv=$(q $C m "SELECT memori_conversation_create('chat', user_id => 'user8')")
+check "a memory joins its user's conversation" "1" \
+  "$(q $C m "SELECT count(*) FROM memori_store_batch(ARRAY['in a conversation'], conversation_id => '$conv', user_id => 'user8')")"
+err=$(q $C m "SELECT memori_store('x', conversation_id => '$conv', user_id => 'user9')" 2>&1 || true)
+check_true "another user's conversation is refused" grep -q "does not exist for user \"user9\"" <<<"$err"
+check "deleting the conversation deletes its memories (co-located foreign key)" "0" \
+  "$(q $C m "DELETE FROM memori_conversations WHERE conversation_id = '$conv'; SELECT count(*) FROM memori_memories WHERE content = 'in a conversation'")"
+q $C m "UPDATE memori_memories SET expires_at = now() - interval '1 minute' WHERE user_id IN ('user1', 'user2')" >/dev/null
+check "memori_maintain over every shard" "12" "$(q $C m "SELECT expired FROM memori_maintain()")"
+check "the merge of a near-duplicate stays on the user's shard" "1" \
+  "$(q $C m "SET client_min_messages = warning; SELECT memori_store('u4 prefers JOINs over subqueries!', 'long_term', user_id => 'user4'); SELECT count(*) FROM memori_memories WHERE user_id = 'user4' AND content LIKE 'u4 prefers JOINs%'" | tail -n1)"
+
+# Tenancy: an app role acts for the end user it names; it never sees another user's rows.
+qf $C m -c "CREATE ROLE citus_app LOGIN" -c "SELECT memori_grant('citus_app', 'app')" >/dev/null
+for n in citus_w1 citus_w2; do q $n m "SELECT 1" >/dev/null; done
+as_app() { "$BIN/psql" -h "$(sock $C)" -p 5494 -U citus_app -d m -X -qAt -v ON_ERROR_STOP=1 -c "$1" 2>&1; }
+check "the app's search returns only the named user's memories" "6 6" \
+  "$(as_app "BEGIN; SET LOCAL memori.user_id = 'user11'; SELECT count(*) || ' ' || count(*) FILTER (WHERE content ~ '\\mu11\\M') FROM memori_search('anything', k => 10); COMMIT;")"
+err=$(as_app "SELECT count(*) FROM memori_search('anything')" || true)
+check_true "the app without a named user is refused" grep -q "memori.user_id" <<<"$err"
+# Direct reads: row-level security is evaluated on the workers, where the acting user is not
+# known, so a tenant sees no rows at all (never another user's); memori's functions read as
+# the owner for the user they resolved.
+rows=$(as_app "BEGIN; SET LOCAL memori.user_id = 'user12'; SELECT count(*) FROM memori_memories; COMMIT;" || true)
+check "direct reads by a tenant show no rows (none of another user)" "0" "$(tail -n1 <<<"$rows" | grep -oE '^[0-9]+$' || echo "error: $rows")"
+
+finish
