@@ -253,9 +253,9 @@ BEGIN
             CONTINUE;
         END IF;
         IF t OPERATOR(pg_catalog.=) 'memori_conversations'::text THEN
-            PERFORM create_distributed_table(pg_catalog.format('@extschema@.%I', t)::regclass, 'user_id');
+            PERFORM pg_catalog.create_distributed_table(pg_catalog.format('@extschema@.%I', t)::regclass, 'user_id');
         ELSE
-            PERFORM create_distributed_table(pg_catalog.format('@extschema@.%I', t)::regclass, 'user_id',
+            PERFORM pg_catalog.create_distributed_table(pg_catalog.format('@extschema@.%I', t)::regclass, 'user_id',
                                              colocate_with => '@extschema@.memori_conversations');
         END IF;
         done := done OPERATOR(pg_catalog.||) t;
@@ -263,7 +263,7 @@ BEGIN
     -- The coordinator's own copy of rows that existed before: the shards hold them now (once all
     -- three are distributed, as their foreign keys want).
     FOREACH t IN ARRAY done LOOP
-        PERFORM truncate_local_data_after_distributing_table(pg_catalog.format('@extschema@.%I', t)::regclass);
+        PERFORM pg_catalog.truncate_local_data_after_distributing_table(pg_catalog.format('@extschema@.%I', t)::regclass);
     END LOOP;
     RETURN CASE WHEN pg_catalog.cardinality(done) OPERATOR(pg_catalog.=) 0 THEN 'memori is distributed already'
                 ELSE 'distributed by user_id: ' OPERATOR(pg_catalog.||) pg_catalog.array_to_string(done, ', ') END;

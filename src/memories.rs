@@ -579,12 +579,15 @@ pub fn update_row(user: &str, memory_id: Uuid, change: Change) -> Result<bool> {
                 WHEN $6::text = 'short_term'::text THEN $10::timestamptz
                 WHEN memory_type::text = 'short_term'::text THEN NULL
                 ELSE expires_at END,
-            -- Moves only when something changes (a new embedding alone is no change).
+            -- Moves only when something changes (a new embedding alone is no change). The
+            -- columns are NOT NULL, so plain equality, with pg_catalog's operators.
             updated_at = CASE
-                WHEN (coalesce($3, content), coalesce($6, memory_type::text), coalesce($7::real, importance_score),
-                      coalesce($8, context_tags), coalesce($9, metadata))
-                     IS DISTINCT FROM (content, memory_type::text, importance_score, context_tags, metadata)
-                THEN $12::timestamptz ELSE updated_at END
+                WHEN coalesce($3::text, content) OPERATOR(pg_catalog.=) content
+                     AND coalesce($6::text, memory_type::text) OPERATOR(pg_catalog.=) memory_type::text
+                     AND coalesce($7::real, importance_score) OPERATOR(pg_catalog.=) importance_score
+                     AND coalesce($8::text[], context_tags) OPERATOR(pg_catalog.=) context_tags
+                     AND coalesce($9::jsonb, metadata) OPERATOR(pg_catalog.=) metadata
+                THEN updated_at ELSE $12::timestamptz END
           WHERE memory_id = $1 AND user_id OPERATOR(pg_catalog.=) $2::text
           RETURNING true"
         ),

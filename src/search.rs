@@ -598,7 +598,7 @@ pub fn track_access(user: &str, ids: &[i64]) -> Result<()> {
                                   THEN NULL ELSE expires_at END,
                 updated_at = CASE WHEN memory_type::text = 'short_term'::text AND access_count + 1 >= $2
                                   THEN $4::timestamptz ELSE updated_at END
-           FROM free WHERE m.user_id = free.user_id AND m.user_id OPERATOR(pg_catalog.=) $3::text AND m.id = free.id",
+           FROM free WHERE m.user_id OPERATOR(pg_catalog.=) free.user_id AND m.user_id OPERATOR(pg_catalog.=) $3::text AND m.id = free.id",
         &[
             ids.to_vec().into(),
             gucs::promote_after_accesses().into(),

@@ -134,7 +134,8 @@ DECLARE
     ['-', 'double precision', 'real'], ['>=', 'real', 'integer'], ['<=', 'real', 'integer'],
     ['>=', 'double precision', 'real'], ['&&', 'text[]', 'text[]'], ['@>', 'text[]', 'text[]'],
     ['||', 'text[]', 'text[]'], ['=', 'bigint', 'integer'], ['>=', 'integer', 'bigint'],
-    ['=', 'uuid', 'text'], ['=', 'oid', 'oid'], ['=', 'text', 'text'], ['||', 'text', 'text']];
+    ['=', 'uuid', 'text'], ['=', 'oid', 'oid'], ['=', 'text', 'text'], ['||', 'text', 'text'],
+    ['=', 'text[]', 'text[]'], ['=', 'jsonb', 'jsonb'], ['<=', 'timestamptz', 'timestamptz']];
   fns text[] := ARRAY['unnest(text[])', 'unnest(bytea[], text[])', 'array_position(text[], text)',
     'power(numeric, double precision)', 'power(double precision, double precision)',
     'quote_ident(name)', 'quote_ident(text)', 'exp(double precision)', 'ln(double precision)',
@@ -169,6 +170,7 @@ calls=("memori_store('User prefers JOINs over subqueries', 'rule', tags => ARRAY
        "memori_relate('orders.customer_id', 'references', 'customers.id')"
        "count(*) FROM memori_search('How should SQL be written?', memory_types => ARRAY['rule'], tags => ARRAY['sql', 'style'])"
        "memori_context('orders')"
+       "count(*) FROM memori_search('How should SQL be written?', as_of => '2100-01-01')"
        "count(*) FROM memori_entity('customers.id')"
        "memori_update((SELECT memory_id FROM memori_memories ORDER BY created_at LIMIT 1), content => 'User prefers CTEs', memory_type => 'short_term', tags => ARRAY['x'])"
        "memori_forget((SELECT memory_id FROM memori_memories ORDER BY created_at DESC LIMIT 1))")
