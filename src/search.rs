@@ -221,7 +221,21 @@ pub fn vector_candidates(
     // Pinned: a caller's smaller limit cannot make the index pass give up early (a short pass
     // is completed exactly anyway, which only costs time).
     set_for_query(c"hnsw.max_scan_tuples", "20000");
-    let found = id_scores(&vector_sql(q, dims, false), &args());
+    // Distributed with Citus: the index pass runs on the user's worker, so the same settings
+    // go there as SET LOCAL statements, which Citus sends along (propagate_set_commands). On
+    // the coordinator they end with the nest level; on the worker, with the transaction.
+    let propagated = if user::distributed().unwrap_or(false) {
+        Spi::run(&format!(
+            "SET LOCAL citus.propagate_set_commands = 'local';
+             SET LOCAL hnsw.iterative_scan = 'relaxed_order';
+             SET LOCAL hnsw.ef_search = {ef};
+             SET LOCAL hnsw.max_scan_tuples = 20000"
+        ))
+        .map_err(spi)
+    } else {
+        Ok(())
+    };
+    let found = propagated.and_then(|_| id_scores(&vector_sql(q, dims, false), &args()));
     // SAFETY: closes the nest level opened above, restoring hnsw.* settings.
     unsafe { pg_sys::AtEOXact_GUC(true, nest) };
     let mut found = found?;

@@ -6,11 +6,14 @@
 # update, forget, extract-free lifecycle (memori_maintain), as_of; tenancy holds for an app role.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
-trap cleanup EXIT
+MOCK_PORT=18096
+trap 'kill $MOCK 2>/dev/null || true; cleanup' EXIT
+python3 "$HERE/tests/support/mock_chat.py" $MOCK_PORT & MOCK=$!
 
 tcp="listen_addresses = '127.0.0.1'"
-cluster_init citus_w1 5495 "$tcp" "shared_preload_libraries = 'citus,memori'"
-cluster_init citus_w2 5496 "$tcp" "shared_preload_libraries = 'citus,memori'"
+# The workers log every statement: the test reads what the coordinator sent them.
+cluster_init citus_w1 5495 "$tcp" "shared_preload_libraries = 'citus,memori'" "log_statement = 'all'"
+cluster_init citus_w2 5496 "$tcp" "shared_preload_libraries = 'citus,memori'" "log_statement = 'all'"
 cluster_init citus_c 5494 "$tcp" "shared_preload_libraries = 'citus,memori'"
 C=citus_c
 for n in citus_w1 citus_w2 citus_c; do
@@ -58,6 +61,12 @@ plan=$(qf $C m -c "SET citus.propagate_set_commands = 'local'" -c "BEGIN" -c "SE
 check_true "EXPLAIN: one task (router)" grep -q "Task Count: 1" <<<"$plan"
 check_true "EXPLAIN: the shard's HNSW index" grep -qE "Index Scan using idx_memori_mem_embedding_384_[0-9]+" <<<"$plan"
 
+# memori's own index pass: its hnsw settings reach the worker with the query.
+q $C m "SET memori.exact_search_rows = 0; SET memori.hnsw_ef_search = 123; SELECT count(*) FROM memori_search('Which SQL style?', k => 3, mode => 'vector', user_id => 'user7')" >/dev/null
+check_true "memori_search's hnsw.ef_search and iterative scan reach the worker" \
+  bash -c "cat '$(log_of citus_w1)' '$(log_of citus_w2)' | grep -qiE \"hnsw\\.ef_search( TO | = )'?123\" &&
+           cat '$(log_of citus_w1)' '$(log_of citus_w2)' | grep -qiE \"hnsw\\.iterative_scan( TO | = )'?relaxed_order\""
+
 # Writes through the coordinator, as the user.
 id=$(q $C m "SELECT memory_id FROM memori_memories WHERE user_id = 'user5' AND content LIKE '%short answers'")
 check "update (re-embedded, same id)" "t|u5 likes long answers" \
@@ -75,6 +84,16 @@ q $C m "UPDATE memori_memories SET expires_at = now() - interval '1 minute' WHER
 check "memori_maintain over every shard" "12" "$(q $C m "SELECT expired FROM memori_maintain()")"
 check "the merge of a near-duplicate stays on the user's shard" "1" \
   "$(q $C m "SET client_min_messages = warning; SELECT memori_store('u4 prefers JOINs over subqueries!', 'long_term', user_id => 'user4'); SELECT count(*) FROM memori_memories WHERE user_id = 'user4' AND content LIKE 'u4 prefers JOINs%'" | tail -n1)"
+
+# Chat and extraction through the coordinator (a chat model on loopback).
+qf $C m -c "ALTER SYSTEM SET memori.llm_provider = 'openai'" -c "ALTER SYSTEM SET memori.llm_url = 'http://127.0.0.1:$MOCK_PORT/v1'" \
+        -c "SELECT pg_reload_conf()" >/dev/null
+sleep 0.5
+q $C m "SELECT memori_store('The user lives in Paris.', 'long_term', user_id => 'user20')" >/dev/null
+check "chat with extraction: the reply, both turns, the rule" "Noted. (turns seen: 1)|2|1" \
+  "$(q $C m "SELECT memori_chat('Always use table aliases.', NULL, NULL, true, 'user20')")|$(q $C m "SELECT count(*) FROM memori_messages WHERE user_id = 'user20'")|$(q $C m "SELECT count(*) FROM memori_memories WHERE user_id = 'user20' AND memory_type = 'rule'")"
+check "extraction supersedes on the user's shard" "supersede|The user lives in Paris." \
+  "$(q $C m "SELECT action FROM memori_extract('I moved to Berlin.', user_id => 'user20')")|$(q $C m "SELECT content FROM memori_memories WHERE user_id = 'user20' AND valid_to IS NOT NULL")"
 
 # Tenancy: an app role acts for the end user it names; it never sees another user's rows.
 qf $C m -c "CREATE ROLE citus_app LOGIN" -c "SELECT memori_grant('citus_app', 'app')" >/dev/null
