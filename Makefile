@@ -48,7 +48,8 @@ test-rust: setup
 test-sql: cluster
 	bash tests/run_sql_tests.sh
 
-test-system: install citus-build
+test-system: install
+	bash scripts/citus.sh build-if-available
 	bash tests/system/run.sh
 
 # pgbench soak alone (SOAK_SECONDS=60 SOAK_CLIENTS=8 by default): prints the summary.

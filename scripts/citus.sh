@@ -4,7 +4,7 @@
 # workers on loopback, each preloading citus and memori, with a database `memori` in which both
 # extensions exist and the workers are registered. Idempotent: a second run skips what is done.
 #
-#   scripts/citus.sh build | start | stop | status | psql [NODE] [psql args...]
+#   scripts/citus.sh build | build-if-available | start | stop | status | psql [NODE] [psql args...]
 #
 # NODE is coordinator (default), worker1 or worker2. CITUS_TARBALL names the source tarball
 # (default: the shared vendor copy next to this checkout, else /work/shared).
@@ -27,8 +27,7 @@ tarball() {
            "/work/shared/vendor/citus/citus-$CITUS_VERSION.tar.gz"; do
     [ -n "$t" ] && [ -f "$t" ] && { echo "$t"; return; }
   done
-  echo "citus: no source tarball citus-$CITUS_VERSION.tar.gz (set CITUS_TARBALL)" >&2
-  exit 1
+  return 1
 }
 
 installed() {
@@ -38,6 +37,13 @@ installed() {
 
 build() {
   if installed; then echo "==> citus $CITUS_VERSION already installed"; return; fi
+  if ! tarball >/dev/null; then
+    echo "citus: no source tarball citus-$CITUS_VERSION.tar.gz (set CITUS_TARBALL)" >&2
+    # `make test` goes on without Citus on a machine without its source; the Citus system
+    # test then says it was skipped. `make citus` stops here.
+    [ "${1:-}" = if-available ] && return 0
+    exit 1
+  fi
   local missing=() p
   for p in libcurl4-openssl-dev liblz4-dev libzstd-dev libkrb5-dev libssl-dev; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -121,6 +127,7 @@ status() {
 
 case "${1:-start}" in
   build) build ;;
+  build-if-available) build if-available ;;
   start) start ;;
   stop) stop ;;
   status) status ;;
