@@ -3,7 +3,7 @@
 //! conversation's latest turns, and both turns are stored in memori_messages.
 
 use crate::context;
-use crate::errors::{prevent_if_read_only, spi, MemoriError, OrRaise, Result};
+use crate::errors::{prevent_if_read_only, spi, OrRaise, Result};
 use crate::extract::{self, call, chat_config, check_conversation};
 use crate::gucs;
 use crate::llm::{ChatRequest, Role};
@@ -102,16 +102,7 @@ pub fn chat(
     budget: usize,
     extract: bool,
 ) -> Result<String> {
-    let max = gucs::max_content_bytes();
-    if message.len() > max {
-        return Err(MemoriError::new(
-            crate::errors::Code::ProgramLimitExceeded,
-            format!(
-                "memori: a message of {} bytes is longer than memori.max_content_bytes ({max})",
-                message.len()
-            ),
-        ));
-    }
+    memories::check_size(message, "message")?;
     check_conversation(conversation_id, user)?;
     let cfg = chat_config()?;
     let memories = context::assemble(

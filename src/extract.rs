@@ -83,20 +83,6 @@ pub fn call(cfg: &ChatConfig, req: &ChatRequest) -> Result<String> {
     result
 }
 
-fn check_size(text: &str, which: &str) -> Result<()> {
-    let max = gucs::max_content_bytes();
-    if text.len() > max {
-        return Err(MemoriError::new(
-            Code::ProgramLimitExceeded,
-            format!(
-                "memori: a {which} of {} bytes is longer than memori.max_content_bytes ({max})",
-                text.len()
-            ),
-        ));
-    }
-    Ok(())
-}
-
 /// Checks that a conversation exists and belongs to `user` (without locking it).
 pub fn check_conversation(conversation_id: Option<Uuid>, user: &str) -> Result<()> {
     let Some(c) = conversation_id else {
@@ -154,7 +140,7 @@ pub type Applied = (String, Option<Uuid>, String, String);
 /// Extracts memories from `turn` for `user`: one chat call, every decision checked, then all
 /// applied (in the caller's transaction: an error anywhere leaves nothing written).
 pub fn extract(user: &str, turn: &str, conversation_id: Option<Uuid>) -> Result<Vec<Applied>> {
-    check_size(turn, "turn")?;
+    memories::check_size(turn, "turn")?;
     check_conversation(conversation_id, user)?;
     let cfg = chat_config()?;
     let k = gucs::extract_context_memories();

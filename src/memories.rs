@@ -34,6 +34,22 @@ pub fn check_importance(importance: f64) -> Result<()> {
     }
 }
 
+/// Refuses a text longer than memori.max_content_bytes (54000) before any work on it.
+pub fn check_size(text: &str, which: &str) -> Result<()> {
+    let max = gucs::max_content_bytes();
+    if text.len() > max {
+        return Err(MemoriError::new(
+            Code::ProgramLimitExceeded,
+            format!(
+                "memori: a {which} of {} bytes is longer than memori.max_content_bytes ({max})",
+                text.len()
+            ),
+        )
+        .hint("Send shorter text, or ask the DBA to raise memori.max_content_bytes."));
+    }
+    Ok(())
+}
+
 pub fn check_content(content: Option<&str>, which: &str) -> Result<()> {
     match content {
         None => Err(MemoriError::new(
@@ -77,9 +93,15 @@ pub fn touch_conversation(conversation_id: Uuid, user: &str) -> Result<()> {
 
 /// The transaction's now(), as a parameter: Citus refuses now() inside CASE and COALESCE of a
 /// distributed write, so memori's writes take it as a value.
+/// It is the transaction's start time, read from the backend (no query).
 pub fn now() -> Result<TimestampWithTimeZone> {
-    crate::errors::read_one::<TimestampWithTimeZone>("SELECT now()", &[])?
-        .ok_or_else(|| MemoriError::new(Code::SystemError, "memori: now() returned NULL"))
+    // SAFETY: a plain read of the current transaction's start timestamp, which is what now()
+    // returns; a timestamptz datum is that int64 by value.
+    unsafe {
+        let ts = pg_sys::GetCurrentTransactionStartTimestamp();
+        <TimestampWithTimeZone as pgrx::FromDatum>::from_datum(pg_sys::Datum::from(ts), false)
+    }
+    .ok_or_else(|| MemoriError::new(Code::SystemError, "memori: no transaction timestamp"))
 }
 
 /// When a new memory of `memory_type` expires by default: short_term memories after
