@@ -99,3 +99,19 @@ pub fn arm_statement_timeout(ms: i32) {
     // SAFETY: arms PostgreSQL's statement timer, as the executor does at statement start.
     unsafe { enable_timeout_after(STATEMENT_TIMEOUT, ms) };
 }
+
+/// Asserts that a call that was stopped (by a timeout or a cancel) ended at most `ratio` times
+/// `reference` after it started: `reference` is a duration measured or configured in the same
+/// run (the timer armed, one unit of the work), never an absolute figure, so the bound moves
+/// with the machine's speed (machines of one kind differ 2x and more).
+pub fn assert_stopped_within(
+    took: std::time::Duration,
+    ratio: u32,
+    reference: std::time::Duration,
+    what: &str,
+) {
+    assert!(
+        took <= reference * ratio,
+        "{what}: took {took:?}, more than {ratio} x {reference:?}"
+    );
+}
