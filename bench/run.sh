@@ -46,7 +46,7 @@ for mode in vector hybrid text; do
 done
 search big vector "SET memori.exact_search_rows = 0; SET memori.hnsw_ef_search = 200;" "a user with 20000 of 40000 memories (HNSW, ef_search 200)"
 # As a tenant: an app role naming the end user in each transaction, under row-level security.
-psql -d bench -c "CREATE ROLE bench_app LOGIN" -c "SELECT memori_grant('bench_app', 'app')" >/dev/null
+psql -d bench -c "CREATE ROLE bench_app LOGIN" -c "SELECT memori_grant('bench_app', 'app', namespace => '')" >/dev/null
 for user in user7 big; do
   printf '%s\n' "BEGIN;" "SET LOCAL memori.user_id = '$user';" \
     "SELECT count(*) FROM memori_search('what does the user prefer for orders.customer_id?', k => 10);" "COMMIT;" > "$DIR/search.sql"

@@ -148,23 +148,23 @@ BEGIN
                CASE WHEN m.expires_at IS NOT NULL AND m.expires_at OPERATOR(pg_catalog.<=) pg_catalog.now() THEN 'expired'
                     WHEN m.valid_to IS NOT NULL THEN 'superseded'
                     WHEN m.is_archived THEN 'archived' ELSE 'live' END),
-           count(*)::float8
+           pg_catalog.count(*)::float8
       FROM @extschema@.memori_memories m GROUP BY 2;
     RETURN QUERY
     SELECT 'memories_by_width'::text, pg_catalog.jsonb_build_object('dims', m.embedding_dims, 'model', m.embedding_model),
-           count(*)::float8
+           pg_catalog.count(*)::float8
       FROM @extschema@.memori_memories m GROUP BY 2;
-    RETURN QUERY SELECT 'users'::text, '{}'::jsonb, count(DISTINCT m.user_id)::float8 FROM @extschema@.memori_memories m;
-    RETURN QUERY SELECT 'conversations'::text, '{}'::jsonb, count(*)::float8 FROM @extschema@.memori_conversations c;
+    RETURN QUERY SELECT 'users'::text, '{}'::jsonb, pg_catalog.count(DISTINCT m.user_id)::float8 FROM @extschema@.memori_memories m;
+    RETURN QUERY SELECT 'conversations'::text, '{}'::jsonb, pg_catalog.count(*)::float8 FROM @extschema@.memori_conversations c;
     -- A monitoring role granted before 0.4.0 may not read messages: it still gets the rest.
     IF pg_catalog.has_table_privilege('@extschema@.memori_messages', 'SELECT') THEN
-        RETURN QUERY SELECT 'messages'::text, pg_catalog.jsonb_build_object('role', x.role), count(*)::float8
+        RETURN QUERY SELECT 'messages'::text, pg_catalog.jsonb_build_object('role', x.role), pg_catalog.count(*)::float8
           FROM @extschema@.memori_messages x GROUP BY 2;
     END IF;
     IF NOT dba THEN
         RETURN;
     END IF;
-    RETURN QUERY SELECT 'cache_entries'::text, '{}'::jsonb, count(*)::float8 FROM @extschema@.memori_embedding_cache k;
+    RETURN QUERY SELECT 'cache_entries'::text, '{}'::jsonb, pg_catalog.count(*)::float8 FROM @extschema@.memori_embedding_cache k;
     RETURN QUERY
     SELECT 'relation_bytes'::text, pg_catalog.jsonb_build_object('relation', c.relname::text, 'kind',
                CASE c.relkind WHEN 'i'::"char" THEN 'index' ELSE 'table' END),
@@ -192,7 +192,7 @@ BEGIN
     SELECT 'embedding_cache_hit_ratio'::text, '{}'::jsonb, h.value / (h.value + t.total)
       FROM (SELECT k.value FROM @extschema@.memori_counters() k
              WHERE k.metric OPERATOR(pg_catalog.=) 'embedding_cache_hits_total'::text) h,
-           (SELECT sum(k.value) AS total FROM @extschema@.memori_counters() k
+           (SELECT pg_catalog.sum(k.value) AS total FROM @extschema@.memori_counters() k
              WHERE k.metric OPERATOR(pg_catalog.=) 'embedding_texts_total'::text) t
      WHERE h.value + t.total > 0::float8;
 END;
@@ -285,8 +285,11 @@ CREATE TABLE memori_roles (
     role_name  name NOT NULL,
     kind       text NOT NULL,
     granted_at timestamptz NOT NULL DEFAULT now(),
+    namespace  text,
     CONSTRAINT memori_roles_pkey PRIMARY KEY (role_name),
-    CONSTRAINT memori_roles_kind_check CHECK (kind = ANY (ARRAY['user', 'app']::text[]))
+    CONSTRAINT memori_roles_kind_check CHECK (kind = ANY (ARRAY['user', 'app']::text[])),
+    CONSTRAINT memori_roles_namespace_check
+        CHECK ((kind = 'app') = (namespace IS NOT NULL) AND strpos(namespace, '/') = 0 AND octet_length(namespace) <= 63)
 );
 SELECT pg_catalog.pg_extension_config_dump('memori_roles', '');
 COMMENT ON TABLE memori_roles IS
@@ -294,34 +297,54 @@ COMMENT ON TABLE memori_roles IS
 COMMENT ON COLUMN memori_roles.role_name IS 'The role (or group role) granted.';
 COMMENT ON COLUMN memori_roles.kind IS 'user: acts only for itself (user_id = its role name); app: acts for the end user named in memori.user_id in each transaction.';
 COMMENT ON COLUMN memori_roles.granted_at IS 'When it was granted.';
+COMMENT ON COLUMN memori_roles.namespace IS 'For an app: the namespace of its end users (end user u is the memori user <namespace>/u; empty: u itself, for apps granted before 0.5.0). NULL for a user.';
 
 -- Grants a role access to memori in this database.
-CREATE FUNCTION memori_grant(role regrole, kind text DEFAULT 'user') RETURNS void
+CREATE FUNCTION memori_grant(role regrole, kind text DEFAULT 'user', namespace text DEFAULT NULL) RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, @extschema@, pg_temp
 AS $$
 DECLARE
     f text;
+    rname pg_catalog.name;
+    ns pg_catalog.text;
 BEGIN
-    IF kind IS NULL OR kind OPERATOR(pg_catalog.<>) ALL (ARRAY['user', 'app']::text[]) THEN
+    IF kind IS NULL OR kind OPERATOR(pg_catalog.<>) ALL (ARRAY['user', 'app']::pg_catalog.text[]) THEN
         RAISE EXCEPTION 'memori: kind must be user or app, not %', coalesce(kind, 'NULL')
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'user: a person''s role, which acts only for itself; app: an application role, which names its end user in memori.user_id in each transaction.';
     END IF;
-    IF role IS NULL OR role OPERATOR(pg_catalog.=) 0::oid THEN
+    IF role IS NULL OR role OPERATOR(pg_catalog.=) 0::pg_catalog.oid THEN
         RAISE EXCEPTION 'memori: a role is needed' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    INSERT INTO @extschema@.memori_roles (role_name, kind)
-        SELECT r.rolname, kind FROM pg_catalog.pg_roles r WHERE r.oid OPERATOR(pg_catalog.=) role
-        ON CONFLICT ON CONSTRAINT memori_roles_pkey DO UPDATE SET kind = EXCLUDED.kind, granted_at = now();
+    SELECT r.rolname INTO rname FROM pg_catalog.pg_roles r WHERE r.oid OPERATOR(pg_catalog.=) role;
+    IF kind OPERATOR(pg_catalog.=) 'user'::pg_catalog.text AND namespace IS NOT NULL THEN
+        RAISE EXCEPTION 'memori: a role granted as user has no namespace: it acts only for itself'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF kind OPERATOR(pg_catalog.=) 'app'::pg_catalog.text THEN
+        -- Its own namespace unless the DBA names one (a grant again keeps the one it had).
+        ns := coalesce(namespace,
+                  (SELECT r.namespace FROM @extschema@.memori_roles r
+                    WHERE r.role_name OPERATOR(pg_catalog.=) rname AND r.kind OPERATOR(pg_catalog.=) 'app'::pg_catalog.text),
+                  rname::pg_catalog.text);
+        IF pg_catalog.strpos(ns, '/') OPERATOR(pg_catalog.<>) 0 OR pg_catalog.octet_length(ns) OPERATOR(pg_catalog.>) 63 THEN
+            RAISE EXCEPTION 'memori: namespace "%" is not one name of at most 63 bytes without "/"', ns
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'An app''s end user "u" is the memori user "<namespace>/u"; apps granted one namespace share their end users.';
+        END IF;
+    END IF;
+    INSERT INTO @extschema@.memori_roles (role_name, kind, namespace) VALUES (rname, kind, ns)
+        ON CONFLICT ON CONSTRAINT memori_roles_pkey
+        DO UPDATE SET kind = EXCLUDED.kind, namespace = EXCLUDED.namespace, granted_at = pg_catalog.now();
     EXECUTE pg_catalog.format('GRANT SELECT ON @extschema@.memori_memories, @extschema@.memori_conversations, @extschema@.memori_messages TO %s', role);
     FOREACH f IN ARRAY @extschema@.memori_api() LOOP
         EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %s', f, role);
     END LOOP;
 END;
 $$;
-COMMENT ON FUNCTION memori_grant(regrole, text) IS
-    'memori: gives a role access to memori in this database, as a user (acts for itself) or an app (acts for the end user it names in each transaction); records it in memori_roles.';
+COMMENT ON FUNCTION memori_grant(regrole, text, text) IS
+    'memori: gives a role access to memori in this database, as a user (acts for itself) or an app (acts for the end users it names in each transaction, as <namespace>/<end user>; namespace defaults to the role''s name, and apps granted one namespace share their end users); records it in memori_roles.';
 
 -- Takes a role's access away in this database.
 CREATE FUNCTION memori_revoke(role regrole) RETURNS boolean
@@ -365,7 +388,8 @@ SELECT ARRAY[
     '@extschema@.memori_embedding_stats()',
     '@extschema@.memori_stats()',
     '@extschema@.memori_extract(text, uuid, text)',
-    '@extschema@.memori_chat(text, uuid, integer, boolean, text)']::text[]
+    '@extschema@.memori_chat(text, uuid, integer, boolean, text)',
+    '@extschema@.memori_acting_user()']::text[]
 $$;
 COMMENT ON FUNCTION memori_api() IS
     'memori: the functions memori_grant() lets a role run (all but memori_maintain, memori_create_index, memori_grant and memori_revoke, which stay with the DBA).';
@@ -397,10 +421,9 @@ BEGIN
     END LOOP;
 END;
 $$;
--- The policies call memori_acting_user() for every role that reads the tables; it reveals
--- nothing (NULL for a role without a grant), so anyone may run it.
-GRANT EXECUTE ON FUNCTION memori_acting_user() TO PUBLIC;
--- Pure functions of their arguments, which searches run as the caller.
+-- The policies call memori_acting_user() for the roles that read the tables: memori_grant()
+-- grants it with the rest of memori_api(). Only pure functions of their arguments, which pin
+-- their search_path, are PUBLIC's (searches run them as the caller).
 GRANT EXECUTE ON FUNCTION memori_text_document(text, regconfig), memori_identifiers(text) TO PUBLIC;
 
 -- Row-level security: a granted role sees only the rows of the user it acts for.

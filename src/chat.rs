@@ -23,7 +23,7 @@ fn history(user: &str, conversation_id: Option<Uuid>, n: i64) -> Result<Vec<(Rol
         return Ok(Vec::new());
     }
     let which = if conversation_id.is_some() {
-        "conversation_id = $2::uuid"
+        "conversation_id = $2::pg_catalog.uuid"
     } else {
         "conversation_id IS NULL"
     };
@@ -32,7 +32,7 @@ fn history(user: &str, conversation_id: Option<Uuid>, n: i64) -> Result<Vec<(Rol
             &format!(
                 "SELECT role, content FROM (
                     SELECT id, role, content FROM memori_messages
-                     WHERE user_id OPERATOR(pg_catalog.=) $1::text AND {which}
+                     WHERE user_id OPERATOR(pg_catalog.=) $1::pg_catalog.text AND {which}
                      ORDER BY id DESC LIMIT $3) s
                   ORDER BY id"
             ),

@@ -123,8 +123,8 @@ fn rules(user: &str) -> Result<Vec<Item>> {
     let current = user::current_filter("")?;
     Spi::connect(|c| {
         c.select(
-            &format!("SELECT id, memory_id::text, content, importance_score FROM memori_memories
-              WHERE user_id OPERATOR(pg_catalog.=) $1::text AND memory_type::text = 'rule'::text AND NOT is_archived
+            &format!("SELECT id, memory_id::pg_catalog.text, content, importance_score FROM memori_memories
+              WHERE user_id OPERATOR(pg_catalog.=) $1::pg_catalog.text AND memory_type::pg_catalog.text = 'rule'::pg_catalog.text AND NOT is_archived
                 AND (expires_at IS NULL OR expires_at > now()){current}
               ORDER BY importance_score DESC, updated_at DESC, id
               LIMIT 1000"),
@@ -190,13 +190,23 @@ pub fn assemble(
     Ok(render(&items))
 }
 
-/// A token budget as given (NULL: 2000), at least 1.
+/// A token budget as given (NULL: 2000), at least 1 and at most memori.max_token_budget, the
+/// superuser's bound on what one context (and one chat call, which sends a context and as much
+/// history again) may carry.
 pub fn budget(token_budget: Option<i32>) -> Result<usize> {
     let budget = token_budget.unwrap_or(2000);
     if budget < 1 {
         return Err(MemoriError::invalid(format!(
             "memori: token_budget must be at least 1, not {budget}"
         )));
+    }
+    let max = crate::gucs::max_token_budget();
+    if budget as usize > max {
+        return Err(MemoriError::new(
+            crate::errors::Code::ProgramLimitExceeded,
+            format!("memori: token_budget {budget} is over memori.max_token_budget ({max})"),
+        )
+        .hint("Ask for less, or have a superuser raise memori.max_token_budget."));
     }
     Ok(budget as usize)
 }

@@ -5,12 +5,90 @@ use crate::user;
 use pgrx::datum::{JsonB, Uuid};
 use pgrx::prelude::*;
 
+/// A `jsonb` argument, read without panicking: pgrx's `JsonB` turns a value serde cannot read
+/// (nested deeper than 128 levels) into an internal error (XX000); this keeps the reason, and
+/// `metadata_object` makes it a clear one.
+pub struct JsonbArg(std::result::Result<serde_json::Value, String>);
+
+impl JsonbArg {
+    /// A value memori builds itself.
+    pub fn new(v: serde_json::Value) -> Self {
+        JsonbArg(Ok(v))
+    }
+}
+
+impl pgrx::FromDatum for JsonbArg {
+    unsafe fn from_polymorphic_datum(
+        datum: pg_sys::Datum,
+        is_null: bool,
+        _: pg_sys::Oid,
+    ) -> Option<Self> {
+        if is_null {
+            return None;
+        }
+        // SAFETY: a jsonb datum (the argument's SQL type), printed by PostgreSQL's jsonb_out.
+        let text = unsafe {
+            let varlena = datum.cast_mut_ptr::<pg_sys::varlena>();
+            let detoasted = pg_sys::pg_detoast_datum_packed(varlena);
+            let cstr = pgrx::direct_function_call_as_datum(
+                pg_sys::jsonb_out,
+                &[Some(pg_sys::Datum::from(detoasted))],
+            )?
+            .cast_mut_ptr::<std::ffi::c_char>();
+            std::ffi::CStr::from_ptr(cstr)
+                .to_string_lossy()
+                .into_owned()
+        };
+        Some(JsonbArg(
+            serde_json::from_str(&text).map_err(|e| e.to_string()),
+        ))
+    }
+}
+
+// SAFETY: read as pgrx reads its own argument types, from the datum.
+unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for JsonbArg {
+    unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> Self {
+        let index = arg.index();
+        // SAFETY: the argument is a jsonb datum.
+        unsafe {
+            arg.unbox_arg_using_from_datum()
+                .unwrap_or_else(|| panic!("argument {index} must not be null"))
+        }
+    }
+    unsafe fn unbox_nullable_arg(
+        arg: pgrx::callconv::Arg<'_, 'fcx>,
+    ) -> pgrx::nullable::Nullable<Self> {
+        // SAFETY: the argument is a jsonb datum.
+        unsafe { arg.unbox_arg_using_from_datum().into() }
+    }
+}
+
+// SAFETY: the SQL type is jsonb, which FromDatum above reads.
+unsafe impl pgrx::pgrx_sql_entity_graph::metadata::SqlTranslatable for JsonbArg {
+    const TYPE_IDENT: &'static str = pgrx::pgrx_resolved_type!(JsonbArg);
+    const TYPE_ORIGIN: pgrx::pgrx_sql_entity_graph::metadata::TypeOrigin =
+        pgrx::pgrx_sql_entity_graph::metadata::TypeOrigin::External;
+    const ARGUMENT_SQL: std::result::Result<
+        pgrx::pgrx_sql_entity_graph::metadata::SqlMappingRef,
+        pgrx::pgrx_sql_entity_graph::metadata::ArgumentError,
+    > = Ok(pgrx::pgrx_sql_entity_graph::metadata::SqlMappingRef::literal("jsonb"));
+    const RETURN_SQL: std::result::Result<
+        pgrx::pgrx_sql_entity_graph::metadata::ReturnsRef,
+        pgrx::pgrx_sql_entity_graph::metadata::ReturnsError,
+    > = Err(pgrx::pgrx_sql_entity_graph::metadata::ReturnsError::Datum);
+}
+
 /// Checks that a metadata argument is a JSON object (NULL counts as `{}`).
-pub fn metadata_object(metadata: Option<JsonB>) -> Result<JsonB> {
-    match metadata {
+pub fn metadata_object(metadata: Option<JsonbArg>) -> Result<JsonB> {
+    match metadata.map(|m| m.0) {
         None => Ok(JsonB(serde_json::json!({}))),
-        Some(JsonB(v)) if v.is_object() => Ok(JsonB(v)),
-        Some(JsonB(v)) => Err(MemoriError::invalid(format!(
+        Some(Err(e)) => Err(MemoriError::new(
+            crate::errors::Code::ProgramLimitExceeded,
+            format!("memori: metadata cannot be read: {e}"),
+        )
+        .hint("Metadata is a JSON object nested at most 127 levels deep.")),
+        Some(Ok(v)) if v.is_object() => Ok(JsonB(v)),
+        Some(Ok(v)) => Err(MemoriError::invalid(format!(
             "memori: metadata must be a JSON object, not {}",
             json_kind(&v)
         ))
@@ -35,7 +113,7 @@ fn json_kind(v: &serde_json::Value) -> &'static str {
 fn memori_conversation_create(
     title: default!(Option<&str>, "NULL"),
     user_id: default!(Option<&str>, "NULL"),
-    metadata: default!(Option<JsonB>, "'{}'"),
+    metadata: default!(Option<JsonbArg>, "'{}'"),
     data_source_id: default!(Option<i64>, "NULL"),
 ) -> Uuid {
     crate::errors::prevent_if_read_only(c"memori_conversation_create()");

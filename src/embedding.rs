@@ -58,11 +58,12 @@ impl Target {
 }
 
 fn http_config_for(model: &str) -> HttpConfig {
+    let url = gucs::embedding_url();
     HttpConfig {
-        url: gucs::embedding_url(),
+        api_key: gucs::embedding_api_key(&url),
+        url,
         model: model.to_string(),
         dimensions: gucs::embedding_dimensions(),
-        api_key: gucs::embedding_api_key(),
         timeout: Duration::from_millis(gucs::embedding_timeout_ms()),
         max_retries: gucs::embedding_max_retries(),
         batch_size: gucs::embedding_batch_size(),
@@ -89,6 +90,22 @@ fn bump(f: impl FnOnce(&mut Stats)) {
 
 pub fn sha256(text: &str) -> [u8; 32] {
     Sha256::digest(text.as_bytes()).into()
+}
+
+/// At most this many texts in one call of memori_store_batch or memori_embed_batch: a call's
+/// work and memory follow its size, and larger loads go in several calls (or memori_import).
+pub const MAX_BATCH_TEXTS: usize = 10_000;
+
+/// Refuses a batch over `MAX_BATCH_TEXTS` texts (54000) before any work.
+pub fn check_batch(n: usize, function: &str) -> Result<()> {
+    if n > MAX_BATCH_TEXTS {
+        return Err(MemoriError::new(
+            Code::ProgramLimitExceeded,
+            format!("memori: {function} takes at most {MAX_BATCH_TEXTS} texts, not {n}"),
+        )
+        .hint("Split the texts into several calls."));
+    }
+    Ok(())
 }
 
 /// Embeds `texts` (none empty) with the current settings, in order.
@@ -384,9 +401,9 @@ fn cache_put(target: &Target, hashes: &[[u8; 32]], vectors: &[Vec<f32>]) -> Resu
     as_owner_of(c"memori_embedding_cache", || {
         Spi::run_with_args(
         "INSERT INTO memori_embedding_cache (provider, model, dims, text_sha256, embedding)
-         SELECT $1, $2, $3, h, v::vector FROM ROWS FROM (pg_catalog.unnest($4::bytea[]), pg_catalog.unnest($5::text[])) AS u(h, v)
+         SELECT $1, $2, $3, h, v::vector FROM ROWS FROM (pg_catalog.unnest($4::pg_catalog.bytea[]), pg_catalog.unnest($5::pg_catalog.text[])) AS u(h, v)
           WHERE pg_catalog.pg_try_advisory_xact_lock(1835363695,
-                                                     pg_catalog.hashtext(pg_catalog.encode(h, 'hex'::text)))
+                                                     pg_catalog.hashtext(pg_catalog.encode(h, 'hex'::pg_catalog.text)))
          ON CONFLICT ON CONSTRAINT memori_embedding_cache_pkey
          DO UPDATE SET embedding = EXCLUDED.embedding, created_at = now()",
         &[
@@ -413,6 +430,7 @@ fn memori_embed(content: &str) -> Vector {
 #[pg_extern(volatile, strict, parallel_unsafe)]
 #[search_path(pg_catalog, @extschema@, pg_temp)]
 fn memori_embed_batch(contents: Array<&str>) -> Vec<Option<Vector>> {
+    check_batch(contents.len(), "memori_embed_batch").or_raise();
     let items: Vec<Option<&str>> = contents.iter().collect();
     let present: Vec<&str> = items.iter().flatten().copied().collect();
     let (_, batch) = embed_texts(&present).or_raise();

@@ -36,11 +36,12 @@ pub fn chat_config() -> Result<ChatConfig> {
         LlmProvider::Openai => Api::Openai,
         LlmProvider::Anthropic => Api::Anthropic,
     };
+    let url = gucs::llm_url().unwrap_or_else(|| api.default_url().to_string());
     Ok(ChatConfig {
         api,
-        url: gucs::llm_url().unwrap_or_else(|| api.default_url().to_string()),
+        api_key: gucs::llm_api_key(provider, &url),
+        url,
         model: gucs::llm_model().unwrap_or_else(|| api.default_model().to_string()),
-        api_key: gucs::llm_api_key(provider),
         timeout: Duration::from_millis(gucs::llm_timeout_ms()),
         max_retries: gucs::llm_max_retries(),
         max_tokens: gucs::llm_max_tokens(),
@@ -88,10 +89,13 @@ pub fn check_conversation(conversation_id: Option<Uuid>, user: &str) -> Result<(
     let Some(c) = conversation_id else {
         return Ok(());
     };
-    let found = crate::errors::read_one::<bool>(
-        "SELECT true FROM memori_conversations WHERE conversation_id = $1 AND user_id OPERATOR(pg_catalog.=) $2::text",
-        &[c.into(), user.into()],
-    )?;
+    // Through `reading`, as every read of user data: on Citus a tenant's own reads see nothing.
+    let found = crate::user::reading(|| {
+        crate::errors::read_one::<bool>(
+            "SELECT true FROM memori_conversations WHERE conversation_id OPERATOR(pg_catalog.=) $1::pg_catalog.uuid AND user_id OPERATOR(pg_catalog.=) $2::pg_catalog.text",
+            &[c.into(), user.into()],
+        )
+    })?;
     match found {
         Some(_) => Ok(()),
         None => Err(MemoriError::new(
@@ -112,8 +116,8 @@ fn lookup(user: &str, id: &str) -> Option<Known> {
     Spi::connect(|c| {
         let rows = c.select(
             &format!(
-                "SELECT memory_id::text, memory_type::text, content FROM memori_memories
-                  WHERE memory_id = $1::text::uuid AND user_id OPERATOR(pg_catalog.=) $2::text
+                "SELECT memory_id::pg_catalog.text, memory_type::pg_catalog.text, content FROM memori_memories
+                  WHERE memory_id = $1::text::pg_catalog.uuid AND user_id OPERATOR(pg_catalog.=) $2::pg_catalog.text
                     AND (expires_at IS NULL OR expires_at > now()){current}"
             ),
             None,
@@ -227,9 +231,9 @@ fn similarity_to(
     let (dims, cast) = (vector.len(), indexed_cast(vector.len()));
     crate::errors::read_one::<f64>(
         &format!(
-            "SELECT 1::float8 - (m.embedding::{cast} <=> $2::real[]::{cast}) FROM memori_memories m
-              WHERE m.user_id OPERATOR(pg_catalog.=) $4::text AND m.memory_id = $1
-                AND m.embedding_model = $3::text AND m.embedding_dims = {dims}"
+            "SELECT 1::pg_catalog.float8 - (m.embedding::{cast} <=> $2::real[]::{cast}) FROM memori_memories m
+              WHERE m.user_id OPERATOR(pg_catalog.=) $4::pg_catalog.text AND m.memory_id = $1
+                AND m.embedding_model = $3::pg_catalog.text AND m.embedding_dims = {dims}"
         ),
         &[
             memory_id.into(),
@@ -314,7 +318,7 @@ fn apply(
                         let old = target_id.expect("supersede has a target");
                         let ended = crate::errors::opt_one::<bool>(
                             "UPDATE memori_memories SET valid_to = now()
-                              WHERE memory_id = $1 AND user_id OPERATOR(pg_catalog.=) $2::text AND valid_to IS NULL
+                              WHERE memory_id = $1 AND user_id OPERATOR(pg_catalog.=) $2::pg_catalog.text AND valid_to IS NULL
                               RETURNING true",
                             &[old.into(), user.into()],
                         )?;
@@ -326,7 +330,7 @@ fn apply(
                     if let (Action::Supersede, Some(old)) = (action, target_id) {
                         spi_run(
                             "UPDATE memori_memories SET superseded_by = $2
-                              WHERE memory_id = $1 AND user_id OPERATOR(pg_catalog.=) $3::text",
+                              WHERE memory_id = $1 AND user_id OPERATOR(pg_catalog.=) $3::pg_catalog.text",
                             &[old.into(), id.into(), user.into()],
                         )?;
                     }

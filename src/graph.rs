@@ -5,7 +5,7 @@
 use crate::errors::{MemoriError, OrRaise};
 use crate::memories::{common, store_texts};
 use crate::user;
-use pgrx::datum::{JsonB, TimestampWithTimeZone, Uuid};
+use pgrx::datum::{TimestampWithTimeZone, Uuid};
 use pgrx::prelude::*;
 
 fn part(v: Option<&str>, name: &str) -> String {
@@ -44,7 +44,9 @@ fn relate_entities(
     } else {
         vec![s.clone(), o.clone()]
     };
-    let metadata = JsonB(serde_json::json!({"subject": s, "predicate": p, "object": o}));
+    let metadata = crate::conversations::JsonbArg::new(
+        serde_json::json!({"subject": s, "predicate": p, "object": o}),
+    );
     let c = common(
         Some("relationship"),
         importance,
@@ -81,7 +83,9 @@ fn memori_relate(
 
 /// The entity and relationship memories of the current memori user that name `name` in
 /// related_entities (exact match), most important first.
-#[pg_extern(stable, parallel_safe)]
+// Parallel restricted: it resolves the acting user, which a parallel worker cannot (its
+// memori.user_id was never named in its own transaction).
+#[pg_extern(stable, parallel_restricted)]
 #[search_path(pg_catalog, @extschema@, pg_temp)]
 fn memori_entity(
     name: Option<&str>,
@@ -103,10 +107,10 @@ fn memori_entity(
     let rows = user::reading(|| {
         Spi::connect(|c| {
         c.select(
-            &format!("SELECT memory_id, memory_type::text, content, importance_score, related_entities, created_at
+            &format!("SELECT memory_id, memory_type::pg_catalog.text, content, importance_score, related_entities, created_at
                FROM memori_memories
-              WHERE user_id OPERATOR(pg_catalog.=) $1::text AND related_entities OPERATOR(pg_catalog.@>) ARRAY[$2::text]
-                AND memory_type::text = ANY (ARRAY['entity', 'relationship']::text[])
+              WHERE user_id OPERATOR(pg_catalog.=) $1::pg_catalog.text AND related_entities OPERATOR(pg_catalog.@>) ARRAY[$2::pg_catalog.text]
+                AND memory_type::pg_catalog.text = ANY (ARRAY['entity', 'relationship']::pg_catalog.text[])
                 AND (expires_at IS NULL OR expires_at > now()){current}
               ORDER BY memory_type, importance_score DESC, created_at"),
             None,

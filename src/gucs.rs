@@ -10,7 +10,6 @@ use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::pg_guard;
 use pgrx::{pg_sys, PostgresGucEnum};
 use std::ffi::CString;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Which embedding provider computes vectors.
 #[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
@@ -85,6 +84,7 @@ static USER_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new
 static SHORT_TERM_EXPIRY_DAYS: GucSetting<i32> = GucSetting::<i32>::new(7);
 static ARCHIVE_THRESHOLD_DAYS: GucSetting<i32> = GucSetting::<i32>::new(30);
 static MAX_CONTEXT_MEMORIES: GucSetting<i32> = GucSetting::<i32>::new(10);
+static MAX_TOKEN_BUDGET: GucSetting<i32> = GucSetting::<i32>::new(16_000);
 static MIN_SIMILARITY: GucSetting<f64> = GucSetting::<f64>::new(0.30);
 static EMBEDDING_BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(100);
 static EMBEDDING_CACHE_TTL: GucSetting<i32> = GucSetting::<i32>::new(3600);
@@ -129,20 +129,14 @@ static CHAT_HISTORY_MESSAGES: GucSetting<i32> = GucSetting::<i32>::new(20);
 static CHAT_EXTRACT: GucSetting<bool> = GucSetting::<bool>::new(false);
 
 pub fn init() {
-    // SAFETY: the assign hook only reads backend state and stores a number; it cannot panic.
-    unsafe {
-        GucRegistry::define_string_guc_with_hooks(
+    GucRegistry::define_string_guc(
             c"memori.user_id",
             c"The memori user that functions act for when no user_id argument is given.",
             c"Empty means current_user. Roles granted as app (memori_grant(role, 'app')) set it in each transaction (SET LOCAL, or set_config(..., true)); a value from an earlier transaction is refused.",
             &USER_ID,
             GucContext::Userset,
             GucFlags::default(),
-            None,
-            Some(user_id_assigned),
-            None,
         );
-    }
     GucRegistry::define_int_guc(
         c"memori.short_term_expiry_days",
         c"Days after which a short_term memory expires, unless stored with expires_at.",
@@ -161,6 +155,16 @@ pub fn init() {
         1,
         36_500,
         GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"memori.max_token_budget",
+        c"Largest token_budget memori_context and memori_chat accept (54000 beyond).",
+        c"Bounds one prompt's size and cost: a chat call sends at most the context and as much history again, plus the message. Superuser only.",
+        &MAX_TOKEN_BUDGET,
+        100,
+        1_000_000,
+        GucContext::Suset,
         GucFlags::default(),
     );
     GucRegistry::define_int_guc(
@@ -211,14 +215,20 @@ pub fn init() {
         GucContext::Suset,
         GucFlags::default(),
     );
-    GucRegistry::define_string_guc(
-        c"memori.embedding_url",
-        c"Base URL of the OpenAI-compatible API; requests go to {url}/embeddings.",
-        c"Empty means https://api.openai.com/v1. Superuser only, and hidden from other roles (it may hold credentials); messages never show its credentials or query string.",
-        &EMBEDDING_URL,
-        GucContext::Suset,
-        GucFlags::SUPERUSER_ONLY,
-    );
+    // SAFETY: the check hook reads its arguments and sets the check error strings; no panic.
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"memori.embedding_url",
+            c"Base URL of the OpenAI-compatible API; requests go to {url}/embeddings.",
+            c"Empty means https://api.openai.com/v1. Superuser only, and hidden from other roles (it may hold credentials); messages never show its credentials or query string.",
+            &EMBEDDING_URL,
+            GucContext::Suset,
+            GucFlags::SUPERUSER_ONLY,
+            Some(url_check),
+            None,
+            None,
+        );
+    }
     GucRegistry::define_string_guc(
         c"memori.embedding_model",
         c"Embedding model name sent to the openai provider.",
@@ -458,14 +468,20 @@ fn init_llm() {
         GucContext::Suset,
         GucFlags::default(),
     );
-    GucRegistry::define_string_guc(
-        c"memori.llm_url",
-        c"Base URL of the chat API: requests go to {url}/chat/completions (openai) or {url}/v1/messages (anthropic).",
-        c"Empty means https://api.openai.com/v1 or https://api.anthropic.com. Superuser only, and hidden from other roles; messages never show its credentials or query string.",
-        &LLM_URL,
-        GucContext::Suset,
-        GucFlags::SUPERUSER_ONLY,
-    );
+    // SAFETY: the check hook reads its arguments and sets the check error strings; no panic.
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"memori.llm_url",
+            c"Base URL of the chat API: requests go to {url}/chat/completions (openai) or {url}/v1/messages (anthropic).",
+            c"Empty means https://api.openai.com/v1 or https://api.anthropic.com. Superuser only, and hidden from other roles; messages never show its credentials or query string.",
+            &LLM_URL,
+            GucContext::Suset,
+            GucFlags::SUPERUSER_ONLY,
+            Some(url_check),
+            None,
+            None,
+        );
+    }
     GucRegistry::define_string_guc(
         c"memori.llm_model",
         c"Chat model name sent to the provider.",
@@ -491,11 +507,11 @@ fn init_llm() {
     GucRegistry::define_int_guc(
         c"memori.llm_timeout_ms",
         c"Longest a chat call may take, retries included.",
-        c"Cancel and statement_timeout are answered within a second meanwhile.",
+        c"Cancel and statement_timeout are answered within a second meanwhile. Superuser only (a tenant's calls spend the shared key).",
         &LLM_TIMEOUT_MS,
         100,
         600_000,
-        GucContext::Userset,
+        GucContext::Suset,
         GucFlags::UNIT_MS,
     );
     GucRegistry::define_int_guc(
@@ -515,7 +531,7 @@ fn init_llm() {
         &LLM_MAX_RETRIES,
         0,
         10,
-        GucContext::Userset,
+        GucContext::Suset,
         GucFlags::default(),
     );
     GucRegistry::define_string_guc(
@@ -610,6 +626,26 @@ unsafe extern "C-unwind" fn llm_api_key_check(
         c"Set it in postgresql.conf or with ALTER SYSTEM SET memori.llm_api_key = '...'; SELECT pg_reload_conf(); or put it in the server's environment (MEMORI_LLM_API_KEY).")
 }
 
+/// Refuses a URL holding credentials or a query string (where keys hide) from ALTER
+/// DATABASE/ROLE ... SET and function SET clauses, which every role can read; a plain URL is
+/// fine there.
+#[pg_guard]
+unsafe extern "C-unwind" fn url_check(
+    newval: *mut *mut std::ffi::c_char,
+    _extra: *mut *mut std::ffi::c_void,
+    source: pg_sys::GucSource::Type,
+) -> bool {
+    if newval.is_null() || (*newval).is_null() {
+        return true;
+    }
+    let url = std::ffi::CStr::from_ptr(*newval).to_string_lossy();
+    if crate::embed::http::shown_url(&url) == url {
+        return true;
+    }
+    key_check(newval, source, c"a memori URL holding credentials or a query string may not be set with ALTER DATABASE, ALTER ROLE or a function's SET clause: every role can read those settings",
+        c"Set it in postgresql.conf or with ALTER SYSTEM SET ... ; SELECT pg_reload_conf(); or put the key in the API key setting instead of the URL.")
+}
+
 /// Refuses a key from ALTER DATABASE/ROLE ... SET (and CREATE FUNCTION ... SET): those land in
 /// pg_db_role_setting and pg_proc, which every role can read, and a backend that has not loaded
 /// memori would show the value to anyone through SHOW.
@@ -634,11 +670,6 @@ unsafe fn key_check(
     false
 }
 
-/// The local transaction (MyProc->lxid) in which memori.user_id was last assigned, or 0 when it
-/// was last assigned outside a running transaction: from postgresql.conf, connection options or
-/// role settings, or restored when a transaction or savepoint ended.
-static USER_ID_SET_IN: AtomicU32 = AtomicU32::new(0);
-
 /// This backend's current local transaction id (0 outside a running transaction).
 pub fn local_xact() -> u32 {
     // SAFETY: plain reads of this backend's PGPROC and transaction state.
@@ -651,30 +682,31 @@ pub fn local_xact() -> u32 {
     }
 }
 
-#[pg_guard]
-unsafe extern "C-unwind" fn user_id_assigned(
-    _newval: *const std::ffi::c_char,
-    _extra: *mut std::ffi::c_void,
-) {
-    USER_ID_SET_IN.store(local_xact(), Ordering::Relaxed);
-}
-
-/// memori.user_id, if it was set in the current transaction (SET LOCAL, set_config(..., true),
-/// or a SET inside it). A value left by an earlier transaction on the same connection (a plain
-/// SET, which a pooler hands to the next client) is None.
+/// memori.user_id, if this transaction named it: SET LOCAL, set_config(..., true), or a SET
+/// inside it. Decided from PostgreSQL's own record of what the transaction did, the setting's
+/// GUC stack, never from when a value was last assigned:
+/// - a SET or SET LOCAL in this transaction leaves an entry on the stack (state SET, LOCAL or
+///   SET_LOCAL) until the transaction ends, with the value as source `session`; a savepoint
+///   rolled back restores the value named before it, and its entry stays;
+/// - a value PostgreSQL restores or re-applies is never named: one left by an earlier
+///   transaction (the stack is empty between transactions, and a pooler hands the value on),
+///   one re-applied when the library is loaded, one put back when a function's SET clause
+///   returns (that entry is popped), one in force inside such a function (state SAVE), and
+///   one RESET brings back (its source is not `session`).
 pub fn user_id_this_transaction() -> Option<String> {
-    let now = local_xact();
-    if now != 0 && USER_ID_SET_IN.load(Ordering::Relaxed) == now {
-        user_id()
-    } else {
-        None
+    if local_xact() == 0 || !crate::compat::user_id_named_in_transaction() {
+        return None;
     }
+    user_id()
 }
 pub fn short_term_expiry_days() -> i32 {
     SHORT_TERM_EXPIRY_DAYS.get()
 }
 pub fn archive_threshold_days() -> i32 {
     ARCHIVE_THRESHOLD_DAYS.get()
+}
+pub fn max_token_budget() -> usize {
+    MAX_TOKEN_BUDGET.get() as usize
 }
 pub fn max_context_memories() -> i32 {
     MAX_CONTEXT_MEMORIES.get()
@@ -704,12 +736,15 @@ pub fn embedding_dimensions() -> Option<usize> {
     }
 }
 /// The API key: the setting, else the server's environment. Never log or print it.
-pub fn embedding_api_key() -> Option<String> {
-    string(&EMBEDDING_API_KEY).or_else(|| {
-        ["MEMORI_EMBEDDING_API_KEY", "OPENAI_API_KEY"]
-            .iter()
-            .find_map(|v| std::env::var(v).ok().filter(|k| !k.trim().is_empty()))
-    })
+/// The embedding key: memori.embedding_api_key, else MEMORI_EMBEDDING_API_KEY, else
+/// OPENAI_API_KEY when the URL is OpenAI's API (see `llm_api_key`).
+pub fn embedding_api_key(url: &str) -> Option<String> {
+    string(&EMBEDDING_API_KEY)
+        .or_else(|| env_key("MEMORI_EMBEDDING_API_KEY"))
+        .or_else(|| {
+            env_key("OPENAI_API_KEY")
+                .filter(|_| crate::embed::http::url_host(url) == "api.openai.com")
+        })
 }
 pub fn embedding_timeout_ms() -> u64 {
     EMBEDDING_TIMEOUT_MS.get() as u64
@@ -784,16 +819,20 @@ pub fn llm_model() -> Option<String> {
     string(&LLM_MODEL)
 }
 /// The chat provider's key: the setting, else the server's environment. Never log or print it.
-pub fn llm_api_key(provider: LlmProvider) -> Option<String> {
-    let fallback = match provider {
-        LlmProvider::Anthropic => "ANTHROPIC_API_KEY",
-        _ => "OPENAI_API_KEY",
+/// The chat key: memori.llm_api_key, else the server's MEMORI_LLM_API_KEY, else the vendor's
+/// own variable (OPENAI_API_KEY, ANTHROPIC_API_KEY) but only when the URL is that vendor's API:
+/// a vendor's key never goes to a server the superuser pointed memori at for something else.
+pub fn llm_api_key(provider: LlmProvider, url: &str) -> Option<String> {
+    let (vendor, host) = match provider {
+        LlmProvider::Anthropic => ("ANTHROPIC_API_KEY", "api.anthropic.com"),
+        _ => ("OPENAI_API_KEY", "api.openai.com"),
     };
-    string(&LLM_API_KEY).or_else(|| {
-        ["MEMORI_LLM_API_KEY", fallback]
-            .iter()
-            .find_map(|v| std::env::var(v).ok().filter(|k| !k.trim().is_empty()))
-    })
+    string(&LLM_API_KEY)
+        .or_else(|| env_key("MEMORI_LLM_API_KEY"))
+        .or_else(|| env_key(vendor).filter(|_| crate::embed::http::url_host(url) == host))
+}
+fn env_key(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|k| !k.trim().is_empty())
 }
 pub fn llm_timeout_ms() -> u64 {
     LLM_TIMEOUT_MS.get() as u64

@@ -6,6 +6,7 @@
 use pgrx::prelude::*;
 
 mod chat;
+mod compat;
 mod context;
 mod conversations;
 mod decisions;

@@ -57,7 +57,7 @@ impl Step {
         match self {
             Step::Promote => Some((
                 "UPDATE memori_memories SET memory_type = 'long_term', expires_at = NULL, updated_at = now()
-                  WHERE memory_type::text = 'short_term'::text AND access_count >= $1
+                  WHERE memory_type::pg_catalog.text = 'short_term'::pg_catalog.text AND access_count >= $1
                     AND (expires_at IS NULL OR expires_at > now())
                  RETURNING 1",
                 vec![gucs::promote_after_accesses().into()],
@@ -73,7 +73,7 @@ impl Step {
             )),
             Step::Archive => Some((
                 "UPDATE memori_memories SET is_archived = true, updated_at = now()
-                  WHERE NOT is_archived AND memory_type::text <> 'rule'::text
+                  WHERE NOT is_archived AND memory_type::pg_catalog.text <> 'rule'::pg_catalog.text
                     AND coalesce(last_accessed_at, updated_at) < now() - make_interval(days => $1)
                  RETURNING 1",
                 vec![gucs::archive_threshold_days().into()],
@@ -95,7 +95,7 @@ impl Step {
         let (sql, args): (&str, Vec<pgrx::datum::DatumWithOid>) = match self {
             Step::Promote => (
                 "WITH c AS (SELECT id FROM memori_memories
-                             WHERE memory_type::text = 'short_term'::text AND access_count >= $1
+                             WHERE memory_type::pg_catalog.text = 'short_term'::pg_catalog.text AND access_count >= $1
                                AND (expires_at IS NULL OR expires_at > now())
                              LIMIT $2 FOR UPDATE SKIP LOCKED),
                       p AS (UPDATE memori_memories m SET memory_type = 'long_term', expires_at = NULL, updated_at = now()
@@ -119,7 +119,7 @@ impl Step {
             ),
             Step::Archive => (
                 "WITH c AS (SELECT id FROM memori_memories
-                             WHERE NOT is_archived AND memory_type::text <> 'rule'::text
+                             WHERE NOT is_archived AND memory_type::pg_catalog.text <> 'rule'::pg_catalog.text
                                AND coalesce(last_accessed_at, updated_at) < now() - make_interval(days => $1)
                              LIMIT $2 FOR UPDATE SKIP LOCKED),
                       a AS (UPDATE memori_memories m SET is_archived = true, updated_at = now() FROM c WHERE m.id = c.id RETURNING 1)

@@ -39,6 +39,8 @@ impl Api {
 
 /// Anthropic's API version header memori speaks.
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+/// Largest chat reply read: an answer bounded by memori.llm_max_tokens is far smaller.
+pub const MAX_REPLY_BYTES: u64 = 8 * 1024 * 1024;
 /// The tool an Anthropic reply fills in when a JSON answer is asked for.
 pub const TOOL_NAME: &str = "record_answer";
 
@@ -256,7 +258,14 @@ pub fn complete(
             headers.push(("anthropic-version", ANTHROPIC_VERSION.to_string()));
         }
     }
-    let text = peer.post_json(&agent(), &headers, &body(cfg, req), deadline, requests)?;
+    let text = peer.post_json(
+        &agent(),
+        &headers,
+        &body(cfg, req),
+        deadline,
+        requests,
+        MAX_REPLY_BYTES,
+    )?;
     answer(&peer, cfg.api, &text, req.schema.is_some())
 }
 

@@ -2,7 +2,7 @@
 //! the database. A memory is embedded with the configured provider and written in the same
 //! statement; a near-duplicate of the same user and type refreshes the existing memory instead.
 
-use crate::conversations::metadata_object;
+use crate::conversations::{metadata_object, JsonbArg};
 use crate::embedding::{embed_texts, Target};
 use crate::errors::{opt_one, prevent_if_read_only, spi, Code, MemoriError, OrRaise, Result};
 use crate::gucs;
@@ -63,22 +63,50 @@ pub fn check_content(content: Option<&str>, which: &str) -> Result<()> {
     }
 }
 
-fn text_array(v: Option<Vec<Option<String>>>) -> Vec<String> {
+/// At most this many tags, and this many entities, on one memory.
+pub const MAX_LABELS: usize = 100;
+/// At most this many bytes in one tag or entity.
+pub const MAX_LABEL_BYTES: usize = 256;
+
+/// Tags or entities (`which`): trimmed, empty ones dropped, distinct in order of first
+/// appearance (a hash set: linear in the count), at most `MAX_LABELS` of at most
+/// `MAX_LABEL_BYTES` each (54000 otherwise, before any other work).
+pub fn text_array(which: &str, v: Option<Vec<Option<String>>>) -> Result<Vec<String>> {
+    let given = v.unwrap_or_default();
+    let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mut out: Vec<String> = Vec::new();
-    for s in v.unwrap_or_default().into_iter().flatten() {
-        let s = s.trim().to_string();
-        if !s.is_empty() && !out.contains(&s) {
-            out.push(s);
+    for s in given.into_iter().flatten() {
+        let s = s.trim();
+        if s.len() > MAX_LABEL_BYTES {
+            return Err(MemoriError::new(
+                Code::ProgramLimitExceeded,
+                format!(
+                    "memori: one of the {which} is {} bytes long; at most {MAX_LABEL_BYTES} are allowed",
+                    s.len()
+                ),
+            ));
+        }
+        if !s.is_empty() && seen.insert(s.to_string()) {
+            out.push(s.to_string());
+            if out.len() > MAX_LABELS {
+                return Err(MemoriError::new(
+                    Code::ProgramLimitExceeded,
+                    format!("memori: more than {MAX_LABELS} distinct {which} on one memory"),
+                )
+                .hint(
+                    "Keep tags and entities to a few labels per memory; put the rest in metadata.",
+                ));
+            }
         }
     }
-    out
+    Ok(out)
 }
 
 /// Checks that `conversation_id` exists and belongs to `user`; moves its last activity on.
 pub fn touch_conversation(conversation_id: Uuid, user: &str) -> Result<()> {
     let owner = opt_one::<String>(
         "UPDATE memori_conversations SET last_activity_at = now(), updated_at = now()
-          WHERE conversation_id = $1 AND user_id OPERATOR(pg_catalog.=) $2::text RETURNING user_id::text",
+          WHERE conversation_id = $1 AND user_id OPERATOR(pg_catalog.=) $2::pg_catalog.text RETURNING user_id::pg_catalog.text",
         &[conversation_id.into(), user.into()],
     )?;
     match owner {
@@ -140,13 +168,13 @@ pub struct NewMemory<'a> {
 fn lock_for_dedup(user: &str, memory_type: &str) -> Result<()> {
     if !crate::user::table_exists(c"memori_store_locks")? {
         return Spi::run_with_args(
-            "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended($1::text || '/'::text || $2::text, 7237954148::bigint))",
+            "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended($1::pg_catalog.text || '/'::pg_catalog.text || $2::pg_catalog.text, 7237954148::bigint))",
             &[user.into(), memory_type.into()],
         )
         .map_err(spi);
     }
     Spi::run_with_args(
-        "INSERT INTO memori_store_locks (user_id, memory_type) VALUES ($1::text, $2::text)
+        "INSERT INTO memori_store_locks (user_id, memory_type) VALUES ($1::pg_catalog.text, $2::pg_catalog.text)
          ON CONFLICT (user_id, memory_type) DO NOTHING",
         &[user.into(), memory_type.into()],
     )
@@ -156,7 +184,7 @@ fn lock_for_dedup(user: &str, memory_type: &str) -> Result<()> {
     // of missing that store's row and inserting a twin.
     Spi::run_with_args(
         "UPDATE memori_store_locks SET user_id = user_id
-          WHERE user_id OPERATOR(pg_catalog.=) $1::text AND memory_type OPERATOR(pg_catalog.=) $2::text",
+          WHERE user_id OPERATOR(pg_catalog.=) $1::pg_catalog.text AND memory_type OPERATOR(pg_catalog.=) $2::pg_catalog.text",
         &[user.into(), memory_type.into()],
     )
     .map_err(spi)
@@ -189,7 +217,7 @@ fn triple(metadata: &JsonB) -> Option<[String; 3]> {
 /// updated to 0.3.0).
 fn document_sql(n: usize, with_text: bool) -> String {
     if with_text {
-        format!("memori_text_document(${n}::text, $T::text::regconfig)")
+        format!("memori_text_document(${n}::text, $T::text::pg_catalog.regconfig)")
     } else {
         String::new()
     }
@@ -220,26 +248,26 @@ fn write(target: &Target, m: &NewMemory, with_text: bool) -> Result<(Uuid, Writt
     let threshold = gucs::dedup_threshold();
     if threshold < 1.0 {
         let nearest = if m.memory_type == "relationship" {
-            format!("SELECT id, 1::float8 AS similarity FROM memori_memories m
-              WHERE m.user_id OPERATOR(pg_catalog.=) $1::text AND m.memory_type::text = $3::text
-                AND m.conversation_id IS NOT DISTINCT FROM $4::uuid
+            format!("SELECT id, 1::pg_catalog.float8 AS similarity FROM memori_memories m
+              WHERE m.user_id OPERATOR(pg_catalog.=) $1::pg_catalog.text AND m.memory_type::pg_catalog.text = $3::pg_catalog.text
+                AND m.conversation_id IS NOT DISTINCT FROM $4::pg_catalog.uuid
                 AND (m.expires_at IS NULL OR m.expires_at > now()){current}
-                AND CASE WHEN $15::text[] IS NOT NULL
-                         THEN ARRAY[pg_catalog.lower(pg_catalog.btrim(m.metadata OPERATOR(pg_catalog.->>) 'subject'::text)),
-                                    pg_catalog.lower(pg_catalog.btrim(m.metadata OPERATOR(pg_catalog.->>) 'predicate'::text)),
-                                    pg_catalog.lower(pg_catalog.btrim(m.metadata OPERATOR(pg_catalog.->>) 'object'::text))]
-                              OPERATOR(pg_catalog.=) $15::text[]
-                         ELSE pg_catalog.lower(pg_catalog.btrim(m.content)) = pg_catalog.lower(pg_catalog.btrim($2::text))
-                              AND NOT m.metadata OPERATOR(pg_catalog.?&) ARRAY['subject', 'predicate', 'object']::text[] END
+                AND CASE WHEN $15::pg_catalog.text[] IS NOT NULL
+                         THEN ARRAY[pg_catalog.lower(pg_catalog.btrim(m.metadata OPERATOR(pg_catalog.->>) 'subject'::pg_catalog.text)),
+                                    pg_catalog.lower(pg_catalog.btrim(m.metadata OPERATOR(pg_catalog.->>) 'predicate'::pg_catalog.text)),
+                                    pg_catalog.lower(pg_catalog.btrim(m.metadata OPERATOR(pg_catalog.->>) 'object'::pg_catalog.text))]
+                              OPERATOR(pg_catalog.=) $15::pg_catalog.text[]
+                         ELSE pg_catalog.lower(pg_catalog.btrim(m.content)) = pg_catalog.lower(pg_catalog.btrim($2::pg_catalog.text))
+                              AND NOT m.metadata OPERATOR(pg_catalog.?&) ARRAY['subject', 'predicate', 'object']::pg_catalog.text[] END
               ORDER BY m.id LIMIT 1"
             )
         } else {
             format!(
-                "SELECT id, 1::float8 - (m.embedding::{cast} <=> $5::real[]::{cast}) AS similarity
+                "SELECT id, 1::pg_catalog.float8 - (m.embedding::{cast} <=> $5::real[]::{cast}) AS similarity
                    FROM memori_memories m
-                  WHERE m.user_id OPERATOR(pg_catalog.=) $1::text AND m.memory_type::text = $3::text
-                    AND m.conversation_id IS NOT DISTINCT FROM $4::uuid
-                    AND m.embedding_model = $6::text AND m.embedding_dims = {dims}
+                  WHERE m.user_id OPERATOR(pg_catalog.=) $1::pg_catalog.text AND m.memory_type::pg_catalog.text = $3::pg_catalog.text
+                    AND m.conversation_id IS NOT DISTINCT FROM $4::pg_catalog.uuid
+                    AND m.embedding_model = $6::pg_catalog.text AND m.embedding_dims = {dims}
                     AND (m.expires_at IS NULL OR m.expires_at > now()){current}
                   ORDER BY similarity DESC, m.id
                   LIMIT 1"
@@ -248,22 +276,22 @@ fn write(target: &Target, m: &NewMemory, with_text: bool) -> Result<(Uuid, Writt
         let sql = format!(
             "WITH nearest AS ({nearest})
              UPDATE memori_memories m
-                SET content = $2::text,
+                SET content = $2::pg_catalog.text,
                     embedding = $5::real[]::vector,
-                    embedding_model = $6::text,
+                    embedding_model = $6::pg_catalog.text,
                     {set_tsv}
-                    context_tags = ARRAY(SELECT DISTINCT pg_catalog.unnest(m.context_tags OPERATOR(pg_catalog.||) $8::text[]) ORDER BY 1),
-                    related_entities = ARRAY(SELECT DISTINCT pg_catalog.unnest(m.related_entities OPERATOR(pg_catalog.||) $9::text[]) ORDER BY 1),
+                    context_tags = ARRAY(SELECT DISTINCT pg_catalog.unnest(m.context_tags OPERATOR(pg_catalog.||) $8::pg_catalog.text[]) ORDER BY 1),
+                    related_entities = ARRAY(SELECT DISTINCT pg_catalog.unnest(m.related_entities OPERATOR(pg_catalog.||) $9::pg_catalog.text[]) ORDER BY 1),
                     importance_score = greatest(m.importance_score, $7::real),
-                    metadata = m.metadata OPERATOR(pg_catalog.||) $10::jsonb,
+                    metadata = m.metadata OPERATOR(pg_catalog.||) $10::pg_catalog.jsonb,
                     access_count = m.access_count + 1,
                     last_accessed_at = now(),
                     is_archived = false,
                     updated_at = now(),
                     expires_at = CASE WHEN m.expires_at IS NULL THEN NULL
-                                      ELSE greatest(m.expires_at, coalesce($11::timestamptz, $12::timestamptz)) END
+                                      ELSE greatest(m.expires_at, coalesce($11::pg_catalog.timestamptz, $12::pg_catalog.timestamptz)) END
                FROM nearest
-              WHERE m.id = nearest.id AND nearest.similarity >= $13::float8
+              WHERE m.id = nearest.id AND nearest.similarity >= $13::pg_catalog.float8
           RETURNING m.memory_id, nearest.similarity"
         );
         let triple = if m.memory_type == "relationship" {
@@ -327,7 +355,7 @@ fn write(target: &Target, m: &NewMemory, with_text: bool) -> Result<(Uuid, Writt
                                       embedding_model, importance_score, context_tags,
                                       related_entities, metadata, expires_at{tsv_col})
          VALUES ($1, $2, $3, $4, $5::real[]::vector, $6, $7::real, $8, $9, $10,
-                 coalesce($11::timestamptz, $12::timestamptz){tsv_val})
+                 coalesce($11::pg_catalog.timestamptz, $12::pg_catalog.timestamptz){tsv_val})
          RETURNING memory_id"
         ),
         &args,
@@ -349,7 +377,7 @@ pub fn common(
     memory_type: Option<&str>,
     importance: Option<f64>,
     tags: Option<Vec<Option<String>>>,
-    metadata: Option<JsonB>,
+    metadata: Option<JsonbArg>,
     user_id: Option<&str>,
 ) -> Result<Common> {
     let user = user::resolve(user_id)?;
@@ -362,7 +390,7 @@ pub fn common(
         user,
         memory_type,
         importance: importance as f32,
-        tags: text_array(tags),
+        tags: text_array("tags", tags)?,
         metadata,
     })
 }
@@ -377,7 +405,7 @@ fn store_memory(
     conversation_id: default!(Option<Uuid>, "NULL"),
     importance: default!(Option<f64>, "0.5"),
     tags: default!(Option<Vec<Option<String>>>, "'{}'"),
-    metadata: default!(Option<JsonB>, "'{}'"),
+    metadata: default!(Option<JsonbArg>, "'{}'"),
     entities: default!(Option<Vec<Option<String>>>, "'{}'"),
     expires_at: default!(Option<TimestampWithTimeZone>, "NULL"),
     user_id: default!(Option<&str>, "NULL"),
@@ -386,7 +414,7 @@ fn store_memory(
     check_content(content, "content").or_raise();
     let content = content.unwrap();
     let c = common(memory_type, importance, tags, metadata, user_id).or_raise();
-    let entities = text_array(entities);
+    let entities = text_array("entities", entities).or_raise();
     store_texts(&c, &[content], conversation_id, &entities, expires_at)
         .or_raise()
         .remove(0)
@@ -493,7 +521,7 @@ fn store_memories(
     conversation_id: default!(Option<Uuid>, "NULL"),
     importance: default!(Option<f64>, "0.5"),
     tags: default!(Option<Vec<Option<String>>>, "'{}'"),
-    metadata: default!(Option<JsonB>, "'{}'"),
+    metadata: default!(Option<JsonbArg>, "'{}'"),
     user_id: default!(Option<&str>, "NULL"),
 ) -> SetOfIterator<'static, Uuid> {
     prevent_if_read_only(c"memori_store_batch()");
@@ -505,6 +533,7 @@ fn store_memories(
             )
         })
         .or_raise();
+    crate::embedding::check_batch(contents.len(), "memori_store_batch").or_raise();
     for (n, c) in contents.iter().enumerate() {
         check_content(c.as_deref(), &format!("contents[{}]", n + 1)).or_raise();
     }
@@ -523,7 +552,7 @@ fn update_memory(
     memory_type: default!(Option<&str>, "NULL"),
     importance: default!(Option<f64>, "NULL"),
     tags: default!(Option<Vec<Option<String>>>, "NULL"),
-    metadata: default!(Option<JsonB>, "NULL"),
+    metadata: default!(Option<JsonbArg>, "NULL"),
 ) -> bool {
     prevent_if_read_only(c"memori_update()");
     let Some(memory_id) = memory_id else {
@@ -540,7 +569,7 @@ fn update_memory(
         check_importance(i).or_raise();
     }
     let metadata = metadata.map(|m| metadata_object(Some(m)).or_raise());
-    let tags = tags.map(|t| text_array(Some(t)));
+    let tags = tags.map(|t| text_array("tags", Some(t)).or_raise());
     let embedded = match content {
         Some(c) => {
             let (target, mut batch) = embed_texts(&[c]).or_raise();
@@ -581,7 +610,7 @@ pub fn update_row(user: &str, memory_id: Uuid, change: Change) -> Result<bool> {
     // Written only with new content (no CASE around it: Citus refuses the text search
     // configuration's lookup inside one).
     let set_tsv = if change.content.is_some() && user::has_text_search()? {
-        "content_tsv = memori_text_document($3::text, $11::text::regconfig),"
+        "content_tsv = memori_text_document($3::pg_catalog.text, $11::text::pg_catalog.regconfig),"
     } else {
         ""
     };
@@ -597,20 +626,20 @@ pub fn update_row(user: &str, memory_id: Uuid, change: Change) -> Result<bool> {
             context_tags = coalesce($8, context_tags),
             metadata = coalesce($9, metadata),
             expires_at = CASE
-                WHEN $6 IS NULL OR $6::text = memory_type::text THEN expires_at
-                WHEN $6::text = 'short_term'::text THEN $10::timestamptz
-                WHEN memory_type::text = 'short_term'::text THEN NULL
+                WHEN $6 IS NULL OR $6::pg_catalog.text = memory_type::pg_catalog.text THEN expires_at
+                WHEN $6::pg_catalog.text = 'short_term'::pg_catalog.text THEN $10::pg_catalog.timestamptz
+                WHEN memory_type::pg_catalog.text = 'short_term'::pg_catalog.text THEN NULL
                 ELSE expires_at END,
             -- Moves only when something changes (a new embedding alone is no change). The
             -- columns are NOT NULL, so plain equality, with pg_catalog's operators.
             updated_at = CASE
-                WHEN coalesce($3::text, content) OPERATOR(pg_catalog.=) content
-                     AND coalesce($6::text, memory_type::text) OPERATOR(pg_catalog.=) memory_type::text
+                WHEN coalesce($3::pg_catalog.text, content) OPERATOR(pg_catalog.=) content
+                     AND coalesce($6::pg_catalog.text, memory_type::pg_catalog.text) OPERATOR(pg_catalog.=) memory_type::pg_catalog.text
                      AND coalesce($7::real, importance_score) OPERATOR(pg_catalog.=) importance_score
-                     AND coalesce($8::text[], context_tags) OPERATOR(pg_catalog.=) context_tags
-                     AND coalesce($9::jsonb, metadata) OPERATOR(pg_catalog.=) metadata
-                THEN updated_at ELSE $12::timestamptz END
-          WHERE memory_id = $1 AND user_id OPERATOR(pg_catalog.=) $2::text
+                     AND coalesce($8::pg_catalog.text[], context_tags) OPERATOR(pg_catalog.=) context_tags
+                     AND coalesce($9::pg_catalog.jsonb, metadata) OPERATOR(pg_catalog.=) metadata
+                THEN updated_at ELSE $12::pg_catalog.timestamptz END
+          WHERE memory_id = $1 AND user_id OPERATOR(pg_catalog.=) $2::pg_catalog.text
           RETURNING true"
         ),
         &[
@@ -642,7 +671,7 @@ fn memori_forget(memory_id: Option<Uuid>) -> bool {
     let user = user::resolve(None).or_raise();
     as_owner_of(c"memori_memories", || {
         opt_one::<bool>(
-            "DELETE FROM memori_memories WHERE memory_id = $1 AND user_id OPERATOR(pg_catalog.=) $2::text RETURNING true",
+            "DELETE FROM memori_memories WHERE memory_id = $1 AND user_id OPERATOR(pg_catalog.=) $2::pg_catalog.text RETURNING true",
             &[memory_id.into(), user.into()],
         )
     })
@@ -662,7 +691,7 @@ fn memori_store(
     conversation_id: Option<Uuid>,
     importance: Option<f32>,
     tags: Option<Vec<Option<String>>>,
-    metadata: Option<JsonB>,
+    metadata: Option<JsonbArg>,
     entities: Option<Vec<Option<String>>>,
     expires_at: Option<TimestampWithTimeZone>,
     user_id: Option<&str>,
@@ -687,7 +716,7 @@ fn memori_store_batch(
     conversation_id: Option<Uuid>,
     importance: Option<f32>,
     tags: Option<Vec<Option<String>>>,
-    metadata: Option<JsonB>,
+    metadata: Option<JsonbArg>,
     user_id: Option<&str>,
 ) -> SetOfIterator<'static, Uuid> {
     store_memories(
@@ -708,7 +737,7 @@ fn memori_update(
     memory_type: Option<&str>,
     importance: Option<f32>,
     tags: Option<Vec<Option<String>>>,
-    metadata: Option<JsonB>,
+    metadata: Option<JsonbArg>,
 ) -> bool {
     update_memory(
         memory_id,

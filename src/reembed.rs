@@ -20,7 +20,7 @@ fn batch(batch_size: i32) -> Result<(i64, i64)> {
             client
                 .update(
                     "SELECT id, content FROM memori_memories
-                      WHERE embedding_model IS DISTINCT FROM $1::text
+                      WHERE embedding_model IS DISTINCT FROM $1::pg_catalog.text
                       ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
                     None,
                     &[label.clone().into(), (batch_size as i64).into()],
@@ -51,14 +51,14 @@ fn batch(batch_size: i32) -> Result<(i64, i64)> {
         let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
         as_owner_of(c"memori_memories", || {
             Spi::run_with_args(
-                "UPDATE memori_memories m SET embedding = x.v::vector, embedding_model = $3::text
-                   FROM ROWS FROM (pg_catalog.unnest($1::bigint[]), pg_catalog.unnest($2::text[])) AS x(id, v)
+                "UPDATE memori_memories m SET embedding = x.v::vector, embedding_model = $3::pg_catalog.text
+                   FROM ROWS FROM (pg_catalog.unnest($1::bigint[]), pg_catalog.unnest($2::pg_catalog.text[])) AS x(id, v)
                   WHERE m.id = x.id",
                 &[ids.into(), literals.into(), target.label().into()],
             )
             .map_err(spi)?;
             Spi::run_with_args(
-                "INSERT INTO memori_reembed_state AS s (target_model, reembedded) VALUES ($1::text, $2::bigint)
+                "INSERT INTO memori_reembed_state AS s (target_model, reembedded) VALUES ($1::pg_catalog.text, $2::bigint)
                  ON CONFLICT (target_model) DO UPDATE
                     SET reembedded = s.reembedded + excluded.reembedded, updated_at = now()",
                 &[target.label().into(), (rows.len() as i64).into()],
@@ -67,7 +67,7 @@ fn batch(batch_size: i32) -> Result<(i64, i64)> {
         })?;
     }
     let remaining = read_one::<i64>(
-        "SELECT count(*) FROM memori_memories WHERE embedding_model IS DISTINCT FROM $1::text",
+        "SELECT count(*) FROM memori_memories WHERE embedding_model IS DISTINCT FROM $1::pg_catalog.text",
         &[label.into()],
     )?
     .unwrap_or(0);
@@ -110,11 +110,11 @@ fn memori_reembed_progress() -> TableIterator<
     let row = Spi::connect(|client| {
         let r = client.select(
             "SELECT (SELECT count(*) FROM memori_memories),
-                    (SELECT count(*) FROM memori_memories WHERE embedding_model = $1::text),
+                    (SELECT count(*) FROM memori_memories WHERE embedding_model = $1::pg_catalog.text),
                     s.started_at, s.updated_at,
-                    s.reembedded::float8 / nullif(pg_catalog.date_part('epoch'::text, s.updated_at - s.started_at), 0::float8)
+                    s.reembedded::pg_catalog.float8 / nullif(pg_catalog.date_part('epoch'::pg_catalog.text, s.updated_at - s.started_at), 0::pg_catalog.float8)
                FROM (SELECT 1) one
-               LEFT JOIN memori_reembed_state s ON s.target_model = $1::text",
+               LEFT JOIN memori_reembed_state s ON s.target_model = $1::pg_catalog.text",
             Some(1),
             &[label.clone().into()],
         )?;

@@ -79,32 +79,32 @@ impl Path {
 /// then; a database not yet updated to 0.4.0 has no valid_to.
 fn scope_filters(q: &Query) -> String {
     let when = if q.as_of.is_some() {
-        "$5::timestamptz"
+        "$5::pg_catalog.timestamptz"
     } else {
         "now()"
     };
     let mut filters = vec![
-        "m.user_id OPERATOR(pg_catalog.=) $1::text".to_string(),
+        "m.user_id OPERATOR(pg_catalog.=) $1::pg_catalog.text".to_string(),
         format!("(m.expires_at IS NULL OR m.expires_at > {when})"),
     ];
     if q.as_of.is_some() {
-        filters.push("m.created_at <= $5::timestamptz".into());
+        filters.push("m.created_at <= $5::pg_catalog.timestamptz".into());
     }
     if user::has_validity().unwrap_or(false) {
         filters.push(if q.as_of.is_some() {
-            "(m.valid_to IS NULL OR m.valid_to > $5::timestamptz)".into()
+            "(m.valid_to IS NULL OR m.valid_to > $5::pg_catalog.timestamptz)".into()
         } else {
             "m.valid_to IS NULL".into()
         });
     }
     if q.conversation_id.is_some() {
-        filters.push("m.conversation_id = $2::uuid".into());
+        filters.push("m.conversation_id = $2::pg_catalog.uuid".into());
     }
     if q.memory_types.is_some() {
-        filters.push("m.memory_type::text = ANY ($3::text[])".into());
+        filters.push("m.memory_type::pg_catalog.text = ANY ($3::pg_catalog.text[])".into());
     }
     if q.tags.is_some() {
-        filters.push("m.context_tags OPERATOR(pg_catalog.&&) $4::text[]".into());
+        filters.push("m.context_tags OPERATOR(pg_catalog.&&) $4::pg_catalog.text[]".into());
     }
     // Archiving is about today's use, not about what held then: as_of ignores it.
     if !q.include_archived && q.as_of.is_none() {
@@ -134,10 +134,10 @@ pub fn vector_sql(q: &Query, dims: usize, exact: bool) -> String {
         format!("m.embedding::{cast} <=> $7::real[]::{cast}")
     };
     format!(
-        "SELECT m.id, 1::float8 - (m.embedding::{cast} <=> $7::real[]::{cast}) AS similarity
+        "SELECT m.id, 1::pg_catalog.float8 - (m.embedding::{cast} <=> $7::real[]::{cast}) AS similarity
            FROM memori_memories m
           WHERE {filters}
-            AND m.embedding_model = $6::text AND m.embedding_dims = {dims}
+            AND m.embedding_model = $6::pg_catalog.text AND m.embedding_dims = {dims}
           ORDER BY {order}
           LIMIT $8",
         filters = scope_filters(q)
@@ -185,7 +185,7 @@ pub const MAX_COUNTED: i64 = 1_000_000;
 
 pub fn user_rows(user: &str) -> Result<i64> {
     Ok(crate::errors::read_one::<i64>(
-        "SELECT count(*) FROM (SELECT 1 FROM memori_memories m WHERE m.user_id OPERATOR(pg_catalog.=) $1::text LIMIT $2) s",
+        "SELECT count(*) FROM (SELECT 1 FROM memori_memories m WHERE m.user_id OPERATOR(pg_catalog.=) $1::pg_catalog.text LIMIT $2) s",
         &[user.into(), MAX_COUNTED.into()],
     )?
     .unwrap_or(0))
@@ -225,6 +225,9 @@ pub fn vector_candidates(
     // go there as SET LOCAL statements, which Citus sends along (propagate_set_commands). On
     // the coordinator they end with the nest level; on the worker, with the transaction.
     let propagated = if user::distributed().unwrap_or(false) {
+        // Saved in the nest level first, so that the SET LOCAL below ends with it instead of
+        // lasting to the end of the caller's transaction.
+        set_for_query(c"citus.propagate_set_commands", "none");
         Spi::run(&format!(
             "SET LOCAL citus.propagate_set_commands = 'local';
              SET LOCAL hnsw.iterative_scan = 'relaxed_order';
@@ -250,11 +253,21 @@ pub fn vector_candidates(
     Ok((found, Path::Index))
 }
 
-/// The query's full-text terms, as tsquery literals (memori_text_document of the query).
+/// At most this many terms of a question are searched for (the first ones it names): each
+/// costs an index scan, and a question is a few dozen words. A 60 kB question of distinct words
+/// took 28 s with all of them.
+pub const MAX_QUERY_TERMS: i64 = 64;
+
+/// The query's full-text terms, as tsquery literals (memori_text_document of the query): its
+/// first `MAX_QUERY_TERMS` distinct ones, in the order the question names them.
 pub fn text_terms(query: &str) -> Result<Vec<String>> {
     let lexemes = crate::errors::read_one::<Vec<Option<String>>>(
-        "SELECT pg_catalog.tsvector_to_array(memori_text_document($1::text, $2::text::regconfig))",
-        &[query.into(), gucs::text_search_config().into()],
+        "SELECT pg_catalog.array_agg(s.lexeme ORDER BY s.first, s.lexeme)
+           FROM (SELECT u.lexeme, u.positions[1] AS first
+                   FROM pg_catalog.unnest(memori_text_document($1::pg_catalog.text, $2::pg_catalog.text::pg_catalog.regconfig)) AS u
+                  ORDER BY u.positions[1] NULLS LAST, u.lexeme
+                  LIMIT $3) s",
+        &[query.into(), gucs::text_search_config().into(), MAX_QUERY_TERMS.into()],
     )?
     .unwrap_or_default();
     Ok(lexemes
@@ -289,22 +302,22 @@ pub fn text_candidates(
     args.push((user_rows as f64).into());
     if let Some((label, dims)) = same_model {
         filters.push_str(&format!(
-            "\n               AND m.embedding_model = $9::text AND m.embedding_dims = {dims}"
+            "\n               AND m.embedding_model = $9::pg_catalog.text AND m.embedding_dims = {dims}"
         ));
         args.push(label.to_string().into());
     }
     let sql = format!(
-        "WITH terms AS (SELECT DISTINCT t::tsquery AS t FROM pg_catalog.unnest($6::text[]) AS t),
+        "WITH terms AS (SELECT DISTINCT t::pg_catalog.tsquery AS t FROM pg_catalog.unnest($6::pg_catalog.text[]) AS t),
               hits AS MATERIALIZED (
-                SELECT m.id, terms.t::text AS t
+                SELECT m.id, terms.t::pg_catalog.text AS t
                   FROM terms JOIN memori_memories m ON m.content_tsv OPERATOR(pg_catalog.@@) terms.t
                  WHERE {filters}),
-              idf AS (SELECT terms.t::text AS t,
-                             pg_catalog.ln(1::float8 + (greatest($8::float8, coalesce(d.n, 0::float8)) - coalesce(d.n, 0::float8) + 0.5::float8)
-                                                       / (coalesce(d.n, 0::float8) + 0.5::float8)) AS w
+              idf AS (SELECT terms.t::pg_catalog.text AS t,
+                             pg_catalog.ln(1::pg_catalog.float8 + (greatest($8::pg_catalog.float8, coalesce(d.n, 0::pg_catalog.float8)) - coalesce(d.n, 0::pg_catalog.float8) + 0.5::pg_catalog.float8)
+                                                       / (coalesce(d.n, 0::pg_catalog.float8) + 0.5::pg_catalog.float8)) AS w
                         FROM terms
-                        LEFT JOIN (SELECT h.t, count(*)::float8 AS n FROM hits h GROUP BY h.t) d
-                               ON d.t OPERATOR(pg_catalog.=) terms.t::text),
+                        LEFT JOIN (SELECT h.t, count(*)::pg_catalog.float8 AS n FROM hits h GROUP BY h.t) d
+                               ON d.t OPERATOR(pg_catalog.=) terms.t::pg_catalog.text),
               total AS (SELECT sum(idf.w) AS w FROM idf)
          SELECT h.id, sum(idf.w) / max(total.w) AS score
            FROM hits h JOIN idf ON idf.t OPERATOR(pg_catalog.=) h.t CROSS JOIN total
@@ -418,29 +431,29 @@ fn fetch(
         Some((_, v)) => {
             let (dims, cast) = (v.len(), indexed_cast(v.len()));
             format!(
-                "CASE WHEN m.embedding_model = $2::text AND m.embedding_dims = {dims}
-                      THEN 1::float8 - (m.embedding::{cast} <=> $3::real[]::{cast}) END"
+                "CASE WHEN m.embedding_model = $2::pg_catalog.text AND m.embedding_dims = {dims}
+                      THEN 1::pg_catalog.float8 - (m.embedding::{cast} <=> $3::real[]::{cast}) END"
             )
         }
-        None => "NULL::float8".to_string(),
+        None => "NULL::pg_catalog.float8".to_string(),
     };
     let (label, vector) = embedded.map_or((None, None), |(l, v)| {
         (Some(l.to_string()), Some(v.to_vec()))
     });
     let (_, wr) = gucs::score_weights();
     let sql = format!(
-        "SELECT m.id, m.memory_id, m.content, m.memory_type::text, {similarity} AS similarity,
+        "SELECT m.id, m.memory_id, m.content, m.memory_type::pg_catalog.text, {similarity} AS similarity,
                 m.importance_score, m.context_tags, m.metadata, m.conversation_id, m.created_at,
                 -- 0.5 ^ (age / half-life), as exp(), clamped: never an underflow error,
                 -- whatever the age (also for timestamps at -infinity).
-                CASE WHEN $4::float8 > 0::float8
-                     THEN pg_catalog.exp(least(0::float8, greatest(-700::float8,
-                            (pg_catalog.date_part('epoch'::text, m.updated_at)
-                             - pg_catalog.date_part('epoch'::text, now()))
-                            * pg_catalog.ln(2::float8) / (86400::float8 * $5::float8))))
-                     ELSE 0::float8 END AS recency
+                CASE WHEN $4::pg_catalog.float8 > 0::pg_catalog.float8
+                     THEN pg_catalog.exp(least(0::pg_catalog.float8, greatest(-700::pg_catalog.float8,
+                            (pg_catalog.date_part('epoch'::pg_catalog.text, m.updated_at)
+                             - pg_catalog.date_part('epoch'::pg_catalog.text, now()))
+                            * pg_catalog.ln(2::pg_catalog.float8) / (86400::pg_catalog.float8 * $5::pg_catalog.float8))))
+                     ELSE 0::pg_catalog.float8 END AS recency
            FROM memori_memories m
-          WHERE m.user_id OPERATOR(pg_catalog.=) $6::text AND m.id = ANY ($1::bigint[])"
+          WHERE m.user_id OPERATOR(pg_catalog.=) $6::pg_catalog.text AND m.id = ANY ($1::bigint[])"
     );
     let args: Vec<pgrx::datum::DatumWithOid> = vec![
         ids.to_vec().into(),
@@ -604,15 +617,15 @@ pub fn track_access(user: &str, ids: &[i64]) -> Result<()> {
         Spi::run_with_args(
         // The CTE joins on user_id too: Citus then runs the whole statement on the user's shard.
         "WITH free AS (SELECT id, user_id FROM memori_memories
-                        WHERE user_id OPERATOR(pg_catalog.=) $3::text AND id = ANY($1) FOR UPDATE SKIP LOCKED)
+                        WHERE user_id OPERATOR(pg_catalog.=) $3::pg_catalog.text AND id = ANY($1) FOR UPDATE SKIP LOCKED)
          UPDATE memori_memories m SET access_count = access_count + 1, last_accessed_at = now(),
-                memory_type = CASE WHEN memory_type::text = 'short_term'::text AND access_count + 1 >= $2
+                memory_type = CASE WHEN memory_type::pg_catalog.text = 'short_term'::pg_catalog.text AND access_count + 1 >= $2
                                    THEN 'long_term' ELSE memory_type END,
-                expires_at = CASE WHEN memory_type::text = 'short_term'::text AND access_count + 1 >= $2
+                expires_at = CASE WHEN memory_type::pg_catalog.text = 'short_term'::pg_catalog.text AND access_count + 1 >= $2
                                   THEN NULL ELSE expires_at END,
-                updated_at = CASE WHEN memory_type::text = 'short_term'::text AND access_count + 1 >= $2
-                                  THEN $4::timestamptz ELSE updated_at END
-           FROM free WHERE m.user_id OPERATOR(pg_catalog.=) free.user_id AND m.user_id OPERATOR(pg_catalog.=) $3::text AND m.id = free.id",
+                updated_at = CASE WHEN memory_type::pg_catalog.text = 'short_term'::pg_catalog.text AND access_count + 1 >= $2
+                                  THEN $4::pg_catalog.timestamptz ELSE updated_at END
+           FROM free WHERE m.user_id OPERATOR(pg_catalog.=) free.user_id AND m.user_id OPERATOR(pg_catalog.=) $3::pg_catalog.text AND m.id = free.id",
         &[
             ids.to_vec().into(),
             gucs::promote_after_accesses().into(),

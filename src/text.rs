@@ -11,22 +11,45 @@
 
 use pgrx::prelude::*;
 
+/// At most this many trailing parts of one dotted run make tokens (`db.schema.table.column`
+/// has 4): a run of a thousand parts costs what a run of eight does.
+pub const MAX_RUN_PARTS: usize = 8;
+/// Tokens longer than this (in bytes) are left out: PostgreSQL indexes no word over 2,047
+/// bytes, and an identifier that long is no identifier.
+pub const MAX_TOKEN_BYTES: usize = 255;
+
 /// The identifier tokens of `text`: for every run of letters, digits, `_` and `.` that holds
-/// an inner `_` or `.`, one token per dotted suffix, lowercased, without separators. Distinct,
-/// in order of first appearance, space-separated.
-pub fn identifiers(text: &str) -> String {
-    let mut out: Vec<String> = Vec::new();
+/// an inner `_` or `.`, one token per dotted suffix of its last `MAX_RUN_PARTS` parts,
+/// lowercased, without separators, at most `MAX_TOKEN_BYTES` long. Distinct, in order of first
+/// appearance, space-separated.
+///
+/// Linear in the length of `text` by construction: each run yields at most `MAX_RUN_PARTS`
+/// tokens of at most `MAX_TOKEN_BYTES`, and de-duplication is a hash set. `tick` is called
+/// once per run (PostgreSQL's interrupt check, from SQL).
+pub fn identifiers_with(text: &str, mut tick: impl FnMut()) -> String {
+    let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut out = String::new();
     let is_part = |c: char| c.is_alphanumeric() || c == '_' || c == '.';
     for run in text.split(|c: char| !is_part(c)) {
+        tick();
         let run = run.trim_matches(|c| c == '.' || c == '_');
         if !run.contains(['.', '_']) {
             continue;
         }
-        let parts: Vec<&str> = run.split('.').filter(|p| !p.is_empty()).collect();
+        // The last MAX_RUN_PARTS non-empty parts, found from the end without collecting all.
+        let mut parts: Vec<&str> = run
+            .rsplit('.')
+            .filter(|p| !p.is_empty())
+            .take(MAX_RUN_PARTS)
+            .collect();
+        parts.reverse();
         for i in 0..parts.len() {
             let suffix = &parts[i..];
             // A lone last part without `_` is an ordinary word, which the words already hold.
             if suffix.len() == 1 && !suffix[0].trim_matches('_').contains('_') {
+                continue;
+            }
+            if suffix.iter().map(|p| p.len()).sum::<usize>() > 4 * MAX_TOKEN_BYTES {
                 continue;
             }
             let token: String = suffix
@@ -35,12 +58,22 @@ pub fn identifiers(text: &str) -> String {
                 .filter(|c| *c != '_')
                 .flat_map(char::to_lowercase)
                 .collect();
-            if !token.is_empty() && !out.contains(&token) {
-                out.push(token);
+            if token.is_empty() || token.len() > MAX_TOKEN_BYTES || seen.contains(&token) {
+                continue;
             }
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            out.push_str(&token);
+            seen.insert(token);
         }
     }
-    out.join(" ")
+    out
+}
+
+/// `identifiers_with` without an interrupt check (plain Rust callers, tests).
+pub fn identifiers(text: &str) -> String {
+    identifiers_with(text, || {})
 }
 
 /// `lexeme` as a tsquery literal: quoted, with `'` doubled and `\` escaped.
@@ -60,8 +93,11 @@ pub fn tsquery_literal(lexeme: &str) -> String {
 
 /// The identifier tokens of a text (see `memori_text_document`).
 #[pg_extern(immutable, parallel_safe, strict)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
 fn memori_identifiers(content: &str) -> String {
-    identifiers(content)
+    identifiers_with(content, || {
+        pgrx::check_for_interrupts!();
+    })
 }
 
 #[cfg(test)]
@@ -82,6 +118,39 @@ mod tests {
         assert_eq!(identifiers("a._b_ c"), "ab");
         assert_eq!(identifiers(""), "");
         assert_eq!(identifiers("Total_Cents total_cents"), "totalcents");
+    }
+
+    #[test]
+    fn long_runs_and_long_tokens_are_bounded() {
+        // A run of many parts yields the suffixes of its last MAX_RUN_PARTS parts only.
+        let run = (0..1000)
+            .map(|i| format!("p{i}"))
+            .collect::<Vec<_>>()
+            .join(".");
+        let tokens: Vec<String> = identifiers(&run).split(' ').map(String::from).collect();
+        assert_eq!(tokens.len(), MAX_RUN_PARTS - 1);
+        assert_eq!(tokens.last().unwrap(), "p998p999");
+        assert_eq!(
+            tokens[0],
+            (992..1000).map(|i| format!("p{i}")).collect::<String>()
+        );
+        // No token is longer than MAX_TOKEN_BYTES.
+        let long = format!("{}.b_c", "a".repeat(1000));
+        assert_eq!(identifiers(&long), "bc");
+        // The output stays linear in the input, whatever its shape.
+        for input in [
+            "a.".repeat(50_000),
+            "x_1 ".repeat(50_000),
+            "_.".repeat(50_000),
+        ] {
+            assert!(
+                identifiers(&input).len() <= 8 * input.len(),
+                "{}",
+                &input[..8]
+            );
+        }
+        let distinct: String = (0..50_000).map(|i| format!("x_{i} ")).collect();
+        assert_eq!(identifiers(&distinct).split(' ').count(), 50_000);
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! security would silently filter into a clear error:
 //! - a role granted as `user` acts only for itself (its role name);
 //! - a role granted as `app` acts for the end user it names in `memori.user_id`, set in the
-//!   current transaction;
+//!   current transaction, within its namespace: app `shop` naming `customer-1` acts for the
+//!   memori user `shop/customer-1`, so two apps never reach each other's end users unless the DBA
+//!   grants them one namespace, and no app acts for a role granted as `user`;
 //! - superusers, roles with BYPASSRLS and the tables' owner act for anyone.
 
 use crate::errors::{Code, MemoriError, OrRaise, Result};
@@ -26,7 +28,7 @@ pub fn resolve(explicit: Option<&str>) -> Result<String> {
         return Ok(user);
     }
     let kind = granted_kind()?;
-    if kind == Some(Kind::App) {
+    if let Some(Kind::App { namespace }) = &kind {
         // Only a value named in this transaction counts: with a connection pool, a plain SET
         // from an earlier transaction may belong to another client's end user.
         return match gucs::user_id_this_transaction() {
@@ -34,7 +36,7 @@ pub fn resolve(explicit: Option<&str>) -> Result<String> {
                 Code::InsufficientPrivilege,
                 format!("memori: role \"{me}\" is an app role and did not name the end user in this transaction"),
             )
-            .detail("memori.user_id was set in an earlier transaction (a plain SET lasts for the session, and a connection pool hands it to the next client).")
+            .detail("memori.user_id holds a value this transaction did not set: a plain SET from an earlier transaction (it lasts for the session, and a connection pool hands it to the next client), a role or database default, or one PostgreSQL put back.")
             .hint("At the start of each transaction: SET LOCAL memori.user_id = 'end-user-id'; or SELECT set_config('memori.user_id', 'end-user-id', true);")),
             None => Err(MemoriError::new(
                 Code::InsufficientPrivilege,
@@ -46,7 +48,7 @@ pub fn resolve(explicit: Option<&str>) -> Result<String> {
                 format!("memori: role \"{me}\" acts for memori.user_id \"{s}\", not for \"{user}\""),
             )
             .hint("Set memori.user_id to the end user instead of passing user_id.")),
-            Some(_) => Ok(user),
+            Some(_) => end_user(namespace, &user),
         };
     }
     if kind.is_none() {
@@ -121,12 +123,68 @@ fn database() -> String {
 }
 
 /// How a role was granted memori in this database.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Kind {
     /// Acts only for itself.
     User,
-    /// Acts for the end user it names in memori.user_id in each transaction.
-    App,
+    /// Acts for the end user it names in memori.user_id in each transaction, within its
+    /// namespace (memori_roles.namespace; empty for apps granted before 0.5.0, which share the
+    /// end users they name as in 0.4.0).
+    App { namespace: String },
+}
+
+/// The memori user an app acts for when it names `end_user`: `<namespace>/<end_user>`, or
+/// `end_user` itself in the empty (pre-0.5.0) namespace. Never a role granted as `user` (a
+/// person's memories are that role's alone), whichever namespace.
+pub fn end_user(namespace: &str, end_user: &str) -> Result<String> {
+    let key = if namespace.is_empty() {
+        end_user.to_string()
+    } else {
+        format!("{namespace}/{end_user}")
+    };
+    validate(&key)?;
+    if is_person(&key)? {
+        return Err(MemoriError::new(
+            Code::InsufficientPrivilege,
+            format!(
+                "memori: role \"{}\" is an app role and may not act for \"{key}\", a role granted as user",
+                current_user()
+            ),
+        )
+        .detail("A person's memories are reached only by that role (and by the DBA).")
+        .hint("Name the application's own end users in memori.user_id."));
+    }
+    Ok(key)
+}
+
+/// Whether `name` is a role that memori_roles grants as `user` (itself or through a group).
+/// Cached for the transaction, per name.
+fn is_person(name: &str) -> Result<bool> {
+    let lxid = gucs::local_xact();
+    if let Some(hit) = PERSON.with(|p| {
+        p.borrow()
+            .as_ref()
+            .filter(|(x, n, _)| *x == lxid && lxid != 0 && n == name)
+            .map(|(_, _, b)| *b)
+    }) {
+        return Ok(hit);
+    }
+    let (_, nsp) = schema()?;
+    let person = as_owner_of(c"memori_roles", || {
+        crate::errors::read_one::<bool>(
+            &format!(
+                "SELECT EXISTS (SELECT FROM pg_catalog.pg_roles u, {nsp}.memori_roles r
+                                  JOIN pg_catalog.pg_roles g ON g.rolname OPERATOR(pg_catalog.=) r.role_name
+                                 WHERE u.rolname OPERATOR(pg_catalog.=) $1::pg_catalog.name
+                                   AND r.kind OPERATOR(pg_catalog.=) 'user'::pg_catalog.text
+                                   AND pg_catalog.pg_has_role(u.oid, g.oid, 'USAGE'::pg_catalog.text))"
+            ),
+            &[name.into()],
+        )
+    })?
+    .unwrap_or(false);
+    PERSON.with(|p| *p.borrow_mut() = Some((lxid, name.to_string(), person)));
+    Ok(person)
 }
 
 thread_local! {
@@ -134,8 +192,11 @@ thread_local! {
     static SCHEMA: std::cell::RefCell<Option<(u32, pg_sys::Oid, pg_sys::Oid, String)>> =
         const { std::cell::RefCell::new(None) };
     /// The current role's grant, for one transaction: (local xact, role, kind).
-    static GRANT: std::cell::Cell<Option<(u32, pg_sys::Oid, Option<Kind>)>> =
-        const { std::cell::Cell::new(None) };
+    static GRANT: std::cell::RefCell<Option<(u32, pg_sys::Oid, Option<Kind>)>> =
+        const { std::cell::RefCell::new(None) };
+    /// Whether a name is a person's role, for one transaction: (local xact, name, answer).
+    static PERSON: std::cell::RefCell<Option<(u32, String, bool)>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 /// memori's schema: its oid and quoted name. Found from pg_extension, never through the
@@ -156,7 +217,7 @@ fn schema() -> Result<(pg_sys::Oid, String)> {
         Some((_, e, nsp, name)) if e == ext => (nsp, name),
         _ => {
             let nsp = crate::errors::read_one::<pg_sys::Oid>(
-                "SELECT extnamespace FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'memori'::name",
+                "SELECT extnamespace FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'memori'::pg_catalog.name",
                 &[],
             )?
             .ok_or_else(|| {
@@ -285,14 +346,16 @@ pub fn granted_kind() -> Result<Option<Kind>> {
     let lxid = gucs::local_xact();
     // SAFETY: the current role's oid.
     let me = unsafe { pg_sys::GetUserId() };
-    if let Some((x, r, kind)) = GRANT.with(|g| g.get()) {
+    if let Some((x, r, kind)) = GRANT.with(|g| g.borrow().clone()) {
         if x == lxid && r == me && lxid != 0 {
             return Ok(kind);
         }
     }
     if !table_exists(c"memori_roles")? {
         return Ok(if member_of(c"memori_app") {
-            Some(Kind::App)
+            Some(Kind::App {
+                namespace: String::new(),
+            })
         } else if member_of(c"memori_user") {
             Some(Kind::User)
         } else {
@@ -300,20 +363,32 @@ pub fn granted_kind() -> Result<Option<Kind>> {
         });
     }
     let (_, nsp) = schema()?;
+    // A database not yet updated to 0.5.0 has no namespaces: its apps share the empty one.
+    let namespace = if has_column(c"memori_roles", c"namespace")? {
+        "r.namespace"
+    } else {
+        "NULL::pg_catalog.text"
+    };
     let kind = as_owner_of(c"memori_roles", || {
         crate::errors::read_one::<String>(
             &format!(
-                "SELECT r.kind FROM {nsp}.memori_roles r
+                "SELECT r.kind OPERATOR(pg_catalog.||) '/'::pg_catalog.text OPERATOR(pg_catalog.||) coalesce({namespace}, ''::pg_catalog.text)
+                   FROM {nsp}.memori_roles r
                    JOIN pg_catalog.pg_roles g ON g.rolname OPERATOR(pg_catalog.=) r.role_name
-                  WHERE pg_catalog.pg_has_role($1::oid, g.oid, 'USAGE'::text)
-                  ORDER BY r.kind OPERATOR(pg_catalog.=) 'app'::text DESC
+                  WHERE pg_catalog.pg_has_role($1::pg_catalog.oid, g.oid, 'USAGE'::pg_catalog.text)
+                  ORDER BY r.kind OPERATOR(pg_catalog.=) 'app'::pg_catalog.text DESC, r.role_name
                   LIMIT 1"
             ),
             &[me.into()],
         )
     })?
-    .map(|k| if k == "app" { Kind::App } else { Kind::User });
-    GRANT.with(|g| g.set(Some((lxid, me, kind))));
+    .map(|k| match k.split_once('/') {
+        Some(("app", ns)) => Kind::App {
+            namespace: ns.to_string(),
+        },
+        _ => Kind::User,
+    });
+    GRANT.with(|g| *g.borrow_mut() = Some((lxid, me, kind.clone())));
     Ok(kind)
 }
 
@@ -324,17 +399,40 @@ pub fn granted_kind() -> Result<Option<Kind>> {
 /// for the user `resolve` checked, and every statement names that user. The caller's identity
 /// comes back when `f` returns, and also when an error unwinds (transaction abort restores it
 /// too).
+///
+/// THE PRIVILEGE BOUNDARY. Rule: every statement memori runs with more privilege than its
+/// caller runs inside `as_owner_of`, and nowhere else (grep `SetUserIdAndSecContext`: this is
+/// its only caller). For the duration of `f`, `search_path` is pinned to
+/// `pg_catalog, <memori's schema>, pg_temp` in a GUC nest level of its own, so no name in an
+/// owner-run statement (type, function, operator, relation) can resolve to an object a caller
+/// planted in `pg_temp` or in a schema of its search path; names are qualified as well
+/// (`pg_catalog.` / `OPERATOR(pg_catalog.=)`), and `tests/system/capture.sh` plants a trap for
+/// every name memori's SQL uses.
 pub fn as_owner_of<T>(relation: &std::ffi::CStr, f: impl FnOnce() -> Result<T>) -> Result<T> {
-    struct Restore(pg_sys::Oid, std::ffi::c_int);
+    struct Restore {
+        user: pg_sys::Oid,
+        context: std::ffi::c_int,
+        nest: std::ffi::c_int,
+    }
     impl Drop for Restore {
         fn drop(&mut self) {
-            // SAFETY: puts back the identity saved below.
-            unsafe { pg_sys::SetUserIdAndSecContext(self.0, self.1) };
+            // SAFETY: closes the GUC nest level opened below (restoring the caller's search_path)
+            // and puts back the identity saved below. While an ERROR unwinds, the (sub)transaction
+            // abort that follows closes the nest level instead, as for a function's SET clause.
+            unsafe {
+                if !std::thread::panicking() {
+                    pg_sys::AtEOXact_GUC(true, self.nest);
+                }
+                pg_sys::SetUserIdAndSecContext(self.user, self.context);
+            }
         }
     }
     let rel = self::relation(relation)?;
+    let (_, nsp) = schema()?;
+    let path = std::ffi::CString::new(format!("pg_catalog, {nsp}, pg_temp"))
+        .map_err(|_| MemoriError::new(Code::SystemError, "memori: schema name holds NUL"))?;
     // SAFETY: a catalog read of the relation's owner, then the identity switch PostgreSQL's own
-    // internal queries use.
+    // internal queries use, then the pinned search_path in a nest level that Restore closes.
     let _restore = unsafe {
         let tuple = pg_sys::SearchSysCache1(
             pg_sys::SysCacheIdentifier::RELOID as _,
@@ -351,13 +449,29 @@ pub fn as_owner_of<T>(relation: &std::ffi::CStr, f: impl FnOnce() -> Result<T>) 
         pg_sys::ReleaseSysCache(tuple);
         let (mut user, mut context) = (pg_sys::InvalidOid, 0);
         pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
+        let nest = pg_sys::NewGUCNestLevel();
+        let restore = Restore {
+            user,
+            context,
+            nest,
+        };
+        pg_sys::set_config_option(
+            c"search_path".as_ptr(),
+            path.as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+            true,
+            0,
+            false,
+        );
         pg_sys::SetUserIdAndSecContext(
             owner,
             context
                 | pg_sys::SECURITY_LOCAL_USERID_CHANGE as std::ffi::c_int
                 | pg_sys::SECURITY_RESTRICTED_OPERATION as std::ffi::c_int,
         );
-        Restore(user, context)
+        restore
     };
     f()
 }
@@ -369,7 +483,11 @@ pub fn as_owner_of<T>(relation: &std::ffi::CStr, f: impl FnOnce() -> Result<T>) 
 fn memori_acting_user() -> Option<String> {
     match granted_kind().or_raise() {
         Some(Kind::User) => Some(current_user()),
-        Some(Kind::App) => gucs::user_id_this_transaction(),
+        // The same rule as the functions: an end user this transaction named, in the app's
+        // namespace, never a person's role (then nothing is visible).
+        Some(Kind::App { namespace }) => {
+            gucs::user_id_this_transaction().and_then(|named| end_user(&namespace, &named).ok())
+        }
         None => None,
     }
 }

@@ -175,9 +175,9 @@ fn memori_import(
         .collect();
     let with_text = crate::user::has_text_search().or_raise();
     let tsv = if with_text {
-        "memori_text_document(r OPERATOR(pg_catalog.->>) 'content'::text, $5::text::regconfig)"
+        "memori_text_document(r OPERATOR(pg_catalog.->>) 'content'::pg_catalog.text, $5::text::pg_catalog.regconfig)"
     } else {
-        "''::tsvector"
+        "''::pg_catalog.tsvector"
     };
     // Facts over time and chat messages (0.4.0): a database not yet updated has neither.
     let with_validity = crate::user::has_validity().or_raise();
@@ -185,8 +185,8 @@ fn memori_import(
         (
             ", valid_to, superseded_by",
             ",
-                      (r OPERATOR(pg_catalog.->>) 'valid_to'::text)::timestamptz,
-                      (r OPERATOR(pg_catalog.->>) 'superseded_by'::text)::uuid",
+                      (r OPERATOR(pg_catalog.->>) 'valid_to'::pg_catalog.text)::pg_catalog.timestamptz,
+                      (r OPERATOR(pg_catalog.->>) 'superseded_by'::pg_catalog.text)::pg_catalog.uuid",
         )
     } else {
         ("", "")
@@ -197,14 +197,14 @@ fn memori_import(
         // user, refuses the import.
         let taken = crate::errors::read_one::<String>(
             "SELECT x.kind || ' ' || x.id FROM (
-               SELECT 'conversation'::text AS kind, (r OPERATOR(pg_catalog.->>) 'conversation_id'::text)::uuid AS id
-                 FROM pg_catalog.unnest($1::jsonb[]) AS r
+               SELECT 'conversation'::pg_catalog.text AS kind, (r OPERATOR(pg_catalog.->>) 'conversation_id'::pg_catalog.text)::pg_catalog.uuid AS id
+                 FROM pg_catalog.unnest($1::pg_catalog.jsonb[]) AS r
                UNION ALL
-               SELECT 'memory'::text, (r OPERATOR(pg_catalog.->>) 'memory_id'::text)::uuid
-                 FROM pg_catalog.unnest($2::jsonb[]) AS r) x
+               SELECT 'memory'::pg_catalog.text, (r OPERATOR(pg_catalog.->>) 'memory_id'::pg_catalog.text)::pg_catalog.uuid
+                 FROM pg_catalog.unnest($2::pg_catalog.jsonb[]) AS r) x
               WHERE x.id IS NOT NULL
-                AND (EXISTS (SELECT FROM memori_conversations c WHERE x.kind = 'conversation'::text AND c.conversation_id = x.id)
-                     OR EXISTS (SELECT FROM memori_memories m WHERE x.kind = 'memory'::text AND m.memory_id = x.id))
+                AND (EXISTS (SELECT FROM memori_conversations c WHERE x.kind = 'conversation'::pg_catalog.text AND c.conversation_id = x.id)
+                     OR EXISTS (SELECT FROM memori_memories m WHERE x.kind = 'memory'::pg_catalog.text AND m.memory_id = x.id))
               LIMIT 1",
             &[
                 conversations.iter().map(|c| JsonB(c.clone())).collect::<Vec<_>>().into(),
@@ -222,15 +222,15 @@ fn memori_import(
             "WITH ins AS (
                INSERT INTO memori_conversations (conversation_id, user_id, data_source_id, title, metadata,
                                                  is_active, created_at, updated_at, last_activity_at)
-               SELECT coalesce((r OPERATOR(pg_catalog.->>) 'conversation_id'::text)::uuid, gen_random_uuid()), $2::text,
-                      (r OPERATOR(pg_catalog.->>) 'data_source_id'::text)::bigint,
-                      r OPERATOR(pg_catalog.->>) 'title'::text,
-                      coalesce(r OPERATOR(pg_catalog.->) 'metadata'::text, '{}'::jsonb),
-                      coalesce((r OPERATOR(pg_catalog.->>) 'is_active'::text)::boolean, true),
-                      coalesce((r OPERATOR(pg_catalog.->>) 'created_at'::text)::timestamptz, now()),
-                      coalesce((r OPERATOR(pg_catalog.->>) 'updated_at'::text)::timestamptz, now()),
-                      coalesce((r OPERATOR(pg_catalog.->>) 'last_activity_at'::text)::timestamptz, now())
-                 FROM pg_catalog.unnest($1::jsonb[]) AS r
+               SELECT coalesce((r OPERATOR(pg_catalog.->>) 'conversation_id'::pg_catalog.text)::pg_catalog.uuid, gen_random_uuid()), $2::pg_catalog.text,
+                      (r OPERATOR(pg_catalog.->>) 'data_source_id'::pg_catalog.text)::bigint,
+                      r OPERATOR(pg_catalog.->>) 'title'::pg_catalog.text,
+                      coalesce(r OPERATOR(pg_catalog.->) 'metadata'::pg_catalog.text, '{}'::pg_catalog.jsonb),
+                      coalesce((r OPERATOR(pg_catalog.->>) 'is_active'::pg_catalog.text)::boolean, true),
+                      coalesce((r OPERATOR(pg_catalog.->>) 'created_at'::pg_catalog.text)::pg_catalog.timestamptz, now()),
+                      coalesce((r OPERATOR(pg_catalog.->>) 'updated_at'::pg_catalog.text)::pg_catalog.timestamptz, now()),
+                      coalesce((r OPERATOR(pg_catalog.->>) 'last_activity_at'::pg_catalog.text)::pg_catalog.timestamptz, now())
+                 FROM pg_catalog.unnest($1::pg_catalog.jsonb[]) AS r
                RETURNING 1)
              SELECT count(*) FROM ins",
             &[
@@ -248,11 +248,11 @@ fn memori_import(
             .map(|m| JsonB(m.clone()))
             .collect();
         let foreign = crate::errors::read_one::<String>(
-            "SELECT (r OPERATOR(pg_catalog.->>) 'conversation_id'::text)
-               FROM pg_catalog.unnest($1::jsonb[]) AS r
+            "SELECT (r OPERATOR(pg_catalog.->>) 'conversation_id'::pg_catalog.text)
+               FROM pg_catalog.unnest($1::pg_catalog.jsonb[]) AS r
                JOIN memori_conversations c
-                 ON c.conversation_id = (r OPERATOR(pg_catalog.->>) 'conversation_id'::text)::uuid
-              WHERE c.user_id::text <> $2::text
+                 ON c.conversation_id = (r OPERATOR(pg_catalog.->>) 'conversation_id'::pg_catalog.text)::pg_catalog.uuid
+              WHERE c.user_id::pg_catalog.text <> $2::pg_catalog.text
               LIMIT 1",
             &[joining.into(), user.clone().into()],
         )?;
@@ -265,7 +265,7 @@ fn memori_import(
         }
         let text_array = |key: &str| {
             format!(
-                "coalesce(ARRAY(SELECT pg_catalog.jsonb_array_elements_text(r OPERATOR(pg_catalog.->) '{key}'::text)), '{{}}'::text[])"
+                "coalesce(ARRAY(SELECT pg_catalog.jsonb_array_elements_text(r OPERATOR(pg_catalog.->) '{key}'::pg_catalog.text)), '{{}}'::pg_catalog.text[])"
             )
         };
         let memories_in = Spi::get_one_with_args::<i64>(
@@ -275,22 +275,22 @@ fn memori_import(
                                             embedding, embedding_model, importance_score, access_count,
                                             last_accessed_at, context_tags, related_entities, metadata,
                                             expires_at, is_archived, created_at, updated_at, content_tsv{validity_cols})
-               SELECT coalesce((r OPERATOR(pg_catalog.->>) 'memory_id'::text)::uuid, gen_random_uuid()),
-                      (r OPERATOR(pg_catalog.->>) 'conversation_id'::text)::uuid, $2::text,
-                      r OPERATOR(pg_catalog.->>) 'content'::text,
-                      coalesce(r OPERATOR(pg_catalog.->>) 'memory_type'::text, 'long_term'::text),
-                      v::vector, $4::text,
-                      coalesce((r OPERATOR(pg_catalog.->>) 'importance'::text)::real, 0.5::real),
-                      coalesce((r OPERATOR(pg_catalog.->>) 'access_count'::text)::integer, 0),
-                      (r OPERATOR(pg_catalog.->>) 'last_accessed_at'::text)::timestamptz,
+               SELECT coalesce((r OPERATOR(pg_catalog.->>) 'memory_id'::pg_catalog.text)::pg_catalog.uuid, gen_random_uuid()),
+                      (r OPERATOR(pg_catalog.->>) 'conversation_id'::pg_catalog.text)::pg_catalog.uuid, $2::pg_catalog.text,
+                      r OPERATOR(pg_catalog.->>) 'content'::pg_catalog.text,
+                      coalesce(r OPERATOR(pg_catalog.->>) 'memory_type'::pg_catalog.text, 'long_term'::pg_catalog.text),
+                      v::vector, $4::pg_catalog.text,
+                      coalesce((r OPERATOR(pg_catalog.->>) 'importance'::pg_catalog.text)::real, 0.5::real),
+                      coalesce((r OPERATOR(pg_catalog.->>) 'access_count'::pg_catalog.text)::integer, 0),
+                      (r OPERATOR(pg_catalog.->>) 'last_accessed_at'::pg_catalog.text)::pg_catalog.timestamptz,
                       {tags}, {entities},
-                      coalesce(r OPERATOR(pg_catalog.->) 'metadata'::text, '{{}}'::jsonb),
-                      (r OPERATOR(pg_catalog.->>) 'expires_at'::text)::timestamptz,
-                      coalesce((r OPERATOR(pg_catalog.->>) 'is_archived'::text)::boolean, false),
-                      coalesce((r OPERATOR(pg_catalog.->>) 'created_at'::text)::timestamptz, now()),
-                      coalesce((r OPERATOR(pg_catalog.->>) 'updated_at'::text)::timestamptz, now()),
+                      coalesce(r OPERATOR(pg_catalog.->) 'metadata'::pg_catalog.text, '{{}}'::pg_catalog.jsonb),
+                      (r OPERATOR(pg_catalog.->>) 'expires_at'::pg_catalog.text)::pg_catalog.timestamptz,
+                      coalesce((r OPERATOR(pg_catalog.->>) 'is_archived'::pg_catalog.text)::boolean, false),
+                      coalesce((r OPERATOR(pg_catalog.->>) 'created_at'::pg_catalog.text)::pg_catalog.timestamptz, now()),
+                      coalesce((r OPERATOR(pg_catalog.->>) 'updated_at'::pg_catalog.text)::pg_catalog.timestamptz, now()),
                       {tsv}{validity_vals}
-                 FROM ROWS FROM (pg_catalog.unnest($1::jsonb[]), pg_catalog.unnest($3::text[])) AS x(r, v)
+                 FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.jsonb[]), pg_catalog.unnest($3::pg_catalog.text[])) AS x(r, v)
                RETURNING 1)
              SELECT count(*) FROM ins",
                 tags = text_array("context_tags"),
@@ -309,11 +309,11 @@ fn memori_import(
         if with_validity && !messages.is_empty() {
             Spi::run_with_args(
                 "INSERT INTO memori_messages (conversation_id, user_id, role, content, model, created_at)
-                 SELECT (r OPERATOR(pg_catalog.->>) 'conversation_id'::text)::uuid, $2::text,
-                        r OPERATOR(pg_catalog.->>) 'role'::text, r OPERATOR(pg_catalog.->>) 'content'::text,
-                        r OPERATOR(pg_catalog.->>) 'model'::text,
-                        coalesce((r OPERATOR(pg_catalog.->>) 'created_at'::text)::timestamptz, now())
-                   FROM pg_catalog.unnest($1::jsonb[]) WITH ORDINALITY AS u(r, n)
+                 SELECT (r OPERATOR(pg_catalog.->>) 'conversation_id'::pg_catalog.text)::pg_catalog.uuid, $2::pg_catalog.text,
+                        r OPERATOR(pg_catalog.->>) 'role'::pg_catalog.text, r OPERATOR(pg_catalog.->>) 'content'::pg_catalog.text,
+                        r OPERATOR(pg_catalog.->>) 'model'::pg_catalog.text,
+                        coalesce((r OPERATOR(pg_catalog.->>) 'created_at'::pg_catalog.text)::pg_catalog.timestamptz, now())
+                   FROM pg_catalog.unnest($1::pg_catalog.jsonb[]) WITH ORDINALITY AS u(r, n)
                   ORDER BY u.n",
                 &[
                     messages.iter().map(|m| JsonB(m.clone())).collect::<Vec<_>>().into(),

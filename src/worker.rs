@@ -213,10 +213,10 @@ pub extern "C-unwind" fn memori_maintenance_main(arg: pg_sys::Datum) {
     let found = in_transaction(|| {
         Spi::connect(|c| {
             c.select(
-                "SELECT pg_catalog.current_database()::text,
-                    (SELECT pg_catalog.quote_ident(n.nspname::text) FROM pg_catalog.pg_extension e
+                "SELECT pg_catalog.current_database()::pg_catalog.text,
+                    (SELECT pg_catalog.quote_ident(n.nspname::pg_catalog.text) FROM pg_catalog.pg_extension e
                        JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) e.extnamespace
-                      WHERE e.extname OPERATOR(pg_catalog.=) 'memori'::name)",
+                      WHERE e.extname OPERATOR(pg_catalog.=) 'memori'::pg_catalog.name)",
                 Some(1),
                 &[],
             )?

@@ -31,7 +31,7 @@ suite() {
 
 main_log=${MEMORI_PGDATA:-/var/lib/memori/pg$PG_MAJOR}/server.log
 log_start=$(stat -c %s "$main_log" 2>/dev/null || echo 0)
-suite preloaded "${MEMORI_PGPORT:-5499}" "${MEMORI_PGSOCK:-/var/run/memori}" concurrency install security worker
+suite preloaded "${MEMORI_PGPORT:-5499}" "${MEMORI_PGSOCK:-/var/run/memori}" concurrency install security acting worker
 
 # The worker logs one line per pass and database (looked for in what this run logged).
 if tail -c +"$((log_start + 1))" "$main_log" | grep -q 'memori: maintenance database=memori_regression status=ok expired=1 '; then
@@ -42,7 +42,7 @@ fi
 
 export MEMORI_PGDATA=/var/lib/memori/pg$PG_MAJOR-nopreload MEMORI_PGPORT=5497 MEMORI_PRELOAD=0
 bash "$here/scripts/cluster.sh" start
-suite not_preloaded 5497 /var/run/memori settings
+suite not_preloaded 5497 /var/run/memori settings acting
 bash "$here/scripts/cluster.sh" stop
 
 echo "sql: $passed passed, $failed failed"

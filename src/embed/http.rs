@@ -10,8 +10,12 @@ use std::time::{Duration, Instant};
 
 /// OpenAI accepts at most 2048 inputs in one request.
 pub const MAX_INPUTS_PER_REQUEST: usize = 2048;
-/// Largest reply body read (2048 inputs x 3072 floats as JSON text is about 150 MB).
-const MAX_REPLY_BYTES: u64 = 512 * 1024 * 1024;
+/// Largest embedding reply read for one input: 4,096 floats as JSON text (about 24 bytes each).
+/// A request for n inputs reads at most n times this, plus `REPLY_OVERHEAD_BYTES`: a few MB for
+/// a batch of 100, never what a misbehaving endpoint chooses to send.
+pub const MAX_REPLY_BYTES_PER_INPUT: u64 = 4096 * 24;
+/// What a reply may carry besides the vectors (field names, usage, ...).
+pub const REPLY_OVERHEAD_BYTES: u64 = 1024 * 1024;
 
 #[derive(Clone, Debug)]
 pub struct HttpConfig {
@@ -114,7 +118,8 @@ impl Peer {
 
     /// POSTs `body` with `headers` and returns the 200 reply's text, within `deadline`: 429
     /// and 5xx are retried up to max_retries times, waiting as Retry-After says (else
-    /// exponential backoff) while the deadline allows. `requests` counts the requests sent.
+    /// exponential backoff) while the deadline allows. `requests` counts the requests sent. A
+    /// reply longer than `reply_limit` bytes is refused (58000) without being read further.
     pub fn post_json(
         &self,
         agent: &ureq::Agent,
@@ -122,6 +127,7 @@ impl Peer {
         body: &serde_json::Value,
         deadline: Instant,
         requests: &AtomicU64,
+        reply_limit: u64,
     ) -> Result<String> {
         let mut attempt = 0u32;
         loop {
@@ -148,10 +154,19 @@ impl Peer {
                 return match resp
                     .body_mut()
                     .with_config()
-                    .limit(MAX_REPLY_BYTES)
+                    .limit(reply_limit)
                     .read_to_string()
                 {
                     Ok(t) => Ok(t),
+                    Err(ureq::Error::BodyExceedsLimit(_)) => Err(MemoriError::new(
+                        Code::SystemError,
+                        format!(
+                            "memori: the {} to {} got a reply of more than {reply_limit} bytes",
+                            self.what,
+                            self.shown_endpoint()
+                        ),
+                    )
+                    .detail("memori reads at most what the request can need, and stopped there.")),
                     Err(ureq::Error::Timeout(_)) => Err(self.timed_out()),
                     Err(e) => Err(self.transport(e)),
                 };
@@ -297,6 +312,20 @@ pub fn shown_url(url: &str) -> String {
     without_url_secrets(url, url)
 }
 
+/// The host of `url`, lowercased, without scheme, credentials, port, path or query: what
+/// decides whether a vendor's environment key may go there.
+pub fn url_host(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if let Some(v6) = host_port.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        host_port.split(':').next().unwrap_or("")
+    };
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
+
 #[derive(Deserialize)]
 struct Reply {
     data: Vec<Item>,
@@ -318,7 +347,10 @@ pub fn embed(
     requests: &AtomicU64,
 ) -> Result<Batch> {
     let peer = cfg.peer();
-    let key = peer.key(&["MEMORI_EMBEDDING_API_KEY", "OPENAI_API_KEY"])?;
+    let key = peer.key(&[
+        "MEMORI_EMBEDDING_API_KEY",
+        "OPENAI_API_KEY (for OpenAI's own API)",
+    ])?;
     let agent = agent();
     let chunk = cfg.batch_size.clamp(1, MAX_INPUTS_PER_REQUEST);
     let mut out = Vec::with_capacity(texts.len());
@@ -351,7 +383,8 @@ fn request(
         body["dimensions"] = d.into();
     }
     let headers = [("Authorization", format!("Bearer {key}"))];
-    let text = peer.post_json(agent, &headers, &body, deadline, requests)?;
+    let limit = inputs.len() as u64 * MAX_REPLY_BYTES_PER_INPUT + REPLY_OVERHEAD_BYTES;
+    let text = peer.post_json(agent, &headers, &body, deadline, requests, limit)?;
     parse(peer, &text, inputs.len(), width)
 }
 
@@ -428,6 +461,26 @@ fn parse(peer: &Peer, text: &str, inputs: usize, width: Option<usize>) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn url_host_is_the_host_alone() {
+        assert_eq!(url_host("https://api.openai.com/v1"), "api.openai.com");
+        assert_eq!(
+            url_host("https://API.OpenAI.com.:443/v1?x=1"),
+            "api.openai.com"
+        );
+        // Credentials naming the vendor do not make another host the vendor's.
+        assert_eq!(
+            url_host("http://api.openai.com@127.0.0.1:9/v1"),
+            "127.0.0.1"
+        );
+        assert_eq!(
+            url_host("https://api.openai.com.evil.example/v1"),
+            "api.openai.com.evil.example"
+        );
+        assert_eq!(url_host("http://[::1]:8080/v1"), "::1");
+        assert_eq!(url_host("api.anthropic.com"), "api.anthropic.com");
+    }
 
     #[test]
     fn messages_never_show_url_credentials_or_query() {

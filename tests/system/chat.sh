@@ -40,14 +40,14 @@ as_app() { "$BIN/psql" -h "$(sock $C)" -p "$(port $C)" -U chat_app -d t -X -qAt 
 as_app "BEGIN; SET LOCAL memori.user_id = 'alice'; SELECT memori_chat('Never use SELECT star.'); COMMIT;" >/dev/null
 as_app "BEGIN; SET LOCAL memori.user_id = 'bob'; SELECT memori_chat('Hello'); SELECT * FROM memori_extract('Always use CTEs.'); COMMIT;" >/dev/null
 check "alice sees her two messages" "2" "$(as_app "BEGIN; SET LOCAL memori.user_id = 'alice'; SELECT count(*) FROM memori_messages; COMMIT;")"
-check "bob sees only his" "2 bob" "$(as_app "BEGIN; SET LOCAL memori.user_id = 'bob'; SELECT count(*) || ' ' || min(user_id) FROM memori_messages; COMMIT;")"
+check "bob sees only his (bob of chat_app: chat_app/bob)" "2 chat_app/bob" "$(as_app "BEGIN; SET LOCAL memori.user_id = 'bob'; SELECT count(*) || ' ' || min(user_id) FROM memori_messages; COMMIT;")"
 check "no acting user: no messages" "0" "$(as_app "SELECT count(*) FROM memori_messages")"
 err=$(as_app "BEGIN; SET LOCAL memori.user_id = 'bob'; INSERT INTO memori_messages (user_id, role, content) VALUES ('alice', 'user', 'forged'); COMMIT;" || true)
 check_true "a tenant cannot write messages directly (42501)" grep -q "permission denied" <<<"$err"
 analyst_conv=$(q $C t "SELECT conversation_id FROM memori_conversations WHERE user_id = 'analyst'")
 err=$(as_app "BEGIN; SET LOCAL memori.user_id = 'bob'; SELECT memori_chat('x', '$analyst_conv'); COMMIT;" || true)
-check_true "bob cannot chat in the analyst's conversation" grep -q "does not exist for user \"bob\"" <<<"$err"
-check "bob's extracted rule is his" "bob" "$(q $C t "SELECT user_id FROM memori_memories WHERE content = 'Always use CTEs.'")"
+check_true "bob cannot chat in the analyst's conversation" grep -q "does not exist for user \"chat_app/bob\"" <<<"$err"
+check "bob's extracted rule is his" "chat_app/bob" "$(q $C t "SELECT user_id FROM memori_memories WHERE content = 'Always use CTEs.'")"
 
 # 3. A dump holds messages and history; a restore gives them back unchanged.
 state() { q $C "$1" "SELECT md5(string_agg(m::text, '|' ORDER BY id)) FROM memori_messages m" ; q $C "$1" "SELECT md5(string_agg(concat_ws('|', memory_id, valid_to, superseded_by), '/' ORDER BY id)) FROM memori_memories"; }

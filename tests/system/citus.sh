@@ -102,7 +102,7 @@ check "extraction supersedes on the user's shard" "supersede|The user lives in P
   "$(q $C m "SELECT action FROM memori_extract('I moved to Berlin.', user_id => 'user20')")|$(q $C m "SELECT content FROM memori_memories WHERE user_id = 'user20' AND valid_to IS NOT NULL")"
 
 # Tenancy: an app role acts for the end user it names; it never sees another user's rows.
-qf $C m -c "CREATE ROLE citus_app LOGIN" -c "SELECT memori_grant('citus_app', 'app')" >/dev/null
+qf $C m -c "CREATE ROLE citus_app LOGIN" -c "SELECT memori_grant('citus_app', 'app', namespace => '')" >/dev/null
 for n in citus_w1 citus_w2; do q $n m "SELECT 1" >/dev/null; done
 as_app() { "$BIN/psql" -h "$(sock $C)" -p 5494 -U citus_app -d m -X -qAt -v ON_ERROR_STOP=1 -c "$1" 2>&1; }
 check "the app's search returns only the named user's memories" "6 6" \

@@ -50,8 +50,8 @@ for run in "psycopg|$PY $EX/psycopg_app.py 'host=$S port=$P dbname=apps user=ex_
   printf "%s\n" "$out" | sed -n "1,5s/^/# /p"
   check_true "the $name example stores, searches and builds context as an app role" grep -q "^ok $name: stored " <<< "$out"
 done
-check "the examples' memories, one per end user" "4" \
-  "$(q $C apps "SELECT count(DISTINCT user_id) FROM memori_memories WHERE user_id LIKE 'customer-%'")"
+check "the examples' memories, one per end user, in the app's namespace" "4" \
+  "$(q $C apps "SELECT count(DISTINCT user_id) FROM memori_memories WHERE user_id LIKE 'ex_app/customer-%'")"
 
 # The retrieval eval (make eval) on this cluster: it runs, and hybrid, the default mode, is at
 # least as good as vector on both kinds of question (hit@1).

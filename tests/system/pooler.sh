@@ -13,7 +13,7 @@ q $C postgres "CREATE DATABASE app"
 qf $C app <<'SQL' >/dev/null
 CREATE EXTENSION memori CASCADE;
 CREATE ROLE pool_app LOGIN;
-SELECT memori_grant('pool_app', 'app');
+SELECT memori_grant('pool_app', 'app', namespace => '');  -- end users without a prefix: the DBA stored 'customer-1'...
 SET memori.dedup_threshold = 1;
 SELECT count(*) FROM (
   SELECT memori_store_batch(ARRAY['customer-' || u || ' fact one about orders', 'customer-' || u || ' fact two about invoices',

@@ -28,7 +28,7 @@ q $C postgres "CREATE DATABASE r"
 qf $C r <<'SQL' >/dev/null
 CREATE EXTENSION memori CASCADE;
 CREATE ROLE ret_app LOGIN;
-SELECT memori_grant('ret_app', 'app');
+SELECT memori_grant('ret_app', 'app', namespace => '');  -- end users without a prefix: the DBA's user_id => 'mid' is the app's 'mid'
 SQL
 
 start=$(date +%s)
@@ -131,7 +131,7 @@ check "text mode finds by word: 1 row" "tiny three" \
 q $C postgres "CREATE DATABASE t"
 qf $C t <<'SQL' >/dev/null
 CREATE EXTENSION memori CASCADE;
-SELECT memori_grant('ret_app', 'app');
+SELECT memori_grant('ret_app', 'app', namespace => '');  -- end users without a prefix: the DBA's user_id => 'mid' is the app's 'mid'
 -- Sentences from word lists, each index stepped by a different prime: 10 x 10 x 40 x 30
 -- combinations.
 CREATE FUNCTION public.sentence(g int) RETURNS text LANGUAGE sql IMMUTABLE AS $f$

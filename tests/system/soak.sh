@@ -16,7 +16,7 @@ q $C postgres "CREATE DATABASE soak"
 qf $C soak <<'SQL' >/dev/null
 CREATE EXTENSION memori CASCADE;
 CREATE ROLE soak_app LOGIN;
-SELECT memori_grant('soak_app', 'app');
+SELECT memori_grant('soak_app', 'app', namespace => '');  -- end users without a prefix: the DBA stored 'user1'...
 -- Every user starts with 20 memories and a conversation.
 SELECT count(*) FROM (
   SELECT memori_store_batch(ARRAY(SELECT 'seed fact ' || g || ' of user ' || u || ' about table t' || (g % 13)

@@ -1,0 +1,185 @@
+-- memori 0.4.0 -> 0.5.0. Run by ALTER EXTENSION memori UPDATE; the result is identical to a
+-- fresh install of 0.5.0 (tests/system/upgrade.sh compares the catalogs).
+
+-- Whom an app acts for: each app role has a namespace, and its end user "u" is the memori
+-- user "<namespace>/u". Apps granted before this update keep the empty namespace: they act
+-- for end users without a prefix, shared among them, as in 0.4.0 (but never for a role
+-- granted as user).
+ALTER TABLE memori_roles ADD COLUMN namespace text;
+UPDATE memori_roles SET namespace = '' WHERE kind OPERATOR(pg_catalog.=) 'app'::pg_catalog.text;
+ALTER TABLE memori_roles
+    ADD CONSTRAINT memori_roles_namespace_check
+        CHECK ((kind = 'app') = (namespace IS NOT NULL) AND strpos(namespace, '/') = 0 AND octet_length(namespace) <= 63);
+COMMENT ON COLUMN memori_roles.namespace IS 'For an app: the namespace of its end users (end user u is the memori user <namespace>/u; empty: u itself, for apps granted before 0.5.0). NULL for a user.';
+DROP FUNCTION memori_grant(regrole, text);
+-- Grants a role access to memori in this database.
+CREATE FUNCTION memori_grant(role regrole, kind text DEFAULT 'user', namespace text DEFAULT NULL) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, @extschema@, pg_temp
+AS $$
+DECLARE
+    f text;
+    rname pg_catalog.name;
+    ns pg_catalog.text;
+BEGIN
+    IF kind IS NULL OR kind OPERATOR(pg_catalog.<>) ALL (ARRAY['user', 'app']::pg_catalog.text[]) THEN
+        RAISE EXCEPTION 'memori: kind must be user or app, not %', coalesce(kind, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'user: a person''s role, which acts only for itself; app: an application role, which names its end user in memori.user_id in each transaction.';
+    END IF;
+    IF role IS NULL OR role OPERATOR(pg_catalog.=) 0::pg_catalog.oid THEN
+        RAISE EXCEPTION 'memori: a role is needed' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT r.rolname INTO rname FROM pg_catalog.pg_roles r WHERE r.oid OPERATOR(pg_catalog.=) role;
+    IF kind OPERATOR(pg_catalog.=) 'user'::pg_catalog.text AND namespace IS NOT NULL THEN
+        RAISE EXCEPTION 'memori: a role granted as user has no namespace: it acts only for itself'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF kind OPERATOR(pg_catalog.=) 'app'::pg_catalog.text THEN
+        -- Its own namespace unless the DBA names one (a grant again keeps the one it had).
+        ns := coalesce(namespace,
+                  (SELECT r.namespace FROM @extschema@.memori_roles r
+                    WHERE r.role_name OPERATOR(pg_catalog.=) rname AND r.kind OPERATOR(pg_catalog.=) 'app'::pg_catalog.text),
+                  rname::pg_catalog.text);
+        IF pg_catalog.strpos(ns, '/') OPERATOR(pg_catalog.<>) 0 OR pg_catalog.octet_length(ns) OPERATOR(pg_catalog.>) 63 THEN
+            RAISE EXCEPTION 'memori: namespace "%" is not one name of at most 63 bytes without "/"', ns
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'An app''s end user "u" is the memori user "<namespace>/u"; apps granted one namespace share their end users.';
+        END IF;
+    END IF;
+    INSERT INTO @extschema@.memori_roles (role_name, kind, namespace) VALUES (rname, kind, ns)
+        ON CONFLICT ON CONSTRAINT memori_roles_pkey
+        DO UPDATE SET kind = EXCLUDED.kind, namespace = EXCLUDED.namespace, granted_at = pg_catalog.now();
+    EXECUTE pg_catalog.format('GRANT SELECT ON @extschema@.memori_memories, @extschema@.memori_conversations, @extschema@.memori_messages TO %s', role);
+    FOREACH f IN ARRAY @extschema@.memori_api() LOOP
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %s', f, role);
+    END LOOP;
+END;
+$$;
+COMMENT ON FUNCTION memori_grant(regrole, text, text) IS
+    'memori: gives a role access to memori in this database, as a user (acts for itself) or an app (acts for the end users it names in each transaction, as <namespace>/<end user>; namespace defaults to the role''s name, and apps granted one namespace share their end users); records it in memori_roles.';
+REVOKE EXECUTE ON FUNCTION memori_grant(regrole, text, text) FROM PUBLIC;
+
+-- memori_acting_user() is granted to the roles memori_grant registers (memori_api()), no
+-- longer to PUBLIC: a role without a grant has nothing to read anyway.
+-- The functions a granted role may run (everything but the DBA's).
+CREATE OR REPLACE FUNCTION memori_api() RETURNS text[]
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, @extschema@, pg_temp
+AS $$
+SELECT ARRAY[
+    '@extschema@.memori_conversation_create(text, text, jsonb, bigint)',
+    '@extschema@.memori_store(text, text, uuid, double precision, text[], jsonb, text[], timestamptz, text)',
+    '@extschema@.memori_store_batch(text[], text, uuid, double precision, text[], jsonb, text)',
+    '@extschema@.memori_search(text, integer, uuid, text[], text[], double precision, boolean, text, text, boolean, timestamptz)',
+    '@extschema@.memori_update(uuid, text, text, double precision, text[], jsonb)',
+    '@extschema@.memori_forget(uuid)',
+    '@extschema@.memori_context(text, integer, uuid, integer, text)',
+    '@extschema@.memori_relate(text, text, text, uuid, double precision, text)',
+    '@extschema@.memori_entity(text, text)',
+    '@extschema@.memori_embed(text)',
+    '@extschema@.memori_embed_batch(text[])',
+    '@extschema@.memori_embedding_stats()',
+    '@extschema@.memori_stats()',
+    '@extschema@.memori_extract(text, uuid, text)',
+    '@extschema@.memori_chat(text, uuid, integer, boolean, text)',
+    '@extschema@.memori_acting_user()']::text[]
+$$;
+COMMENT ON FUNCTION memori_api() IS
+    'memori: the functions memori_grant() lets a role run (all but memori_maintain, memori_create_index, memori_grant and memori_revoke, which stay with the DBA).';
+REVOKE EXECUTE ON FUNCTION memori_acting_user() FROM PUBLIC;
+DO $$
+DECLARE r pg_catalog.text;
+BEGIN
+    FOR r IN SELECT m.role_name FROM @extschema@.memori_roles m
+               JOIN pg_catalog.pg_roles g ON g.rolname OPERATOR(pg_catalog.=) m.role_name LOOP
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION @extschema@.memori_acting_user() TO %I', r);
+    END LOOP;
+END;
+$$;
+-- Pure functions granted to PUBLIC pin their search path too.
+ALTER FUNCTION memori_identifiers(text) SET search_path = pg_catalog, @extschema@, pg_temp;
+
+DO $$
+DECLARE apps pg_catalog.text;
+BEGIN
+    SELECT pg_catalog.string_agg(pg_catalog.quote_ident(role_name), ', ' ORDER BY role_name) INTO apps
+      FROM @extschema@.memori_roles WHERE kind OPERATOR(pg_catalog.=) 'app'::pg_catalog.text;
+    IF apps IS NOT NULL THEN
+        RAISE NOTICE 'memori 0.5.0: app roles granted before this update (%) keep acting for end users without a namespace, shared among them as in 0.4.0, but no longer for roles granted as user', apps
+            USING HINT = 'To give an app its own end users, grant it again with memori_grant(role, ''app'', namespace => ''name''): its end user u is then the memori user name/u; move an end user''s rows with memori_export(user_id => ''u''), memori_erase_user(''u'') and memori_import(..., user_id => ''name/u'').';
+    END IF;
+END;
+$$;
+
+-- memori_entity resolves the acting user, which a parallel worker cannot: parallel restricted.
+ALTER FUNCTION memori_entity(text, text) PARALLEL RESTRICTED;
+
+-- memori_stats(): count(DISTINCT user_id) of a varchar column chose a public count(text) over
+-- pg_catalog.count("any") (found by tests/system/capture.sh); every aggregate is qualified now.
+CREATE OR REPLACE FUNCTION memori_stats() RETURNS TABLE(metric text, labels jsonb, value double precision)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, @extschema@, pg_temp
+AS $$
+DECLARE
+    dba boolean := EXISTS (SELECT FROM pg_catalog.pg_roles r
+                            WHERE r.rolname OPERATOR(pg_catalog.=) current_user
+                              AND (r.rolsuper OR r.rolbypassrls))
+                   OR pg_catalog.pg_has_role('pg_monitor', 'MEMBER');
+BEGIN
+    -- What the caller may see of the tables: everything for the DBA, a tenant its own rows.
+    RETURN QUERY
+    SELECT 'memories'::text,
+           pg_catalog.jsonb_build_object('type', m.memory_type::text, 'state',
+               CASE WHEN m.expires_at IS NOT NULL AND m.expires_at OPERATOR(pg_catalog.<=) pg_catalog.now() THEN 'expired'
+                    WHEN m.valid_to IS NOT NULL THEN 'superseded'
+                    WHEN m.is_archived THEN 'archived' ELSE 'live' END),
+           pg_catalog.count(*)::float8
+      FROM @extschema@.memori_memories m GROUP BY 2;
+    RETURN QUERY
+    SELECT 'memories_by_width'::text, pg_catalog.jsonb_build_object('dims', m.embedding_dims, 'model', m.embedding_model),
+           pg_catalog.count(*)::float8
+      FROM @extschema@.memori_memories m GROUP BY 2;
+    RETURN QUERY SELECT 'users'::text, '{}'::jsonb, pg_catalog.count(DISTINCT m.user_id)::float8 FROM @extschema@.memori_memories m;
+    RETURN QUERY SELECT 'conversations'::text, '{}'::jsonb, pg_catalog.count(*)::float8 FROM @extschema@.memori_conversations c;
+    -- A monitoring role granted before 0.4.0 may not read messages: it still gets the rest.
+    IF pg_catalog.has_table_privilege('@extschema@.memori_messages', 'SELECT') THEN
+        RETURN QUERY SELECT 'messages'::text, pg_catalog.jsonb_build_object('role', x.role), pg_catalog.count(*)::float8
+          FROM @extschema@.memori_messages x GROUP BY 2;
+    END IF;
+    IF NOT dba THEN
+        RETURN;
+    END IF;
+    RETURN QUERY SELECT 'cache_entries'::text, '{}'::jsonb, pg_catalog.count(*)::float8 FROM @extschema@.memori_embedding_cache k;
+    RETURN QUERY
+    SELECT 'relation_bytes'::text, pg_catalog.jsonb_build_object('relation', c.relname::text, 'kind',
+               CASE c.relkind WHEN 'i'::"char" THEN 'index' ELSE 'table' END),
+           pg_catalog.pg_relation_size(c.oid)::float8
+      FROM pg_catalog.pg_class c
+      JOIN pg_catalog.pg_depend d ON d.objid OPERATOR(pg_catalog.=) c.oid
+           AND d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::regclass::oid
+           AND d.deptype OPERATOR(pg_catalog.=) 'e'::"char"
+      JOIN pg_catalog.pg_extension e ON e.oid OPERATOR(pg_catalog.=) d.refobjid
+           AND e.extname OPERATOR(pg_catalog.=) 'memori'::name
+     WHERE c.relkind OPERATOR(pg_catalog.=) 'r'::"char"
+    UNION ALL
+    SELECT 'relation_bytes'::text, pg_catalog.jsonb_build_object('relation', i.relname::text, 'kind', 'index'),
+           pg_catalog.pg_relation_size(i.oid)::float8
+      FROM pg_catalog.pg_index x
+      JOIN pg_catalog.pg_class i ON i.oid OPERATOR(pg_catalog.=) x.indexrelid
+     WHERE x.indrelid OPERATOR(pg_catalog.=) ANY (ARRAY['@extschema@.memori_memories'::regclass::oid,
+               '@extschema@.memori_conversations'::regclass::oid, '@extschema@.memori_embedding_cache'::regclass::oid,
+               '@extschema@.memori_messages'::regclass::oid]);
+    RETURN QUERY SELECT 'counters_available'::text, '{}'::jsonb,
+           CASE WHEN EXISTS (SELECT FROM @extschema@.memori_counters()) THEN 1::float8 ELSE 0::float8 END;
+    RETURN QUERY SELECT k.metric, k.labels, k.value FROM @extschema@.memori_counters() k;
+    -- Texts served from the cache, of all texts asked for.
+    RETURN QUERY
+    SELECT 'embedding_cache_hit_ratio'::text, '{}'::jsonb, h.value / (h.value + t.total)
+      FROM (SELECT k.value FROM @extschema@.memori_counters() k
+             WHERE k.metric OPERATOR(pg_catalog.=) 'embedding_cache_hits_total'::text) h,
+           (SELECT pg_catalog.sum(k.value) AS total FROM @extschema@.memori_counters() k
+             WHERE k.metric OPERATOR(pg_catalog.=) 'embedding_texts_total'::text) t
+     WHERE h.value + t.total > 0::float8;
+END;
+$$;

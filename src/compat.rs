@@ -1,0 +1,49 @@
+//! What differs between PostgreSQL versions, in one place: everything here reads PostgreSQL's
+//! internals whose shape a major version may change.
+
+use pgrx::pg_sys;
+
+thread_local! {
+    /// memori.user_id's GUC record, found once per backend (it lives as long as the backend).
+    static USER_ID_GUC: std::cell::Cell<*mut pg_sys::config_generic> =
+        const { std::cell::Cell::new(std::ptr::null_mut()) };
+}
+
+/// The GUC record of the setting `name` (PostgreSQL 15: the sorted array of all settings).
+unsafe fn find_guc(name: &std::ffi::CStr) -> *mut pg_sys::config_generic {
+    let vars = pg_sys::get_guc_variables();
+    let n = pg_sys::GetNumConfigOptions();
+    if vars.is_null() {
+        return std::ptr::null_mut();
+    }
+    for i in 0..n as usize {
+        let g = *vars.add(i);
+        if !g.is_null() && std::ffi::CStr::from_ptr((*g).name) == name {
+            return g;
+        }
+    }
+    std::ptr::null_mut()
+}
+
+/// Whether the current value of memori.user_id was named by a SET or SET LOCAL of the current
+/// transaction, from the setting's GUC stack (see `gucs::user_id_this_transaction`): the top
+/// entry exists only while a transaction (or one of its savepoints or function calls) holds a
+/// change, records how the value was set, and is popped when PostgreSQL puts an older value
+/// back.
+pub fn user_id_named_in_transaction() -> bool {
+    // SAFETY: reads of this backend's GUC records, which only this thread changes.
+    unsafe {
+        let mut g = USER_ID_GUC.with(|c| c.get());
+        if g.is_null() {
+            g = find_guc(c"memori.user_id");
+            if g.is_null() {
+                return false;
+            }
+            USER_ID_GUC.with(|c| c.set(g));
+        }
+        let stack = (*g).stack;
+        !stack.is_null()
+            && (*stack).state != pg_sys::GucStackState::GUC_SAVE
+            && (*g).source == pg_sys::GucSource::PGC_S_SESSION
+    }
+}
