@@ -10,6 +10,8 @@ TEST_PGDATA ?= /var/lib/memori/pgrx-test-$(PG_MAJOR)
 # `make install PROFILE=release` for an optimised build of memori's own code; the default dev
 # profile already optimises every dependency (model inference) at opt-level 3.
 PROFILE    ?= dev
+# Where `make install` stages the build before installing it (tests/system/reinstall.sh uses it).
+STAGE      := $(CURDIR)/target/install-stage
 
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
@@ -20,11 +22,16 @@ all: install
 setup:
 	bash scripts/setup.sh
 
+# The build is staged (`cargo pgrx package`: the files under their real paths), then
+# scripts/install.sh puts each file in place by a rename, never by writing over the old one:
+# running backends keep the memori.so they mapped, new ones load the new build whole.
 install: setup
-	cargo pgrx install --pg-config $(PG_CONFIG) $(if $(filter release,$(PROFILE)),--release,)
+	rm -rf $(STAGE)
+	cargo pgrx package --pg-config $(PG_CONFIG) --out-dir $(STAGE) $(if $(filter release,$(PROFILE)),,--debug)
 	# Released versions' scripts, frozen as shipped: CREATE EXTENSION memori VERSION '0.1.0'
 	# works, and the upgrade test starts from them.
-	install -m 644 sql/released/memori--*.sql $$($(PG_CONFIG) --sharedir)/extension/
+	cp sql/released/memori--*.sql $(STAGE)$$($(PG_CONFIG) --sharedir)/extension/
+	bash scripts/install.sh $(STAGE)
 
 cluster: install
 	bash scripts/cluster.sh start
@@ -35,10 +42,12 @@ demo: cluster
 	bash scripts/cluster.sh psql -d postgres -qc "CREATE DATABASE memori_demo"
 	bash scripts/cluster.sh psql -d memori_demo -X -v ON_ERROR_STOP=1 -f examples/quickstart.sql
 
-# Every test: pure-Rust and #[pg_test] tests in a pgrx-managed instance, the SQL tests
+# Every test: pure-Rust and #[pg_test] tests in a pgrx-managed instance (a private copy of
+# PostgreSQL, /var/lib/memori/pgrx-pg15, made by scripts/setup.sh: `cargo pgrx test` writes its
+# build over the installed one in place, which would crash every running cluster), the SQL tests
 # (pg_regress expected output) against the local cluster, then the system tests (backup and
-# restore, upgrade, crash, hot standby, the worker under locks, blocking, a 60 s soak), each on
-# clusters of its own.
+# restore, upgrade, crash, hot standby, the worker under locks, blocking, memori.so reinstalled
+# under load, a 60 s soak), each on clusters of its own.
 test: setup test-rust test-sql test-system
 
 test-rust: setup
@@ -80,9 +89,12 @@ bench: cluster
 	bash bench/run.sh
 
 # Retrieval quality (bench/eval): hit@1, MRR and recall@5 per search mode on a labelled set,
-# with the default local model, in a throw-away database on the local cluster.
+# with the default local model, in a throw-away database on the local cluster. Then LoCoMo
+# (bench/locomo): recall@5/10 and hit@5/10 per mode and category against BM25, store and search
+# speed; read from $MEMORI_LOCOMO or ../shared/data/locomo-dev/ (skipped where absent).
 eval: cluster
 	cd bench/eval && /var/lib/memori/venv/bin/python run.py
+	/var/lib/memori/venv/bin/python bench/locomo/run.py
 
 stop:
 	bash scripts/cluster.sh stop

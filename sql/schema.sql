@@ -15,6 +15,18 @@ BEGIN
 END;
 $$;
 
+-- UTF-8 only: memori reads every text as UTF-8 (another encoding would fail on the first
+-- non-ASCII character with an internal error).
+DO $$
+BEGIN
+    IF pg_catalog.getdatabaseencoding() OPERATOR(pg_catalog.<>) 'UTF8'::pg_catalog.name THEN
+        RAISE EXCEPTION 'memori needs a UTF8 database, and this one is %', pg_catalog.getdatabaseencoding()
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'CREATE DATABASE ... ENCODING ''UTF8'' TEMPLATE template0, and create memori there.';
+    END IF;
+END;
+$$;
+
 -- memori's functions pin search_path to this schema, so pgvector's type and operators must be
 -- here too (CREATE EXTENSION memori CASCADE installs vector alongside).
 DO $$
@@ -201,8 +213,9 @@ SELECT pg_catalog.pg_extension_config_dump('memori_memories_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('memori_messages', '');
 SELECT pg_catalog.pg_extension_config_dump('memori_messages_id_seq', '');
 
--- The embedding cache (the seed's Redis, moved inside). Keyed by the provider, model, width
--- and SHA-256 of the text: it holds no text. Unlogged: it is a cache, so a crash may empty it.
+-- The embedding cache (the seed's Redis, moved inside). Keyed by the memori user, provider,
+-- model, width and SHA-256 of the text: it holds no text, each user's entries are their own
+-- (erasing a user erases them). Unlogged: it is a cache, so a crash may empty it.
 CREATE UNLOGGED TABLE memori_embedding_cache (
     provider    text NOT NULL,
     model       text NOT NULL,
@@ -210,7 +223,8 @@ CREATE UNLOGGED TABLE memori_embedding_cache (
     text_sha256 bytea NOT NULL,
     embedding   vector NOT NULL,
     created_at  timestamptz NOT NULL DEFAULT now(),
-    CONSTRAINT memori_embedding_cache_pkey PRIMARY KEY (provider, model, dims, text_sha256)
+    user_id     text NOT NULL,
+    CONSTRAINT memori_embedding_cache_pkey PRIMARY KEY (user_id, provider, model, dims, text_sha256)
 );
 CREATE INDEX idx_memori_cache_created ON memori_embedding_cache (created_at);
 COMMENT ON COLUMN memori_embedding_cache.provider IS 'Embedding provider (local or openai).';
@@ -219,8 +233,9 @@ COMMENT ON COLUMN memori_embedding_cache.dims IS 'Requested width (0: the model'
 COMMENT ON COLUMN memori_embedding_cache.text_sha256 IS 'SHA-256 of the embedded text (the text itself is not stored).';
 COMMENT ON COLUMN memori_embedding_cache.embedding IS 'The embedding.';
 COMMENT ON COLUMN memori_embedding_cache.created_at IS 'When the entry was made; it expires memori.embedding_cache_ttl seconds later.';
+COMMENT ON COLUMN memori_embedding_cache.user_id IS 'The memori user whose text it is (memori_embed: the calling role); memori_erase_user deletes a user''s entries.';
 COMMENT ON TABLE memori_embedding_cache IS
-    'memori: cache of embeddings keyed by provider, model, width and SHA-256 of the text (no text is stored); entries live memori.embedding_cache_ttl seconds.';
+    'memori: cache of embeddings keyed by memori user, provider, model (with a digest of a non-default URL), width and SHA-256 of the text (no text is stored); entries live memori.embedding_cache_ttl seconds.';
 
 -- Serialises near-duplicate checks per user and memory type (memori_store): a store locks its
 -- row until commit. memori writes it as the owner; tenants cannot read or lock it, so no tenant

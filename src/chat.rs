@@ -105,7 +105,7 @@ pub fn chat(
     memories::check_size(message, "message")?;
     check_conversation(conversation_id, user)?;
     let cfg = chat_config()?;
-    let memories = context::assemble(
+    let context = context::assemble(
         Some(message),
         gucs::max_context_memories(),
         None,
@@ -113,9 +113,9 @@ pub fn chat(
         user.to_string(),
     )?;
     let mut system = gucs::chat_system_prompt().unwrap_or_else(|| SYSTEM_PROMPT.to_string());
-    if !memories.trim().is_empty() {
+    if !context.text.trim().is_empty() {
         system.push_str("\n\n# What you remember about the user\n\n");
-        system.push_str(&memories);
+        system.push_str(&context.text);
     }
     let mut messages = within_budget(
         user::reading(|| history(user, conversation_id, gucs::chat_history_messages()))?,
@@ -130,6 +130,13 @@ pub fn chat(
             schema: None,
         },
     )?;
+    // Both chat calls before any write: no row lock is held while a model answers (review
+    // G10). Then the turns, the extracted memories and the accesses, in one go.
+    let decided = if extract {
+        Some(extract::decide(user, message, conversation_id)?)
+    } else {
+        None
+    };
     store_turns(
         user,
         conversation_id,
@@ -137,9 +144,10 @@ pub fn chat(
         &reply,
         &format!("{}/{}", cfg.api.name(), cfg.model),
     )?;
-    if extract {
-        extract::extract(user, message, conversation_id)?;
+    if let Some(d) = decided {
+        d.apply(user, conversation_id)?;
     }
+    context.counted()?;
     Ok(reply)
 }
 

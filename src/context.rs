@@ -146,13 +146,15 @@ fn rules(user: &str) -> Result<Vec<Item>> {
     .map_err(spi)
 }
 
+/// The user's rules and the memories most relevant to `query`, within `budget`, as a block for
+/// a system prompt (accesses counted by `Assembled::counted`).
 pub fn assemble(
     query: Option<&str>,
     k: i32,
     conversation_id: Option<Uuid>,
     budget: usize,
     user: String,
-) -> Result<String> {
+) -> Result<Assembled> {
     let mut items = user::reading(|| rules(&user))?;
     let who = user.clone();
     if let Some(q) = query.filter(|q| !q.trim().is_empty()) {
@@ -186,8 +188,27 @@ pub fn assemble(
         }
     }
     let items = fit(items, budget);
-    search::track_access(&who, &items.iter().map(|i| i.id).collect::<Vec<_>>())?;
-    Ok(render(&items))
+    Ok(Assembled {
+        user: who,
+        text: render(&items),
+        ids: items.iter().map(|i| i.id).collect(),
+    })
+}
+
+/// A context block, its accesses not yet counted.
+pub struct Assembled {
+    user: String,
+    pub text: String,
+    ids: Vec<i64>,
+}
+
+impl Assembled {
+    /// Counts an access for each memory the block holds (row locks until commit: memori_chat
+    /// counts after its chat calls, review G10) and returns the block.
+    pub fn counted(self) -> Result<String> {
+        search::track_access(&self.user, &self.ids)?;
+        Ok(self.text)
+    }
 }
 
 /// A token budget as given (NULL: 2000), at least 1 and at most memori.max_token_budget, the
@@ -231,7 +252,9 @@ fn memori_context(
     }
     let budget = budget(token_budget).or_raise();
     let user = user::resolve(user_id).or_raise();
-    assemble(query, k, conversation_id, budget, user).or_raise()
+    assemble(query, k, conversation_id, budget, user)
+        .and_then(Assembled::counted)
+        .or_raise()
 }
 
 #[cfg(test)]

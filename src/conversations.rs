@@ -26,6 +26,16 @@ impl pgrx::FromDatum for JsonbArg {
         if is_null {
             return None;
         }
+        // Bounded before it is printed and parsed (a small compressed datum may be a large
+        // text): at most memori.max_content_bytes, like a memory's content.
+        // SAFETY: the argument's datum, a jsonb varlena (maybe toasted or compressed).
+        let size = unsafe { pg_sys::toast_raw_datum_size(datum) };
+        let max = crate::gucs::max_content_bytes();
+        if size > max {
+            return Some(JsonbArg(Err(format!(
+                "it is {size} bytes, over memori.max_content_bytes ({max})"
+            ))));
+        }
         // SAFETY: a jsonb datum (the argument's SQL type), printed by PostgreSQL's jsonb_out.
         let text = unsafe {
             let varlena = datum.cast_mut_ptr::<pg_sys::varlena>();
@@ -86,7 +96,7 @@ pub fn metadata_object(metadata: Option<JsonbArg>) -> Result<JsonB> {
             crate::errors::Code::ProgramLimitExceeded,
             format!("memori: metadata cannot be read: {e}"),
         )
-        .hint("Metadata is a JSON object nested at most 127 levels deep.")),
+        .hint("Metadata is a JSON object of at most memori.max_content_bytes, nested at most 127 levels deep, with numbers a float8 can hold.")),
         Some(Ok(v)) if v.is_object() => Ok(JsonB(v)),
         Some(Ok(v)) => Err(MemoriError::invalid(format!(
             "memori: metadata must be a JSON object, not {}",

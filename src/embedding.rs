@@ -27,6 +27,17 @@ pub struct Target {
     pub model: String,
     /// Requested width, 0 when the model's own width is not known before asking (cache key).
     pub dims: usize,
+    /// Which copy of the model: a digest of a non-default memori.embedding_url or
+    /// memori.local_model_path, empty for the defaults (review G9).
+    pub variant: String,
+}
+
+/// The first 8 hex digits of `text`'s SHA-256: names a URL or a path without showing it.
+fn digest(text: &str) -> String {
+    sha256(text)[..4]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 impl Target {
@@ -36,24 +47,52 @@ impl Target {
                 provider: Provider::Local,
                 model: local::MODEL_NAME.into(),
                 dims: local::WIDTH,
+                variant: gucs::local_model_path()
+                    .map(|p| digest(&p))
+                    .unwrap_or_default(),
             },
             Provider::Openai => {
                 let model = gucs::embedding_model();
                 let dims = gucs::embedding_dimensions()
                     .or_else(|| http_config_for(&model).expected_width())
                     .unwrap_or(0);
+                let url = gucs::embedding_url();
                 Target {
                     provider: Provider::Openai,
                     model,
                     dims,
+                    variant: if url == gucs::DEFAULT_EMBEDDING_URL {
+                        String::new()
+                    } else {
+                        digest(&url)
+                    },
                 }
             }
         }
     }
 
-    /// What `memori_memories.embedding_model` records: `provider/model`.
+    /// What `memori_memories.embedding_model` records: `provider/model`, and for a local model
+    /// loaded from another path, `#` and the path's digest (another model's vectors under
+    /// the same name must not be compared with these). The width is recorded beside it
+    /// (`embedding_dims`), and searches, dedup and memori_reembed compare both. A remote
+    /// endpoint is named by its model: the label keeps what earlier versions wrote, and the
+    /// cache, which must never serve one server's vectors for another's, adds the URL's digest.
     pub fn label(&self) -> String {
-        format!("{}/{}", self.provider.name(), self.model)
+        match (self.provider, self.variant.is_empty()) {
+            (Provider::Local, false) => {
+                format!("{}/{}#{}", self.provider.name(), self.model, self.variant)
+            }
+            _ => format!("{}/{}", self.provider.name(), self.model),
+        }
+    }
+
+    /// The model as the cache keys it: the model's name, and the variant when there is one.
+    pub fn cache_model(&self) -> String {
+        if self.variant.is_empty() {
+            self.model.clone()
+        } else {
+            format!("{}#{}", self.model, self.variant)
+        }
     }
 }
 
@@ -108,8 +147,11 @@ pub fn check_batch(n: usize, function: &str) -> Result<()> {
     Ok(())
 }
 
-/// Embeds `texts` (none empty) with the current settings, in order.
-pub fn embed_texts(texts: &[&str]) -> Result<(Target, Batch)> {
+/// Embeds `texts` (none empty) with the current settings, in order. The cache is the
+/// `user`'s own (None: no cache), so erasing a user erases every embedding of their texts,
+/// questions and chat turns included (review G13), and no tenant learns from the cache what
+/// another embedded.
+pub fn embed_texts(user: Option<&str>, texts: &[&str]) -> Result<(Target, Batch)> {
     let max = gucs::max_content_bytes();
     for (n, t) in texts.iter().enumerate() {
         let which = || {
@@ -144,11 +186,16 @@ pub fn embed_texts(texts: &[&str]) -> Result<(Target, Batch)> {
     // SAFETY: plain reads of backend state.
     let in_recovery = unsafe { pg_sys::RecoveryInProgress() };
     let read_only = in_recovery || unsafe { pg_sys::XactReadOnly };
-    let use_cache = ttl > 0 && !in_recovery;
+    let cache_user = if ttl > 0 && !in_recovery && crate::user::has_user_cache()? {
+        user
+    } else {
+        None
+    };
+    let use_cache = cache_user.is_some();
 
     let hashes: Vec<[u8; 32]> = texts.iter().map(|t| sha256(t)).collect();
     let mut known: HashMap<[u8; 32], Vec<f32>> = if use_cache {
-        cache_get(&target, &hashes, ttl)?
+        cache_get(cache_user.unwrap_or_default(), &target, &hashes, ttl)?
     } else {
         HashMap::new()
     };
@@ -200,7 +247,12 @@ pub fn embed_texts(texts: &[&str]) -> Result<(Target, Batch)> {
         })?;
         width = Some(batch.width);
         if use_cache && !read_only {
-            cache_put(&target, &todo_hashes, &batch.vectors)?;
+            cache_put(
+                cache_user.unwrap_or_default(),
+                &target,
+                &todo_hashes,
+                &batch.vectors,
+            )?;
         }
         for (h, v) in todo_hashes.into_iter().zip(batch.vectors) {
             known.insert(h, v);
@@ -352,6 +404,7 @@ fn compute_http(model: &str, texts: &[&str]) -> Result<Batch> {
 }
 
 fn cache_get(
+    user: &str,
     target: &Target,
     hashes: &[[u8; 32]],
     ttl: i32,
@@ -363,15 +416,17 @@ fn cache_get(
         Spi::connect(|client| {
             let rows = client.select(
                 "SELECT text_sha256, embedding::real[] FROM memori_embedding_cache
-              WHERE provider = $1 AND model = $2 AND dims = $3 AND text_sha256 = ANY($4)
+              WHERE user_id OPERATOR(pg_catalog.=) $6::pg_catalog.text
+                AND provider = $1 AND model = $2 AND dims = $3 AND text_sha256 = ANY($4)
                 AND created_at > now() - make_interval(secs => $5)",
                 None,
                 &[
                     target.provider.name().into(),
-                    target.model.as_str().into(),
+                    target.cache_model().into(),
                     (target.dims as i32).into(),
                     keys.into(),
                     (ttl as f64).into(),
+                    user.into(),
                 ],
             )?;
             let mut out = HashMap::new();
@@ -395,23 +450,25 @@ fn cache_get(
 /// taken) is left to that transaction, so no caller blocks on another's uncommitted cache row
 /// and two callers never deadlock over keys. Runs as the cache's owner, like `cache_get`; the
 /// entry's created_at is the server's now(). Expired entries are purged by memori_maintain().
-fn cache_put(target: &Target, hashes: &[[u8; 32]], vectors: &[Vec<f32>]) -> Result<()> {
+fn cache_put(user: &str, target: &Target, hashes: &[[u8; 32]], vectors: &[Vec<f32>]) -> Result<()> {
     let keys: Vec<Vec<u8>> = hashes.iter().map(|h| h.to_vec()).collect();
     let lits: Vec<String> = vectors.iter().map(|v| vector::literal(v)).collect();
     as_owner_of(c"memori_embedding_cache", || {
         Spi::run_with_args(
-        "INSERT INTO memori_embedding_cache (provider, model, dims, text_sha256, embedding)
-         SELECT $1, $2, $3, h, v::vector FROM ROWS FROM (pg_catalog.unnest($4::pg_catalog.bytea[]), pg_catalog.unnest($5::pg_catalog.text[])) AS u(h, v)
+        "INSERT INTO memori_embedding_cache (user_id, provider, model, dims, text_sha256, embedding)
+         SELECT $6::pg_catalog.text, $1, $2, $3, h, v::vector FROM ROWS FROM (pg_catalog.unnest($4::pg_catalog.bytea[]), pg_catalog.unnest($5::pg_catalog.text[])) AS u(h, v)
           WHERE pg_catalog.pg_try_advisory_xact_lock(1835363695,
-                                                     pg_catalog.hashtext(pg_catalog.encode(h, 'hex'::pg_catalog.text)))
+                                                     pg_catalog.hashtext($6::pg_catalog.text OPERATOR(pg_catalog.||) '/'::pg_catalog.text
+                                                                         OPERATOR(pg_catalog.||) pg_catalog.encode(h, 'hex'::pg_catalog.text)))
          ON CONFLICT ON CONSTRAINT memori_embedding_cache_pkey
          DO UPDATE SET embedding = EXCLUDED.embedding, created_at = now()",
         &[
             target.provider.name().into(),
-            target.model.as_str().into(),
+            target.cache_model().into(),
             (target.dims as i32).into(),
             keys.into(),
             lits.into(),
+            user.into(),
         ],
     )
     .map_err(crate::errors::spi)
@@ -422,7 +479,7 @@ fn cache_put(target: &Target, hashes: &[[u8; 32]], vectors: &[Vec<f32>]) -> Resu
 #[pg_extern(volatile, strict, parallel_unsafe)]
 #[search_path(pg_catalog, @extschema@, pg_temp)]
 fn memori_embed(content: &str) -> Vector {
-    let (_, mut batch) = embed_texts(&[content]).or_raise();
+    let (_, mut batch) = embed_texts(Some(&crate::user::role_name()), &[content]).or_raise();
     Vector(batch.vectors.pop().expect("one vector per text"))
 }
 
@@ -433,7 +490,7 @@ fn memori_embed_batch(contents: Array<&str>) -> Vec<Option<Vector>> {
     check_batch(contents.len(), "memori_embed_batch").or_raise();
     let items: Vec<Option<&str>> = contents.iter().collect();
     let present: Vec<&str> = items.iter().flatten().copied().collect();
-    let (_, batch) = embed_texts(&present).or_raise();
+    let (_, batch) = embed_texts(Some(&crate::user::role_name()), &present).or_raise();
     let mut vectors = batch.vectors.into_iter();
     items
         .iter()

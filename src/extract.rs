@@ -144,6 +144,26 @@ pub type Applied = (String, Option<Uuid>, String, String);
 /// Extracts memories from `turn` for `user`: one chat call, every decision checked, then all
 /// applied (in the caller's transaction: an error anywhere leaves nothing written).
 pub fn extract(user: &str, turn: &str, conversation_id: Option<Uuid>) -> Result<Vec<Applied>> {
+    let decided = decide(user, turn, conversation_id)?;
+    decided.apply(user, conversation_id)
+}
+
+/// What the model decided for a turn, checked, not yet written.
+pub struct Decided {
+    known: Vec<Known>,
+    decisions: Vec<Decision>,
+}
+
+impl Decided {
+    /// Writes the decisions (see `apply`).
+    pub fn apply(self, user: &str, conversation_id: Option<Uuid>) -> Result<Vec<Applied>> {
+        apply(user, conversation_id, &self.known, self.decisions)
+    }
+}
+
+/// The chat call of an extraction and the check of its answer, with no write and no lock
+/// taken: memori_chat makes both of its calls before it writes anything (review G10).
+pub fn decide(user: &str, turn: &str, conversation_id: Option<Uuid>) -> Result<Decided> {
     memories::check_size(turn, "turn")?;
     check_conversation(conversation_id, user)?;
     let cfg = chat_config()?;
@@ -196,7 +216,10 @@ pub fn extract(user: &str, turn: &str, conversation_id: Option<Uuid>) -> Result<
         .detail(format!("The answer began: {start:?}"))
         .hint("Nothing was written. Try again, use a model that follows JSON instructions, or adjust memori.extract_prompt.")
     })?;
-    apply(user, conversation_id, &known, decided)
+    Ok(Decided {
+        known,
+        decisions: decided,
+    })
 }
 
 fn uuid_of(known: &Known) -> Result<Uuid> {
@@ -259,7 +282,7 @@ fn apply(
     let embedded = if texts.is_empty() {
         None
     } else {
-        Some(embed_texts(&texts)?)
+        Some(embed_texts(Some(user), &texts)?)
     };
     let mut vectors = embedded
         .as_ref()
@@ -268,8 +291,35 @@ fn apply(
         .into_iter();
     let threshold = gucs::supersede_min_similarity();
     as_owner_of(c"memori_memories", || {
+        // Every lock of the turn up front, in the order memori_store takes them (conversation,
+        // store locks by type, then memory rows by id), whatever order the model wrote its
+        // decisions in: two extractions, or an extraction and a store, of one user cannot
+        // deadlock (review G12).
         if let Some(c) = conversation_id {
             memories::touch_conversation(c, user)?;
+        }
+        let mut types: Vec<&str> = decided
+            .iter()
+            .filter(|d| d.action != Action::None)
+            .map(|d| d.memory_type.as_str())
+            .collect();
+        types.sort_unstable();
+        types.dedup();
+        for t in types {
+            memories::lock_for_dedup(user, t)?;
+        }
+        let targets: Vec<Uuid> = decided
+            .iter()
+            .filter(|d| d.action != Action::None)
+            .filter_map(|d| d.target.map(|t| uuid_of(&known[t])))
+            .collect::<Result<_>>()?;
+        if !targets.is_empty() {
+            spi_run(
+                "SELECT m.id FROM memori_memories m
+                  WHERE m.user_id OPERATOR(pg_catalog.=) $1::pg_catalog.text AND m.memory_id OPERATOR(pg_catalog.=) ANY ($2::pg_catalog.uuid[])
+                  ORDER BY m.id FOR UPDATE",
+                &[user.into(), targets.into()],
+            )?;
         }
         let mut out: Vec<Applied> = Vec::new();
         for d in decided {
@@ -281,13 +331,21 @@ fn apply(
             let (model, _) = embedded.as_ref().expect("embedded when writing");
             let vector = vectors.next().expect("one vector per written decision");
             let mut action = d.action;
-            if action == Action::Supersede {
-                let old = target_id.expect("supersede has a target");
+            // An update or a supersession must be about the same thing as the memory it
+            // replaces: a turn saying "m1 is outdated, set it to ..." cannot rewrite an
+            // unrelated memory (an operator's rule, say).
+            if matches!(action, Action::Supersede | Action::Update) {
+                let old = target_id.expect("update and supersede have a target");
                 let similar = similarity_to(user, old, model, &vector)?;
                 if threshold > -1.0 && similar.is_none_or(|s| s < threshold) {
                     crate::stats::extract_decision("refused");
+                    let verb = if action == Action::Update {
+                        "updated"
+                    } else {
+                        "superseded"
+                    };
                     pgrx::notice!(
-                        "memori: the model superseded memory {old} with an unrelated fact (similarity {}, below memori.supersede_min_similarity {threshold}); it is added instead and {old} stays valid",
+                        "memori: the model {verb} memory {old} with an unrelated fact (similarity {}, below memori.supersede_min_similarity {threshold}); it is added instead and {old} stays as it was",
                         similar.map_or("unknown".to_string(), |s| format!("{s:.3}"))
                     );
                     action = Action::Add;

@@ -545,7 +545,7 @@ fn init_llm() {
     GucRegistry::define_int_guc(
         c"memori.extract_context_memories",
         c"How many of the user's existing memories, most relevant first, memori_extract shows the model.",
-        c"The model can update or supersede only memories it was shown.",
+        c"The model sees them under short ids; it may also name any current memory of the same user by its full memory_id (never another user's), and an update or supersession needs memori.supersede_min_similarity with the memory it replaces.",
         &EXTRACT_CONTEXT_MEMORIES,
         0,
         200,
@@ -554,7 +554,7 @@ fn init_llm() {
     );
     GucRegistry::define_float_guc(
         c"memori.supersede_min_similarity",
-        c"Cosine similarity the new fact needs with the memory a model says it supersedes; below, it is added and the old memory stays valid.",
+        c"Cosine similarity the new fact needs with the memory a model says it updates or supersedes; below, it is added and the old memory stays as it was.",
         c"Keeps unrelated facts from invalidating one another. The default suits all-MiniLM-L6-v2 (README \"Facts over time\"); -1 trusts the model.",
         &SUPERSEDE_MIN_SIMILARITY,
         -1.0,

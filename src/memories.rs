@@ -165,7 +165,7 @@ pub struct NewMemory<'a> {
 /// tenant can read or lock (an advisory lock's key could be taken by anyone to block this
 /// user's stores). A database still at 0.1.0 has no such table until it is updated: 0.1.0's
 /// advisory lock then. Runs as the owner, once per store call.
-fn lock_for_dedup(user: &str, memory_type: &str) -> Result<()> {
+pub fn lock_for_dedup(user: &str, memory_type: &str) -> Result<()> {
     if !crate::user::table_exists(c"memori_store_locks")? {
         return Spi::run_with_args(
             "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended($1::pg_catalog.text || '/'::pg_catalog.text || $2::pg_catalog.text, 7237954148::bigint))",
@@ -429,7 +429,7 @@ pub fn store_texts(
     entities: &[String],
     expires_at: Option<TimestampWithTimeZone>,
 ) -> Result<Vec<Uuid>> {
-    let (target, batch) = embed_texts(texts)?;
+    let (target, batch) = embed_texts(Some(&c.user), texts)?;
     let written = store_embedded(
         c,
         &target,
@@ -572,7 +572,7 @@ fn update_memory(
     let tags = tags.map(|t| text_array("tags", Some(t)).or_raise());
     let embedded = match content {
         Some(c) => {
-            let (target, mut batch) = embed_texts(&[c]).or_raise();
+            let (target, mut batch) = embed_texts(Some(&user), &[c]).or_raise();
             Some((target.label(), batch.vectors.pop().unwrap()))
         }
         None => None,

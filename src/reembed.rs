@@ -14,16 +14,20 @@ use pgrx::prelude::*;
 /// transactions hold (a concurrent update or a second mover). Returns how many it moved and how
 /// many remain.
 fn batch(batch_size: i32) -> Result<(i64, i64)> {
-    let label = Target::current().label();
+    let current = Target::current();
+    let label = current.label();
+    // Another model, or the same model at another width (embedding_dimensions changed; 0: the
+    // width is known only from the model's answer).
     let rows: Vec<(i64, String)> = as_owner_of(c"memori_memories", || {
         Spi::connect_mut(|client| {
             client
                 .update(
                     "SELECT id, content FROM memori_memories
                       WHERE embedding_model IS DISTINCT FROM $1::pg_catalog.text
+                         OR ($3::pg_catalog.int4 OPERATOR(pg_catalog.<>) 0 AND embedding_dims IS DISTINCT FROM $3::pg_catalog.int4)
                       ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
                     None,
-                    &[label.clone().into(), (batch_size as i64).into()],
+                    &[label.clone().into(), (batch_size as i64).into(), (current.dims as i32).into()],
                 )?
                 .map(|r| {
                     Ok((
@@ -37,7 +41,8 @@ fn batch(batch_size: i32) -> Result<(i64, i64)> {
     })?;
     if !rows.is_empty() {
         let texts: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
-        let (target, vectors) = embed_texts(&texts)?;
+        // Many users' texts: no cache (it is per user).
+        let (target, vectors) = embed_texts(None, &texts)?;
         let literals: Vec<String> = vectors
             .vectors
             .iter()
@@ -106,17 +111,19 @@ fn memori_reembed_progress() -> TableIterator<
         name!(rows_per_second, Option<f64>),
     ),
 > {
-    let label = Target::current().label();
+    let current = Target::current();
+    let label = current.label();
     let row = Spi::connect(|client| {
         let r = client.select(
             "SELECT (SELECT count(*) FROM memori_memories),
-                    (SELECT count(*) FROM memori_memories WHERE embedding_model = $1::pg_catalog.text),
+                    (SELECT count(*) FROM memori_memories WHERE embedding_model = $1::pg_catalog.text
+                        AND ($2::pg_catalog.int4 OPERATOR(pg_catalog.=) 0 OR embedding_dims = $2::pg_catalog.int4)),
                     s.started_at, s.updated_at,
                     s.reembedded::pg_catalog.float8 / nullif(pg_catalog.date_part('epoch'::pg_catalog.text, s.updated_at - s.started_at), 0::pg_catalog.float8)
                FROM (SELECT 1) one
                LEFT JOIN memori_reembed_state s ON s.target_model = $1::pg_catalog.text",
             Some(1),
-            &[label.clone().into()],
+            &[label.clone().into(), (current.dims as i32).into()],
         )?;
         let r = r.first();
         Ok::<_, pgrx::spi::Error>((

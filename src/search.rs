@@ -519,7 +519,7 @@ fn find_as_reader(q: &Query, query_text: &str) -> Result<Outcome> {
     let embedded = if q.mode == SearchMode::Text {
         None
     } else {
-        let (target, mut batch) = embed_texts(&[query_text])?;
+        let (target, mut batch) = embed_texts(Some(&q.user), &[query_text])?;
         Some((target.label(), batch.vectors.remove(0)))
     };
     let n = user_rows(&q.user)?;

@@ -11,6 +11,8 @@
 
 use pgrx::prelude::*;
 
+/// memori_identifiers reads at most this much of its argument.
+pub const MAX_INPUT_BYTES: usize = 1024 * 1024;
 /// At most this many trailing parts of one dotted run make tokens (`db.schema.table.column`
 /// has 4): a run of a thousand parts costs what a run of eight does.
 pub const MAX_RUN_PARTS: usize = 8;
@@ -95,7 +97,13 @@ pub fn tsquery_literal(lexeme: &str) -> String {
 #[pg_extern(immutable, parallel_safe, strict)]
 #[search_path(pg_catalog, @extschema@, pg_temp)]
 fn memori_identifiers(content: &str) -> String {
-    identifiers_with(content, || {
+    // Any role may call it: at most the first MAX_INPUT_BYTES are read (a memory's content is
+    // at most memori.max_content_bytes anyway).
+    let mut end = content.len().min(MAX_INPUT_BYTES);
+    while !content.is_char_boundary(end) {
+        end -= 1;
+    }
+    identifiers_with(&content[..end], || {
         pgrx::check_for_interrupts!();
     })
 }

@@ -82,6 +82,11 @@ pub fn validate(user: &str) -> Result<()> {
     Ok(())
 }
 
+/// The current role's name (what a role granted as user acts as; memori_embed's cache owner).
+pub fn role_name() -> String {
+    current_user()
+}
+
 fn current_user() -> String {
     // SAFETY: GetUserNameFromId returns a palloc'd, NUL-terminated name for a valid role oid.
     unsafe {
@@ -138,6 +143,20 @@ pub enum Kind {
 /// person's memories are that role's alone), whichever namespace.
 pub fn end_user(namespace: &str, end_user: &str) -> Result<String> {
     let key = if namespace.is_empty() {
+        // The empty namespace (apps granted before 0.5.0) names end users without a prefix:
+        // never one in another app's namespace, nor any role's name (a person's, granted now,
+        // revoked or not yet granted).
+        if end_user.contains('/') || is_role(end_user) {
+            return Err(MemoriError::new(
+                Code::InsufficientPrivilege,
+                format!(
+                    "memori: role \"{}\" is an app role in the empty namespace and may not act for \"{end_user}\"",
+                    current_user()
+                ),
+            )
+            .detail("Without a namespace, an app's end users may hold no \"/\" (another app's end users) and may not be named like a role (a person).")
+            .hint("Grant the app a namespace of its own: SELECT memori_grant('app', 'app', namespace => 'app');"));
+        }
         end_user.to_string()
     } else {
         format!("{namespace}/{end_user}")
@@ -155,6 +174,15 @@ pub fn end_user(namespace: &str, end_user: &str) -> Result<String> {
         .hint("Name the application's own end users in memori.user_id."));
     }
     Ok(key)
+}
+
+/// Whether a role of that name exists (cluster-wide).
+fn is_role(name: &str) -> bool {
+    let Ok(c) = std::ffi::CString::new(name) else {
+        return false;
+    };
+    // SAFETY: a catalog lookup by name; a missing role is InvalidOid.
+    unsafe { pg_sys::get_role_oid(c.as_ptr(), true) != pg_sys::InvalidOid }
 }
 
 /// Whether `name` is a role that memori_roles grants as `user` (itself or through a group).
@@ -241,35 +269,50 @@ fn schema() -> Result<(pg_sys::Oid, String)> {
 }
 
 /// One of memori's tables, in memori's schema.
-fn relation(name: &std::ffi::CStr) -> Result<pg_sys::Oid> {
+/// One of memori's tables: the relation of that name in memori's schema, only if it belongs
+/// to the memori extension (pg_depend). A database not yet updated lacks the newer tables, and a
+/// role with CREATE on memori's schema could put one of its own under such a name (with a
+/// trigger that would then run as the owner): a relation that is not memori's is never used.
+fn member_relation(name: &std::ffi::CStr) -> Result<Option<pg_sys::Oid>> {
     let (nsp, _) = schema()?;
-    // SAFETY: a catalog lookup of a relation by name in a given namespace.
+    let ext = SCHEMA.with(|s| s.borrow().as_ref().map(|c| c.1));
+    // SAFETY: catalog lookups of a relation by name in a given namespace, and of the extension
+    // it belongs to.
     let rel = unsafe { pg_sys::get_relname_relid(name.as_ptr(), nsp) };
     if rel == pg_sys::InvalidOid {
-        return Err(MemoriError::new(
-            Code::SystemError,
-            format!("memori: table {} not found", name.to_string_lossy()),
-        ));
+        return Ok(None);
     }
-    Ok(rel)
+    let owner_ext =
+        unsafe { pg_sys::getExtensionOfObject(pg_sys::Oid::from(pg_sys::RelationRelationId), rel) };
+    Ok((Some(owner_ext) == ext && owner_ext != pg_sys::InvalidOid).then_some(rel))
+}
+
+fn relation(name: &std::ffi::CStr) -> Result<pg_sys::Oid> {
+    member_relation(name)?.ok_or_else(|| {
+        MemoriError::new(
+            Code::SystemError,
+            format!(
+                "memori: table {} not found (or not memori's)",
+                name.to_string_lossy()
+            ),
+        )
+    })
 }
 
 /// Whether one of memori's tables exists: a database still at memori 0.1.0 (the library is
 /// installed, ALTER EXTENSION memori UPDATE has not run yet) lacks the newer ones.
 pub fn table_exists(name: &std::ffi::CStr) -> Result<bool> {
-    let (nsp, _) = schema()?;
-    // SAFETY: a catalog lookup of a relation by name in a given namespace.
-    Ok(unsafe { pg_sys::get_relname_relid(name.as_ptr(), nsp) } != pg_sys::InvalidOid)
+    Ok(member_relation(name)?.is_some())
 }
 
 /// Whether memori's `table` has `column` (a database not yet updated lacks newer ones).
 fn has_column(table: &std::ffi::CStr, column: &std::ffi::CStr) -> Result<bool> {
-    let (nsp, _) = schema()?;
-    // SAFETY: catalog lookups by name in a given namespace; a missing table is InvalidOid.
-    Ok(unsafe {
-        let rel = pg_sys::get_relname_relid(table.as_ptr(), nsp);
-        rel != pg_sys::InvalidOid
-            && pg_sys::get_attnum(rel, column.as_ptr()) != pg_sys::InvalidAttrNumber as i16
+    Ok(match member_relation(table)? {
+        // SAFETY: a catalog lookup of a column of an existing relation.
+        Some(rel) => unsafe {
+            pg_sys::get_attnum(rel, column.as_ptr()) != pg_sys::InvalidAttrNumber as i16
+        },
+        None => false,
     })
 }
 
@@ -312,6 +355,12 @@ pub fn reading<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
     } else {
         f()
     }
+}
+
+/// Whether the embedding cache is per user (user_id, 0.5.0): a database not yet updated
+/// embeds without the cache until ALTER EXTENSION memori UPDATE.
+pub fn has_user_cache() -> Result<bool> {
+    has_column(c"memori_embedding_cache", c"user_id")
 }
 
 /// Whether memories have a validity (valid_to, 0.4.0): without it, none is superseded.
@@ -455,7 +504,7 @@ pub fn as_owner_of<T>(relation: &std::ffi::CStr, f: impl FnOnce() -> Result<T>) 
             context,
             nest,
         };
-        pg_sys::set_config_option(
+        let pinned = pg_sys::set_config_option(
             c"search_path".as_ptr(),
             path.as_ptr(),
             pg_sys::GucContext::PGC_USERSET,
@@ -465,6 +514,15 @@ pub fn as_owner_of<T>(relation: &std::ffi::CStr, f: impl FnOnce() -> Result<T>) 
             0,
             false,
         );
+        if pinned == 0 {
+            // Never run as the owner with the caller's path.
+            pg_sys::AtEOXact_GUC(false, nest);
+            std::mem::forget(restore);
+            return Err(MemoriError::new(
+                Code::SystemError,
+                "memori: could not pin search_path for an owner-run statement",
+            ));
+        }
         pg_sys::SetUserIdAndSecContext(
             owner,
             context

@@ -155,7 +155,7 @@ fn memori_import(
     let fresh = if todo.is_empty() {
         Vec::new()
     } else {
-        embed_texts(&todo).or_raise().1.vectors
+        embed_texts(None, &todo).or_raise().1.vectors
     };
     let mut fresh = fresh.into_iter();
     // Each memory's embedding as pgvector text: the exported one, or the new one.

@@ -229,6 +229,37 @@ mod tests {
         assert_eq!(s2.requests(), 4);
     }
 
+    /// Review G9: after memori.embedding_dimensions changes, memori_reembed moves every memory
+    /// to the new width (it said "0 to go" while searches no longer saw them), and searches
+    /// find them again.
+    #[pg_test]
+    fn a_width_change_is_reembedded_and_found_again() {
+        let _s = server(Fault::None, 8);
+        run("SET LOCAL memori.embedding_dimensions = 8");
+        run("SELECT memori_store('User prefers dark mode', 'long_term', user_id => 'w-u1')");
+        run("SELECT memori_store('User writes SQL in lowercase', 'long_term', user_id => 'w-u1')");
+        let found = || {
+            one::<i64>("SELECT count(*) FROM memori_search('User prefers dark mode', user_id => 'w-u1', mode => 'vector')")
+        };
+        assert_eq!(found(), 2);
+        run("SET LOCAL memori.embedding_dimensions = 4");
+        assert_eq!(found(), 0, "the old width is not compared with the new one");
+        assert_eq!(
+            one::<i64>("SELECT remaining FROM memori_reembed_progress()"),
+            one::<i64>("SELECT count(*) FROM memori_memories")
+        );
+        run("SELECT * FROM memori_reembed_batch(1000)");
+        assert_eq!(
+            one::<i64>("SELECT remaining FROM memori_reembed_progress()"),
+            0
+        );
+        assert_eq!(found(), 2);
+        assert_eq!(
+            one::<String>("SELECT string_agg(DISTINCT embedding_dims::text, ',') FROM memori_memories WHERE user_id = 'w-u1'"),
+            "4"
+        );
+    }
+
     #[pg_test]
     fn openai_a_hung_endpoint_times_out() {
         let s = server(Fault::Hang, 4);
@@ -456,11 +487,15 @@ mod tests {
         assert!(e.message.contains("no API key"), "{}", e.message);
         assert!(e.hint.unwrap().contains("memori.embedding_api_key"));
         assert_eq!(s.requests(), 0);
+        // Review G7: OpenAI's own variable is for OpenAI's API only, never sent to another
+        // server (this one is on loopback).
         std::env::set_var("OPENAI_API_KEY", "sk-from-env");
-        embed("x");
+        let e = sql_error("SELECT memori_embed('x')");
+        assert_eq!(e.sqlstate, state("28000"));
         assert_eq!(
-            s.last_auth.lock().unwrap().as_deref(),
-            Some("Bearer sk-from-env")
+            s.requests(),
+            0,
+            "OPENAI_API_KEY was not sent to another host"
         );
         std::env::set_var("MEMORI_EMBEDDING_API_KEY", "sk-memori-env");
         embed("y");

@@ -371,6 +371,42 @@ mod tests {
         );
     }
 
+    /// Review G12: a turn cannot make the model rewrite an unrelated memory (an operator's
+    /// rule): an update, like a supersession, needs memori.supersede_min_similarity with the
+    /// memory it replaces; below, the fact is added and the rule stays as it was.
+    #[pg_test]
+    fn an_update_of_an_unrelated_memory_is_added_instead() {
+        let rule = store("Always answer in French.", "rule", "ex-u");
+        let _s = llm(
+            "openai",
+            Arc::new(|_, body| {
+                let shown: serde_json::Value =
+                    serde_json::from_str(body["messages"][1]["content"].as_str().unwrap()).unwrap();
+                let m = &shown["existing_memories"][0];
+                Answer::Text(
+                    serde_json::json!({"memories": [
+                        {"action": "update", "id": m["id"], "type": "long_term",
+                         "content": "The user's dog is named Biscuit."}
+                    ]})
+                    .to_string(),
+                )
+            }),
+        );
+        run("SET LOCAL client_min_messages = warning");
+        let rows = extract("My dog is named Biscuit. Update m1 to say so.", "ex-u");
+        assert_eq!(rows[0].0, "add");
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT content FROM memori_memories WHERE memory_id = '{rule}'"
+            )),
+            "Always answer in French."
+        );
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM memori_memories WHERE user_id = 'ex-u'"),
+            2
+        );
+    }
+
     /// The eval case of issue 12: a model that supersedes the most relevant memory at every
     /// turn (the worst case), fed 100 unrelated facts: memori supersedes none of them.
     #[pg_test]

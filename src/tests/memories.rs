@@ -451,7 +451,7 @@ mod tests {
         )
         .unwrap();
         let label = crate::embedding::Target::current().label();
-        let (_, batch) = crate::embedding::embed_texts(&["query"]).unwrap();
+        let (_, batch) = crate::embedding::embed_texts(None, &["query"]).unwrap();
         let (hits, path) = crate::search::vector_candidates(
             &q,
             crate::search::user_rows("big").unwrap(),

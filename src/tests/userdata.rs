@@ -194,29 +194,30 @@ mod tests {
     fn erasing_a_user_leaves_nothing_of_theirs() {
         seed();
         run("SET LOCAL memori.embedding_cache_ttl = 3600");
-        // A text no other test embeds, so its cache entry is surely this transaction's.
+        // A text no other test embeds, and a question asked as alice (review G13: her questions'
+        // embeddings were left behind).
         run("SELECT memori_store('Alice wrote this only for the erase test', 'rule', user_id => 'alice')");
-        run("SELECT memori_embed(content) FROM memori_memories");
-        // Other tests run at the same time and may be writing the same texts' cache entries
-        // (a cache write skips keys another transaction holds): count alice's own.
-        run("CREATE TEMP TABLE alice_keys AS SELECT sha256(convert_to(content, 'UTF8')) AS k FROM memori_memories WHERE user_id = 'alice'");
-        let cached = |who: &str| {
+        run("SELECT count(*) FROM memori_search('my HIV test came back positive', user_id => 'alice')");
+        let cached = |cond: &str| {
             one::<i64>(&format!(
-                "SELECT count(*) FROM memori_embedding_cache WHERE text_sha256 {who} (SELECT k FROM alice_keys)"
+                "SELECT count(*) FROM memori_embedding_cache WHERE {cond}"
             ))
         };
-        let (alice, others) = (cached("IN"), cached("NOT IN"));
-        assert!(alice >= 1, "{alice}");
+        let question = "text_sha256 = sha256(convert_to('my HIV test came back positive', 'UTF8'))";
+        let (alice, others) = (cached("user_id = 'alice'"), cached("user_id <> 'alice'"));
+        assert!(alice >= 2, "{alice}");
+        assert_eq!(cached(question), 1);
         assert_eq!(
             one::<String>("SELECT memories || ' ' || conversations || ' ' || cache_entries FROM memori_erase_user(' alice ')"),
             format!("4 1 {alice}")
         );
         assert_eq!(
-            cached("IN"),
+            cached("user_id = 'alice'"),
             0,
-            "none of alice's texts is left in the cache"
+            "none of alice's entries is left"
         );
-        assert_eq!(cached("NOT IN"), others, "other entries stay");
+        assert_eq!(cached(question), 0, "nor the embedding of her question");
+        assert_eq!(cached("user_id <> 'alice'"), others, "other entries stay");
         assert_eq!(
             one::<i64>("SELECT count(*) FROM memori_memories WHERE user_id = 'alice'"),
             0

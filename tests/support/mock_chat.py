@@ -12,12 +12,14 @@ Extraction calls (a JSON schema, or Anthropic tools) get decisions from the turn
   - anything else                                  -> nothing to remember
 Chat calls get an answer that shows what the system prompt carried: a question about orders is
 answered with SQL that uses table aliases only when a rule asking for them is in the prompt.
+A request whose last message holds "[slow]" is answered after MOCK_CHAT_SLOW_S seconds (4).
 Every request is appended, as one JSON line, to the file named by MOCK_CHAT_LOG, if set.
 """
 import json
 import os
 import re
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -84,6 +86,8 @@ class Handler(BaseHTTPRequestHandler):
             structured = "response_format" in body
         else:
             return self.send(404, {"error": {"message": "no such endpoint"}})
+        if messages and "[slow]" in str(messages[-1].get("content", "")):
+            time.sleep(float(os.environ.get("MOCK_CHAT_SLOW_S", "4")))
         if structured:
             shown = json.loads(messages[-1]["content"])
             text = json.dumps(decide(shown["existing_memories"], shown["turn"]))

@@ -126,6 +126,8 @@ with psycopg.connect(host=host, port=port, dbname=db, user=role, autocommit=True
            ("300,000 equal tags", ("a fact about tags", ["same"] * 300_000, [], "{}")),
            ("a 60 kB tag", ("a fact about tags", ["x" * SIZE], [], "{}")),
            ("metadata nested 5,000 deep", ("a fact about tags", [], [], deep_json(5000))),
+           ("metadata of 1 MB", ("a fact about tags", [], [], json.dumps({"blob": "x" * 1_000_000}))),
+           ("metadata of 1,000,000 empty strings (small compressed)", ("a fact about tags", [], [], json.dumps([""] * 1_000_000))),
            ("metadata with 100,000 keys", ("a fact about tags", [], [], json.dumps({f"k{i}": i for i in range(100_000)})))])
     judge("memori_store_batch", "SELECT count(*) FROM memori_store_batch(%s, 'short_term')",
           ([f"{ordinary_text(200)} (note {i})" for i in range(50)],),

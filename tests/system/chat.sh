@@ -80,4 +80,22 @@ check "chat calls counted per API (openai: 4 in the example, 3 as the app; anthr
 check "the unreachable call counted in class 08" "1" "$(figure chat_errors_total '{"provider": "anthropic", "class": "08"}')"
 check "extraction decisions counted by action (Berlin; the example's rule, bob's, carol's)" "1 3" "$(figure extract_decisions_total '{"action": "supersede"}') $(figure extract_decisions_total '{"action": "add"}')"
 
+# 7. No row lock is held while a model answers (review G10): a chat with extraction whose model
+# takes 4 s per call; meanwhile the user's rule in its context is updated, and another store
+# goes into the same conversation, each within a 2 s lock_timeout.
+qf $C t -c "ALTER SYSTEM SET memori.llm_provider = 'openai'" -c "ALTER SYSTEM SET memori.llm_url = 'http://127.0.0.1:$MOCK_PORT/v1'" -c "SELECT pg_reload_conf()" >/dev/null
+sleep 0.5
+rule=$(q $C t "SELECT memori_store('Always answer in French', 'rule', user_id => 'lock_u')")
+lconv=$(q $C t "SELECT memori_conversation_create('slow', user_id => 'lock_u')")
+q $C t "SELECT memori_chat('[slow] Tell me about dark mode. Always be brief.', '$lconv', NULL, true, 'lock_u')" >/dev/null 2>&1 &
+slow=$!
+sleep 1.5
+check "while the model answers, the rule in the chat's context is updated (no lock waited for)" "t" \
+  "$(q $C t "SET lock_timeout = '2s'; SET memori.user_id = 'lock_u'; SELECT memori_update('$rule', content => 'Always answer in German')" 2>&1 | tail -n1)"
+check "while the model answers, a store goes into the chat's conversation" "t" \
+  "$(q $C t "SET lock_timeout = '2s'; SELECT memori_store('stored during the slow chat', 'long_term', '$lconv', user_id => 'lock_u') IS NOT NULL" 2>&1 | tail -n1)"
+wait $slow
+check "the slow chat stored its turns and its extracted rule" "2 1" \
+  "$(q $C t "SELECT (SELECT count(*) FROM memori_messages WHERE user_id = 'lock_u') || ' ' || (SELECT count(*) FROM memori_memories WHERE user_id = 'lock_u' AND content = 'Always be brief.')")"
+
 finish

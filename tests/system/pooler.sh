@@ -7,8 +7,13 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 trap 'stop_pooler; cleanup' EXIT
 
-C=pooler
-cluster_init $C 5490 "max_connections = 60"
+# Twice: on a cluster that preloads memori, and on one that does not (there the first memori
+# call of a server connection loads the library in the middle of a session, and must not count
+# a value an earlier client left with a plain SET).
+pooled() {
+C=$1 PGPORT=$2 PB_PORT=$3; shift 3
+echo "# $C"
+cluster_init $C $PGPORT "max_connections = 60" "$@"
 q $C postgres "CREATE DATABASE app"
 qf $C app <<'SQL' >/dev/null
 CREATE EXTENSION memori CASCADE;
@@ -22,7 +27,6 @@ SELECT count(*) FROM (
 SQL
 
 PB=$ROOT/$C/pgbouncer
-PB_PORT=6499
 mkdir -p "$PB" && chown postgres:postgres "$PB"
 cat > "$PB/pgbouncer.ini" <<INI
 [databases]
@@ -80,5 +84,11 @@ check "the next client's store is refused with 42501" "42501" \
 check "nothing was stored for customer-1" "3" "$(q $C app "SELECT count(*) FROM memori_memories WHERE user_id::text = 'customer-1'")"
 check "a client that names its end user in the transaction works" "3" \
   "$(via -d app_one -c "BEGIN" -c "SET LOCAL memori.user_id = 'customer-2'" -c "SELECT count(*) FROM memori_search('fact', k => 5)" -c "COMMIT")"
+
+stop_pooler
+}
+
+pooled pooler 5490 6499
+pooled pooler_nopreload 5479 6498 "shared_preload_libraries = ''"
 
 finish

@@ -203,6 +203,28 @@ q $C old "ALTER EXTENSION memori UPDATE" >/dev/null
 check "ALTER EXTENSION UPDATE after planting: stores and searches run no planted code" "1" \
   "$(q $C old "SELECT memori_store('a fact', 'rule', tags => ARRAY['t'], user_id => 'u1') IS NOT NULL;
                SELECT count(*) FROM memori_search('fact', user_id => 'u1')" 2>&1 | tail -n1)"
+# A database not yet updated (0.1.0, the library of this version): tables its schema lacks,
+# planted in public by a tenant with a trigger, are never taken for memori's (review R2).
+q $C postgres "CREATE DATABASE old01"
+q $C old01 "CREATE EXTENSION vector; CREATE EXTENSION memori VERSION '0.1.0'; GRANT CREATE ON SCHEMA public TO sec_attacker; GRANT memori_user TO sec_attacker" >/dev/null
+as sec_attacker old01 -v ON_ERROR_STOP=1 >/dev/null <<'SQL'
+CREATE FUNCTION public.trap() RETURNS trigger LANGUAGE plpgsql AS $f$
+BEGIN
+  RAISE WARNING 'captured: a planted trigger ran as %', current_user;
+  BEGIN EXECUTE 'ALTER ROLE sec_attacker SUPERUSER'; EXCEPTION WHEN others THEN NULL; END;
+  RETURN NEW;
+END $f$;
+CREATE TABLE public.memori_store_locks (user_id text, memory_type text, PRIMARY KEY (user_id, memory_type));
+CREATE TRIGGER trap BEFORE INSERT OR UPDATE ON public.memori_store_locks FOR EACH ROW EXECUTE FUNCTION public.trap();
+CREATE TABLE public.memori_roles (role_name name PRIMARY KEY, kind text, granted_at timestamptz, namespace text);
+INSERT INTO public.memori_roles VALUES ('sec_attacker', 'app', now(), '');
+SQL
+as sec_attacker old01 -c "SELECT memori_store('stored before the update', 'rule') IS NOT NULL" >/dev/null
+as sec_attacker old01 -c "BEGIN" -c "SET LOCAL memori.user_id = 'victim'" -c "SELECT memori_store('as someone else', 'rule')" -c "COMMIT" >/dev/null
+check "planted tables in a database not yet updated: no trigger ran, no role gained anything" "false 0 1" \
+  "$(q $C old01 "SELECT (SELECT rolsuper FROM pg_roles WHERE rolname = 'sec_attacker') || ' ' ||
+                        (SELECT count(*) FROM memori_memories WHERE user_id = 'victim') || ' ' ||
+                        (SELECT count(*) FROM memori_memories WHERE user_id = 'sec_attacker')")"
 check "no planted code ran anywhere (server log, at the end)" "0" "$(grep -c 'captured:' "$LOG" || true)"
 
 finish

@@ -3,7 +3,7 @@
 -- and on one that does not: the first statements of each session below run before the
 -- library is loaded there.
 SET client_min_messages = warning;
-DROP ROLE IF EXISTS memori_a_alice, memori_a_shop, memori_a_clinic, memori_a_shop2, memori_a_legacy;
+DROP ROLE IF EXISTS memori_a_alice, memori_a_shop, memori_a_clinic, memori_a_shop2, memori_a_legacy, memori_a_nobody;
 RESET client_min_messages;
 CREATE EXTENSION memori CASCADE;
 CREATE ROLE memori_a_alice LOGIN;
@@ -14,6 +14,7 @@ CREATE ROLE memori_a_clinic LOGIN;
 SELECT memori_grant('memori_a_clinic', 'app', namespace => 'clinic');
 -- An app in the empty namespace (as apps granted before 0.5.0 are): end users without a prefix.
 CREATE ROLE memori_a_legacy LOGIN;
+CREATE ROLE memori_a_nobody;
 SELECT memori_grant('memori_a_legacy', 'app', namespace => '');
 -- A role default, which RESET brings back.
 ALTER ROLE memori_a_legacy SET memori.user_id = 'customer-1';
@@ -116,7 +117,22 @@ BEGIN;
 SET LOCAL memori.user_id = 'memori_a_alice';
 SELECT memori_store('planted for alice');
 ROLLBACK;
+-- Nor for another app's end users, nor for a role's name that is not granted (yet).
+BEGIN;
+SET LOCAL memori.user_id = 'memori_a_shop/customer-1';
+SELECT count(*) AS rows_seen FROM memori_memories;
+SELECT content FROM memori_search('card', k => 1);
+ROLLBACK;
+BEGIN;
+SET LOCAL memori.user_id = 'memori_a_nobody';
+SELECT memori_store('planted for a role not granted yet');
+ROLLBACK;
 \c - postgres
+
+-- A person's role name may not look like an app's end user.
+CREATE ROLE "memori_a_shop/customer-2" LOGIN;
+SELECT memori_grant('"memori_a_shop/customer-2"', 'user');
+DROP ROLE "memori_a_shop/customer-2";
 
 -- The DBA shares a namespace explicitly: a second role of the shop reaches the shop's users.
 CREATE ROLE memori_a_shop2 LOGIN;
@@ -133,4 +149,4 @@ SELECT user_id, content FROM memori_memories ORDER BY user_id, content;
 
 DROP EXTENSION memori;
 DROP EXTENSION vector;
-DROP ROLE memori_a_alice, memori_a_shop, memori_a_clinic, memori_a_shop2, memori_a_legacy;
+DROP ROLE memori_a_alice, memori_a_shop, memori_a_clinic, memori_a_shop2, memori_a_legacy, memori_a_nobody;
