@@ -283,6 +283,7 @@ CREATE TABLE memori_roles (
     kind       text NOT NULL,
     granted_at timestamptz NOT NULL DEFAULT now(),
     namespace  text,
+    role_oid   oid,
     CONSTRAINT memori_roles_pkey PRIMARY KEY (role_name),
     CONSTRAINT memori_roles_kind_check CHECK (kind = ANY (ARRAY['user', 'app']::text[])),
     CONSTRAINT memori_roles_namespace_check
@@ -294,6 +295,7 @@ COMMENT ON TABLE memori_roles IS
 COMMENT ON COLUMN memori_roles.role_name IS 'The role (or group role) granted.';
 COMMENT ON COLUMN memori_roles.kind IS 'user: acts only for itself (user_id = its role name); app: acts for the end user named in memori.user_id in each transaction.';
 COMMENT ON COLUMN memori_roles.granted_at IS 'When it was granted.';
+COMMENT ON COLUMN memori_roles.role_oid IS 'The role granted (its oid): a grant holds only for that role, not for another that takes the name later; NULL for grants older than 0.5.0 (until the update fills it).';
 COMMENT ON COLUMN memori_roles.namespace IS 'For an app: the namespace of its end users (end user u is the memori user <namespace>/u; empty: u itself, for apps granted before 0.5.0). NULL for a user.';
 
 -- Grants a role access to memori in this database.
@@ -305,6 +307,7 @@ DECLARE
     f text;
     rname pg_catalog.name;
     ns pg_catalog.text;
+    earlier pg_catalog.oid;
 BEGIN
     IF kind IS NULL OR kind OPERATOR(pg_catalog.<>) ALL (ARRAY['user', 'app']::pg_catalog.text[]) THEN
         RAISE EXCEPTION 'memori: kind must be user or app, not %', coalesce(kind, 'NULL')
@@ -336,9 +339,21 @@ BEGIN
                       HINT = 'An app''s end user "u" is the memori user "<namespace>/u"; apps granted one namespace share their end users.';
         END IF;
     END IF;
-    INSERT INTO @extschema@.memori_roles (role_name, kind, namespace) VALUES (rname, kind, ns)
+    -- A name granted before to another role (dropped, or renamed, and the name taken again;
+    -- or a restore into another cluster): that role's memories stay under the name, and are not
+    -- handed to a new role without the DBA saying so.
+    SELECT r.role_oid INTO earlier FROM @extschema@.memori_roles r WHERE r.role_name OPERATOR(pg_catalog.=) rname;
+    IF earlier IS NOT NULL AND earlier OPERATOR(pg_catalog.<>) role::pg_catalog.oid
+       AND EXISTS (SELECT FROM @extschema@.memori_memories m WHERE m.user_id::pg_catalog.text OPERATOR(pg_catalog.=) rname::pg_catalog.text) THEN
+        RAISE EXCEPTION 'memori: role "%" is not the role granted under that name before, and the memori user "%" holds that role''s memories', rname, rname
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'The role granted before was dropped or renamed (or the database was restored into another cluster).',
+                  HINT = pg_catalog.format('Erase them first (SELECT memori_erase_user(%L)), or, to give them to this role, SELECT memori_revoke(%L); then grant again.', rname, rname);
+    END IF;
+    INSERT INTO @extschema@.memori_roles (role_name, kind, namespace, role_oid) VALUES (rname, kind, ns, role)
         ON CONFLICT ON CONSTRAINT memori_roles_pkey
-        DO UPDATE SET kind = EXCLUDED.kind, namespace = EXCLUDED.namespace, granted_at = pg_catalog.now();
+        DO UPDATE SET kind = EXCLUDED.kind, namespace = EXCLUDED.namespace, role_oid = EXCLUDED.role_oid,
+                      granted_at = pg_catalog.now();
     EXECUTE pg_catalog.format('GRANT SELECT ON @extschema@.memori_memories, @extschema@.memori_conversations, @extschema@.memori_messages TO %s', role);
     FOREACH f IN ARRAY @extschema@.memori_api() LOOP
         EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %s', f, role);
@@ -357,8 +372,10 @@ DECLARE
     f text;
     had boolean;
 BEGIN
+    -- By the role (a renamed role's grant too) and by its current name.
     DELETE FROM @extschema@.memori_roles
-     WHERE role_name OPERATOR(pg_catalog.=) (SELECT r.rolname FROM pg_catalog.pg_roles r WHERE r.oid OPERATOR(pg_catalog.=) role);
+     WHERE role_oid OPERATOR(pg_catalog.=) role::pg_catalog.oid
+        OR role_name OPERATOR(pg_catalog.=) (SELECT r.rolname FROM pg_catalog.pg_roles r WHERE r.oid OPERATOR(pg_catalog.=) role);
     had := FOUND;
     EXECUTE pg_catalog.format('REVOKE SELECT ON @extschema@.memori_memories, @extschema@.memori_conversations, @extschema@.memori_messages FROM %s', role);
     FOREACH f IN ARRAY @extschema@.memori_api() LOOP

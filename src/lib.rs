@@ -5,6 +5,7 @@
 
 use pgrx::prelude::*;
 
+mod accesses;
 mod chat;
 mod compat;
 mod context;
@@ -41,6 +42,7 @@ pub extern "C-unwind" fn _PG_init() {
     // SAFETY: a plain read of a backend flag.
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         stats::init();
+        accesses::init();
         worker::register();
     }
 }

@@ -29,6 +29,8 @@ pub struct Pass {
 /// One kind of housekeeping, done a batch at a time.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Step {
+    /// Counts accesses deferred from read-only transactions (`accesses`).
+    Accesses,
     Promote,
     Expire,
     Archive,
@@ -36,12 +38,19 @@ pub enum Step {
 }
 
 impl Step {
-    /// In the order a pass runs them: promotion first, so a memory accessed often enough is
-    /// kept rather than expired.
-    pub const ALL: [Step; 4] = [Step::Promote, Step::Expire, Step::Archive, Step::PurgeCache];
+    /// In the order a pass runs them: deferred accesses counted first, then promotion, so a
+    /// memory accessed often enough is kept rather than expired.
+    pub const ALL: [Step; 5] = [
+        Step::Accesses,
+        Step::Promote,
+        Step::Expire,
+        Step::Archive,
+        Step::PurgeCache,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
+            Step::Accesses => "accesses",
             Step::Promote => "promote",
             Step::Expire => "expire",
             Step::Archive => "archive",
@@ -78,13 +87,16 @@ impl Step {
                  RETURNING 1",
                 vec![gucs::archive_threshold_days().into()],
             )),
-            Step::PurgeCache => None,
+            Step::PurgeCache | Step::Accesses => None,
         }
     }
 
     /// Handles at most `limit` rows (all of them on distributed tables); returns how many it
     /// handled.
     pub fn batch(self, limit: i64) -> Result<i64> {
+        if self == Step::Accesses {
+            return count_deferred_accesses();
+        }
         if let Some((sql, args)) = self
             .distributed_sql()
             .filter(|_| crate::user::distributed().unwrap_or(false))
@@ -126,6 +138,7 @@ impl Step {
                  SELECT count(*) FROM a",
                 vec![gucs::archive_threshold_days().into(), limit.into()],
             ),
+            Step::Accesses => unreachable!("counted above"),
             Step::PurgeCache => (
                 "WITH c AS (SELECT ctid FROM memori_embedding_cache
                              WHERE created_at <= now() - make_interval(secs => $1)
@@ -146,8 +159,33 @@ impl Step {
             Step::Expire => pass.expired += n,
             Step::Archive => pass.archived += n,
             Step::PurgeCache => pass.cache_purged += n,
+            Step::Accesses => {}
         }
     }
+}
+
+/// Counts the accesses made where they could not be counted (read-only or REPEATABLE READ
+/// transactions: `accesses`), before promotion, expiry and archival look at the counts. All of
+/// them at once (the ring holds at most `accesses::SLOTS`). Not on Citus-distributed tables.
+fn count_deferred_accesses() -> Result<i64> {
+    if crate::user::distributed().unwrap_or(false) {
+        return Ok(0);
+    }
+    let taken = crate::accesses::take();
+    if taken.is_empty() {
+        return Ok(0);
+    }
+    let (ids, counts): (Vec<i64>, Vec<i64>) = taken.into_iter().unzip();
+    Spi::get_one_with_args::<i64>(
+        "WITH a AS (SELECT * FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]), pg_catalog.unnest($2::pg_catalog.int8[])) AS a(id, n)),
+              u AS (UPDATE memori_memories m
+                       SET access_count = m.access_count + a.n::pg_catalog.int4, last_accessed_at = now()
+                      FROM a WHERE m.id = a.id RETURNING 1)
+         SELECT count(*) FROM u",
+        &[ids.into(), counts.into()],
+    )
+    .map(|n| n.unwrap_or(0))
+    .map_err(spi)
 }
 
 /// One pass of housekeeping over every memory in the current database, in the caller's

@@ -604,13 +604,25 @@ pub fn explain(mode: SearchMode, path: Path, r: &Ranked) -> JsonB {
 /// is counted in a read-only transaction, on a hot standby, or under REPEATABLE READ or
 /// SERIALIZABLE (where a row changed by a concurrent search would raise 40001).
 pub fn track_access(user: &str, ids: &[i64]) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
     // SAFETY: plain reads of backend state.
-    let skip = unsafe {
-        pg_sys::XactReadOnly
-            || pg_sys::RecoveryInProgress()
-            || pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32
+    let (recovery, cannot_write) = unsafe {
+        let recovery = pg_sys::RecoveryInProgress();
+        (
+            recovery,
+            recovery
+                || pg_sys::XactReadOnly
+                || pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32,
+        )
     };
-    if ids.is_empty() || skip {
+    if cannot_write {
+        // Read-only or REPEATABLE READ on the primary: counted by the next maintenance pass
+        // (when preloaded), so memories read that way are not archived as unused (G6).
+        if !recovery {
+            crate::accesses::defer(ids);
+        }
         return Ok(());
     }
     crate::user::as_owner_of(c"memori_memories", || {

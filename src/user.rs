@@ -176,6 +176,17 @@ pub fn end_user(namespace: &str, end_user: &str) -> Result<String> {
     Ok(key)
 }
 
+/// The join condition that ties a memori_roles row to the role it was granted to (0.5.0,
+/// review G11): a role that later takes the name (the first was dropped or renamed) holds no
+/// grant. Nothing in a database not yet updated.
+fn granted_role_join() -> Result<&'static str> {
+    Ok(if has_column(c"memori_roles", c"role_oid")? {
+        " AND (r.role_oid IS NULL OR r.role_oid OPERATOR(pg_catalog.=) g.oid)"
+    } else {
+        ""
+    })
+}
+
 /// Whether a role of that name exists (cluster-wide).
 fn is_role(name: &str) -> bool {
     let Ok(c) = std::ffi::CString::new(name) else {
@@ -198,11 +209,12 @@ fn is_person(name: &str) -> Result<bool> {
         return Ok(hit);
     }
     let (_, nsp) = schema()?;
+    let same_role = granted_role_join()?;
     let person = as_owner_of(c"memori_roles", || {
         crate::errors::read_one::<bool>(
             &format!(
                 "SELECT EXISTS (SELECT FROM pg_catalog.pg_roles u, {nsp}.memori_roles r
-                                  JOIN pg_catalog.pg_roles g ON g.rolname OPERATOR(pg_catalog.=) r.role_name
+                                  JOIN pg_catalog.pg_roles g ON g.rolname OPERATOR(pg_catalog.=) r.role_name{same_role}
                                  WHERE u.rolname OPERATOR(pg_catalog.=) $1::pg_catalog.name
                                    AND r.kind OPERATOR(pg_catalog.=) 'user'::pg_catalog.text
                                    AND pg_catalog.pg_has_role(u.oid, g.oid, 'USAGE'::pg_catalog.text))"
@@ -418,12 +430,13 @@ pub fn granted_kind() -> Result<Option<Kind>> {
     } else {
         "NULL::pg_catalog.text"
     };
+    let same_role = granted_role_join()?;
     let kind = as_owner_of(c"memori_roles", || {
         crate::errors::read_one::<String>(
             &format!(
                 "SELECT r.kind OPERATOR(pg_catalog.||) '/'::pg_catalog.text OPERATOR(pg_catalog.||) coalesce({namespace}, ''::pg_catalog.text)
                    FROM {nsp}.memori_roles r
-                   JOIN pg_catalog.pg_roles g ON g.rolname OPERATOR(pg_catalog.=) r.role_name
+                   JOIN pg_catalog.pg_roles g ON g.rolname OPERATOR(pg_catalog.=) r.role_name{same_role}
                   WHERE pg_catalog.pg_has_role($1::pg_catalog.oid, g.oid, 'USAGE'::pg_catalog.text)
                   ORDER BY r.kind OPERATOR(pg_catalog.=) 'app'::pg_catalog.text DESC, r.role_name
                   LIMIT 1"

@@ -3,7 +3,7 @@
 -- and on one that does not: the first statements of each session below run before the
 -- library is loaded there.
 SET client_min_messages = warning;
-DROP ROLE IF EXISTS memori_a_alice, memori_a_shop, memori_a_clinic, memori_a_shop2, memori_a_legacy, memori_a_nobody;
+DROP ROLE IF EXISTS memori_a_bob, memori_a_robert, memori_a_alice, memori_a_shop, memori_a_clinic, memori_a_shop2, memori_a_legacy, memori_a_nobody;
 RESET client_min_messages;
 CREATE EXTENSION memori CASCADE;
 CREATE ROLE memori_a_alice LOGIN;
@@ -143,6 +143,33 @@ SET LOCAL memori.user_id = 'customer-1';
 SELECT user_id, content FROM memori_memories;
 COMMIT;
 \c - postgres
+
+-- G11: a grant holds for the role granted, not for a role that takes its name later.
+CREATE ROLE memori_a_bob LOGIN;
+SELECT memori_grant('memori_a_bob', 'user');
+\c - memori_a_bob
+SELECT memori_store('bob: private note', 'rule') IS NOT NULL AS stored;
+\c - postgres
+ALTER ROLE memori_a_bob RENAME TO memori_a_robert;
+DROP OWNED BY memori_a_robert;
+DROP ROLE memori_a_robert;
+CREATE ROLE memori_a_bob LOGIN;  -- another person, the same name
+GRANT USAGE ON SCHEMA public TO memori_a_bob;
+GRANT SELECT ON memori_memories TO memori_a_bob;
+GRANT EXECUTE ON FUNCTION memori_acting_user() TO memori_a_bob;
+\c - memori_a_bob
+SELECT count(*) AS rows_seen FROM memori_memories;
+\c - postgres
+SELECT memori_grant('memori_a_bob', 'user');
+-- The DBA hands them over on purpose: revoke, then grant.
+SELECT memori_revoke('memori_a_bob');
+SELECT memori_grant('memori_a_bob', 'user');
+\c - memori_a_bob
+SELECT content FROM memori_memories;
+\c - postgres
+SELECT memori_revoke('memori_a_bob');
+DROP OWNED BY memori_a_bob;
+DROP ROLE memori_a_bob;
 
 -- Nothing changed hands.
 SELECT user_id, content FROM memori_memories ORDER BY user_id, content;
