@@ -407,8 +407,7 @@ SELECT ARRAY[
     '@extschema@.memori_embedding_stats()',
     '@extschema@.memori_stats()',
     '@extschema@.memori_extract(text, uuid, text)',
-    '@extschema@.memori_chat(text, uuid, integer, boolean, text)',
-    '@extschema@.memori_acting_user()']::text[]
+    '@extschema@.memori_chat(text, uuid, integer, boolean, text)']::text[]
 $$;
 COMMENT ON FUNCTION memori_api() IS
     'memori: the functions memori_grant() lets a role run (all but memori_maintain, memori_create_index, memori_grant and memori_revoke, which stay with the DBA).';
@@ -440,9 +439,13 @@ BEGIN
     END LOOP;
 END;
 $$;
--- The policies call memori_acting_user() for the roles that read the tables: memori_grant()
--- grants it with the rest of memori_api(). Only pure functions of their arguments, which pin
--- their search_path, are PUBLIC's (searches run them as the caller).
+-- The policies call memori_acting_user() for every role that reads the tables (on Citus, on the
+-- workers too); it reveals nothing (NULL for a role without a grant), so anyone may run it. It
+-- pins its path by construction: every statement it runs goes through user::as_owner_of, which
+-- pins search_path, and its one lookup as the caller is fully qualified (it has no SET clause:
+-- the policies call it per row). The pure functions of their arguments pin theirs with a SET
+-- clause (searches run them as the caller).
+GRANT EXECUTE ON FUNCTION memori_acting_user() TO PUBLIC;
 GRANT EXECUTE ON FUNCTION memori_text_document(text, regconfig), memori_identifiers(text) TO PUBLIC;
 
 -- Row-level security: a granted role sees only the rows of the user it acts for.

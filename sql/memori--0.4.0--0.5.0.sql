@@ -82,43 +82,6 @@ COMMENT ON FUNCTION memori_grant(regrole, text, text) IS
     'memori: gives a role access to memori in this database, as a user (acts for itself) or an app (acts for the end users it names in each transaction, as <namespace>/<end user>; namespace defaults to the role''s name, and apps granted one namespace share their end users); records it in memori_roles.';
 REVOKE EXECUTE ON FUNCTION memori_grant(regrole, text, text) FROM PUBLIC;
 
--- memori_acting_user() is granted to the roles memori_grant registers (memori_api()), no
--- longer to PUBLIC: a role without a grant has nothing to read anyway.
--- The functions a granted role may run (everything but the DBA's).
-CREATE OR REPLACE FUNCTION memori_api() RETURNS text[]
-LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, @extschema@, pg_temp
-AS $$
-SELECT ARRAY[
-    '@extschema@.memori_conversation_create(text, text, jsonb, bigint)',
-    '@extschema@.memori_store(text, text, uuid, double precision, text[], jsonb, text[], timestamptz, text)',
-    '@extschema@.memori_store_batch(text[], text, uuid, double precision, text[], jsonb, text)',
-    '@extschema@.memori_search(text, integer, uuid, text[], text[], double precision, boolean, text, text, boolean, timestamptz)',
-    '@extschema@.memori_update(uuid, text, text, double precision, text[], jsonb)',
-    '@extschema@.memori_forget(uuid)',
-    '@extschema@.memori_context(text, integer, uuid, integer, text)',
-    '@extschema@.memori_relate(text, text, text, uuid, double precision, text)',
-    '@extschema@.memori_entity(text, text)',
-    '@extschema@.memori_embed(text)',
-    '@extschema@.memori_embed_batch(text[])',
-    '@extschema@.memori_embedding_stats()',
-    '@extschema@.memori_stats()',
-    '@extschema@.memori_extract(text, uuid, text)',
-    '@extschema@.memori_chat(text, uuid, integer, boolean, text)',
-    '@extschema@.memori_acting_user()']::text[]
-$$;
-COMMENT ON FUNCTION memori_api() IS
-    'memori: the functions memori_grant() lets a role run (all but memori_maintain, memori_create_index, memori_grant and memori_revoke, which stay with the DBA).';
-REVOKE EXECUTE ON FUNCTION memori_acting_user() FROM PUBLIC;
-DO $$
-DECLARE r pg_catalog.text;
-BEGIN
-    FOR r IN SELECT m.role_name FROM @extschema@.memori_roles m
-               JOIN pg_catalog.pg_roles g ON g.rolname OPERATOR(pg_catalog.=) m.role_name LOOP
-        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION @extschema@.memori_acting_user() TO %I', r);
-    END LOOP;
-END;
-$$;
 -- Pure functions granted to PUBLIC pin their search path too.
 ALTER FUNCTION memori_identifiers(text) SET search_path = pg_catalog, @extschema@, pg_temp;
 

@@ -109,6 +109,15 @@ check "the app's search returns only the named user's memories" "6 6" \
   "$(as_app "BEGIN; SET LOCAL memori.user_id = 'user11'; SELECT count(*) || ' ' || count(*) FILTER (WHERE content ~ '\\mu11\\M') FROM memori_search('anything', k => 10); COMMIT;")"
 err=$(as_app "SELECT count(*) FROM memori_search('anything')" || true)
 check_true "the app without a named user is refused" grep -q "memori.user_id" <<<"$err"
+# Chat and extraction in the end user's conversation, as the app (review G5: the conversation
+# check read as the caller, and a tenant's own reads on Citus see nothing).
+check "the app chats in its end user's new conversation" "Noted. (turns seen: 1)" \
+  "$(as_app "BEGIN; SET LOCAL memori.user_id = 'user13'; SELECT memori_chat('Hello there.', memori_conversation_create('c13')); COMMIT;")"
+check "the app extracts in its end user's new conversation" "add" \
+  "$(as_app "BEGIN; SET LOCAL memori.user_id = 'user13'; SELECT action FROM memori_extract('Always use CTEs.', memori_conversation_create('d13')); COMMIT;")"
+check "both turns and the rule are the end user's, in their conversations" "2 1" \
+  "$(q $C m "SELECT (SELECT count(*) FROM memori_messages WHERE user_id = 'user13' AND conversation_id IS NOT NULL) || ' ' ||
+                    (SELECT count(*) FROM memori_memories WHERE user_id = 'user13' AND content = 'Always use CTEs.' AND conversation_id IS NOT NULL)")"
 # Direct reads: row-level security is evaluated on the workers, where the acting user is not
 # known, so a tenant sees no rows at all (never another user's); memori's functions read as
 # the owner for the user they resolved.

@@ -112,6 +112,21 @@ q $C app "ALTER SYSTEM RESET memori.embedding_api_key" >/dev/null
 q $C app "ALTER SYSTEM RESET memori.embedding_url" >/dev/null
 q $C app "SELECT pg_reload_conf()" >/dev/null
 
+# URLs holding credentials or a query string are refused where every role reads them (G7).
+for stmt in "ALTER DATABASE app SET memori.llm_url = 'https://gw.example/v1?api-key=SECRET'" \
+            "ALTER ROLE sec_app SET memori.embedding_url = 'https://user:pw@gw.example/v1'"; do
+  check "a URL with secrets cannot be set where every role reads it: ${stmt:0:45}..." "22023" "$(sqlstate postgres app "$stmt")"
+done
+check "a plain URL still can be, per database" "ok" "$(sqlstate postgres app "ALTER DATABASE app SET memori.llm_url = 'http://127.0.0.1:9/v1'")"
+q $C app "ALTER DATABASE app RESET memori.llm_url" >/dev/null
+
+# A tenant chooses neither a call's size nor its retries and timeouts (G8).
+check "token_budget over memori.max_token_budget is refused (54000)" "54000" \
+  "$(sqlstate sec_alice app "SELECT memori_context('orders', token_budget => 2000000000)")"
+for s in "memori.llm_timeout_ms = 600000" "memori.llm_max_retries = 10" "memori.max_token_budget = 1000000"; do
+  check "a tenant cannot SET $s" "42501" "$(sqlstate sec_alice app "SET $s")"
+done
+
 # --- input bounds ------------------------------------------------------------------------------
 big="repeat('lorem ipsum dolor sit amet ', 4000)"   # 108 kB
 for call in "memori_store($big)" "memori_search($big)" "memori_embed($big)" "memori_store_batch(ARRAY['ok', $big])" "memori_context($big)"; do
