@@ -106,35 +106,35 @@ impl Step {
         }
         let (sql, args): (&str, Vec<pgrx::datum::DatumWithOid>) = match self {
             Step::Promote => (
-                "WITH c AS (SELECT id FROM memori_memories
+                "WITH c AS (SELECT id, user_id FROM memori_memories
                              WHERE memory_type::pg_catalog.text = 'short_term'::pg_catalog.text AND access_count >= $1
                                AND (expires_at IS NULL OR expires_at > now())
                              LIMIT $2 FOR UPDATE SKIP LOCKED),
                       p AS (UPDATE memori_memories m SET memory_type = 'long_term', expires_at = NULL, updated_at = now()
-                              FROM c WHERE m.id = c.id RETURNING 1)
+                              FROM c WHERE m.user_id OPERATOR(pg_catalog.=) c.user_id AND m.id = c.id RETURNING 1)
                  SELECT count(*) FROM p",
                 vec![gucs::promote_after_accesses().into(), limit.into()],
             ),
             Step::Expire if gucs::keep_expired() => (
-                "WITH c AS (SELECT id FROM memori_memories WHERE expires_at <= now() AND NOT is_archived
+                "WITH c AS (SELECT id, user_id FROM memori_memories WHERE expires_at <= now() AND NOT is_archived
                              LIMIT $1 FOR UPDATE SKIP LOCKED),
-                      e AS (UPDATE memori_memories m SET is_archived = true, updated_at = now() FROM c WHERE m.id = c.id RETURNING 1)
+                      e AS (UPDATE memori_memories m SET is_archived = true, updated_at = now() FROM c WHERE m.user_id OPERATOR(pg_catalog.=) c.user_id AND m.id = c.id RETURNING 1)
                  SELECT count(*) FROM e",
                 vec![limit.into()],
             ),
             Step::Expire => (
-                "WITH c AS (SELECT id FROM memori_memories WHERE expires_at <= now()
+                "WITH c AS (SELECT id, user_id FROM memori_memories WHERE expires_at <= now()
                              LIMIT $1 FOR UPDATE SKIP LOCKED),
-                      e AS (DELETE FROM memori_memories m USING c WHERE m.id = c.id RETURNING 1)
+                      e AS (DELETE FROM memori_memories m USING c WHERE m.user_id OPERATOR(pg_catalog.=) c.user_id AND m.id = c.id RETURNING 1)
                  SELECT count(*) FROM e",
                 vec![limit.into()],
             ),
             Step::Archive => (
-                "WITH c AS (SELECT id FROM memori_memories
+                "WITH c AS (SELECT id, user_id FROM memori_memories
                              WHERE NOT is_archived AND memory_type::pg_catalog.text <> 'rule'::pg_catalog.text
                                AND coalesce(last_accessed_at, updated_at) < now() - make_interval(days => $1)
                              LIMIT $2 FOR UPDATE SKIP LOCKED),
-                      a AS (UPDATE memori_memories m SET is_archived = true, updated_at = now() FROM c WHERE m.id = c.id RETURNING 1)
+                      a AS (UPDATE memori_memories m SET is_archived = true, updated_at = now() FROM c WHERE m.user_id OPERATOR(pg_catalog.=) c.user_id AND m.id = c.id RETURNING 1)
                  SELECT count(*) FROM a",
                 vec![gucs::archive_threshold_days().into(), limit.into()],
             ),
@@ -175,6 +175,8 @@ fn count_deferred_accesses() -> Result<i64> {
     if taken.is_empty() {
         return Ok(0);
     }
+    // By row id alone (the ring holds no user): ids come from one identity, unique in the
+    // table, though the key is (user_id, id).
     let (ids, counts): (Vec<i64>, Vec<i64>) = taken.into_iter().unzip();
     Spi::get_one_with_args::<i64>(
         "WITH a AS (SELECT * FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]), pg_catalog.unnest($2::pg_catalog.int8[])) AS a(id, n)),

@@ -291,7 +291,8 @@ fn write(target: &Target, m: &NewMemory, with_text: bool) -> Result<(Uuid, Writt
                     expires_at = CASE WHEN m.expires_at IS NULL THEN NULL
                                       ELSE greatest(m.expires_at, coalesce($11::pg_catalog.timestamptz, $12::pg_catalog.timestamptz)) END
                FROM nearest
-              WHERE m.id = nearest.id AND nearest.similarity >= $13::pg_catalog.float8
+              WHERE m.user_id OPERATOR(pg_catalog.=) $1::pg_catalog.text AND m.id = nearest.id
+                AND nearest.similarity >= $13::pg_catalog.float8
           RETURNING m.memory_id, nearest.similarity"
         );
         let triple = if m.memory_type == "relationship" {

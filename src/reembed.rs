@@ -18,11 +18,11 @@ fn batch(batch_size: i32) -> Result<(i64, i64)> {
     let label = current.label();
     // Another model, or the same model at another width (embedding_dimensions changed; 0: the
     // width is known only from the model's answer).
-    let rows: Vec<(i64, String)> = as_owner_of(c"memori_memories", || {
+    let rows: Vec<(i64, String, String)> = as_owner_of(c"memori_memories", || {
         Spi::connect_mut(|client| {
             client
                 .update(
-                    "SELECT id, content FROM memori_memories
+                    "SELECT id, content, user_id::pg_catalog.text FROM memori_memories
                       WHERE embedding_model IS DISTINCT FROM $1::pg_catalog.text
                          OR ($3::pg_catalog.int4 OPERATOR(pg_catalog.<>) 0 AND embedding_dims IS DISTINCT FROM $3::pg_catalog.int4)
                       ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
@@ -33,6 +33,7 @@ fn batch(batch_size: i32) -> Result<(i64, i64)> {
                     Ok((
                         r.get::<i64>(1)?.unwrap_or_default(),
                         r.get::<String>(2)?.unwrap_or_default(),
+                        r.get::<String>(3)?.unwrap_or_default(),
                     ))
                 })
                 .collect::<std::result::Result<Vec<_>, pgrx::spi::Error>>()
@@ -54,12 +55,14 @@ fn batch(batch_size: i32) -> Result<(i64, i64)> {
             })
             .collect();
         let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
+        let users: Vec<String> = rows.iter().map(|r| r.2.clone()).collect();
         as_owner_of(c"memori_memories", || {
             Spi::run_with_args(
                 "UPDATE memori_memories m SET embedding = x.v::vector, embedding_model = $3::pg_catalog.text
-                   FROM ROWS FROM (pg_catalog.unnest($1::bigint[]), pg_catalog.unnest($2::pg_catalog.text[])) AS x(id, v)
-                  WHERE m.id = x.id",
-                &[ids.into(), literals.into(), target.label().into()],
+                   FROM ROWS FROM (pg_catalog.unnest($1::bigint[]), pg_catalog.unnest($2::pg_catalog.text[]),
+                                   pg_catalog.unnest($4::pg_catalog.text[])) AS x(id, v, u)
+                  WHERE m.user_id OPERATOR(pg_catalog.=) x.u AND m.id = x.id",
+                &[ids.into(), literals.into(), target.label().into(), users.into()],
             )
             .map_err(spi)?;
             Spi::run_with_args(
