@@ -102,7 +102,7 @@ pub fn chat(
     budget: usize,
     extract: bool,
 ) -> Result<String> {
-    memories::check_size(message, "message")?;
+    crate::memory::check_size(message, "message")?;
     check_conversation(conversation_id, user)?;
     let cfg = chat_config()?;
     let context = context::assemble(
@@ -164,7 +164,7 @@ fn memori_chat(
     user_id: default!(Option<&str>, "NULL"),
 ) -> String {
     prevent_if_read_only(c"memori_chat()");
-    memories::check_content(message, "message").or_raise();
+    crate::memory::required_text(message, "message").or_raise();
     let budget = context::budget(token_budget).or_raise();
     let user = user::resolve(user_id).or_raise();
     chat(

@@ -8,6 +8,7 @@
 
 use crate::errors::{spi, MemoriError, OrRaise, Result};
 use crate::gucs;
+use crate::memory::{self, Archived, At, MemoryType, Section};
 use crate::search::{self, Query};
 use crate::user;
 use pgrx::datum::Uuid;
@@ -46,23 +47,23 @@ pub fn tokens(text: &str) -> usize {
     text.chars().count().div_ceil(4)
 }
 
-const SECTIONS: [(&str, &[&str]); 3] = [
-    ("## Rules", &["rule"]),
-    ("## Entities and relationships", &["entity", "relationship"]),
-    ("## Relevant memories", &["short_term", "long_term"]),
-];
+/// The section an item goes in (by its memory type), as an index into `Section::ALL`.
+fn section(item: &Item) -> Option<usize> {
+    let s = MemoryType::parse(&item.memory_type).ok()?.context_section();
+    Section::ALL.iter().position(|x| *x == s)
+}
 
 /// Lays out the items by section, in the order given.
 pub fn render(items: &[Item]) -> String {
     let mut out: Vec<String> = Vec::new();
-    for (title, types) in SECTIONS {
+    for (n, s) in Section::ALL.iter().enumerate() {
         let lines: Vec<String> = items
             .iter()
-            .filter(|i| types.contains(&i.memory_type.as_str()))
+            .filter(|i| section(i) == Some(n))
             .map(Item::line)
             .collect();
         if !lines.is_empty() {
-            out.push(title.to_string());
+            out.push(s.title().to_string());
             out.extend(lines);
         }
     }
@@ -73,19 +74,14 @@ pub fn render(items: &[Item]) -> String {
 /// size of the block: each line's length is counted once, and the block's length is kept up to
 /// date as items go (the same figure `tokens(&render(..))` gives).
 pub fn fit(items: Vec<Item>, budget: usize) -> Vec<Item> {
-    let section = |i: &Item| {
-        SECTIONS
-            .iter()
-            .position(|(_, types)| types.contains(&i.memory_type.as_str()))
-    };
     let lens: Vec<usize> = items.iter().map(|i| i.line().chars().count()).collect();
-    let mut in_section = [0usize; SECTIONS.len()];
+    let mut in_section = [0usize; Section::ALL.len()];
     // Characters of the block, and its lines (titles included): render() joins lines with \n.
     let (mut chars, mut lines) = (0usize, 0usize);
     for (item, len) in items.iter().zip(&lens) {
         if let Some(s) = section(item) {
             if in_section[s] == 0 {
-                chars += SECTIONS[s].0.chars().count();
+                chars += Section::ALL[s].title().chars().count();
                 lines += 1;
             }
             in_section[s] += 1;
@@ -107,7 +103,7 @@ pub fn fit(items: Vec<Item>, budget: usize) -> Vec<Item> {
             lines -= 1;
             in_section[s] -= 1;
             if in_section[s] == 0 {
-                chars -= SECTIONS[s].0.chars().count();
+                chars -= Section::ALL[s].title().chars().count();
                 lines -= 1;
             }
         }
@@ -120,12 +116,13 @@ pub fn fit(items: Vec<Item>, budget: usize) -> Vec<Item> {
 }
 
 fn rules(user: &str) -> Result<Vec<Item>> {
-    let current = user::current_filter("")?;
+    let live = memory::live("", At::Now, user::has_validity()?, Archived::Excluded);
+    let rule = MemoryType::Rule.as_str();
     Spi::connect(|c| {
         c.select(
             &format!("SELECT id, memory_id::pg_catalog.text, content, importance_score FROM memori_memories
-              WHERE user_id OPERATOR(pg_catalog.=) $1::pg_catalog.text AND memory_type::pg_catalog.text = 'rule'::pg_catalog.text AND NOT is_archived
-                AND (expires_at IS NULL OR expires_at > now()){current}
+              WHERE user_id OPERATOR(pg_catalog.=) $1::pg_catalog.text AND memory_type::pg_catalog.text = '{rule}'::pg_catalog.text
+                AND {live}
               ORDER BY importance_score DESC, updated_at DESC, id
               LIMIT 1000"),
             None,
@@ -135,7 +132,7 @@ fn rules(user: &str) -> Result<Vec<Item>> {
             Ok(Item {
                 id: r.get::<i64>(1)?.unwrap_or_default(),
                 memory_id: r.get::<String>(2)?.unwrap_or_default(),
-                memory_type: "rule".into(),
+                memory_type: rule.into(),
                 content: r.get::<String>(3)?.unwrap_or_default(),
                 // Rules go last, least important first.
                 rank: 10.0 + r.get::<f32>(4)?.unwrap_or_default() as f64,
@@ -165,9 +162,10 @@ pub fn assemble(
                     k,
                     conversation_id,
                     memory_types: Some(
-                        ["entity", "relationship", "short_term", "long_term"]
-                            .iter()
-                            .map(|s| s.to_string())
+                        MemoryType::ALL
+                            .into_iter()
+                            .filter(|t| t.in_relevant_search())
+                            .map(|t| t.as_str().to_string())
                             .collect(),
                     ),
                     tags: None,

@@ -7,7 +7,7 @@
 
 use serde_json::{json, Value};
 
-pub use crate::memories::MEMORY_TYPES;
+use crate::memory::MemoryType;
 
 /// Most decisions one answer may hold.
 pub const MAX_DECISIONS: usize = 50;
@@ -46,7 +46,7 @@ pub fn schema() -> Value {
                     "properties": {
                         "action": {"type": "string", "enum": ["add", "update", "supersede", "none"]},
                         "id": {"type": ["string", "null"]},
-                        "type": {"type": "string", "enum": MEMORY_TYPES},
+                        "type": {"type": "string", "enum": MemoryType::names()},
                         "content": {"type": "string"},
                         "importance": {"type": "number", "minimum": 0, "maximum": 1},
                         "subject": {"type": "string"},
@@ -231,7 +231,7 @@ pub fn parse(
             claimed.push(t);
         }
         let memory_type = match text_field(item, "type", n)? {
-            Some(t) if MEMORY_TYPES.contains(&t.as_str()) => t,
+            Some(t) if MemoryType::parse(&t).is_ok() => t,
             Some(t) => {
                 return Err(format!(
                 "decision {n}: unknown type \"{t}\" (short_term, long_term, rule, entity or relationship)"
@@ -268,7 +268,7 @@ pub fn parse(
             text_field(item, "object", n)?,
         ];
         let writes = action != Action::None;
-        let triple = if memory_type == "relationship" && writes {
+        let triple = if memory_type == MemoryType::Relationship.as_str() && writes {
             match parts {
                 [Some(s), Some(p), Some(o)] => Some([s, p, o]),
                 _ => {

@@ -112,13 +112,18 @@ fn lookup(user: &str, id: &str) -> Option<Known> {
     if !looks_like_uuid {
         return None;
     }
-    let current = user::current_filter("").ok()?;
+    let live = crate::memory::live(
+        "",
+        crate::memory::At::Now,
+        user::has_validity().ok()?,
+        crate::memory::Archived::Included,
+    );
     Spi::connect(|c| {
         let rows = c.select(
             &format!(
                 "SELECT memory_id::pg_catalog.text, memory_type::pg_catalog.text, content FROM memori_memories
                   WHERE memory_id = $1::text::pg_catalog.uuid AND user_id OPERATOR(pg_catalog.=) $2::pg_catalog.text
-                    AND (expires_at IS NULL OR expires_at > now()){current}"
+                    AND {live}"
             ),
             None,
             &[id.into(), user.into()],
@@ -164,7 +169,7 @@ impl Decided {
 /// The chat call of an extraction and the check of its answer, with no write and no lock
 /// taken: memori_chat makes both of its calls before it writes anything (review G10).
 pub fn decide(user: &str, turn: &str, conversation_id: Option<Uuid>) -> Result<Decided> {
-    memories::check_size(turn, "turn")?;
+    crate::memory::check_size(turn, "turn")?;
     check_conversation(conversation_id, user)?;
     let cfg = chat_config()?;
     let k = gucs::extract_context_memories();
@@ -476,7 +481,7 @@ fn memori_extract(
     ),
 > {
     prevent_if_read_only(c"memori_extract()");
-    memories::check_content(content, "content").or_raise();
+    crate::memory::required_text(content, "content").or_raise();
     let user = user::resolve(user_id).or_raise();
     let rows = extract(&user, content.unwrap(), conversation_id).or_raise();
     // A "none" about no memory has neither type nor content: NULL, not ''.

@@ -48,7 +48,7 @@ fn relate_entities(
         serde_json::json!({"subject": s, "predicate": p, "object": o}),
     );
     let c = common(
-        Some("relationship"),
+        Some(crate::memory::MemoryType::Relationship.as_str()),
         importance,
         None,
         Some(metadata),
@@ -103,7 +103,12 @@ fn memori_entity(
 > {
     let name = part(name, "name");
     let user = user::resolve(user_id).or_raise();
-    let current = user::current_filter("").or_raise();
+    let live = crate::memory::live(
+        "",
+        crate::memory::At::Now,
+        user::has_validity().or_raise(),
+        crate::memory::Archived::Included,
+    );
     let rows = user::reading(|| {
         Spi::connect(|c| {
         c.select(
@@ -111,7 +116,7 @@ fn memori_entity(
                FROM memori_memories
               WHERE user_id OPERATOR(pg_catalog.=) $1::pg_catalog.text AND related_entities OPERATOR(pg_catalog.@>) ARRAY[$2::pg_catalog.text]
                 AND memory_type::pg_catalog.text = ANY (ARRAY['entity', 'relationship']::pg_catalog.text[])
-                AND (expires_at IS NULL OR expires_at > now()){current}
+                AND {live}
               ORDER BY memory_type, importance_score DESC, created_at"),
             None,
             &[user.into(), name.into()],

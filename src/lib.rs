@@ -20,6 +20,7 @@ mod gucs;
 mod lifecycle;
 mod llm;
 mod memories;
+mod memory;
 mod reembed;
 mod search;
 mod stats;

@@ -16,6 +16,7 @@
 
 use crate::errors::{spi, OrRaise, Result};
 use crate::gucs;
+use crate::memory::{self, MemoryType};
 use pgrx::prelude::*;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
@@ -62,29 +63,35 @@ impl Step {
     /// cannot take `LIMIT ... FOR UPDATE SKIP LOCKED` across shards), waiting on rows other
     /// transactions hold at most memori.maintenance_lock_timeout. None for the cache, which
     /// stays on the coordinator.
-    fn distributed_sql(self) -> Option<(&'static str, Vec<pgrx::datum::DatumWithOid<'static>>)> {
+    fn distributed_sql(self) -> Option<(String, Vec<pgrx::datum::DatumWithOid<'static>>)> {
+        let long_term = MemoryType::LongTerm.as_str();
+        let not_expired = memory::live("", memory::At::Now, false, memory::Archived::Included);
+        let (promotes, archivable) = (
+            MemoryType::sql_array(MemoryType::promotes),
+            MemoryType::sql_array(MemoryType::archivable),
+        );
         match self {
             Step::Promote => Some((
-                "UPDATE memori_memories SET memory_type = 'long_term', expires_at = NULL, updated_at = now()
-                  WHERE memory_type::pg_catalog.text = 'short_term'::pg_catalog.text AND access_count >= $1
-                    AND (expires_at IS NULL OR expires_at > now())
-                 RETURNING 1",
+                format!("UPDATE memori_memories SET memory_type = '{long_term}', expires_at = NULL, updated_at = now()
+                  WHERE memory_type::pg_catalog.text = ANY ({promotes}) AND access_count >= $1
+                    AND {not_expired}
+                 RETURNING 1"),
                 vec![gucs::promote_after_accesses().into()],
             )),
             Step::Expire if gucs::keep_expired() => Some((
                 "UPDATE memori_memories SET is_archived = true, updated_at = now()
-                  WHERE expires_at <= now() AND NOT is_archived RETURNING 1",
+                  WHERE expires_at <= now() AND NOT is_archived RETURNING 1".to_string(),
                 vec![],
             )),
             Step::Expire => Some((
-                "DELETE FROM memori_memories WHERE expires_at <= now() RETURNING 1",
+                "DELETE FROM memori_memories WHERE expires_at <= now() RETURNING 1".to_string(),
                 vec![],
             )),
             Step::Archive => Some((
-                "UPDATE memori_memories SET is_archived = true, updated_at = now()
-                  WHERE NOT is_archived AND memory_type::pg_catalog.text <> 'rule'::pg_catalog.text
+                format!("UPDATE memori_memories SET is_archived = true, updated_at = now()
+                  WHERE NOT is_archived AND memory_type::pg_catalog.text = ANY ({archivable})
                     AND coalesce(last_accessed_at, updated_at) < now() - make_interval(days => $1)
-                 RETURNING 1",
+                 RETURNING 1"),
                 vec![gucs::archive_threshold_days().into()],
             )),
             Step::PurgeCache | Step::Accesses => None,
@@ -101,41 +108,47 @@ impl Step {
             .distributed_sql()
             .filter(|_| crate::user::distributed().unwrap_or(false))
         {
-            return Spi::connect_mut(|c| c.update(sql, None, &args).map(|t| t.len() as i64))
+            return Spi::connect_mut(|c| c.update(&sql, None, &args).map(|t| t.len() as i64))
                 .map_err(spi);
         }
-        let (sql, args): (&str, Vec<pgrx::datum::DatumWithOid>) = match self {
+        let long_term = MemoryType::LongTerm.as_str();
+        let not_expired = memory::live("", memory::At::Now, false, memory::Archived::Included);
+        let (promotes, archivable) = (
+            MemoryType::sql_array(MemoryType::promotes),
+            MemoryType::sql_array(MemoryType::archivable),
+        );
+        let (sql, args): (String, Vec<pgrx::datum::DatumWithOid>) = match self {
             Step::Promote => (
-                "WITH c AS (SELECT id, user_id FROM memori_memories
-                             WHERE memory_type::pg_catalog.text = 'short_term'::pg_catalog.text AND access_count >= $1
-                               AND (expires_at IS NULL OR expires_at > now())
+                format!("WITH c AS (SELECT id, user_id FROM memori_memories
+                             WHERE memory_type::pg_catalog.text = ANY ({promotes}) AND access_count >= $1
+                               AND {not_expired}
                              LIMIT $2 FOR UPDATE SKIP LOCKED),
-                      p AS (UPDATE memori_memories m SET memory_type = 'long_term', expires_at = NULL, updated_at = now()
+                      p AS (UPDATE memori_memories m SET memory_type = '{long_term}', expires_at = NULL, updated_at = now()
                               FROM c WHERE m.user_id OPERATOR(pg_catalog.=) c.user_id AND m.id = c.id RETURNING 1)
-                 SELECT count(*) FROM p",
+                 SELECT count(*) FROM p"),
                 vec![gucs::promote_after_accesses().into(), limit.into()],
             ),
             Step::Expire if gucs::keep_expired() => (
                 "WITH c AS (SELECT id, user_id FROM memori_memories WHERE expires_at <= now() AND NOT is_archived
                              LIMIT $1 FOR UPDATE SKIP LOCKED),
                       e AS (UPDATE memori_memories m SET is_archived = true, updated_at = now() FROM c WHERE m.user_id OPERATOR(pg_catalog.=) c.user_id AND m.id = c.id RETURNING 1)
-                 SELECT count(*) FROM e",
+                 SELECT count(*) FROM e".to_string(),
                 vec![limit.into()],
             ),
             Step::Expire => (
                 "WITH c AS (SELECT id, user_id FROM memori_memories WHERE expires_at <= now()
                              LIMIT $1 FOR UPDATE SKIP LOCKED),
                       e AS (DELETE FROM memori_memories m USING c WHERE m.user_id OPERATOR(pg_catalog.=) c.user_id AND m.id = c.id RETURNING 1)
-                 SELECT count(*) FROM e",
+                 SELECT count(*) FROM e".to_string(),
                 vec![limit.into()],
             ),
             Step::Archive => (
-                "WITH c AS (SELECT id, user_id FROM memori_memories
-                             WHERE NOT is_archived AND memory_type::pg_catalog.text <> 'rule'::pg_catalog.text
+                format!("WITH c AS (SELECT id, user_id FROM memori_memories
+                             WHERE NOT is_archived AND memory_type::pg_catalog.text = ANY ({archivable})
                                AND coalesce(last_accessed_at, updated_at) < now() - make_interval(days => $1)
                              LIMIT $2 FOR UPDATE SKIP LOCKED),
                       a AS (UPDATE memori_memories m SET is_archived = true, updated_at = now() FROM c WHERE m.user_id OPERATOR(pg_catalog.=) c.user_id AND m.id = c.id RETURNING 1)
-                 SELECT count(*) FROM a",
+                 SELECT count(*) FROM a"),
                 vec![gucs::archive_threshold_days().into(), limit.into()],
             ),
             Step::Accesses => unreachable!("counted above"),
@@ -144,11 +157,11 @@ impl Step {
                              WHERE created_at <= now() - make_interval(secs => $1)
                              LIMIT $2 FOR UPDATE SKIP LOCKED),
                       d AS (DELETE FROM memori_embedding_cache e USING c WHERE e.ctid = c.ctid RETURNING 1)
-                 SELECT count(*) FROM d",
+                 SELECT count(*) FROM d".to_string(),
                 vec![(gucs::embedding_cache_ttl().max(0) as f64).into(), limit.into()],
             ),
         };
-        Spi::get_one_with_args::<i64>(sql, &args)
+        Spi::get_one_with_args::<i64>(&sql, &args)
             .map(|n| n.unwrap_or(0))
             .map_err(spi)
     }

@@ -6,101 +6,11 @@ use crate::conversations::{metadata_object, JsonbArg};
 use crate::embedding::{embed_texts, Target};
 use crate::errors::{opt_one, prevent_if_read_only, spi, Code, MemoriError, OrRaise, Result};
 use crate::gucs;
+use crate::memory::{self, MemoryType};
 use crate::user::{self, as_owner_of};
 use crate::vector::indexed_cast;
 use pgrx::datum::{JsonB, TimestampWithTimeZone, Uuid};
 use pgrx::prelude::*;
-
-pub const MEMORY_TYPES: [&str; 5] = ["short_term", "long_term", "rule", "entity", "relationship"];
-
-pub fn check_type(memory_type: &str) -> Result<()> {
-    if MEMORY_TYPES.contains(&memory_type) {
-        Ok(())
-    } else {
-        Err(
-            MemoriError::invalid(format!("memori: unknown memory_type \"{memory_type}\""))
-                .hint("memory_type is one of short_term, long_term, rule, entity, relationship."),
-        )
-    }
-}
-
-pub fn check_importance(importance: f64) -> Result<()> {
-    if (0.0..=1.0).contains(&importance) {
-        Ok(())
-    } else {
-        Err(MemoriError::invalid(format!(
-            "memori: importance must be between 0 and 1, not {importance}"
-        )))
-    }
-}
-
-/// Refuses a text longer than memori.max_content_bytes (54000) before any work on it.
-pub fn check_size(text: &str, which: &str) -> Result<()> {
-    let max = gucs::max_content_bytes();
-    if text.len() > max {
-        return Err(MemoriError::new(
-            Code::ProgramLimitExceeded,
-            format!(
-                "memori: a {which} of {} bytes is longer than memori.max_content_bytes ({max})",
-                text.len()
-            ),
-        )
-        .hint("Send shorter text, or ask the DBA to raise memori.max_content_bytes."));
-    }
-    Ok(())
-}
-
-pub fn check_content(content: Option<&str>, which: &str) -> Result<()> {
-    match content {
-        None => Err(MemoriError::new(
-            Code::NullValueNotAllowed,
-            format!("memori: {which} must not be NULL"),
-        )),
-        Some(c) if c.trim().is_empty() => Err(MemoriError::invalid(format!(
-            "memori: {which} must not be empty"
-        ))),
-        Some(_) => Ok(()),
-    }
-}
-
-/// At most this many tags, and this many entities, on one memory.
-pub const MAX_LABELS: usize = 100;
-/// At most this many bytes in one tag or entity.
-pub const MAX_LABEL_BYTES: usize = 256;
-
-/// Tags or entities (`which`): trimmed, empty ones dropped, distinct in order of first
-/// appearance (a hash set: linear in the count), at most `MAX_LABELS` of at most
-/// `MAX_LABEL_BYTES` each (54000 otherwise, before any other work).
-pub fn text_array(which: &str, v: Option<Vec<Option<String>>>) -> Result<Vec<String>> {
-    let given = v.unwrap_or_default();
-    let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
-    let mut out: Vec<String> = Vec::new();
-    for s in given.into_iter().flatten() {
-        let s = s.trim();
-        if s.len() > MAX_LABEL_BYTES {
-            return Err(MemoriError::new(
-                Code::ProgramLimitExceeded,
-                format!(
-                    "memori: one of the {which} is {} bytes long; at most {MAX_LABEL_BYTES} are allowed",
-                    s.len()
-                ),
-            ));
-        }
-        if !s.is_empty() && seen.insert(s.to_string()) {
-            out.push(s.to_string());
-            if out.len() > MAX_LABELS {
-                return Err(MemoriError::new(
-                    Code::ProgramLimitExceeded,
-                    format!("memori: more than {MAX_LABELS} distinct {which} on one memory"),
-                )
-                .hint(
-                    "Keep tags and entities to a few labels per memory; put the rest in metadata.",
-                ));
-            }
-        }
-    }
-    Ok(out)
-}
 
 /// Checks that `conversation_id` exists and belongs to `user`; moves its last activity on.
 pub fn touch_conversation(conversation_id: Uuid, user: &str) -> Result<()> {
@@ -135,7 +45,7 @@ pub fn now() -> Result<TimestampWithTimeZone> {
 /// When a new memory of `memory_type` expires by default: short_term memories after
 /// memori.short_term_expiry_days, the others never.
 pub fn default_expiry(memory_type: &str) -> Result<Option<TimestampWithTimeZone>> {
-    if memory_type != "short_term" {
+    if !MemoryType::parse(memory_type).is_ok_and(MemoryType::expires_by_default) {
         return Ok(None);
     }
     crate::errors::read_one::<TimestampWithTimeZone>(
@@ -235,7 +145,12 @@ fn document_sql(n: usize, with_text: bool) -> String {
 /// does).
 fn write(target: &Target, m: &NewMemory, with_text: bool) -> Result<(Uuid, Written)> {
     // Superseded memories are history: a new fact never merges into one.
-    let current = user::current_filter("m.")?;
+    let live = memory::live(
+        "m.",
+        memory::At::Now,
+        user::has_validity()?,
+        memory::Archived::Included,
+    );
     let dims = m.embedding.len();
     let cast = indexed_cast(dims);
     let config = gucs::text_search_config();
@@ -247,11 +162,11 @@ fn write(target: &Target, m: &NewMemory, with_text: bool) -> Result<(Uuid, Writt
     };
     let threshold = gucs::dedup_threshold();
     if threshold < 1.0 {
-        let nearest = if m.memory_type == "relationship" {
+        let nearest = if m.memory_type == MemoryType::Relationship.as_str() {
             format!("SELECT id, 1::pg_catalog.float8 AS similarity FROM memori_memories m
               WHERE m.user_id OPERATOR(pg_catalog.=) $1::pg_catalog.text AND m.memory_type::pg_catalog.text = $3::pg_catalog.text
                 AND m.conversation_id IS NOT DISTINCT FROM $4::pg_catalog.uuid
-                AND (m.expires_at IS NULL OR m.expires_at > now()){current}
+                AND {live}
                 AND CASE WHEN $15::pg_catalog.text[] IS NOT NULL
                          THEN ARRAY[pg_catalog.lower(pg_catalog.btrim(m.metadata OPERATOR(pg_catalog.->>) 'subject'::pg_catalog.text)),
                                     pg_catalog.lower(pg_catalog.btrim(m.metadata OPERATOR(pg_catalog.->>) 'predicate'::pg_catalog.text)),
@@ -268,7 +183,7 @@ fn write(target: &Target, m: &NewMemory, with_text: bool) -> Result<(Uuid, Writt
                   WHERE m.user_id OPERATOR(pg_catalog.=) $1::pg_catalog.text AND m.memory_type::pg_catalog.text = $3::pg_catalog.text
                     AND m.conversation_id IS NOT DISTINCT FROM $4::pg_catalog.uuid
                     AND m.embedding_model = $6::pg_catalog.text AND m.embedding_dims = {dims}
-                    AND (m.expires_at IS NULL OR m.expires_at > now()){current}
+                    AND {live}
                   ORDER BY similarity DESC, m.id
                   LIMIT 1"
             )
@@ -295,7 +210,7 @@ fn write(target: &Target, m: &NewMemory, with_text: bool) -> Result<(Uuid, Writt
                 AND nearest.similarity >= $13::pg_catalog.float8
           RETURNING m.memory_id, nearest.similarity"
         );
-        let triple = if m.memory_type == "relationship" {
+        let triple = if m.memory_type == MemoryType::Relationship.as_str() {
             triple(m.metadata).map(|t| t.map(|s| s.to_lowercase()).to_vec())
         } else {
             None
@@ -382,16 +297,14 @@ pub fn common(
     user_id: Option<&str>,
 ) -> Result<Common> {
     let user = user::resolve(user_id)?;
-    let memory_type = memory_type.unwrap_or("short_term").trim().to_string();
-    check_type(&memory_type)?;
-    let importance = importance.unwrap_or(0.5);
-    check_importance(importance)?;
+    let memory_type = MemoryType::parse(memory_type.unwrap_or("short_term").trim())?;
+    let importance = memory::importance(importance.unwrap_or(0.5))?;
     let metadata = metadata_object(metadata)?;
     Ok(Common {
         user,
-        memory_type,
-        importance: importance as f32,
-        tags: text_array("tags", tags)?,
+        memory_type: memory_type.as_str().to_string(),
+        importance,
+        tags: memory::labels("tags", tags)?,
         metadata,
     })
 }
@@ -412,10 +325,9 @@ fn store_memory(
     user_id: default!(Option<&str>, "NULL"),
 ) -> Uuid {
     prevent_if_read_only(c"memori_store()");
-    check_content(content, "content").or_raise();
-    let content = content.unwrap();
+    let content = memory::required_text(content, "content").or_raise();
     let c = common(memory_type, importance, tags, metadata, user_id).or_raise();
-    let entities = text_array("entities", entities).or_raise();
+    let entities = memory::labels("entities", entities).or_raise();
     store_texts(&c, &[content], conversation_id, &entities, expires_at)
         .or_raise()
         .remove(0)
@@ -535,10 +447,12 @@ fn store_memories(
         })
         .or_raise();
     crate::embedding::check_batch(contents.len(), "memori_store_batch").or_raise();
-    for (n, c) in contents.iter().enumerate() {
-        check_content(c.as_deref(), &format!("contents[{}]", n + 1)).or_raise();
-    }
-    let texts: Vec<&str> = contents.iter().map(|c| c.as_deref().unwrap()).collect();
+    let texts: Vec<&str> = contents
+        .iter()
+        .enumerate()
+        .map(|(n, c)| memory::required_text(c.as_deref(), &format!("contents[{}]", n + 1)))
+        .collect::<Result<_>>()
+        .or_raise();
     let c = common(memory_type, importance, tags, metadata, user_id).or_raise();
     SetOfIterator::new(store_texts(&c, &texts, conversation_id, &[], None).or_raise())
 }
@@ -560,17 +474,17 @@ fn update_memory(
         return false;
     };
     let user = user::resolve(None).or_raise();
-    if content.is_some() {
-        check_content(content, "content").or_raise();
-    }
-    if let Some(t) = memory_type {
-        check_type(t).or_raise();
-    }
-    if let Some(i) = importance {
-        check_importance(i).or_raise();
-    }
+    let content = content
+        .map(|c| memory::required_text(Some(c), "content"))
+        .transpose()
+        .or_raise();
+    let memory_type = memory_type
+        .map(|t| MemoryType::parse(t).map(MemoryType::as_str))
+        .transpose()
+        .or_raise();
+    let importance = importance.map(memory::importance).transpose().or_raise();
     let metadata = metadata.map(|m| metadata_object(Some(m)).or_raise());
-    let tags = tags.map(|t| text_array("tags", Some(t)).or_raise());
+    let tags = tags.map(|t| memory::labels("tags", Some(t)).or_raise());
     let embedded = match content {
         Some(c) => {
             let (target, mut batch) = embed_texts(Some(&user), &[c]).or_raise();
@@ -582,7 +496,7 @@ fn update_memory(
         content,
         embedded,
         memory_type,
-        importance: importance.map(|i| i as f32),
+        importance,
         tags,
         metadata,
     };
@@ -653,7 +567,7 @@ pub fn update_row(user: &str, memory_id: Uuid, change: Change) -> Result<bool> {
             change.importance.into(),
             change.tags.into(),
             change.metadata.into(),
-            default_expiry("short_term")?.into(),
+            default_expiry(MemoryType::ShortTerm.as_str())?.into(),
             gucs::text_search_config().into(),
             now()?.into(),
         ],

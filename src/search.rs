@@ -15,7 +15,7 @@
 use crate::embedding::embed_texts;
 use crate::errors::{spi, MemoriError, OrRaise, Result};
 use crate::gucs::{self, SearchMode};
-use crate::memories::check_type;
+use crate::memory::{self, MemoryType};
 use crate::user;
 use crate::vector::indexed_cast;
 use pgrx::datum::{JsonB, TimestampWithTimeZone, Uuid};
@@ -78,25 +78,20 @@ impl Path {
 /// as_of. Superseded memories (valid_to) are left out, or as of a moment those superseded by
 /// then; a database not yet updated to 0.4.0 has no valid_to.
 fn scope_filters(q: &Query) -> String {
-    let when = if q.as_of.is_some() {
-        "$5::pg_catalog.timestamptz"
+    let at = match q.as_of {
+        Some(_) => memory::At::Moment("$5::pg_catalog.timestamptz"),
+        None => memory::At::Now,
+    };
+    // Archiving is about today's use, not about what held then: as_of ignores it.
+    let archived = if q.include_archived || q.as_of.is_some() {
+        memory::Archived::Included
     } else {
-        "now()"
+        memory::Archived::Excluded
     };
     let mut filters = vec![
         "m.user_id OPERATOR(pg_catalog.=) $1::pg_catalog.text".to_string(),
-        format!("(m.expires_at IS NULL OR m.expires_at > {when})"),
+        memory::live("m.", at, user::has_validity().unwrap_or(false), archived),
     ];
-    if q.as_of.is_some() {
-        filters.push("m.created_at <= $5::pg_catalog.timestamptz".into());
-    }
-    if user::has_validity().unwrap_or(false) {
-        filters.push(if q.as_of.is_some() {
-            "(m.valid_to IS NULL OR m.valid_to > $5::pg_catalog.timestamptz)".into()
-        } else {
-            "m.valid_to IS NULL".into()
-        });
-    }
     if q.conversation_id.is_some() {
         filters.push("m.conversation_id = $2::pg_catalog.uuid".into());
     }
@@ -105,10 +100,6 @@ fn scope_filters(q: &Query) -> String {
     }
     if q.tags.is_some() {
         filters.push("m.context_tags OPERATOR(pg_catalog.&&) $4::pg_catalog.text[]".into());
-    }
-    // Archiving is about today's use, not about what held then: as_of ignores it.
-    if !q.include_archived && q.as_of.is_none() {
-        filters.push("NOT m.is_archived".into());
     }
     filters.join("\n               AND ")
 }
@@ -642,19 +633,21 @@ pub fn track_access(user: &str, ids: &[i64]) -> Result<()> {
         }
         return Ok(());
     }
+    let promotes = MemoryType::sql_array(MemoryType::promotes);
+    let long_term = MemoryType::LongTerm.as_str();
     crate::user::as_owner_of(c"memori_memories", || {
         Spi::run_with_args(
         // The CTE joins on user_id too: Citus then runs the whole statement on the user's shard.
-        "WITH free AS (SELECT id, user_id FROM memori_memories
+        &format!("WITH free AS (SELECT id, user_id FROM memori_memories
                         WHERE user_id OPERATOR(pg_catalog.=) $3::pg_catalog.text AND id = ANY($1) FOR UPDATE SKIP LOCKED)
          UPDATE memori_memories m SET access_count = access_count + 1, last_accessed_at = now(),
-                memory_type = CASE WHEN memory_type::pg_catalog.text = 'short_term'::pg_catalog.text AND access_count + 1 >= $2
-                                   THEN 'long_term' ELSE memory_type END,
-                expires_at = CASE WHEN memory_type::pg_catalog.text = 'short_term'::pg_catalog.text AND access_count + 1 >= $2
+                memory_type = CASE WHEN memory_type::pg_catalog.text = ANY ({promotes}) AND access_count + 1 >= $2
+                                   THEN '{long_term}' ELSE memory_type END,
+                expires_at = CASE WHEN memory_type::pg_catalog.text = ANY ({promotes}) AND access_count + 1 >= $2
                                   THEN NULL ELSE expires_at END,
-                updated_at = CASE WHEN memory_type::pg_catalog.text = 'short_term'::pg_catalog.text AND access_count + 1 >= $2
+                updated_at = CASE WHEN memory_type::pg_catalog.text = ANY ({promotes}) AND access_count + 1 >= $2
                                   THEN $4::pg_catalog.timestamptz ELSE updated_at END
-           FROM free WHERE m.user_id OPERATOR(pg_catalog.=) free.user_id AND m.user_id OPERATOR(pg_catalog.=) $3::pg_catalog.text AND m.id = free.id",
+           FROM free WHERE m.user_id OPERATOR(pg_catalog.=) free.user_id AND m.user_id OPERATOR(pg_catalog.=) $3::pg_catalog.text AND m.id = free.id"),
         &[
             ids.to_vec().into(),
             gucs::promote_after_accesses().into(),
@@ -696,7 +689,7 @@ pub fn query(
     }
     let memory_types = clean_list(memory_types);
     for t in memory_types.iter().flatten() {
-        check_type(t)?;
+        MemoryType::parse(t)?;
     }
     if let Some(m) = min_similarity {
         if !(-1.0..=1.0).contains(&m) {
@@ -812,7 +805,7 @@ fn search_memories_as_of(
         name!(explain, Option<JsonB>),
     ),
 > {
-    crate::memories::check_content(query, "query").or_raise();
+    memory::required_text(query, "query").or_raise();
     let q = self::query(
         k,
         conversation_id,
@@ -882,7 +875,7 @@ fn memori_search(
         name!(created_at, TimestampWithTimeZone),
     ),
 > {
-    crate::memories::check_content(query, "query").or_raise();
+    memory::required_text(query, "query").or_raise();
     let q = self::query(
         k,
         conversation_id,

@@ -380,16 +380,6 @@ pub fn has_validity() -> Result<bool> {
     has_column(c"memori_memories", c"valid_to")
 }
 
-/// `AND <alias>valid_to IS NULL` (only memories valid now), or nothing in a database without
-/// validity. `alias` is "" or "m.".
-pub fn current_filter(alias: &str) -> Result<String> {
-    Ok(if has_validity()? {
-        format!(" AND {alias}valid_to IS NULL")
-    } else {
-        String::new()
-    })
-}
-
 /// Whether the current role has the privileges of `role` (is a member with INHERIT).
 fn member_of(role: &std::ffi::CStr) -> bool {
     // SAFETY: catalog lookups by a static role name; a missing role is InvalidOid.

@@ -398,4 +398,33 @@ mod tests {
     fn conversation_user_must_not_be_empty() {
         Spi::run("SELECT memori_conversation_create(user_id => '')").unwrap();
     }
+
+    /// The memory types memori knows (memory::MemoryType) are exactly those the schema's CHECK
+    /// allows and its column comment lists, in the same order: neither can drift from the other.
+    #[pg_test]
+    fn memory_types_are_the_checks_and_the_comments() {
+        let names: Vec<String> = crate::memory::MemoryType::names()
+            .iter()
+            .map(|n| format!("'{n}'"))
+            .collect();
+        let check = one::<String>(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'memori_memories_memory_type_check'",
+        );
+        // As PostgreSQL prints it: ARRAY['short_term'::text, ...].
+        let bare = check
+            .replace("::text", "")
+            .replace("::character varying", "");
+        assert!(
+            bare.contains(&format!("ARRAY[{}]", names.join(", "))),
+            "{check}"
+        );
+        let listed = one::<String>(
+            "SELECT col_description('memori_memories'::regclass, attnum) FROM pg_attribute
+              WHERE attrelid = 'memori_memories'::regclass AND attname = 'memory_type'",
+        );
+        assert_eq!(
+            listed,
+            format!("One of {}.", crate::memory::MemoryType::names().join(", "))
+        );
+    }
 }
