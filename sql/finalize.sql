@@ -283,7 +283,7 @@ CREATE TABLE memori_roles (
     kind       text NOT NULL,
     granted_at timestamptz NOT NULL DEFAULT now(),
     namespace  text,
-    role_oid   oid,
+    role_oid   oid NOT NULL,
     CONSTRAINT memori_roles_pkey PRIMARY KEY (role_name),
     CONSTRAINT memori_roles_kind_check CHECK (kind = ANY (ARRAY['user', 'app']::text[])),
     CONSTRAINT memori_roles_namespace_check
@@ -295,11 +295,11 @@ COMMENT ON TABLE memori_roles IS
 COMMENT ON COLUMN memori_roles.role_name IS 'The role (or group role) granted.';
 COMMENT ON COLUMN memori_roles.kind IS 'user: acts only for itself (user_id = its role name); app: acts for the end user named in memori.user_id in each transaction.';
 COMMENT ON COLUMN memori_roles.granted_at IS 'When it was granted.';
-COMMENT ON COLUMN memori_roles.role_oid IS 'The role granted (its oid): a grant holds only for that role, not for another that takes the name later; NULL for grants older than 0.5.0 (until the update fills it).';
+COMMENT ON COLUMN memori_roles.role_oid IS 'The role granted (its oid): a grant holds only for that role, not for another that takes the name later (0: a role that no longer existed when 0.5.0 was installed).';
 COMMENT ON COLUMN memori_roles.namespace IS 'For an app: the namespace of its end users (end user u is the memori user <namespace>/u; empty: u itself, for apps granted before 0.5.0). NULL for a user.';
 
 -- Grants a role access to memori in this database.
-CREATE FUNCTION memori_grant(role regrole, kind text DEFAULT 'user', namespace text DEFAULT NULL) RETURNS void
+CREATE FUNCTION memori_grant(role regrole, kind text DEFAULT 'user', namespace text DEFAULT NULL, adopt boolean DEFAULT false) RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, @extschema@, pg_temp
 AS $$
@@ -307,7 +307,6 @@ DECLARE
     f text;
     rname pg_catalog.name;
     ns pg_catalog.text;
-    earlier pg_catalog.oid;
 BEGIN
     IF kind IS NULL OR kind OPERATOR(pg_catalog.<>) ALL (ARRAY['user', 'app']::pg_catalog.text[]) THEN
         RAISE EXCEPTION 'memori: kind must be user or app, not %', coalesce(kind, 'NULL')
@@ -339,16 +338,29 @@ BEGIN
                       HINT = 'An app''s end user "u" is the memori user "<namespace>/u"; apps granted one namespace share their end users.';
         END IF;
     END IF;
-    -- A name granted before to another role (dropped, or renamed, and the name taken again;
-    -- or a restore into another cluster): that role's memories stay under the name, and are not
-    -- handed to a new role without the DBA saying so.
-    SELECT r.role_oid INTO earlier FROM @extschema@.memori_roles r WHERE r.role_name OPERATOR(pg_catalog.=) rname;
-    IF earlier IS NOT NULL AND earlier OPERATOR(pg_catalog.<>) role::pg_catalog.oid
-       AND EXISTS (SELECT FROM @extschema@.memori_memories m WHERE m.user_id::pg_catalog.text OPERATOR(pg_catalog.=) rname::pg_catalog.text) THEN
-        RAISE EXCEPTION 'memori: role "%" is not the role granted under that name before, and the memori user "%" holds that role''s memories', rname, rname
+    -- Memories this grant would reach that this very role was not granted before (a role
+    -- dropped or renamed and its name taken again, an app's end users, an end user named like
+    -- the role, a restore into another cluster, where role oids differ) are not handed to it
+    -- unless the DBA says so (adopt): decided from the data, not from the registry.
+    IF NOT adopt AND kind OPERATOR(pg_catalog.=) 'user'::pg_catalog.text
+       AND EXISTS (SELECT FROM @extschema@.memori_memories m WHERE m.user_id::pg_catalog.text OPERATOR(pg_catalog.=) rname::pg_catalog.text)
+       AND NOT EXISTS (SELECT FROM @extschema@.memori_roles r
+                        WHERE r.role_name OPERATOR(pg_catalog.=) rname AND r.kind OPERATOR(pg_catalog.=) 'user'::pg_catalog.text
+                          AND r.role_oid OPERATOR(pg_catalog.=) role::pg_catalog.oid) THEN
+        RAISE EXCEPTION 'memori: the memori user "%" holds memories this role was not granted', rname
             USING ERRCODE = 'object_not_in_prerequisite_state',
-                  DETAIL = 'The role granted before was dropped or renamed (or the database was restored into another cluster).',
-                  HINT = pg_catalog.format('Erase them first (SELECT memori_erase_user(%L)), or, to give them to this role, SELECT memori_revoke(%L); then grant again.', rname, rname);
+                  DETAIL = 'They were stored for another role of that name (dropped or renamed since, or in the cluster this database was restored from), or for an app''s end user of that name.',
+                  HINT = pg_catalog.format('Erase them first (SELECT memori_erase_user(%L)), or give them to this role: SELECT memori_grant(%L, ''user'', adopt => true);', rname, rname);
+    END IF;
+    IF NOT adopt AND kind OPERATOR(pg_catalog.=) 'app'::pg_catalog.text AND ns OPERATOR(pg_catalog.<>) ''::pg_catalog.text
+       AND EXISTS (SELECT FROM @extschema@.memori_memories m
+                    WHERE pg_catalog.starts_with(m.user_id::pg_catalog.text, ns OPERATOR(pg_catalog.||) '/'::pg_catalog.text))
+       AND NOT EXISTS (SELECT FROM @extschema@.memori_roles r JOIN pg_catalog.pg_roles g ON g.oid OPERATOR(pg_catalog.=) r.role_oid
+                        WHERE r.kind OPERATOR(pg_catalog.=) 'app'::pg_catalog.text AND r.namespace OPERATOR(pg_catalog.=) ns) THEN
+        RAISE EXCEPTION 'memori: namespace "%" holds end users of an app that is no longer granted', ns
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'The role granted it before was dropped or renamed since (or this database was restored from another cluster).',
+                  HINT = pg_catalog.format('Give this role those end users on purpose: SELECT memori_grant(%L, ''app'', namespace => %L, adopt => true);', rname, ns);
     END IF;
     INSERT INTO @extschema@.memori_roles (role_name, kind, namespace, role_oid) VALUES (rname, kind, ns, role)
         ON CONFLICT ON CONSTRAINT memori_roles_pkey
@@ -360,8 +372,8 @@ BEGIN
     END LOOP;
 END;
 $$;
-COMMENT ON FUNCTION memori_grant(regrole, text, text) IS
-    'memori: gives a role access to memori in this database, as a user (acts for itself) or an app (acts for the end users it names in each transaction, as <namespace>/<end user>; namespace defaults to the role''s name, and apps granted one namespace share their end users); records it in memori_roles.';
+COMMENT ON FUNCTION memori_grant(regrole, text, text, boolean) IS
+    'memori: gives a role access to memori in this database, as a user (acts for itself) or an app (acts for the end users it names in each transaction, as <namespace>/<end user>; namespace defaults to the role''s name, and apps granted one namespace share their end users); records it in memori_roles. Memories another role left under the name (or namespace) are handed over only with adopt => true.';
 
 -- Takes a role's access away in this database.
 CREATE FUNCTION memori_revoke(role regrole) RETURNS boolean

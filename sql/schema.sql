@@ -251,6 +251,18 @@ COMMENT ON TABLE memori_store_locks IS
 COMMENT ON COLUMN memori_store_locks.user_id IS 'The memori user.';
 COMMENT ON COLUMN memori_store_locks.memory_type IS 'The memory type.';
 
+-- A secret of this database's memori, which no tenant can read: it keys the advisory locks a
+-- cache write takes, so pg_locks (which every role of the cluster reads) tells nothing about
+-- the texts being embedded.
+CREATE TABLE memori_secret (
+    secret text NOT NULL
+);
+INSERT INTO memori_secret (secret)
+     VALUES (pg_catalog.gen_random_uuid()::pg_catalog.text OPERATOR(pg_catalog.||) pg_catalog.gen_random_uuid()::pg_catalog.text);
+COMMENT ON TABLE memori_secret IS
+    'memori: a random secret of this database (made at install), which keys the embedding cache''s advisory locks; only the owner reads it.';
+COMMENT ON COLUMN memori_secret.secret IS 'The secret.';
+
 -- Progress of memori_reembed(): one row per target model (owner-only; not user data, so left
 -- out of dumps: a restored database resumes by running memori_reembed again).
 CREATE TABLE memori_reembed_state (

@@ -457,9 +457,10 @@ fn cache_put(user: &str, target: &Target, hashes: &[[u8; 32]], vectors: &[Vec<f3
         Spi::run_with_args(
         "INSERT INTO memori_embedding_cache (user_id, provider, model, dims, text_sha256, embedding)
          SELECT $6::pg_catalog.text, $1, $2, $3, h, v::vector FROM ROWS FROM (pg_catalog.unnest($4::pg_catalog.bytea[]), pg_catalog.unnest($5::pg_catalog.text[])) AS u(h, v)
-          WHERE pg_catalog.pg_try_advisory_xact_lock(1835363695,
-                                                     pg_catalog.hashtext($6::pg_catalog.text OPERATOR(pg_catalog.||) '/'::pg_catalog.text
-                                                                         OPERATOR(pg_catalog.||) pg_catalog.encode(h, 'hex'::pg_catalog.text)))
+          WHERE pg_catalog.pg_try_advisory_xact_lock(1835363695, pg_catalog.hashtext(pg_catalog.encode(pg_catalog.sha256(
+                    pg_catalog.convert_to(coalesce((SELECT s.secret FROM memori_secret s LIMIT 1), ''::pg_catalog.text)
+                                          OPERATOR(pg_catalog.||) $6::pg_catalog.text, 'UTF8'::pg_catalog.name) OPERATOR(pg_catalog.||) h),
+                    'hex'::pg_catalog.text)))
          ON CONFLICT ON CONSTRAINT memori_embedding_cache_pkey
          DO UPDATE SET embedding = EXCLUDED.embedding, created_at = now()",
         &[
@@ -475,11 +476,17 @@ fn cache_put(user: &str, target: &Target, hashes: &[[u8; 32]], vectors: &[Vec<f3
     })
 }
 
+/// Whose cache memori_embed uses: the memori user the caller acts for (an app's named end user,
+/// so that erasing that user erases these entries too), else the calling role.
+fn cache_owner() -> String {
+    crate::user::resolve(None).unwrap_or_else(|_| crate::user::role_name())
+}
+
 /// The embedding of `content` under the current settings (NULL gives NULL; empty text is an error).
 #[pg_extern(volatile, strict, parallel_unsafe)]
 #[search_path(pg_catalog, @extschema@, pg_temp)]
 fn memori_embed(content: &str) -> Vector {
-    let (_, mut batch) = embed_texts(Some(&crate::user::role_name()), &[content]).or_raise();
+    let (_, mut batch) = embed_texts(Some(&cache_owner()), &[content]).or_raise();
     Vector(batch.vectors.pop().expect("one vector per text"))
 }
 
@@ -490,7 +497,7 @@ fn memori_embed_batch(contents: Array<&str>) -> Vec<Option<Vector>> {
     check_batch(contents.len(), "memori_embed_batch").or_raise();
     let items: Vec<Option<&str>> = contents.iter().collect();
     let present: Vec<&str> = items.iter().flatten().copied().collect();
-    let (_, batch) = embed_texts(Some(&crate::user::role_name()), &present).or_raise();
+    let (_, batch) = embed_texts(Some(&cache_owner()), &present).or_raise();
     let mut vectors = batch.vectors.into_iter();
     items
         .iter()

@@ -670,6 +670,25 @@ unsafe fn key_check(
     false
 }
 
+/// Sets a setting for the rest of the current GUC nest level (as a function's SET clause
+/// does): the caller opened the level (NewGUCNestLevel) and closes it (AtEOXact_GUC), which
+/// puts the previous value back. False when PostgreSQL refused the value.
+pub fn set_in_nest_level(name: &std::ffi::CStr, value: &std::ffi::CStr) -> bool {
+    // SAFETY: set_config_option with GUC_ACTION_SAVE inside a nest level opened by the caller.
+    unsafe {
+        pg_sys::set_config_option(
+            name.as_ptr(),
+            value.as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+            true,
+            0,
+            false,
+        ) != 0
+    }
+}
+
 /// This backend's current local transaction id (0 outside a running transaction).
 pub fn local_xact() -> u32 {
     // SAFETY: plain reads of this backend's PGPROC and transaction state.

@@ -102,7 +102,9 @@ impl Step {
     /// handled.
     pub fn batch(self, limit: i64) -> Result<i64> {
         if self == Step::Accesses {
-            return count_deferred_accesses();
+            // Once per pass (0 ends the step's loop), whatever it counted.
+            count_deferred_accesses()?;
+            return Ok(0);
         }
         if let Some((sql, args)) = self
             .distributed_sql()
@@ -189,18 +191,48 @@ fn count_deferred_accesses() -> Result<i64> {
         return Ok(0);
     }
     // By row id alone (the ring holds no user): ids come from one identity, unique in the
-    // table, though the key is (user_id, id).
+    // table, though the key is (user_id, id). Rows another transaction holds are skipped, not
+    // waited for, and their accesses go back to the ring for the next pass.
     let (ids, counts): (Vec<i64>, Vec<i64>) = taken.into_iter().unzip();
-    Spi::get_one_with_args::<i64>(
-        "WITH a AS (SELECT * FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]), pg_catalog.unnest($2::pg_catalog.int8[])) AS a(id, n)),
-              u AS (UPDATE memori_memories m
-                       SET access_count = m.access_count + a.n::pg_catalog.int4, last_accessed_at = now()
-                      FROM a WHERE m.id = a.id RETURNING 1)
-         SELECT count(*) FROM u",
-        &[ids.into(), counts.into()],
-    )
-    .map(|n| n.unwrap_or(0))
-    .map_err(spi)
+    let counted: Vec<i64> = Spi::connect_mut(|c| {
+        c.update(
+            "WITH a AS (SELECT * FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]), pg_catalog.unnest($2::pg_catalog.int8[])) AS a(id, n)),
+                  free AS (SELECT m.id, m.user_id FROM memori_memories m JOIN a ON a.id = m.id FOR UPDATE OF m SKIP LOCKED)
+             UPDATE memori_memories m
+                SET access_count = m.access_count + a.n::pg_catalog.int4, last_accessed_at = now()
+               FROM free JOIN a ON a.id = free.id
+              WHERE m.user_id OPERATOR(pg_catalog.=) free.user_id AND m.id = free.id
+             RETURNING m.id",
+            None,
+            &[ids.clone().into(), counts.clone().into()],
+        )?
+        .map(|r| r.get::<i64>(1).map(|v| v.unwrap_or_default()))
+        .collect::<std::result::Result<Vec<_>, pgrx::spi::Error>>()
+    })
+    .map_err(spi)?;
+    let counted: std::collections::HashSet<i64> = counted.into_iter().collect();
+    let skipped: Vec<i64> = ids
+        .iter()
+        .copied()
+        .filter(|id| !counted.contains(id))
+        .collect();
+    if !skipped.is_empty() {
+        // Those that still exist were held by another transaction (a memory deleted since
+        // has nothing to count).
+        let held = Spi::get_one_with_args::<Vec<i64>>(
+            "SELECT pg_catalog.array_agg(m.id) FROM memori_memories m WHERE m.id = ANY ($1::pg_catalog.int8[])",
+            &[skipped.into()],
+        )
+        .map_err(spi)?
+        .unwrap_or_default();
+        let held: std::collections::HashSet<i64> = held.into_iter().collect();
+        for (id, n) in ids.iter().zip(&counts) {
+            if held.contains(id) {
+                crate::accesses::defer(&vec![*id; *n as usize]);
+            }
+        }
+    }
+    Ok(counted.len() as i64)
 }
 
 /// One pass of housekeeping over every memory in the current database, in the caller's

@@ -153,20 +153,7 @@ fn id_scores(sql: &str, args: &[pgrx::datum::DatumWithOid]) -> Result<Vec<(i64, 
 /// Sets a setting for the rest of the current GUC nest level (as a function's SET clause does).
 fn set_for_query(name: &std::ffi::CStr, value: &str) {
     let value = std::ffi::CString::new(value).expect("no NUL in a number");
-    // SAFETY: set_config_option with GUC_ACTION_SAVE inside a nest level opened by the caller;
-    // AtEOXact_GUC restores the previous value when that level closes.
-    unsafe {
-        pg_sys::set_config_option(
-            name.as_ptr(),
-            value.as_ptr(),
-            pg_sys::GucContext::PGC_USERSET,
-            pg_sys::GucSource::PGC_S_SESSION,
-            pg_sys::GucAction::GUC_ACTION_SAVE,
-            true,
-            0,
-            false,
-        );
-    }
+    gucs::set_in_nest_level(name, &value);
 }
 
 /// How many memories the user has, counted up to MAX_COUNTED (an index-only count of the user

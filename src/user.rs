@@ -181,7 +181,7 @@ pub fn end_user(namespace: &str, end_user: &str) -> Result<String> {
 /// grant. Nothing in a database not yet updated.
 fn granted_role_join() -> Result<&'static str> {
     Ok(if has_column(c"memori_roles", c"role_oid")? {
-        " AND (r.role_oid IS NULL OR r.role_oid OPERATOR(pg_catalog.=) g.oid)"
+        " AND r.role_oid OPERATOR(pg_catalog.=) g.oid"
     } else {
         ""
     })
@@ -286,6 +286,17 @@ fn schema() -> Result<(pg_sys::Oid, String)> {
 /// role with CREATE on memori's schema could put one of its own under such a name (with a
 /// trigger that would then run as the owner): a relation that is not memori's is never used.
 fn member_relation(name: &std::ffi::CStr) -> Result<Option<pg_sys::Oid>> {
+    let found = member_relation_once(name)?;
+    if found.is_none() && SCHEMA.with(|s| s.borrow().is_some()) {
+        // The extension may have been dropped and created again in this transaction: look it
+        // up anew once before saying no.
+        SCHEMA.with(|s| *s.borrow_mut() = None);
+        return member_relation_once(name);
+    }
+    Ok(found)
+}
+
+fn member_relation_once(name: &std::ffi::CStr) -> Result<Option<pg_sys::Oid>> {
     let (nsp, _) = schema()?;
     let ext = SCHEMA.with(|s| s.borrow().as_ref().map(|c| c.1));
     // SAFETY: catalog lookups of a relation by name in a given namespace, and of the extension
@@ -507,17 +518,7 @@ pub fn as_owner_of<T>(relation: &std::ffi::CStr, f: impl FnOnce() -> Result<T>) 
             context,
             nest,
         };
-        let pinned = pg_sys::set_config_option(
-            c"search_path".as_ptr(),
-            path.as_ptr(),
-            pg_sys::GucContext::PGC_USERSET,
-            pg_sys::GucSource::PGC_S_SESSION,
-            pg_sys::GucAction::GUC_ACTION_SAVE,
-            true,
-            0,
-            false,
-        );
-        if pinned == 0 {
+        if !gucs::set_in_nest_level(c"search_path", &path) {
             // Never run as the owner with the caller's path.
             pg_sys::AtEOXact_GUC(false, nest);
             std::mem::forget(restore);

@@ -127,6 +127,19 @@ for s in "memori.llm_timeout_ms = 600000" "memori.llm_max_retries = 10" "memori.
   check "a tenant cannot SET $s" "42501" "$(sqlstate sec_alice app "SET $s")"
 done
 
+# The embedding cache's advisory locks (pg_locks is readable by every role) do not tell which
+# text someone is embedding: a guess of the text and the user does not give the key.
+"$BIN/psql" -h "$(sock $C)" -p "$(port $C)" -U sec_alice -d app -X -q \
+  -c "BEGIN; SET LOCAL memori.embedding_cache_ttl = 3600; SELECT memori_store('my card PIN is 7305', 'rule'); SELECT pg_sleep(4); COMMIT;" >/dev/null 2>&1 &
+held() { [ "$(as sec_mallory app -c "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 1835363695")" != 0 ]; }
+check_true "a cache write holds its advisory lock while the store's transaction runs" wait_until 5 held
+check "pg_locks does not confirm a guessed text" "0" \
+  "$(as sec_mallory app -c "SELECT count(*) FROM pg_locks l, (VALUES ('sec_alice/'), ('')) u(p)
+                            WHERE l.locktype = 'advisory' AND l.classid = 1835363695
+                              AND l.objid::int8 IN ((pg_catalog.hashtext(u.p || encode(sha256(convert_to('my card PIN is 7305', 'UTF8')), 'hex'))::int8 & 4294967295),
+                                                    (pg_catalog.hashtext(encode(sha256(convert_to('my card PIN is 7305', 'UTF8')), 'hex'))::int8 & 4294967295))")"
+wait
+
 # --- input bounds ------------------------------------------------------------------------------
 big="repeat('lorem ipsum dolor sit amet ', 4000)"   # 108 kB
 for call in "memori_store($big)" "memori_search($big)" "memori_embed($big)" "memori_store_batch(ARRAY['ok', $big])" "memori_context($big)"; do

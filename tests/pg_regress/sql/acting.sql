@@ -3,7 +3,7 @@
 -- and on one that does not: the first statements of each session below run before the
 -- library is loaded there.
 SET client_min_messages = warning;
-DROP ROLE IF EXISTS memori_a_bob, memori_a_robert, memori_a_alice, memori_a_shop, memori_a_clinic, memori_a_shop2, memori_a_legacy, memori_a_nobody;
+DROP ROLE IF EXISTS memori_a_tmp, memori_a_bob, memori_a_robert, memori_a_alice, memori_a_shop, memori_a_clinic, memori_a_shop2, memori_a_legacy, memori_a_nobody;
 RESET client_min_messages;
 CREATE EXTENSION memori CASCADE;
 CREATE ROLE memori_a_alice LOGIN;
@@ -161,15 +161,29 @@ GRANT EXECUTE ON FUNCTION memori_acting_user() TO memori_a_bob;
 SELECT count(*) AS rows_seen FROM memori_memories;
 \c - postgres
 SELECT memori_grant('memori_a_bob', 'user');
--- The DBA hands them over on purpose: revoke, then grant.
+-- Not after a revoke either (the off-boarding path): it is decided from the data.
 SELECT memori_revoke('memori_a_bob');
 SELECT memori_grant('memori_a_bob', 'user');
+-- The DBA hands them over on purpose.
+SELECT memori_grant('memori_a_bob', 'user', adopt => true);
 \c - memori_a_bob
 SELECT content FROM memori_memories;
 \c - postgres
 SELECT memori_revoke('memori_a_bob');
 DROP OWNED BY memori_a_bob;
 DROP ROLE memori_a_bob;
+
+-- An app that took a dropped app's name does not get its end users, unless adopted.
+CREATE ROLE memori_a_tmp LOGIN;
+SELECT memori_grant('memori_a_tmp', 'app');
+SELECT memori_store('tmp customer-1: allergic to nuts', 'rule', user_id => 'memori_a_tmp/customer-1') IS NOT NULL AS stored;
+DROP OWNED BY memori_a_tmp;
+DROP ROLE memori_a_tmp;
+CREATE ROLE memori_a_tmp LOGIN;
+SELECT memori_grant('memori_a_tmp', 'app');
+SELECT memori_grant('memori_a_tmp', 'app', adopt => true);
+DROP OWNED BY memori_a_tmp;
+DROP ROLE memori_a_tmp;
 
 -- Nothing changed hands.
 SELECT user_id, content FROM memori_memories ORDER BY user_id, content;
