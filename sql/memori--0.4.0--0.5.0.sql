@@ -205,7 +205,7 @@ ALTER TABLE memori_embedding_cache ADD COLUMN user_id text NOT NULL;
 ALTER TABLE memori_embedding_cache
     DROP CONSTRAINT memori_embedding_cache_pkey,
     ADD CONSTRAINT memori_embedding_cache_pkey PRIMARY KEY (user_id, provider, model, dims, text_sha256);
-COMMENT ON COLUMN memori_embedding_cache.user_id IS 'The memori user whose text it is (memori_embed: the calling role); memori_erase_user deletes a user''s entries.';
+COMMENT ON COLUMN memori_embedding_cache.user_id IS 'The memori user whose text it is (memori_embed: the user the caller acts for, else the calling role); memori_erase_user deletes a user''s entries.';
 COMMENT ON TABLE memori_embedding_cache IS
     'memori: cache of embeddings keyed by memori user, provider, model (with a digest of a non-default URL), width and SHA-256 of the text (no text is stored); entries live memori.embedding_cache_ttl seconds.';
 CREATE OR REPLACE FUNCTION memori_erase_user(user_id text)

@@ -233,7 +233,7 @@ COMMENT ON COLUMN memori_embedding_cache.dims IS 'Requested width (0: the model'
 COMMENT ON COLUMN memori_embedding_cache.text_sha256 IS 'SHA-256 of the embedded text (the text itself is not stored).';
 COMMENT ON COLUMN memori_embedding_cache.embedding IS 'The embedding.';
 COMMENT ON COLUMN memori_embedding_cache.created_at IS 'When the entry was made; it expires memori.embedding_cache_ttl seconds later.';
-COMMENT ON COLUMN memori_embedding_cache.user_id IS 'The memori user whose text it is (memori_embed: the calling role); memori_erase_user deletes a user''s entries.';
+COMMENT ON COLUMN memori_embedding_cache.user_id IS 'The memori user whose text it is (memori_embed: the user the caller acts for, else the calling role); memori_erase_user deletes a user''s entries.';
 COMMENT ON TABLE memori_embedding_cache IS
     'memori: cache of embeddings keyed by memori user, provider, model (with a digest of a non-default URL), width and SHA-256 of the text (no text is stored); entries live memori.embedding_cache_ttl seconds.';
 
