@@ -306,7 +306,7 @@ fn member_relation_once(name: &std::ffi::CStr) -> Result<Option<pg_sys::Oid>> {
         return Ok(None);
     }
     let owner_ext =
-        unsafe { pg_sys::getExtensionOfObject(pg_sys::Oid::from(pg_sys::RelationRelationId), rel) };
+        unsafe { pg_sys::getExtensionOfObject(pg_sys::RelationRelationId, rel) };
     Ok((Some(owner_ext) == ext && owner_ext != pg_sys::InvalidOid).then_some(rel))
 }
 

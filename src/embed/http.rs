@@ -454,7 +454,7 @@ fn parse(peer: &Peer, text: &str, inputs: usize, width: Option<usize>) -> Result
         }
     }
     let vectors: Vec<Vec<f32>> = items.into_iter().map(|i| i.embedding).collect();
-    let width = normalize_width(&vectors, width).map_err(|w| bad(w))?;
+    let width = normalize_width(&vectors, width).map_err(bad)?;
     Ok(Batch { width, vectors })
 }
 

@@ -66,7 +66,7 @@ mod tests {
     }
 
     fn search(query: &str, user: &str, as_of: Option<&str>) -> Vec<String> {
-        let when = as_of.map_or("NULL".to_string(), |w| format!("{w}"));
+        let when = as_of.map_or("NULL".to_string(), |w| w.to_string());
         Spi::connect(|c| {
             c.select(
                 &format!("SELECT content FROM memori_search($1, user_id => $2, as_of => {when})"),

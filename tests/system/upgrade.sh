@@ -9,6 +9,11 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 trap cleanup EXIT
 
+# Released versions are frozen: their scripts and the released upgrade scripts never change
+# (a change goes into a new memori--A--B.sql).
+check "released SQL and upgrade scripts are as released (sql/released/SHA256SUMS)" "" \
+  "$(cd "$HERE" && sha256sum -c sql/released/SHA256SUMS 2>&1 | grep -v ': OK$' || true)"
+
 C=upgrade
 cluster_init $C 5482
 # Every column the old version had, of every row: columns added since are left out (they are
