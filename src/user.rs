@@ -305,8 +305,7 @@ fn member_relation_once(name: &std::ffi::CStr) -> Result<Option<pg_sys::Oid>> {
     if rel == pg_sys::InvalidOid {
         return Ok(None);
     }
-    let owner_ext =
-        unsafe { pg_sys::getExtensionOfObject(pg_sys::RelationRelationId, rel) };
+    let owner_ext = unsafe { pg_sys::getExtensionOfObject(pg_sys::RelationRelationId, rel) };
     Ok((Some(owner_ext) == ext && owner_ext != pg_sys::InvalidOid).then_some(rel))
 }
 
