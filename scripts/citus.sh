@@ -7,7 +7,7 @@
 #   scripts/citus.sh build | build-if-available | start | stop | status | psql [NODE] [psql args...]
 #
 # NODE is coordinator (default), worker1 or worker2. CITUS_TARBALL names the source tarball
-# (default: the shared vendor copy next to this checkout, else /work/shared).
+# (default: the shared vendor copy next to this checkout, ../shared/vendor/citus/).
 set -euo pipefail
 
 PG_MAJOR=${PG_MAJOR:-15}
@@ -23,8 +23,7 @@ as_pg() { if [ "$(id -u)" = 0 ]; then sudo -u postgres -H "$@"; else "$@"; fi; }
 
 tarball() {
   local t
-  for t in "${CITUS_TARBALL:-}" "$HERE/../shared/vendor/citus/citus-$CITUS_VERSION.tar.gz" \
-           "/work/shared/vendor/citus/citus-$CITUS_VERSION.tar.gz"; do
+  for t in "${CITUS_TARBALL:-}" "$HERE/../shared/vendor/citus/citus-$CITUS_VERSION.tar.gz"; do
     [ -n "$t" ] && [ -f "$t" ] && { echo "$t"; return; }
   done
   return 1
