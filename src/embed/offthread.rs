@@ -98,7 +98,7 @@ mod tests {
         let mut ticks = 0;
         let work = Duration::from_secs(3);
         let r = run(
-            || std::thread::sleep(work),
+            move || std::thread::sleep(work),
             start + Duration::from_millis(200),
             || ticks += 1,
         );
