@@ -133,7 +133,7 @@ pub fn chat(
     // Both chat calls before any write: no row lock is held while a model answers (review
     // G10). Then the turns, the extracted memories and the accesses, in one go.
     let decided = if extract {
-        Some(extract::decide(user, message, conversation_id)?)
+        Some(extract::decide(user, message)?)
     } else {
         None
     };

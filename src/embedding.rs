@@ -479,7 +479,7 @@ fn cache_put(user: &str, target: &Target, hashes: &[[u8; 32]], vectors: &[Vec<f3
 /// Whose cache memori_embed uses: the memori user the caller acts for (an app's named end user,
 /// so that erasing that user erases these entries too), else the calling role.
 fn cache_owner() -> String {
-    crate::user::resolve(None).unwrap_or_else(|_| crate::user::role_name())
+    crate::user::resolve(None).unwrap_or_else(|_| crate::user::current_user())
 }
 
 /// The embedding of `content` under the current settings (NULL gives NULL; empty text is an error).

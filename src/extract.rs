@@ -149,7 +149,9 @@ pub type Applied = (String, Option<Uuid>, String, String);
 /// Extracts memories from `turn` for `user`: one chat call, every decision checked, then all
 /// applied (in the caller's transaction: an error anywhere leaves nothing written).
 pub fn extract(user: &str, turn: &str, conversation_id: Option<Uuid>) -> Result<Vec<Applied>> {
-    let decided = decide(user, turn, conversation_id)?;
+    crate::memory::check_size(turn, "turn")?;
+    check_conversation(conversation_id, user)?;
+    let decided = decide(user, turn)?;
     decided.apply(user, conversation_id)
 }
 
@@ -168,9 +170,9 @@ impl Decided {
 
 /// The chat call of an extraction and the check of its answer, with no write and no lock
 /// taken: memori_chat makes both of its calls before it writes anything (review G10).
-pub fn decide(user: &str, turn: &str, conversation_id: Option<Uuid>) -> Result<Decided> {
-    crate::memory::check_size(turn, "turn")?;
-    check_conversation(conversation_id, user)?;
+/// The caller has checked the turn's size and the conversation (memori_chat does so once for
+/// its message, before its chat call).
+pub fn decide(user: &str, turn: &str) -> Result<Decided> {
     let cfg = chat_config()?;
     let k = gucs::extract_context_memories();
     let mut known: Vec<Known> = if k > 0 {

@@ -252,7 +252,7 @@ pub fn init() {
         GucRegistry::define_string_guc_with_hooks(
             c"memori.embedding_api_key",
             c"API key for the openai provider (sent as a Bearer token).",
-            c"Superuser only, and hidden from other roles. Set it in postgresql.conf, with ALTER SYSTEM, or with SET; ALTER DATABASE/ROLE ... SET is refused. Empty means the server's MEMORI_EMBEDDING_API_KEY or OPENAI_API_KEY environment variable.",
+            c"Superuser only, and hidden from other roles. Set it in postgresql.conf, with ALTER SYSTEM, or with SET; ALTER DATABASE/ROLE ... SET is refused. Empty means the server's MEMORI_EMBEDDING_API_KEY environment variable, else OPENAI_API_KEY when the URL is OpenAI's own API.",
             &EMBEDDING_API_KEY,
             GucContext::Suset,
             GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL,
@@ -495,7 +495,7 @@ fn init_llm() {
         GucRegistry::define_string_guc_with_hooks(
             c"memori.llm_api_key",
             c"API key for the chat provider (Bearer token for openai, x-api-key for anthropic).",
-            c"Superuser only, and hidden from other roles. Set it in postgresql.conf, with ALTER SYSTEM, or with SET; ALTER DATABASE/ROLE ... SET is refused. Empty means the server's MEMORI_LLM_API_KEY, else OPENAI_API_KEY or ANTHROPIC_API_KEY; none at all is sent without a key (local servers need none).",
+            c"Superuser only, and hidden from other roles. Set it in postgresql.conf, with ALTER SYSTEM, or with SET; ALTER DATABASE/ROLE ... SET is refused. Empty means the server's MEMORI_LLM_API_KEY, else OPENAI_API_KEY or ANTHROPIC_API_KEY when the URL is that vendor's own API; none at all is sent without a key (local servers need none).",
             &LLM_API_KEY,
             GucContext::Suset,
             GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL,

@@ -83,11 +83,7 @@ pub fn validate(user: &str) -> Result<()> {
 }
 
 /// The current role's name (what a role granted as user acts as; memori_embed's cache owner).
-pub fn role_name() -> String {
-    current_user()
-}
-
-fn current_user() -> String {
+pub fn current_user() -> String {
     // SAFETY: GetUserNameFromId returns a palloc'd, NUL-terminated name for a valid role oid.
     unsafe {
         let name = pg_sys::GetUserNameFromId(pg_sys::GetUserId(), false);
@@ -280,33 +276,39 @@ fn schema() -> Result<(pg_sys::Oid, String)> {
     Ok((nsp, name))
 }
 
-/// One of memori's tables, in memori's schema.
 /// One of memori's tables: the relation of that name in memori's schema, only if it belongs
 /// to the memori extension (pg_depend). A database not yet updated lacks the newer tables, and a
 /// role with CREATE on memori's schema could put one of its own under such a name (with a
 /// trigger that would then run as the owner): a relation that is not memori's is never used.
 fn member_relation(name: &std::ffi::CStr) -> Result<Option<pg_sys::Oid>> {
-    let found = member_relation_once(name)?;
-    if found.is_none() && SCHEMA.with(|s| s.borrow().is_some()) {
-        // The extension may have been dropped and created again in this transaction: look it
-        // up anew once before saying no.
-        SCHEMA.with(|s| *s.borrow_mut() = None);
-        return member_relation_once(name);
+    for fresh_look in [false, true] {
+        let (nsp, _) = schema()?;
+        let ext = SCHEMA.with(|s| s.borrow().as_ref().map(|c| c.1));
+        // SAFETY: catalog lookups of a relation by name in a given namespace, and of the
+        // extension it belongs to.
+        let (rel, owner_ext) = unsafe {
+            let rel = pg_sys::get_relname_relid(name.as_ptr(), nsp);
+            if rel == pg_sys::InvalidOid {
+                return Ok(None);
+            }
+            (
+                rel,
+                pg_sys::getExtensionOfObject(pg_sys::RelationRelationId, rel),
+            )
+        };
+        if owner_ext == pg_sys::InvalidOid {
+            return Ok(None);
+        }
+        if Some(owner_ext) == ext {
+            return Ok(Some(rel));
+        }
+        // Another extension's oid: memori was dropped and created again in this transaction
+        // (the cached one is gone). Look it up anew, once.
+        if !fresh_look {
+            SCHEMA.with(|s| *s.borrow_mut() = None);
+        }
     }
-    Ok(found)
-}
-
-fn member_relation_once(name: &std::ffi::CStr) -> Result<Option<pg_sys::Oid>> {
-    let (nsp, _) = schema()?;
-    let ext = SCHEMA.with(|s| s.borrow().as_ref().map(|c| c.1));
-    // SAFETY: catalog lookups of a relation by name in a given namespace, and of the extension
-    // it belongs to.
-    let rel = unsafe { pg_sys::get_relname_relid(name.as_ptr(), nsp) };
-    if rel == pg_sys::InvalidOid {
-        return Ok(None);
-    }
-    let owner_ext = unsafe { pg_sys::getExtensionOfObject(pg_sys::RelationRelationId, rel) };
-    Ok((Some(owner_ext) == ext && owner_ext != pg_sys::InvalidOid).then_some(rel))
+    Ok(None)
 }
 
 fn relation(name: &std::ffi::CStr) -> Result<pg_sys::Oid> {
@@ -317,6 +319,9 @@ fn relation(name: &std::ffi::CStr) -> Result<pg_sys::Oid> {
                 "memori: table {} not found (or not memori's)",
                 name.to_string_lossy()
             ),
+        )
+        .hint(
+            "This database's memori may be older than its library: ALTER EXTENSION memori UPDATE;",
         )
     })
 }
