@@ -32,7 +32,7 @@ COMMENT ON FUNCTION memori_acting_user() IS
 COMMENT ON FUNCTION memori_entity(text, text) IS
     'memori: the entity and relationship memories of the current memori user that name an entity in related_entities.';
 
--- Full-text document of a memory (see src/text.rs): the words, with `.` and `_` read as spaces,
+-- Full-text document of a memory (see src/base/text.rs): the words, with `.` and `_` read as spaces,
 -- under the given configuration, plus the identifier tokens under the simple configuration.
 -- Immutable for a given configuration; memori writes it into content_tsv and runs every query
 -- through it too.
@@ -453,7 +453,7 @@ END;
 $$;
 -- The policies call memori_acting_user() for every role that reads the tables (on Citus, on the
 -- workers too); it reveals nothing (NULL for a role without a grant), so anyone may run it. It
--- pins its path by construction: every statement it runs goes through user::as_owner_of, which
+-- pins its path by construction: every statement it runs goes through tenancy::as_owner_of, which
 -- pins search_path, and its one lookup as the caller is fully qualified (it has no SET clause:
 -- the policies call it per row). The pure functions of their arguments pin theirs with a SET
 -- clause (searches run them as the caller).

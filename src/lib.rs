@@ -1,7 +1,14 @@
 //! memori: long-term memory for LLM applications, inside PostgreSQL.
 //!
-//! The SQL surface lives in the modules below, one per concept; the embedding providers
-//! (`embed`) are plain Rust that unit-tests without a database.
+//! The house, bottom to top (a module imports only from its own layer or those below it):
+//! - `base`: the ground: errors, settings, what a memory is, text and vector helpers, counters,
+//!   memori's objects in the catalogs, SPI helpers, PostgreSQL version differences;
+//! - `tenancy`: who the acting memori user is, and the one privilege boundary (`as_owner_of`);
+//! - `providers`: the embedding and chat models (plain Rust clients, plus thin database glue);
+//! - `memories`: the memory core: store, search, context, graph, conversations, lifecycle,
+//!   extraction and chat;
+//! - `ops`: import, re-embedding, the background worker;
+//! - `legacy`: the entry points of older SQL, kept for databases not yet updated.
 
 // The SQL functions that return rows name every column in their Rust type (pgrx's
 // TableIterator), which clippy counts as complex.
@@ -9,30 +16,12 @@
 
 use pgrx::prelude::*;
 
-mod accesses;
-mod chat;
-mod compat;
-mod context;
-mod conversations;
-mod decisions;
-pub mod embed;
-mod embedding;
-mod errors;
-mod extract;
-mod graph;
-mod gucs;
-mod lifecycle;
-mod llm;
+mod base;
+mod legacy;
 mod memories;
-mod memory;
-mod reembed;
-mod search;
-mod stats;
-mod text;
-mod user;
-mod userdata;
-mod vector;
-mod worker;
+mod ops;
+pub mod providers;
+mod tenancy;
 
 ::pgrx::pg_module_magic!(name, version);
 
@@ -43,12 +32,12 @@ extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
-    gucs::init();
+    base::gucs::init();
     // SAFETY: a plain read of a backend flag.
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
-        stats::init();
-        accesses::init();
-        worker::register();
+        base::stats::init();
+        memories::accesses::init();
+        ops::worker::register();
     }
 }
 

@@ -5,8 +5,8 @@ use pgrx::prelude::*;
 
 #[pg_schema]
 mod tests {
-    use crate::embed::cosine;
-    use crate::embed::offthread::with_signals_blocked;
+    use crate::providers::cosine;
+    use crate::providers::offthread::with_signals_blocked;
     use crate::tests::support::{
         arm_statement_timeout, assert_stopped_within, one, run, sql_error, state, try_sql,
     };

@@ -7,10 +7,17 @@ pub mod mock_llm;
 pub mod mock_openai;
 mod support;
 
+// One file per module tested, named after it; `robustness` holds what cuts across them
+// (timeouts, read-only transactions, threads, arithmetic at the edges).
+mod chat;
+mod context;
+mod conversations;
 mod embedding;
+mod extract;
+mod graph;
 mod lifecycle;
-mod llm;
-mod memories;
 mod robustness;
 mod schema;
+mod search;
+mod store;
 mod userdata;

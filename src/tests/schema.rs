@@ -35,6 +35,14 @@ mod tests {
         })
     }
 
+    fn insert_memory(memory_type: &str, importance: f64) -> Result<(), pgrx::spi::SpiError> {
+        Spi::run_with_args(
+            "INSERT INTO memori_memories (user_id, content, memory_type, importance_score)
+             VALUES ('u', 'x', $1, $2)",
+            &[memory_type.into(), importance.into()],
+        )
+    }
+
     #[pg_test]
     fn conversations_table_has_the_seed_columns() {
         let cols = columns("memori_conversations");
@@ -180,14 +188,6 @@ mod tests {
                 "{d}"
             );
         }
-    }
-
-    fn insert_memory(memory_type: &str, importance: f64) -> Result<(), pgrx::spi::SpiError> {
-        Spi::run_with_args(
-            "INSERT INTO memori_memories (user_id, content, memory_type, importance_score)
-             VALUES ('u', 'x', $1, $2)",
-            &[memory_type.into(), importance.into()],
-        )
     }
 
     #[pg_test(
@@ -350,60 +350,11 @@ mod tests {
         Spi::run("SELECT memori_create_index(5000)").unwrap();
     }
 
-    #[pg_test]
-    fn conversation_create_stores_what_it_is_given() {
-        let id = one::<pgrx::datum::Uuid>(
-            "SELECT memori_conversation_create(title => 'Sales questions', user_id => 'bob',
-                    metadata => '{\"channel\": \"slack\"}', data_source_id => 42)",
-        );
-        let row = Spi::get_three_with_args::<String, String, i64>(
-            "SELECT title::text, user_id::text || '|' || metadata::text || '|' || is_active, data_source_id
-               FROM memori_conversations WHERE conversation_id = $1",
-            &[id.into()],
-        )
-        .unwrap();
-        assert_eq!(row.0.as_deref(), Some("Sales questions"));
-        assert_eq!(row.1.as_deref(), Some("bob|{\"channel\": \"slack\"}|true"));
-        assert_eq!(row.2, Some(42));
-    }
-
-    #[pg_test]
-    fn conversation_user_defaults_to_setting_then_current_user() {
-        let me = one::<String>("SELECT current_user::text");
-        let a = one::<pgrx::datum::Uuid>("SELECT memori_conversation_create()");
-        Spi::run("SET LOCAL memori.user_id = 'end-user-7'").unwrap();
-        let b = one::<pgrx::datum::Uuid>("SELECT memori_conversation_create('x')");
-        let user = |id: pgrx::datum::Uuid| {
-            Spi::get_one_with_args::<String>(
-                "SELECT user_id::text FROM memori_conversations WHERE conversation_id = $1",
-                &[id.into()],
-            )
-            .unwrap()
-            .unwrap()
-        };
-        assert_eq!(user(a), me);
-        assert_eq!(user(b), "end-user-7");
-        assert_eq!(
-            one::<String>("SELECT metadata::text FROM memori_conversations WHERE title IS NULL"),
-            "{}"
-        );
-    }
-
-    #[pg_test(error = "memori: metadata must be a JSON object, not an array")]
-    fn conversation_metadata_must_be_an_object() {
-        Spi::run("SELECT memori_conversation_create(metadata => '[1]')").unwrap();
-    }
-
-    #[pg_test(error = "memori: user_id must not be empty")]
-    fn conversation_user_must_not_be_empty() {
-        Spi::run("SELECT memori_conversation_create(user_id => '')").unwrap();
-    }
-
     /// The memory types memori knows (memory::MemoryType) are exactly those the schema's CHECK
     /// allows and its column comment lists, in the same order: neither can drift from the other.
     #[pg_test]
     fn memory_types_are_the_checks_and_the_comments() {
-        let names: Vec<String> = crate::memory::MemoryType::names()
+        let names: Vec<String> = crate::base::memory::MemoryType::names()
             .iter()
             .map(|n| format!("'{n}'"))
             .collect();
@@ -424,7 +375,10 @@ mod tests {
         );
         assert_eq!(
             listed,
-            format!("One of {}.", crate::memory::MemoryType::names().join(", "))
+            format!(
+                "One of {}.",
+                crate::base::memory::MemoryType::names().join(", ")
+            )
         );
     }
 }

@@ -139,7 +139,7 @@ as cap_nogrant app -f "$W/plant-public-app.sql" > "$W/plant-public-app.out"
 planted_ok "public traps in app" "$W/plant-public-app.out" 1000
 
 # --- a positive control: the traps do catch an owner-run statement without a pinned path -------
-# G1's statement as it was (src/user.rs granted_kind() before the fix), run as the superuser
+# G1's statement as it was (granted_kind() in src/tenancy/mod.rs before the fix), run as the superuser
 # with the caller's search_path (a SECURITY DEFINER function without SET search_path), must run
 # the pg_temp domains planted for `oid` and `text` and make the caller superuser; otherwise the
 # traps prove nothing. Its own role; its log lines are left out of the final count.

@@ -1,0 +1,163 @@
+//! memori's objects in this database, found from the catalogs and never through the caller's
+//! search_path: its schema, its tables (only those pg_depend says are memori's), and what the
+//! database's memori SQL has. A database whose SQL is older than the library (ALTER EXTENSION
+//! memori UPDATE not run yet) lacks newer tables and columns; the probes below let every caller
+//! work with what is there.
+
+use crate::base::errors::{Code, MemoriError, Result};
+use crate::base::gucs;
+use pgrx::prelude::*;
+
+thread_local! {
+    /// memori's schema, for one transaction: (local xact, extension, schema, quoted name).
+    static SCHEMA: std::cell::RefCell<Option<(u32, pg_sys::Oid, pg_sys::Oid, String)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// memori's schema: its oid and quoted name. Found from pg_extension, never through the
+/// search_path, so it also holds where the caller's search_path is in force (row-level security
+/// policies). Looked up at most once per transaction: a store or search asks for it several
+/// times (tenancy, the cache, the writes).
+pub fn schema() -> Result<(pg_sys::Oid, String)> {
+    let lxid = gucs::local_xact();
+    let cached = SCHEMA.with(|s| s.borrow().clone());
+    if let Some((x, _, nsp, name)) = &cached {
+        if *x == lxid && lxid != 0 {
+            return Ok((*nsp, name.clone()));
+        }
+    }
+    // SAFETY: a catalog lookup by a static name.
+    let ext = unsafe { pg_sys::get_extension_oid(c"memori".as_ptr(), true) };
+    let (nsp, name) = match cached {
+        Some((_, e, nsp, name)) if e == ext => (nsp, name),
+        _ => {
+            let nsp = crate::base::spi::read_one::<pg_sys::Oid>(
+                "SELECT extnamespace FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'memori'::pg_catalog.name",
+                &[],
+            )?
+            .ok_or_else(|| {
+                MemoriError::new(
+                    Code::ObjectNotInPrerequisiteState,
+                    "the memori extension is not installed in this database",
+                )
+            })?;
+            // SAFETY: the name of an existing namespace, quoted as an identifier.
+            let name = unsafe {
+                let raw = pg_sys::get_namespace_name(nsp);
+                std::ffi::CStr::from_ptr(pg_sys::quote_identifier(raw))
+                    .to_string_lossy()
+                    .into_owned()
+            };
+            (nsp, name)
+        }
+    };
+    SCHEMA.with(|s| *s.borrow_mut() = Some((lxid, ext, nsp, name.clone())));
+    Ok((nsp, name))
+}
+
+/// One of memori's tables: the relation of that name in memori's schema, only if it belongs
+/// to the memori extension (pg_depend). A database not yet updated lacks the newer tables, and a
+/// role with CREATE on memori's schema could put one of its own under such a name (with a
+/// trigger that would then run as the owner): a relation that is not memori's is never used.
+fn member_relation(name: &std::ffi::CStr) -> Result<Option<pg_sys::Oid>> {
+    for fresh_look in [false, true] {
+        let (nsp, _) = schema()?;
+        let ext = SCHEMA.with(|s| s.borrow().as_ref().map(|c| c.1));
+        // SAFETY: catalog lookups of a relation by name in a given namespace, and of the
+        // extension it belongs to.
+        let (rel, owner_ext) = unsafe {
+            let rel = pg_sys::get_relname_relid(name.as_ptr(), nsp);
+            if rel == pg_sys::InvalidOid {
+                return Ok(None);
+            }
+            (
+                rel,
+                pg_sys::getExtensionOfObject(pg_sys::RelationRelationId, rel),
+            )
+        };
+        if owner_ext == pg_sys::InvalidOid {
+            return Ok(None);
+        }
+        if Some(owner_ext) == ext {
+            return Ok(Some(rel));
+        }
+        // Another extension's oid: memori was dropped and created again in this transaction
+        // (the cached one is gone). Look it up anew, once.
+        if !fresh_look {
+            SCHEMA.with(|s| *s.borrow_mut() = None);
+        }
+    }
+    Ok(None)
+}
+
+pub fn relation(name: &std::ffi::CStr) -> Result<pg_sys::Oid> {
+    member_relation(name)?.ok_or_else(|| {
+        MemoriError::new(
+            Code::SystemError,
+            format!(
+                "table {} not found (or not memori's)",
+                name.to_string_lossy()
+            ),
+        )
+        .hint(
+            "This database's memori may be older than its library: ALTER EXTENSION memori UPDATE;",
+        )
+    })
+}
+
+/// Whether one of memori's tables exists: a database still at memori 0.1.0 (the library is
+/// installed, ALTER EXTENSION memori UPDATE has not run yet) lacks the newer ones.
+pub fn table_exists(name: &std::ffi::CStr) -> Result<bool> {
+    Ok(member_relation(name)?.is_some())
+}
+
+/// Whether memori's `table` has `column` (a database not yet updated lacks newer ones).
+pub fn has_column(table: &std::ffi::CStr, column: &std::ffi::CStr) -> Result<bool> {
+    Ok(match member_relation(table)? {
+        // SAFETY: a catalog lookup of a column of an existing relation.
+        Some(rel) => unsafe {
+            pg_sys::get_attnum(rel, column.as_ptr()) != pg_sys::InvalidAttrNumber as i16
+        },
+        None => false,
+    })
+}
+
+/// Whether memori_memories has full-text search (content_tsv): a database not yet updated to
+/// 0.3.0 lacks it, and then searches rank by embeddings only and writes leave it out.
+pub fn has_text_search() -> Result<bool> {
+    has_column(c"memori_memories", c"content_tsv")
+}
+
+/// Whether memori_memories is a Citus distributed table (memori_distribute() ran).
+pub fn distributed() -> Result<bool> {
+    let (nsp, _) = schema()?;
+    // SAFETY: catalog lookups by name; a missing relation is InvalidOid.
+    let (dist, rel) = unsafe {
+        (
+            pg_sys::get_relname_relid(
+                c"pg_dist_partition".as_ptr(),
+                pg_sys::Oid::from(pg_sys::PG_CATALOG_NAMESPACE),
+            ),
+            pg_sys::get_relname_relid(c"memori_memories".as_ptr(), nsp),
+        )
+    };
+    if dist == pg_sys::InvalidOid || rel == pg_sys::InvalidOid {
+        return Ok(false);
+    }
+    Ok(crate::base::spi::read_one::<bool>(
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition p WHERE p.logicalrelid OPERATOR(pg_catalog.=) $1::pg_catalog.oid::pg_catalog.regclass)",
+        &[rel.into()],
+    )?
+    .unwrap_or(false))
+}
+
+/// Whether the embedding cache is per user (user_id, 0.5.0): a database not yet updated
+/// embeds without the cache until ALTER EXTENSION memori UPDATE.
+pub fn has_user_cache() -> Result<bool> {
+    has_column(c"memori_embedding_cache", c"user_id")
+}
+
+/// Whether memories have a validity (valid_to, 0.4.0): without it, none is superseded.
+pub fn has_validity() -> Result<bool> {
+    has_column(c"memori_memories", c"valid_to")
+}

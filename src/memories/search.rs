@@ -1,0 +1,872 @@
+//! memori_search: the seed's `retrieve_relevant_memories`, as one SQL function.
+//!
+//! Two rankings, fused:
+//! - vector: the memories nearest to the query's embedding. A user with up to
+//!   memori.exact_search_rows memories is searched exactly (every memory compared); a larger
+//!   one through the per-width HNSW index with pgvector's iterative scan, and when that pass
+//!   comes back short (its scan limit reached, e.g. other users' rows crowd the neighbourhood)
+//!   an exact pass replaces it. Either way min(k, matching) rows come back.
+//! - text: full-text search over `content_tsv` (see `text`), scored BM25-style within the scope.
+//!
+//! Hybrid mode fuses both by reciprocal rank fusion; the fused relevance is blended with
+//! importance and recency into the score. Each returned memory's access is counted in one
+//! UPDATE unless the transaction is read-only.
+
+use crate::base::catalog;
+use crate::base::errors::{MemoriError, OrRaise, Result};
+use crate::base::gucs::{self, SearchMode};
+use crate::base::memory::{self, MemoryType};
+use crate::base::spi::spi;
+use crate::base::vector::indexed_cast;
+use crate::providers::embedding::embed_texts;
+use crate::tenancy;
+use pgrx::datum::{JsonB, TimestampWithTimeZone, Uuid};
+use pgrx::prelude::*;
+
+/// Largest k a search takes.
+pub const MAX_K: i32 = 1000;
+
+#[derive(Clone)]
+pub struct Query {
+    pub user: String,
+    pub k: i32,
+    pub conversation_id: Option<Uuid>,
+    pub memory_types: Option<Vec<String>>,
+    pub tags: Option<Vec<String>>,
+    pub min_similarity: Option<f64>,
+    pub include_archived: bool,
+    pub mode: SearchMode,
+    /// Answer as of this moment: memories stored by then and not yet superseded or expired
+    /// then. None: the memories valid now.
+    pub as_of: Option<TimestampWithTimeZone>,
+}
+
+/// How many nearest candidates are re-ranked by score for k results.
+pub fn pool(k: i32) -> i32 {
+    (k * 4).clamp(40, 4 * MAX_K)
+}
+
+/// Reciprocal rank fusion's constant: a text rank r counts (K+1)/(K+r), so first counts 1.
+pub const RRF_K: f64 = 60.0;
+
+/// What the text ranking adds, at most, to a memory's similarity in hybrid mode.
+pub const TEXT_BONUS: f64 = 0.2;
+
+/// Where the vector candidates came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Path {
+    /// Every memory in scope compared with the query (the scope is small).
+    Exact,
+    /// The HNSW index, iterative scan.
+    Index,
+    /// The index pass came back short, so an exact pass replaced it.
+    IndexThenExact,
+    /// No vector ranking (text mode).
+    None,
+}
+
+impl Path {
+    pub fn name(self) -> &'static str {
+        match self {
+            Path::Exact => "exact",
+            Path::Index => "index",
+            Path::IndexThenExact => "index+exact",
+            Path::None => "none",
+        }
+    }
+}
+
+/// The filters every candidate query shares: $1 user, $2 conversation, $3 types, $4 tags, $5
+/// as_of. Superseded memories (valid_to) are left out, or as of a moment those superseded by
+/// then; a database not yet updated to 0.4.0 has no valid_to.
+fn scope_filters(q: &Query) -> String {
+    let at = match q.as_of {
+        Some(_) => memory::At::Moment("$5::pg_catalog.timestamptz"),
+        None => memory::At::Now,
+    };
+    // Archiving is about today's use, not about what held then: as_of ignores it.
+    let archived = if q.include_archived || q.as_of.is_some() {
+        memory::Archived::Included
+    } else {
+        memory::Archived::Excluded
+    };
+    let mut filters = vec![
+        "m.user_id OPERATOR(pg_catalog.=) $1::pg_catalog.text".to_string(),
+        memory::live("m.", at, catalog::has_validity().unwrap_or(false), archived),
+    ];
+    if q.conversation_id.is_some() {
+        filters.push("m.conversation_id = $2::pg_catalog.uuid".into());
+    }
+    if q.memory_types.is_some() {
+        filters.push("m.memory_type::pg_catalog.text = ANY ($3::pg_catalog.text[])".into());
+    }
+    if q.tags.is_some() {
+        filters.push("m.context_tags OPERATOR(pg_catalog.&&) $4::pg_catalog.text[]".into());
+    }
+    filters.join("\n               AND ")
+}
+
+fn scope_args(q: &Query) -> Vec<pgrx::datum::DatumWithOid<'static>> {
+    vec![
+        q.user.clone().into(),
+        q.conversation_id.into(),
+        q.memory_types.clone().into(),
+        q.tags.clone().into(),
+        q.as_of.into(),
+    ]
+}
+
+/// The SQL of the vector candidates for embeddings of `dims` dimensions: $6 model label, $7
+/// query vector (real[]), $8 limit. `exact` orders by an expression no index provides, so every
+/// row in scope is compared; otherwise the planner may take the HNSW index (iterative scan).
+pub fn vector_sql(q: &Query, dims: usize, exact: bool) -> String {
+    let cast = indexed_cast(dims);
+    let order = if exact {
+        "similarity DESC, m.id".to_string()
+    } else {
+        format!("m.embedding::{cast} <=> $7::real[]::{cast}")
+    };
+    format!(
+        "SELECT m.id, 1::pg_catalog.float8 - (m.embedding::{cast} <=> $7::real[]::{cast}) AS similarity
+           FROM memori_memories m
+          WHERE {filters}
+            AND m.embedding_model = $6::pg_catalog.text AND m.embedding_dims = {dims}
+          ORDER BY {order}
+          LIMIT $8",
+        filters = scope_filters(q)
+    )
+}
+
+fn id_scores(sql: &str, args: &[pgrx::datum::DatumWithOid]) -> Result<Vec<(i64, f64)>> {
+    Spi::connect(|client| {
+        client
+            .select(sql, None, args)?
+            .map(|r| {
+                Ok((
+                    r.get::<i64>(1)?.unwrap_or_default(),
+                    r.get::<f64>(2)?.unwrap_or_default(),
+                ))
+            })
+            .collect::<std::result::Result<Vec<_>, pgrx::spi::Error>>()
+    })
+    .map_err(spi)
+}
+
+/// Sets a setting for the rest of the current GUC nest level (as a function's SET clause does).
+fn set_for_query(name: &std::ffi::CStr, value: &str) {
+    let value = std::ffi::CString::new(value).expect("no NUL in a number");
+    gucs::set_in_nest_level(name, &value);
+}
+
+/// How many memories the user has, counted up to MAX_COUNTED (an index-only count of the user
+/// index: about 1 ms for 20,000). It chooses the vector path and is the N of the text score's
+/// inverse document frequencies.
+pub const MAX_COUNTED: i64 = 1_000_000;
+
+pub fn user_rows(user: &str) -> Result<i64> {
+    Ok(crate::base::spi::read_one::<i64>(
+        "SELECT count(*) FROM (SELECT 1 FROM memori_memories m WHERE m.user_id OPERATOR(pg_catalog.=) $1::pg_catalog.text LIMIT $2) s",
+        &[user.into(), MAX_COUNTED.into()],
+    )?
+    .unwrap_or(0))
+}
+
+/// The `limit` memories in scope nearest to `vector`, nearest first, with their similarity:
+/// exact for a small scope; the HNSW index otherwise, completed by an exact pass when it comes
+/// back with fewer than `limit` rows (pgvector's iterative scan stops at hnsw.max_scan_tuples,
+/// for instance when other users' rows crowd the query's neighbourhood).
+pub fn vector_candidates(
+    q: &Query,
+    user_rows: i64,
+    label: &str,
+    vector: &[f32],
+    limit: i32,
+) -> Result<(Vec<(i64, f64)>, Path)> {
+    let dims = vector.len();
+    let args = || {
+        let mut a = scope_args(q);
+        a.push(label.to_string().into());
+        a.push(vector.to_vec().into());
+        a.push((limit as i64).into());
+        a
+    };
+    if user_rows <= gucs::exact_search_rows() {
+        return Ok((id_scores(&vector_sql(q, dims, true), &args())?, Path::Exact));
+    }
+    // SAFETY: opens a GUC nest level that is closed below (or by transaction abort on error).
+    let nest = unsafe { pg_sys::NewGUCNestLevel() };
+    set_for_query(c"hnsw.iterative_scan", "relaxed_order");
+    let ef = gucs::hnsw_ef_search().max(limit).min(1000);
+    set_for_query(c"hnsw.ef_search", &ef.to_string());
+    // Pinned: a caller's smaller limit cannot make the index pass give up early (a short pass
+    // is completed exactly anyway, which only costs time).
+    set_for_query(c"hnsw.max_scan_tuples", "20000");
+    // Distributed with Citus: the index pass runs on the user's worker, so the same settings
+    // go there as SET LOCAL statements, which Citus sends along (propagate_set_commands). On
+    // the coordinator they end with the nest level; on the worker, with the transaction.
+    let propagated = if catalog::distributed().unwrap_or(false) {
+        // Saved in the nest level first, so that the SET LOCAL below ends with it instead of
+        // lasting to the end of the caller's transaction.
+        set_for_query(c"citus.propagate_set_commands", "none");
+        Spi::run(&format!(
+            "SET LOCAL citus.propagate_set_commands = 'local';
+             SET LOCAL hnsw.iterative_scan = 'relaxed_order';
+             SET LOCAL hnsw.ef_search = {ef};
+             SET LOCAL hnsw.max_scan_tuples = 20000"
+        ))
+        .map_err(spi)
+    } else {
+        Ok(())
+    };
+    let found = propagated.and_then(|_| id_scores(&vector_sql(q, dims, false), &args()));
+    // SAFETY: closes the nest level opened above, restoring hnsw.* settings.
+    unsafe { pg_sys::AtEOXact_GUC(true, nest) };
+    let mut found = found?;
+    if (found.len() as i32) < limit {
+        return Ok((
+            id_scores(&vector_sql(q, dims, true), &args())?,
+            Path::IndexThenExact,
+        ));
+    }
+    // Iterative scans in relaxed order may return rows slightly out of order.
+    found.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    Ok((found, Path::Index))
+}
+
+/// At most this many terms of a question are searched for (the first ones it names): each
+/// costs an index scan, and a question is a few dozen words. A 60 kB question of distinct words
+/// took 28 s with all of them.
+pub const MAX_QUERY_TERMS: i64 = 64;
+
+/// The query's full-text terms, as tsquery literals (memori_text_document of the query): its
+/// first `MAX_QUERY_TERMS` distinct ones, in the order the question names them.
+pub fn text_terms(query: &str) -> Result<Vec<String>> {
+    let lexemes = crate::base::spi::read_one::<Vec<Option<String>>>(
+        "SELECT pg_catalog.array_agg(s.lexeme ORDER BY s.first, s.lexeme)
+           FROM (SELECT u.lexeme, u.positions[1] AS first
+                   FROM pg_catalog.unnest(memori_text_document($1::pg_catalog.text, $2::pg_catalog.text::pg_catalog.regconfig)) AS u
+                  ORDER BY u.positions[1] NULLS LAST, u.lexeme
+                  LIMIT $3) s",
+        &[query.into(), gucs::text_search_config().into(), MAX_QUERY_TERMS.into()],
+    )?
+    .unwrap_or_default();
+    Ok(lexemes
+        .into_iter()
+        .flatten()
+        .map(|l| crate::base::text::tsquery_literal(&l))
+        .collect())
+}
+
+/// The `limit` memories in scope best matching the query's terms, best first, with a BM25-style
+/// score in (0, 1]: the inverse document frequencies of the query terms a memory holds, over
+/// those of all the query's terms (N: the user's memories, `user_rows`; a term's frequency: its
+/// matches in scope). Memories are short, so term frequency and length are left out.
+/// Identifier tokens are rare, so they weigh most; a memory sharing one common word with a
+/// long question scores low. `same_model` keeps only memories embedded like the query (hybrid
+/// mode: label and width).
+pub fn text_candidates(
+    q: &Query,
+    user_rows: i64,
+    terms: &[String],
+    limit: i32,
+    same_model: Option<(&str, usize)>,
+) -> Result<Vec<(i64, f64)>> {
+    if terms.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut filters = scope_filters(q);
+    // $6 terms, $7 limit, $8 N, $9 the model's label.
+    let mut args = scope_args(q);
+    args.push(terms.to_vec().into());
+    args.push((limit as i64).into());
+    args.push((user_rows as f64).into());
+    if let Some((label, dims)) = same_model {
+        filters.push_str(&format!(
+            "\n               AND m.embedding_model = $9::pg_catalog.text AND m.embedding_dims = {dims}"
+        ));
+        args.push(label.to_string().into());
+    }
+    // A user within memori.exact_search_rows: the user's rows first (the user index), then each
+    // term on them, so the cost follows the user's size. A larger user: each term through the
+    // GIN index, then the user's filter. (Term by term through the GIN index, a 100-memory
+    // user's search followed how many memories of all users hold the question's words: 61 ms
+    // at 300,000 memories.)
+    let hits = if user_rows <= gucs::exact_search_rows() {
+        format!(
+            "scope AS MATERIALIZED (SELECT m.id, m.content_tsv FROM memori_memories m WHERE {filters}),
+              hits AS MATERIALIZED (
+                SELECT s.id, terms.t::pg_catalog.text AS t
+                  FROM terms JOIN scope s ON s.content_tsv OPERATOR(pg_catalog.@@) terms.t)"
+        )
+    } else {
+        format!(
+            "hits AS MATERIALIZED (
+                SELECT m.id, terms.t::pg_catalog.text AS t
+                  FROM terms JOIN memori_memories m ON m.content_tsv OPERATOR(pg_catalog.@@) terms.t
+                 WHERE {filters})"
+        )
+    };
+    let sql = format!(
+        "WITH terms AS (SELECT DISTINCT t::pg_catalog.tsquery AS t FROM pg_catalog.unnest($6::pg_catalog.text[]) AS t),
+              {hits},
+              idf AS (SELECT terms.t::pg_catalog.text AS t,
+                             pg_catalog.ln(1::pg_catalog.float8 + (greatest($8::pg_catalog.float8, coalesce(d.n, 0::pg_catalog.float8)) - coalesce(d.n, 0::pg_catalog.float8) + 0.5::pg_catalog.float8)
+                                                       / (coalesce(d.n, 0::pg_catalog.float8) + 0.5::pg_catalog.float8)) AS w
+                        FROM terms
+                        LEFT JOIN (SELECT h.t, count(*)::pg_catalog.float8 AS n FROM hits h GROUP BY h.t) d
+                               ON d.t OPERATOR(pg_catalog.=) terms.t::pg_catalog.text),
+              total AS (SELECT sum(idf.w) AS w FROM idf)
+         SELECT h.id, sum(idf.w) / max(total.w) AS score
+           FROM hits h JOIN idf ON idf.t OPERATOR(pg_catalog.=) h.t CROSS JOIN total
+          GROUP BY h.id
+          ORDER BY score DESC, h.id
+          LIMIT $7"
+    );
+    id_scores(&sql, &args)
+}
+
+/// One candidate, with what ranks it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ranked {
+    pub id: i64,
+    pub vector_rank: Option<usize>,
+    pub text_rank: Option<usize>,
+    pub similarity: Option<f64>,
+    pub text_score: Option<f64>,
+    pub importance: f64,
+    pub recency: f64,
+    pub relevance: f64,
+    pub score: f64,
+}
+
+/// Relevance by mode:
+/// - vector: the cosine similarity;
+/// - text: the reciprocal rank of the text ranking, (K+1)/(K+rank), in (0, 1];
+/// - hybrid: the cosine similarity plus a reciprocal-rank bonus from the text ranking, at most
+///   TEXT_BONUS, weighted by how much of the query the memory matched (text_score, in (0, 1])
+///   raised to `text_exponent`. A question naming identifiers uses exponent 1 (its words are
+///   what it asks about); other questions 3, so a memory sharing one word with a paraphrase
+///   does not jump ahead of the nearest meaning.
+///
+/// Pure reciprocal rank fusion of both rankings (rank-only on the vector side too) measured
+/// worse on bench/eval (paraphrase hit@1 0.47 against 0.62), and it gives an unrelated memory
+/// ranked second nearly the score of the best, so importance and recency could put it first.
+pub fn relevance(mode: SearchMode, r: &Ranked, text_exponent: i32) -> f64 {
+    let rr = |rank: Option<usize>| rank.map_or(0.0, |n| (RRF_K + 1.0) / (RRF_K + n as f64));
+    match mode {
+        SearchMode::Vector => r.similarity.unwrap_or(-1.0),
+        SearchMode::Text => rr(r.text_rank),
+        SearchMode::Hybrid => {
+            let weight = r
+                .text_score
+                .unwrap_or(0.0)
+                .clamp(0.0, 1.0)
+                .powi(text_exponent);
+            r.similarity.unwrap_or(-1.0) + TEXT_BONUS * weight * rr(r.text_rank)
+        }
+    }
+}
+
+/// Scores, filters by min_similarity and orders the candidates; keeps the best k.
+/// score = relevance * (1 - wi - wr) + wi * importance + wr * recency.
+pub fn rank(
+    mode: SearchMode,
+    text_exponent: i32,
+    mut cands: Vec<Ranked>,
+    (wi, wr): (f64, f64),
+    min_similarity: Option<f64>,
+    k: usize,
+) -> Vec<Ranked> {
+    if let Some(min) = min_similarity {
+        cands.retain(|c| c.similarity.is_some_and(|s| s >= min));
+    }
+    for c in cands.iter_mut() {
+        c.relevance = relevance(mode, c, text_exponent);
+        c.score = c.relevance * (1.0 - wi - wr) + wi * c.importance + wr * c.recency;
+    }
+    cands.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then(
+                b.similarity
+                    .unwrap_or(-2.0)
+                    .total_cmp(&a.similarity.unwrap_or(-2.0)),
+            )
+            .then(a.id.cmp(&b.id))
+    });
+    cands.truncate(k);
+    cands
+}
+
+/// A found memory: its row and how it ranked.
+pub struct Found {
+    pub ranked: Ranked,
+    pub memory_id: Uuid,
+    pub content: String,
+    pub memory_type: String,
+    pub importance: f32,
+    pub tags: Vec<String>,
+    pub metadata: JsonB,
+    pub conversation_id: Option<Uuid>,
+    pub created_at: TimestampWithTimeZone,
+}
+
+/// The result of a search: memories best first, and the path the vector ranking took.
+pub struct Outcome {
+    pub found: Vec<Found>,
+    pub path: Path,
+}
+
+/// Reads the candidates' rows: similarity to `vector` (for rows embedded like it), importance,
+/// recency. Rows deleted since they were found are left out.
+fn fetch(
+    user: &str,
+    ids: &[i64],
+    embedded: Option<(&str, &[f32])>,
+) -> Result<std::collections::HashMap<i64, Found>> {
+    let similarity = match embedded {
+        Some((_, v)) => {
+            let (dims, cast) = (v.len(), indexed_cast(v.len()));
+            format!(
+                "CASE WHEN m.embedding_model = $2::pg_catalog.text AND m.embedding_dims = {dims}
+                      THEN 1::pg_catalog.float8 - (m.embedding::{cast} <=> $3::real[]::{cast}) END"
+            )
+        }
+        None => "NULL::pg_catalog.float8".to_string(),
+    };
+    let (label, vector) = embedded.map_or((None, None), |(l, v)| {
+        (Some(l.to_string()), Some(v.to_vec()))
+    });
+    let (_, wr) = gucs::score_weights();
+    let sql = format!(
+        "SELECT m.id, m.memory_id, m.content, m.memory_type::pg_catalog.text, {similarity} AS similarity,
+                m.importance_score, m.context_tags, m.metadata, m.conversation_id, m.created_at,
+                -- 0.5 ^ (age / half-life), as exp(), clamped: never an underflow error,
+                -- whatever the age (also for timestamps at -infinity).
+                CASE WHEN $4::pg_catalog.float8 > 0::pg_catalog.float8
+                     THEN pg_catalog.exp(least(0::pg_catalog.float8, greatest(-700::pg_catalog.float8,
+                            (pg_catalog.date_part('epoch'::pg_catalog.text, m.updated_at)
+                             - pg_catalog.date_part('epoch'::pg_catalog.text, now()))
+                            * pg_catalog.ln(2::pg_catalog.float8) / (86400::pg_catalog.float8 * $5::pg_catalog.float8))))
+                     ELSE 0::pg_catalog.float8 END AS recency
+           FROM memori_memories m
+          WHERE m.user_id OPERATOR(pg_catalog.=) $6::pg_catalog.text AND m.id = ANY ($1::bigint[])"
+    );
+    let args: Vec<pgrx::datum::DatumWithOid> = vec![
+        ids.to_vec().into(),
+        label.into(),
+        vector.into(),
+        wr.into(),
+        gucs::recency_half_life_days().into(),
+        user.into(),
+    ];
+    Spi::connect(|client| {
+        let mut out = std::collections::HashMap::new();
+        for r in client.select(&sql, None, &args)? {
+            let id = r.get::<i64>(1)?.unwrap_or_default();
+            let importance = r.get::<f32>(6)?.unwrap_or_default();
+            out.insert(
+                id,
+                Found {
+                    ranked: Ranked {
+                        id,
+                        vector_rank: None,
+                        text_rank: None,
+                        similarity: r.get::<f64>(5)?,
+                        text_score: None,
+                        importance: importance as f64,
+                        recency: r.get::<f64>(11)?.unwrap_or_default(),
+                        relevance: 0.0,
+                        score: 0.0,
+                    },
+                    memory_id: r.get::<Uuid>(2)?.expect("memory_id is NOT NULL"),
+                    content: r.get::<String>(3)?.unwrap_or_default(),
+                    memory_type: r.get::<String>(4)?.unwrap_or_default(),
+                    importance,
+                    tags: crate::memories::graph::without_nulls(r.get::<Vec<Option<String>>>(7)?),
+                    metadata: r.get::<JsonB>(8)?.unwrap_or(JsonB(serde_json::json!({}))),
+                    conversation_id: r.get::<Uuid>(9)?,
+                    created_at: r
+                        .get::<TimestampWithTimeZone>(10)?
+                        .expect("created_at is NOT NULL"),
+                },
+            );
+        }
+        Ok::<_, pgrx::spi::Error>(out)
+    })
+    .map_err(spi)
+}
+
+/// Runs a search: embed the query (unless text mode), gather vector and text candidates, read
+/// them, rank. The caller counts the accesses it uses (`track_access`).
+pub fn find(q: &Query, query_text: &str) -> Result<Outcome> {
+    tenancy::reading(|| find_as_reader(q, query_text))
+}
+
+fn find_as_reader(q: &Query, query_text: &str) -> Result<Outcome> {
+    crate::base::stats::search();
+    let limit = pool(q.k);
+    // A database not yet updated to 0.3.0 has no full-text index: embeddings only.
+    let mode = if q.mode != SearchMode::Vector && !catalog::has_text_search()? {
+        SearchMode::Vector
+    } else {
+        q.mode
+    };
+    let q = &Query { mode, ..q.clone() };
+    let embedded = if q.mode == SearchMode::Text {
+        None
+    } else {
+        let (target, mut batch) = embed_texts(Some(&q.user), &[query_text])?;
+        Some((target.label(), batch.vectors.remove(0)))
+    };
+    let n = user_rows(&q.user)?;
+    let (vector_hits, path) = match &embedded {
+        Some((label, v)) => vector_candidates(q, n, label, v, limit)?,
+        None => (Vec::new(), Path::None),
+    };
+    let text_hits = if q.mode == SearchMode::Vector {
+        Vec::new()
+    } else {
+        let terms = text_terms(query_text)?;
+        let same_model = embedded.as_ref().map(|(l, v)| (l.as_str(), v.len()));
+        text_candidates(q, n, &terms, limit, same_model)?
+    };
+    let mut ids: Vec<i64> = vector_hits.iter().map(|h| h.0).collect();
+    for (id, _) in &text_hits {
+        if !ids.contains(id) {
+            ids.push(*id);
+        }
+    }
+    let mut rows = fetch(
+        &q.user,
+        &ids,
+        embedded.as_ref().map(|(l, v)| (l.as_str(), v.as_slice())),
+    )?;
+    for (n, (id, _)) in vector_hits.iter().enumerate() {
+        if let Some(f) = rows.get_mut(id) {
+            f.ranked.vector_rank = Some(n + 1);
+        }
+    }
+    for (n, (id, score)) in text_hits.iter().enumerate() {
+        if let Some(f) = rows.get_mut(id) {
+            f.ranked.text_rank = Some(n + 1);
+            f.ranked.text_score = Some(*score);
+        }
+    }
+    // A question that names identifiers (orders.customer_id) weighs its text matches fully.
+    let text_exponent = if crate::base::text::identifiers(query_text).is_empty() {
+        3
+    } else {
+        1
+    };
+    let ranked = rank(
+        q.mode,
+        text_exponent,
+        rows.values().map(|f| f.ranked.clone()).collect(),
+        gucs::score_weights(),
+        q.min_similarity,
+        q.k as usize,
+    );
+    let found = ranked
+        .into_iter()
+        .filter_map(|r| {
+            rows.remove(&r.id).map(|mut f| {
+                f.ranked = r;
+                f
+            })
+        })
+        .collect();
+    Ok(Outcome { found, path })
+}
+
+/// Why a row ranked where it did (memori_search's explain column).
+pub fn explain(mode: SearchMode, path: Path, r: &Ranked) -> JsonB {
+    JsonB(serde_json::json!({
+        "mode": mode.name(),
+        "vector_path": path.name(),
+        "vector_rank": r.vector_rank,
+        "text_rank": r.text_rank,
+        "similarity": r.similarity,
+        "text_score": r.text_score,
+        "relevance": r.relevance,
+        "importance": (r.importance * 1e6).round() / 1e6,
+        "recency": r.recency,
+        "score": r.score,
+    }))
+}
+
+/// Counts one access for each memory, in one statement; a short_term memory reaching
+/// memori.promote_after_accesses becomes long_term and loses its expiry. Best effort, so a read
+/// never waits or fails because of it: rows another transaction holds are skipped, and nothing
+/// is counted in a read-only transaction, on a hot standby, or under REPEATABLE READ or
+/// SERIALIZABLE (where a row changed by a concurrent search would raise 40001).
+pub fn track_access(user: &str, ids: &[i64]) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    // SAFETY: plain reads of backend state.
+    let (recovery, cannot_write) = unsafe {
+        let recovery = pg_sys::RecoveryInProgress();
+        (
+            recovery,
+            recovery
+                || pg_sys::XactReadOnly
+                || pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32,
+        )
+    };
+    if cannot_write {
+        // Read-only or REPEATABLE READ on the primary: counted by the next maintenance pass
+        // (when preloaded), so memories read that way are not archived as unused (G6).
+        if !recovery {
+            crate::memories::accesses::defer(ids);
+        }
+        return Ok(());
+    }
+    let promotes = MemoryType::sql_array(MemoryType::promotes);
+    let long_term = MemoryType::LongTerm.as_str();
+    crate::tenancy::as_owner_of(c"memori_memories", || {
+        Spi::run_with_args(
+        // The CTE joins on user_id too: Citus then runs the whole statement on the user's shard.
+        &format!("WITH free AS (SELECT id, user_id FROM memori_memories
+                        WHERE user_id OPERATOR(pg_catalog.=) $3::pg_catalog.text AND id = ANY($1) FOR UPDATE SKIP LOCKED)
+         UPDATE memori_memories m SET access_count = access_count + 1, last_accessed_at = now(),
+                memory_type = CASE WHEN memory_type::pg_catalog.text = ANY ({promotes}) AND access_count + 1 >= $2
+                                   THEN '{long_term}' ELSE memory_type END,
+                expires_at = CASE WHEN memory_type::pg_catalog.text = ANY ({promotes}) AND access_count + 1 >= $2
+                                  THEN NULL ELSE expires_at END,
+                updated_at = CASE WHEN memory_type::pg_catalog.text = ANY ({promotes}) AND access_count + 1 >= $2
+                                  THEN $4::pg_catalog.timestamptz ELSE updated_at END
+           FROM free WHERE m.user_id OPERATOR(pg_catalog.=) free.user_id AND m.user_id OPERATOR(pg_catalog.=) $3::pg_catalog.text AND m.id = free.id"),
+        &[
+            ids.to_vec().into(),
+            gucs::promote_after_accesses().into(),
+            user.into(),
+            crate::memories::store::now()?.into(),
+        ],
+    )
+    .map_err(spi)
+    })
+}
+
+fn clean_list(v: Option<Vec<Option<String>>>) -> Option<Vec<String>> {
+    v.map(|v| {
+        v.into_iter()
+            .flatten()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn query(
+    k: Option<i32>,
+    conversation_id: Option<Uuid>,
+    memory_types: Option<Vec<Option<String>>>,
+    tags: Option<Vec<Option<String>>>,
+    min_similarity: Option<f64>,
+    include_archived: Option<bool>,
+    user_id: Option<&str>,
+    mode: Option<&str>,
+    as_of: Option<TimestampWithTimeZone>,
+) -> Result<Query> {
+    let k = k.unwrap_or(10);
+    if !(1..=MAX_K).contains(&k) {
+        return Err(MemoriError::invalid(format!(
+            "k must be between 1 and {MAX_K}, not {k}"
+        )));
+    }
+    let memory_types = clean_list(memory_types);
+    for t in memory_types.iter().flatten() {
+        MemoryType::parse(t)?;
+    }
+    if let Some(m) = min_similarity {
+        if !(-1.0..=1.0).contains(&m) {
+            return Err(MemoriError::invalid(format!(
+                "min_similarity must be between -1 and 1, not {m}"
+            )));
+        }
+    }
+    let mode = match mode {
+        None => gucs::search_mode(),
+        Some(m) => SearchMode::parse(m).ok_or_else(|| {
+            MemoriError::invalid(format!("unknown search mode \"{m}\""))
+                .hint("mode is one of hybrid, vector, text.")
+        })?,
+    };
+    if mode == SearchMode::Text && min_similarity.is_some() {
+        return Err(MemoriError::invalid(
+            "min_similarity needs embeddings, and mode \"text\" does not embed the query",
+        )
+        .hint(
+            "Use mode => 'hybrid' or 'vector' with min_similarity, or leave min_similarity NULL.",
+        ));
+    }
+    Ok(Query {
+        user: tenancy::resolve(user_id)?,
+        k,
+        conversation_id,
+        memory_types,
+        tags: clean_list(tags),
+        min_similarity,
+        include_archived: include_archived.unwrap_or(false),
+        mode,
+        as_of,
+    })
+}
+
+/// The current memori user's memories most relevant to `query`, best first: those valid now,
+/// or with `as_of`, those valid at that moment.
+#[allow(clippy::too_many_arguments)]
+#[pg_extern(name = "memori_search", volatile, parallel_unsafe)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
+pub(crate) fn search_memories_as_of(
+    query: Option<&str>,
+    k: default!(Option<i32>, "10"),
+    conversation_id: default!(Option<Uuid>, "NULL"),
+    memory_types: default!(Option<Vec<Option<String>>>, "NULL"),
+    tags: default!(Option<Vec<Option<String>>>, "NULL"),
+    min_similarity: default!(Option<f64>, "NULL"),
+    include_archived: default!(Option<bool>, "false"),
+    user_id: default!(Option<&str>, "NULL"),
+    mode: default!(Option<&str>, "NULL"),
+    explain: default!(Option<bool>, "false"),
+    as_of: default!(Option<TimestampWithTimeZone>, "NULL"),
+) -> TableIterator<
+    'static,
+    (
+        name!(memory_id, Uuid),
+        name!(content, String),
+        name!(memory_type, String),
+        name!(similarity, Option<f64>),
+        name!(score, f64),
+        name!(importance, f32),
+        name!(context_tags, Vec<String>),
+        name!(metadata, JsonB),
+        name!(conversation_id, Option<Uuid>),
+        name!(created_at, TimestampWithTimeZone),
+        name!(explain, Option<JsonB>),
+    ),
+> {
+    memory::required_text(query, "query").or_raise();
+    let q = self::query(
+        k,
+        conversation_id,
+        memory_types,
+        tags,
+        min_similarity,
+        include_archived,
+        user_id,
+        mode,
+        as_of,
+    )
+    .or_raise();
+    let out = find(&q, query.unwrap()).or_raise();
+    // A look into the past is not a use of today's memories: no access is counted.
+    if as_of.is_none() {
+        track_access(
+            &q.user,
+            &out.found.iter().map(|f| f.ranked.id).collect::<Vec<_>>(),
+        )
+        .or_raise();
+    }
+    let (mode, path, explain) = (q.mode, out.path, explain.unwrap_or(false));
+    TableIterator::new(out.found.into_iter().map(move |f| {
+        let why = explain.then(|| self::explain(mode, path, &f.ranked));
+        (
+            f.memory_id,
+            f.content,
+            f.memory_type,
+            f.ranked.similarity,
+            f.ranked.score,
+            f.importance,
+            f.tags,
+            f.metadata,
+            f.conversation_id,
+            f.created_at,
+            why,
+        )
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cand(id: i64, v: Option<usize>, t: Option<usize>, sim: f64) -> Ranked {
+        Ranked {
+            id,
+            vector_rank: v,
+            text_rank: t,
+            similarity: Some(sim),
+            text_score: t.map(|_| 1.0),
+            importance: 0.5,
+            recency: 1.0,
+            relevance: 0.0,
+            score: 0.0,
+        }
+    }
+
+    #[test]
+    fn hybrid_adds_a_text_bonus_weighted_by_coverage_to_the_similarity() {
+        let both = cand(1, Some(1), Some(1), 0.6);
+        assert!((relevance(SearchMode::Hybrid, &both, 3) - 0.8).abs() < 1e-12);
+        let vector_only = cand(2, Some(1), None, 0.6);
+        assert!((relevance(SearchMode::Hybrid, &vector_only, 3) - 0.6).abs() < 1e-12);
+        // A weak text match (a third of the query) barely counts for a plain question, and
+        // counts a third for a question naming identifiers.
+        let mut weak = cand(5, Some(3), Some(1), 0.55);
+        weak.text_score = Some(1.0 / 3.0);
+        assert!(
+            relevance(SearchMode::Hybrid, &weak, 3)
+                < relevance(SearchMode::Hybrid, &vector_only, 3)
+        );
+        assert!(
+            relevance(SearchMode::Hybrid, &weak, 1)
+                > relevance(SearchMode::Hybrid, &vector_only, 1)
+        );
+        // Lower text ranks count less.
+        assert!(
+            relevance(SearchMode::Hybrid, &cand(6, None, Some(10), 0.6), 1)
+                < relevance(SearchMode::Hybrid, &cand(7, None, Some(1), 0.6), 1)
+        );
+        assert_eq!(relevance(SearchMode::Vector, &both, 3), 0.6);
+        assert!((relevance(SearchMode::Text, &cand(4, None, Some(1), 0.1), 3) - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn rank_filters_by_similarity_orders_by_score_and_keeps_k() {
+        let mut low = cand(1, Some(3), Some(1), 0.2);
+        low.similarity = Some(0.2);
+        let mut no_sim = cand(2, None, Some(2), 0.0);
+        no_sim.similarity = None;
+        let out = rank(
+            SearchMode::Hybrid,
+            3,
+            vec![
+                low,
+                no_sim,
+                cand(3, Some(1), None, 0.8),
+                cand(4, Some(2), Some(3), 0.7),
+            ],
+            (0.15, 0.05),
+            Some(0.3),
+            10,
+        );
+        assert_eq!(out.iter().map(|r| r.id).collect::<Vec<_>>(), vec![4, 3]);
+        let out = rank(
+            SearchMode::Vector,
+            3,
+            vec![
+                cand(1, Some(2), None, 0.5),
+                cand(2, Some(1), None, 0.6),
+                cand(3, Some(3), None, 0.4),
+            ],
+            (0.0, 0.0),
+            None,
+            2,
+        );
+        assert_eq!(out.iter().map(|r| r.id).collect::<Vec<_>>(), vec![2, 1]);
+        assert_eq!(out[0].score, 0.6);
+    }
+}

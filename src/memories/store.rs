@@ -1,0 +1,575 @@
+//! Storing, updating and forgetting memories: the seed's `MemoryManager.store_memory`, inside
+//! the database. A memory is embedded with the configured provider and written in the same
+//! statement; a near-duplicate of the same user and type refreshes the existing memory instead.
+
+use crate::base::catalog;
+use crate::base::errors::{Code, MemoriError, OrRaise, Result};
+use crate::base::gucs;
+use crate::base::memory::{self, MemoryType};
+use crate::base::spi::{opt_one, prevent_if_read_only, spi};
+use crate::base::vector::indexed_cast;
+use crate::memories::conversations::{metadata_object, touch_conversation, JsonbArg};
+use crate::providers::embedding::{embed_texts, Target};
+use crate::tenancy::{self, as_owner_of};
+use pgrx::datum::{JsonB, TimestampWithTimeZone, Uuid};
+use pgrx::prelude::*;
+
+/// The transaction's now(), as a parameter: Citus refuses now() inside CASE and COALESCE of a
+/// distributed write, so memori's writes take it as a value.
+/// It is the transaction's start time, read from the backend (no query).
+pub fn now() -> Result<TimestampWithTimeZone> {
+    // SAFETY: a plain read of the current transaction's start timestamp, which is what now()
+    // returns; a timestamptz datum is that int64 by value.
+    unsafe {
+        let ts = pg_sys::GetCurrentTransactionStartTimestamp();
+        <TimestampWithTimeZone as pgrx::FromDatum>::from_datum(pg_sys::Datum::from(ts), false)
+    }
+    .ok_or_else(|| MemoriError::new(Code::SystemError, "no transaction timestamp"))
+}
+
+/// When a new memory of `memory_type` expires by default: short_term memories after
+/// memori.short_term_expiry_days, the others never.
+pub fn default_expiry(memory_type: &str) -> Result<Option<TimestampWithTimeZone>> {
+    if !MemoryType::parse(memory_type).is_ok_and(MemoryType::expires_by_default) {
+        return Ok(None);
+    }
+    crate::base::spi::read_one::<TimestampWithTimeZone>(
+        "SELECT now() + make_interval(days => $1)",
+        &[gucs::short_term_expiry_days().into()],
+    )
+}
+
+/// One memory to write, with its embedding already computed.
+pub struct NewMemory<'a> {
+    pub user: &'a str,
+    pub content: &'a str,
+    pub memory_type: &'a str,
+    pub conversation_id: Option<Uuid>,
+    pub importance: f32,
+    pub tags: &'a [String],
+    pub entities: &'a [String],
+    pub metadata: &'a JsonB,
+    /// Given by the caller; None gives a short_term memory the default expiry.
+    pub expires_at: Option<TimestampWithTimeZone>,
+    pub embedding: &'a [f32],
+}
+
+/// Serialises near-duplicate checks for one user and memory type until commit: two sessions
+/// storing near-duplicates at once would both miss the other's uncommitted row; this way the
+/// second sees the first and refreshes it. The lock is a row of memori_store_locks, which no
+/// tenant can read or lock (an advisory lock's key could be taken by anyone to block this
+/// user's stores). A database still at 0.1.0 has no such table until it is updated: 0.1.0's
+/// advisory lock then. Runs as the owner, once per store call.
+pub fn lock_for_dedup(user: &str, memory_type: &str) -> Result<()> {
+    if !crate::base::catalog::table_exists(c"memori_store_locks")? {
+        return Spi::run_with_args(
+            "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended($1::pg_catalog.text || '/'::pg_catalog.text || $2::pg_catalog.text, 7237954148::bigint))",
+            &[user.into(), memory_type.into()],
+        )
+        .map_err(spi);
+    }
+    Spi::run_with_args(
+        "INSERT INTO memori_store_locks (user_id, memory_type) VALUES ($1::pg_catalog.text, $2::pg_catalog.text)
+         ON CONFLICT (user_id, memory_type) DO NOTHING",
+        &[user.into(), memory_type.into()],
+    )
+    .map_err(spi)?;
+    // An UPDATE, not SELECT ... FOR UPDATE: under REPEATABLE READ or SERIALIZABLE, a store
+    // whose snapshot predates another store's commit then fails with 40001 (retry it) instead
+    // of missing that store's row and inserting a twin.
+    Spi::run_with_args(
+        "UPDATE memori_store_locks SET user_id = user_id
+          WHERE user_id OPERATOR(pg_catalog.=) $1::pg_catalog.text AND memory_type OPERATOR(pg_catalog.=) $2::pg_catalog.text",
+        &[user.into(), memory_type.into()],
+    )
+    .map_err(spi)
+}
+
+/// What a write did.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Written {
+    Inserted,
+    /// Merged into a near-duplicate (its similarity; 1 for a relationship's identical triple).
+    Merged(f64),
+}
+
+/// The relationship triple a memory's metadata carries (memori_relate writes one), trimmed.
+fn triple(metadata: &JsonB) -> Option<[String; 3]> {
+    let get = |k: &str| {
+        metadata
+            .0
+            .get(k)?
+            .as_str()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+    };
+    Some([get("subject")?, get("predicate")?, get("object")?])
+}
+
+/// The SQL of a memory's full-text document from parameter `$n` (content) and `$T` (the text
+/// search configuration), or nothing when this database has no full-text search yet (not
+/// updated to 0.3.0).
+fn document_sql(n: usize, with_text: bool) -> String {
+    if with_text {
+        format!("memori_text_document(${n}::text, $T::text::pg_catalog.regconfig)")
+    } else {
+        String::new()
+    }
+}
+
+/// Writes one memory, or merges it into a near-duplicate; returns the id and what happened.
+/// A near-duplicate is a memory of the same user, type and conversation (or both without
+/// one), embedded by the same model, not expired, whose similarity is at least
+/// memori.dedup_threshold, found by comparing with every such memory (exact: other users'
+/// rows never hide it). Relationships are near-duplicates only with the identical triple
+/// (subject, predicate, object, ignoring case), or without triples the identical content:
+/// "A references B" and "B references A" embed alike and mean different things. A merge keeps
+/// the id and takes the new content, embedding, and the larger importance; tags, entities and
+/// metadata are united. The caller holds `lock_for_dedup` for that user and type (store_texts
+/// does).
+fn write(target: &Target, m: &NewMemory, with_text: bool) -> Result<(Uuid, Written)> {
+    // Superseded memories are history: a new fact never merges into one.
+    let live = memory::live(
+        "m.",
+        memory::At::Now,
+        catalog::has_validity()?,
+        memory::Archived::Included,
+    );
+    let dims = m.embedding.len();
+    let cast = indexed_cast(dims);
+    let config = gucs::text_search_config();
+    let tsv = document_sql(2, with_text).replace("$T", "$14");
+    let set_tsv = if with_text {
+        format!("content_tsv = {tsv},")
+    } else {
+        String::new()
+    };
+    let threshold = gucs::dedup_threshold();
+    if threshold < 1.0 {
+        let nearest = if m.memory_type == MemoryType::Relationship.as_str() {
+            format!("SELECT id, 1::pg_catalog.float8 AS similarity FROM memori_memories m
+              WHERE m.user_id OPERATOR(pg_catalog.=) $1::pg_catalog.text AND m.memory_type::pg_catalog.text = $3::pg_catalog.text
+                AND m.conversation_id IS NOT DISTINCT FROM $4::pg_catalog.uuid
+                AND {live}
+                AND CASE WHEN $15::pg_catalog.text[] IS NOT NULL
+                         THEN ARRAY[pg_catalog.lower(pg_catalog.btrim(m.metadata OPERATOR(pg_catalog.->>) 'subject'::pg_catalog.text)),
+                                    pg_catalog.lower(pg_catalog.btrim(m.metadata OPERATOR(pg_catalog.->>) 'predicate'::pg_catalog.text)),
+                                    pg_catalog.lower(pg_catalog.btrim(m.metadata OPERATOR(pg_catalog.->>) 'object'::pg_catalog.text))]
+                              OPERATOR(pg_catalog.=) $15::pg_catalog.text[]
+                         ELSE pg_catalog.lower(pg_catalog.btrim(m.content)) = pg_catalog.lower(pg_catalog.btrim($2::pg_catalog.text))
+                              AND NOT m.metadata OPERATOR(pg_catalog.?&) ARRAY['subject', 'predicate', 'object']::pg_catalog.text[] END
+              ORDER BY m.id LIMIT 1"
+            )
+        } else {
+            format!(
+                "SELECT id, 1::pg_catalog.float8 - (m.embedding::{cast} <=> $5::real[]::{cast}) AS similarity
+                   FROM memori_memories m
+                  WHERE m.user_id OPERATOR(pg_catalog.=) $1::pg_catalog.text AND m.memory_type::pg_catalog.text = $3::pg_catalog.text
+                    AND m.conversation_id IS NOT DISTINCT FROM $4::pg_catalog.uuid
+                    AND m.embedding_model = $6::pg_catalog.text AND m.embedding_dims = {dims}
+                    AND {live}
+                  ORDER BY similarity DESC, m.id
+                  LIMIT 1"
+            )
+        };
+        let sql = format!(
+            "WITH nearest AS ({nearest})
+             UPDATE memori_memories m
+                SET content = $2::pg_catalog.text,
+                    embedding = $5::real[]::vector,
+                    embedding_model = $6::pg_catalog.text,
+                    {set_tsv}
+                    context_tags = ARRAY(SELECT DISTINCT pg_catalog.unnest(m.context_tags OPERATOR(pg_catalog.||) $8::pg_catalog.text[]) ORDER BY 1),
+                    related_entities = ARRAY(SELECT DISTINCT pg_catalog.unnest(m.related_entities OPERATOR(pg_catalog.||) $9::pg_catalog.text[]) ORDER BY 1),
+                    importance_score = greatest(m.importance_score, $7::real),
+                    metadata = m.metadata OPERATOR(pg_catalog.||) $10::pg_catalog.jsonb,
+                    access_count = m.access_count + 1,
+                    last_accessed_at = now(),
+                    is_archived = false,
+                    updated_at = now(),
+                    expires_at = CASE WHEN m.expires_at IS NULL THEN NULL
+                                      ELSE greatest(m.expires_at, coalesce($11::pg_catalog.timestamptz, $12::pg_catalog.timestamptz)) END
+               FROM nearest
+              WHERE m.user_id OPERATOR(pg_catalog.=) $1::pg_catalog.text AND m.id = nearest.id
+                AND nearest.similarity >= $13::pg_catalog.float8
+          RETURNING m.memory_id, nearest.similarity"
+        );
+        let triple = if m.memory_type == MemoryType::Relationship.as_str() {
+            triple(m.metadata).map(|t| t.map(|s| s.to_lowercase()).to_vec())
+        } else {
+            None
+        };
+        let args: Vec<pgrx::datum::DatumWithOid> = vec![
+            m.user.into(),
+            m.content.into(),
+            m.memory_type.into(),
+            m.conversation_id.into(),
+            m.embedding.to_vec().into(),
+            target.label().into(),
+            m.importance.into(),
+            m.tags.to_vec().into(),
+            m.entities.to_vec().into(),
+            JsonB(m.metadata.0.clone()).into(),
+            m.expires_at.into(),
+            default_expiry(m.memory_type)?.into(),
+            threshold.into(),
+            config.clone().into(),
+            triple.into(),
+        ];
+        match Spi::get_two_with_args::<Uuid, f64>(&sql, &args) {
+            Ok((Some(id), similarity)) => {
+                return Ok((id, Written::Merged(similarity.unwrap_or(1.0))))
+            }
+            Ok((None, _)) | Err(pgrx::spi::SpiError::InvalidPosition) => {}
+            Err(e) => return Err(spi(e)),
+        }
+    }
+    let (tsv_col, tsv_val) = if with_text {
+        (
+            ", content_tsv",
+            format!(", {}", document_sql(3, true).replace("$T", "$13")),
+        )
+    } else {
+        ("", String::new())
+    };
+    let mut args: Vec<pgrx::datum::DatumWithOid> = vec![
+        m.conversation_id.into(),
+        m.user.into(),
+        m.content.into(),
+        m.memory_type.into(),
+        m.embedding.to_vec().into(),
+        target.label().into(),
+        m.importance.into(),
+        m.tags.to_vec().into(),
+        m.entities.to_vec().into(),
+        JsonB(m.metadata.0.clone()).into(),
+        m.expires_at.into(),
+        default_expiry(m.memory_type)?.into(),
+    ];
+    if with_text {
+        args.push(config.into());
+    }
+    Spi::get_one_with_args::<Uuid>(
+        &format!(
+            "INSERT INTO memori_memories (conversation_id, user_id, content, memory_type, embedding,
+                                      embedding_model, importance_score, context_tags,
+                                      related_entities, metadata, expires_at{tsv_col})
+         VALUES ($1, $2, $3, $4, $5::real[]::vector, $6, $7::real, $8, $9, $10,
+                 coalesce($11::pg_catalog.timestamptz, $12::pg_catalog.timestamptz){tsv_val})
+         RETURNING memory_id"
+        ),
+        &args,
+    )
+    .map_err(spi)?
+    .map(|id| (id, Written::Inserted))
+    .ok_or_else(|| MemoriError::new(Code::SystemError, "INSERT returned no row"))
+}
+
+pub struct Common {
+    pub user: String,
+    pub memory_type: String,
+    pub importance: f32,
+    pub tags: Vec<String>,
+    pub metadata: JsonB,
+}
+
+pub fn common(
+    memory_type: Option<&str>,
+    importance: Option<f64>,
+    tags: Option<Vec<Option<String>>>,
+    metadata: Option<JsonbArg>,
+    user_id: Option<&str>,
+) -> Result<Common> {
+    let user = tenancy::resolve(user_id)?;
+    let memory_type = MemoryType::parse(memory_type.unwrap_or("short_term").trim())?;
+    let importance = memory::importance(importance.unwrap_or(0.5))?;
+    let metadata = metadata_object(metadata)?;
+    Ok(Common {
+        user,
+        memory_type: memory_type.as_str().to_string(),
+        importance,
+        tags: memory::labels("tags", tags)?,
+        metadata,
+    })
+}
+
+/// Stores a memory for the current memori user (or `user_id`) and returns its memory_id.
+#[allow(clippy::too_many_arguments)]
+#[pg_extern(name = "memori_store", volatile, parallel_unsafe)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
+pub(crate) fn store_memory(
+    content: Option<&str>,
+    memory_type: default!(Option<&str>, "'short_term'"),
+    conversation_id: default!(Option<Uuid>, "NULL"),
+    importance: default!(Option<f64>, "0.5"),
+    tags: default!(Option<Vec<Option<String>>>, "'{}'"),
+    metadata: default!(Option<JsonbArg>, "'{}'"),
+    entities: default!(Option<Vec<Option<String>>>, "'{}'"),
+    expires_at: default!(Option<TimestampWithTimeZone>, "NULL"),
+    user_id: default!(Option<&str>, "NULL"),
+) -> Uuid {
+    prevent_if_read_only(c"memori_store()");
+    let content = memory::required_text(content, "content").or_raise();
+    let c = common(memory_type, importance, tags, metadata, user_id).or_raise();
+    let entities = memory::labels("entities", entities).or_raise();
+    store_texts(&c, &[content], conversation_id, &entities, expires_at)
+        .or_raise()
+        .remove(0)
+}
+
+/// Embeds `texts` in batches and writes (or merges) one memory per text, in order. A merge is
+/// reported with one NOTICE per call, naming the memories that took the new content.
+pub fn store_texts(
+    c: &Common,
+    texts: &[&str],
+    conversation_id: Option<Uuid>,
+    entities: &[String],
+    expires_at: Option<TimestampWithTimeZone>,
+) -> Result<Vec<Uuid>> {
+    let (target, batch) = embed_texts(Some(&c.user), texts)?;
+    let written = store_embedded(
+        c,
+        &target,
+        texts,
+        &batch.vectors,
+        conversation_id,
+        entities,
+        expires_at,
+    )?;
+    Ok(written.into_iter().map(|(id, _)| id).collect())
+}
+
+/// Writes (or merges) one memory per text with its embedding, in order, as the tables' owner.
+#[allow(clippy::too_many_arguments)]
+pub fn store_embedded(
+    c: &Common,
+    target: &Target,
+    texts: &[&str],
+    vectors: &[Vec<f32>],
+    conversation_id: Option<Uuid>,
+    entities: &[String],
+    expires_at: Option<TimestampWithTimeZone>,
+) -> Result<Vec<(Uuid, Written)>> {
+    let with_text = catalog::has_text_search()?;
+    // Tenants hold no write privileges: memori writes as the tables' owner, always for the
+    // user resolved above. The conversation row is locked only now, after the (slow)
+    // embedding: other stores into it wait for this transaction's writes, never for its model.
+    let written = as_owner_of(c"memori_memories", || {
+        if let Some(conversation) = conversation_id {
+            touch_conversation(conversation, &c.user)?;
+        }
+        if gucs::dedup_threshold() < 1.0 {
+            lock_for_dedup(&c.user, &c.memory_type)?;
+        }
+        texts
+            .iter()
+            .zip(vectors)
+            .map(|(text, embedding)| {
+                write(
+                    target,
+                    &NewMemory {
+                        user: &c.user,
+                        content: text,
+                        memory_type: &c.memory_type,
+                        conversation_id,
+                        importance: c.importance,
+                        tags: &c.tags,
+                        entities,
+                        metadata: &c.metadata,
+                        expires_at,
+                        embedding,
+                    },
+                    with_text,
+                )
+            })
+            .collect::<Result<Vec<_>>>()
+    })?;
+    let merged: Vec<String> = written
+        .iter()
+        .filter_map(|(id, w)| match w {
+            Written::Merged(s) => Some(format!("{id} (similarity {s:.3})")),
+            Written::Inserted => None,
+        })
+        .collect();
+    crate::base::stats::stored(written.len() - merged.len(), merged.len());
+    if !merged.is_empty() {
+        // At most 10 named: a batch of thousands must not make a message of thousands of ids.
+        let more = match merged.len().saturating_sub(10) {
+            0 => String::new(),
+            n => format!(" and {n} more"),
+        };
+        pgrx::notice!(
+            "memori: {} of {} memories merged into near-duplicates, which took the new content: {}{more}",
+            merged.len(),
+            texts.len(),
+            merged[..merged.len().min(10)].join(", ")
+        );
+    }
+    Ok(written)
+}
+
+/// Stores several memories (one per element of `contents`), embedded in batches; returns their
+/// ids in input order. Nothing is written if any element is refused.
+#[pg_extern(name = "memori_store_batch", volatile, parallel_unsafe)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
+pub(crate) fn store_memories(
+    contents: Option<Vec<Option<String>>>,
+    memory_type: default!(Option<&str>, "'short_term'"),
+    conversation_id: default!(Option<Uuid>, "NULL"),
+    importance: default!(Option<f64>, "0.5"),
+    tags: default!(Option<Vec<Option<String>>>, "'{}'"),
+    metadata: default!(Option<JsonbArg>, "'{}'"),
+    user_id: default!(Option<&str>, "NULL"),
+) -> SetOfIterator<'static, Uuid> {
+    prevent_if_read_only(c"memori_store_batch()");
+    let contents = contents
+        .ok_or_else(|| MemoriError::new(Code::NullValueNotAllowed, "contents must not be NULL"))
+        .or_raise();
+    crate::providers::embedding::check_batch(contents.len(), "memori_store_batch").or_raise();
+    let texts: Vec<&str> = contents
+        .iter()
+        .enumerate()
+        .map(|(n, c)| memory::required_text(c.as_deref(), &format!("contents[{}]", n + 1)))
+        .collect::<Result<_>>()
+        .or_raise();
+    let c = common(memory_type, importance, tags, metadata, user_id).or_raise();
+    SetOfIterator::new(store_texts(&c, &texts, conversation_id, &[], None).or_raise())
+}
+
+/// Changes a memory of the current memori user; re-embeds it when the content changes.
+/// Returns false when no such memory exists for this user.
+#[pg_extern(name = "memori_update", volatile, parallel_unsafe)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
+pub(crate) fn update_memory(
+    memory_id: Option<Uuid>,
+    content: default!(Option<&str>, "NULL"),
+    memory_type: default!(Option<&str>, "NULL"),
+    importance: default!(Option<f64>, "NULL"),
+    tags: default!(Option<Vec<Option<String>>>, "NULL"),
+    metadata: default!(Option<JsonbArg>, "NULL"),
+) -> bool {
+    prevent_if_read_only(c"memori_update()");
+    let Some(memory_id) = memory_id else {
+        return false;
+    };
+    let user = tenancy::resolve(None).or_raise();
+    let content = content
+        .map(|c| memory::required_text(Some(c), "content"))
+        .transpose()
+        .or_raise();
+    let memory_type = memory_type
+        .map(|t| MemoryType::parse(t).map(MemoryType::as_str))
+        .transpose()
+        .or_raise();
+    let importance = importance.map(memory::importance).transpose().or_raise();
+    let metadata = metadata.map(|m| metadata_object(Some(m)).or_raise());
+    let tags = tags.map(|t| memory::labels("tags", Some(t)).or_raise());
+    let embedded = match content {
+        Some(c) => {
+            let (target, mut batch) = embed_texts(Some(&user), &[c]).or_raise();
+            Some((target.label(), batch.vectors.pop().unwrap()))
+        }
+        None => None,
+    };
+    let change = Change {
+        content,
+        embedded,
+        memory_type,
+        importance,
+        tags,
+        metadata,
+    };
+    as_owner_of(c"memori_memories", || update_row(&user, memory_id, change)).or_raise()
+}
+
+/// What an update changes (None: unchanged).
+pub struct Change<'a> {
+    pub content: Option<&'a str>,
+    /// The new content's embedding and its model's label.
+    pub embedded: Option<(String, Vec<f32>)>,
+    pub memory_type: Option<&'a str>,
+    pub importance: Option<f32>,
+    pub tags: Option<Vec<String>>,
+    pub metadata: Option<JsonB>,
+}
+
+/// Applies `change` to a memory of `user`; false when there is none. The caller runs it as
+/// the tables' owner. A memory that becomes short_term gets the default expiry; one that
+/// stops being short_term loses it.
+pub fn update_row(user: &str, memory_id: Uuid, change: Change) -> Result<bool> {
+    let (label, embedding) = match change.embedded {
+        Some((l, v)) => (Some(l), Some(v)),
+        None => (None, None),
+    };
+    // Written only with new content (no CASE around it: Citus refuses the text search
+    // configuration's lookup inside one).
+    let set_tsv = if change.content.is_some() && catalog::has_text_search()? {
+        "content_tsv = memori_text_document($3::pg_catalog.text, $11::text::pg_catalog.regconfig),"
+    } else {
+        ""
+    };
+    Ok(opt_one::<bool>(
+        &format!(
+            "UPDATE memori_memories SET
+            content = coalesce($3, content),
+            {set_tsv}
+            embedding = coalesce($4::real[]::vector, embedding),
+            embedding_model = coalesce($5, embedding_model),
+            memory_type = coalesce($6, memory_type),
+            importance_score = coalesce($7::real, importance_score),
+            context_tags = coalesce($8, context_tags),
+            metadata = coalesce($9, metadata),
+            expires_at = CASE
+                WHEN $6 IS NULL OR $6::pg_catalog.text = memory_type::pg_catalog.text THEN expires_at
+                WHEN $6::pg_catalog.text = 'short_term'::pg_catalog.text THEN $10::pg_catalog.timestamptz
+                WHEN memory_type::pg_catalog.text = 'short_term'::pg_catalog.text THEN NULL
+                ELSE expires_at END,
+            -- Moves only when something changes (a new embedding alone is no change). The
+            -- columns are NOT NULL, so plain equality, with pg_catalog's operators.
+            updated_at = CASE
+                WHEN coalesce($3::pg_catalog.text, content) OPERATOR(pg_catalog.=) content
+                     AND coalesce($6::pg_catalog.text, memory_type::pg_catalog.text) OPERATOR(pg_catalog.=) memory_type::pg_catalog.text
+                     AND coalesce($7::real, importance_score) OPERATOR(pg_catalog.=) importance_score
+                     AND coalesce($8::pg_catalog.text[], context_tags) OPERATOR(pg_catalog.=) context_tags
+                     AND coalesce($9::pg_catalog.jsonb, metadata) OPERATOR(pg_catalog.=) metadata
+                THEN updated_at ELSE $12::pg_catalog.timestamptz END
+          WHERE memory_id = $1 AND user_id OPERATOR(pg_catalog.=) $2::pg_catalog.text
+          RETURNING true"
+        ),
+        &[
+            memory_id.into(),
+            user.into(),
+            change.content.into(),
+            embedding.into(),
+            label.into(),
+            change.memory_type.into(),
+            change.importance.into(),
+            change.tags.into(),
+            change.metadata.into(),
+            default_expiry(MemoryType::ShortTerm.as_str())?.into(),
+            gucs::text_search_config().into(),
+            now()?.into(),
+        ],
+    )?
+    .unwrap_or(false))
+}
+
+/// Deletes a memory of the current memori user. Returns false when there was none.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
+fn memori_forget(memory_id: Option<Uuid>) -> bool {
+    prevent_if_read_only(c"memori_forget()");
+    let Some(memory_id) = memory_id else {
+        return false;
+    };
+    let user = tenancy::resolve(None).or_raise();
+    as_owner_of(c"memori_memories", || {
+        opt_one::<bool>(
+            "DELETE FROM memori_memories WHERE memory_id = $1 AND user_id OPERATOR(pg_catalog.=) $2::pg_catalog.text RETURNING true",
+            &[memory_id.into(), user.into()],
+        )
+    })
+    .or_raise()
+    .unwrap_or(false)
+}

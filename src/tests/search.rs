@@ -1,0 +1,269 @@
+//! memori_search: the seed's examples, filters, ranking, access counting, exact and HNSW paths,
+//! many users.
+
+use pgrx::prelude::*;
+
+#[pg_schema]
+mod tests {
+    use crate::tests::support::{one, run, sql_error, state};
+    use pgrx::datum::Uuid;
+    use pgrx::prelude::*;
+
+    fn store(sql: &str) -> Uuid {
+        one::<Uuid>(sql)
+    }
+
+    fn count(sql_where: &str) -> i64 {
+        one::<i64>(&format!(
+            "SELECT count(*) FROM memori_memories WHERE {sql_where}"
+        ))
+    }
+
+    fn search(sql: &str) -> Vec<String> {
+        Spi::connect(|c| {
+            c.select(sql, None, &[])
+                .unwrap()
+                .map(|r| r.get::<String>(1).unwrap().unwrap())
+                .collect()
+        })
+    }
+
+    /// `n` memories with random 384-d unit vectors, as if the local model made them.
+    fn synthetic(user: &str, n: i32, tags: &str) {
+        run(&format!(
+            "INSERT INTO memori_memories (user_id, content, memory_type, embedding, embedding_model, context_tags)
+             SELECT '{user}', 'synthetic ' || g, 'long_term',
+                    (SELECT l2_normalize(array_agg(random() - 0.5)::real[]::vector) FROM generate_series(1, 384) WHERE g > 0),
+                    'local/all-MiniLM-L6-v2', '{tags}'
+               FROM generate_series(1, {n}) g"
+        ));
+    }
+
+    fn seed_memories() -> Uuid {
+        let conv = one::<Uuid>("SELECT memori_conversation_create('Test Conversation')");
+        run(&format!(
+            "SELECT memori_store('User prefers using table aliases in SQL queries', 'rule', '{conv}', 0.8, '{{preference,sql}}');
+             SELECT memori_store('The customers table has columns: id, name, email, created_at', 'entity', '{conv}', 0.7, '{{schema,table}}');
+             SELECT memori_store('User prefers using JOINs instead of subqueries', 'rule', importance => 0.8, tags => '{{preference,sql}}');
+             SELECT memori_store('The weather in Lisbon is sunny today', 'short_term', importance => 1.0);
+             SELECT memori_store('User prefers JOINs over subqueries', 'rule', user_id => 'other_user');"
+        ));
+        conv
+    }
+
+    #[pg_test]
+    fn search_finds_the_seeds_examples_for_this_user_only() {
+        let conv = seed_memories();
+        let hits = search(&format!(
+            "SELECT content FROM memori_search('SQL query preferences', 5, '{conv}')"
+        ));
+        assert_eq!(
+            hits,
+            [
+                "User prefers using table aliases in SQL queries",
+                "The customers table has columns: id, name, email, created_at"
+            ]
+        );
+        let hits = search(
+            "SELECT content FROM memori_search('How does the user prefer SQL queries?', k => 2)",
+        );
+        assert_eq!(hits.len(), 2);
+        assert!(
+            hits.contains(&"User prefers using JOINs instead of subqueries".to_string()),
+            "{hits:?}"
+        );
+        // The other user's memory never shows.
+        let all = search("SELECT content FROM memori_search('JOINs over subqueries', k => 100)");
+        assert_eq!(all.len(), 4);
+        assert!(!all.contains(&"User prefers JOINs over subqueries".to_string()));
+        let theirs = search("SELECT content FROM memori_search('JOINs', user_id => 'other_user')");
+        assert_eq!(theirs, ["User prefers JOINs over subqueries"]);
+    }
+
+    #[pg_test]
+    fn search_filters_by_type_tags_archive_expiry_and_similarity() {
+        seed_memories();
+        let q = |args: &str| {
+            search(&format!(
+                "SELECT content FROM memori_search('SQL preferences'{args})"
+            ))
+        };
+        assert_eq!(
+            q(", memory_types => '{entity}'"),
+            ["The customers table has columns: id, name, email, created_at"]
+        );
+        assert_eq!(
+            q(", tags => '{table,nothing}'"),
+            ["The customers table has columns: id, name, email, created_at"]
+        );
+        assert_eq!(q(", tags => '{sql}'").len(), 2);
+        run("UPDATE memori_memories SET is_archived = true WHERE content LIKE '%aliases%'");
+        assert_eq!(q("").len(), 3);
+        assert_eq!(q(", include_archived => true").len(), 4);
+        run("UPDATE memori_memories SET expires_at = now() - interval '1 second' WHERE content LIKE '%Lisbon%'");
+        assert_eq!(q("").len(), 2, "expired memories are never returned");
+        let sims = search(
+            "SELECT similarity::text FROM memori_search('SQL preferences', min_similarity => 0.3)",
+        );
+        assert!(!sims.is_empty());
+        assert!(
+            sims.iter().all(|s| s.parse::<f64>().unwrap() >= 0.3),
+            "{sims:?}"
+        );
+        assert_eq!(q(", k => 1").len(), 1);
+        let e = sql_error("SELECT * FROM memori_search('x', k => 0)");
+        assert_eq!(e.message, "memori: k must be between 1 and 1000, not 0");
+        let e = sql_error("SELECT * FROM memori_search('x', memory_types => '{bogus}')");
+        assert_eq!(e.sqlstate, state("22023"));
+        let e = sql_error("SELECT * FROM memori_search(NULL)");
+        assert_eq!(e.message, "memori: query must not be NULL");
+    }
+
+    #[pg_test]
+    fn relevance_comes_first_with_default_weights() {
+        store("SELECT memori_store('User prefers JOINs instead of subqueries', 'rule', importance => 0.0)");
+        store("SELECT memori_store('The weather in Lisbon is sunny today', 'long_term', importance => 1.0)");
+        run("UPDATE memori_memories SET updated_at = now() - interval '400 days' WHERE importance_score = 0");
+        let hits =
+            search("SELECT content FROM memori_search('Does the user like JOINs or subqueries?')");
+        assert_eq!(hits[0], "User prefers JOINs instead of subqueries");
+        // score is ordered, and blends: equal similarity, higher importance first.
+        let scores = search("SELECT score::text FROM memori_search('anything at all')");
+        let s: Vec<f64> = scores.iter().map(|x| x.parse().unwrap()).collect();
+        assert!(s.windows(2).all(|w| w[0] >= w[1]), "{s:?}");
+    }
+
+    #[pg_test]
+    fn search_counts_accesses_and_skips_that_when_read_only() {
+        seed_memories();
+        run("SELECT * FROM memori_search('SQL', k => 2)");
+        assert_eq!(count("access_count = 1 AND last_accessed_at = now()"), 2);
+        assert_eq!(count("access_count = 0 AND last_accessed_at IS NULL"), 3);
+        run("SET LOCAL transaction_read_only = on");
+        assert_eq!(
+            search("SELECT content FROM memori_search('SQL', k => 2)").len(),
+            2
+        );
+        assert_eq!(count("access_count = 1"), 2);
+    }
+
+    #[pg_test]
+    fn search_with_a_selective_filter_still_returns_k_exact_results() {
+        // One user with many memories, few tagged 'rare': whatever plan the planner picks
+        // (HNSW with iterative scans, or the GIN index and an exact sort), k come back, and
+        // they are the exact k nearest.
+        synthetic("crowd", 3000, "{common}");
+        synthetic("crowd", 25, "{rare}");
+        run("ANALYZE memori_memories");
+        run("SET LOCAL memori.user_id = 'crowd'");
+        let got = search("SELECT content FROM memori_search('database tuning', k => 10, tags => '{rare}') ORDER BY content");
+        let exact = search(
+            "SELECT content FROM (SELECT content FROM memori_memories WHERE user_id = 'crowd' AND context_tags && '{rare}'
+              ORDER BY embedding <=> memori_embed('database tuning') LIMIT 10) t ORDER BY content",
+        );
+        assert_eq!(got.len(), 10);
+        assert_eq!(got, exact);
+    }
+
+    #[pg_test]
+    fn many_users_each_get_their_own_k_nearest() {
+        for u in 0..60 {
+            synthetic(&format!("user{u}"), 50, "{}");
+        }
+        run("ANALYZE memori_memories");
+        assert_eq!(count("true"), 3000);
+        for u in [0, 17, 59] {
+            run(&format!("SET LOCAL memori.user_id = 'user{u}'"));
+            let got = search("SELECT content FROM memori_search('favourite SQL style', k => 10)");
+            let exact = search(&format!(
+                "SELECT content FROM memori_memories WHERE user_id = 'user{u}'
+                  ORDER BY embedding <=> memori_embed('favourite SQL style') LIMIT 10"
+            ));
+            assert_eq!(got.len(), 10);
+            let mut g = got.clone();
+            let mut e = exact.clone();
+            g.sort();
+            e.sort();
+            assert_eq!(g, e, "user{u} gets its exact 10 nearest");
+        }
+    }
+
+    #[pg_test]
+    fn a_scope_above_exact_search_rows_uses_the_hnsw_index() {
+        synthetic("big", 8000, "{}");
+        run("ANALYZE memori_memories");
+        run("SET LOCAL memori.user_id = 'big'");
+        // Below memori.exact_search_rows (20,000 by default): every memory compared.
+        let q = crate::memories::search::query(
+            Some(10),
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            Some("vector"),
+            None,
+        )
+        .unwrap();
+        let label = crate::providers::embedding::Target::current().label();
+        let (_, batch) = crate::providers::embedding::embed_texts(None, &["query"]).unwrap();
+        let (hits, path) = crate::memories::search::vector_candidates(
+            &q,
+            crate::memories::search::user_rows("big").unwrap(),
+            &label,
+            &batch.vectors[0],
+            40,
+        )
+        .unwrap();
+        assert_eq!(
+            (hits.len(), path),
+            (40, crate::memories::search::Path::Exact)
+        );
+        run("SET LOCAL memori.exact_search_rows = 1000");
+        let (hits, path) = crate::memories::search::vector_candidates(
+            &q,
+            crate::memories::search::user_rows("big").unwrap(),
+            &label,
+            &batch.vectors[0],
+            40,
+        )
+        .unwrap();
+        assert_eq!(
+            (hits.len(), path),
+            (40, crate::memories::search::Path::Index)
+        );
+        let sql = crate::memories::search::vector_sql(&q, 384, false);
+        let args: Vec<pgrx::datum::DatumWithOid> = vec![
+            "big".to_string().into(),
+            None::<pgrx::datum::Uuid>.into(),
+            None::<Vec<String>>.into(),
+            None::<Vec<String>>.into(),
+            None::<pgrx::datum::TimestampWithTimeZone>.into(),
+            label.clone().into(),
+            batch.vectors[0].clone().into(),
+            40i64.into(),
+        ];
+        let plan = |sql: &str| {
+            Spi::connect(|c| {
+                c.select(&format!("EXPLAIN {sql}"), None, &args)
+                    .unwrap()
+                    .map(|r| r.get::<String>(1).unwrap().unwrap())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+        };
+        run("SET LOCAL hnsw.iterative_scan = relaxed_order");
+        let p = plan(&sql);
+        assert!(
+            p.contains("Index Scan using idx_memori_mem_embedding_384"),
+            "{p}"
+        );
+        let p = plan(&crate::memories::search::vector_sql(&q, 384, true));
+        assert!(!p.contains("idx_memori_mem_embedding_384"), "{p}");
+        assert_eq!(
+            search("SELECT content FROM memori_search('query')").len(),
+            10
+        );
+    }
+}

@@ -1,0 +1,320 @@
+//! memori_store, memori_store_batch, memori_update, memori_forget: writes, refusals, near-duplicate
+//! merging.
+
+use pgrx::prelude::*;
+
+#[pg_schema]
+mod tests {
+    use crate::providers::offthread::with_signals_blocked;
+    use crate::tests::mock_openai::{Fault, MockServer};
+    use crate::tests::support::{one, run, sql_error, state};
+    use pgrx::datum::Uuid;
+    use pgrx::prelude::*;
+
+    fn store(sql: &str) -> Uuid {
+        one::<Uuid>(sql)
+    }
+
+    fn count(sql_where: &str) -> i64 {
+        one::<i64>(&format!(
+            "SELECT count(*) FROM memori_memories WHERE {sql_where}"
+        ))
+    }
+
+    fn search(sql: &str) -> Vec<String> {
+        Spi::connect(|c| {
+            c.select(sql, None, &[])
+                .unwrap()
+                .map(|r| r.get::<String>(1).unwrap().unwrap())
+                .collect()
+        })
+    }
+
+    /// `n` memories with random 384-d unit vectors, as if the local model made them.
+    fn synthetic(user: &str, n: i32, tags: &str) {
+        run(&format!(
+            "INSERT INTO memori_memories (user_id, content, memory_type, embedding, embedding_model, context_tags)
+             SELECT '{user}', 'synthetic ' || g, 'long_term',
+                    (SELECT l2_normalize(array_agg(random() - 0.5)::real[]::vector) FROM generate_series(1, 384) WHERE g > 0),
+                    'local/all-MiniLM-L6-v2', '{tags}'
+               FROM generate_series(1, {n}) g"
+        ));
+    }
+
+    #[pg_test]
+    fn store_embeds_and_writes_one_row() {
+        let conv = one::<Uuid>("SELECT memori_conversation_create('c')");
+        run("UPDATE memori_conversations SET last_activity_at = now() - interval '1 day'");
+        let id = Spi::get_one_with_args::<Uuid>(
+            "SELECT memori_store('User prefers JOINs over subqueries', 'rule', $1, 0.8, '{sql,style}',
+                                 '{\"source\": \"chat\"}', '{orders}')",
+            &[conv.into()],
+        )
+        .unwrap()
+        .unwrap();
+        let row = Spi::get_three_with_args::<String, i32, bool>(
+            "SELECT memory_type || '|' || importance_score || '|' || context_tags::text || '|' || related_entities::text
+                    || '|' || metadata::text || '|' || embedding_model || '|' || user_id,
+                    embedding_dims, expires_at IS NULL
+               FROM memori_memories WHERE memory_id = $1",
+            &[id.into()],
+        )
+        .unwrap();
+        let me = one::<String>("SELECT current_user::text");
+        assert_eq!(
+            row.0.unwrap(),
+            format!("rule|0.8|{{sql,style}}|{{orders}}|{{\"source\": \"chat\"}}|local/all-MiniLM-L6-v2|{me}")
+        );
+        assert_eq!(row.1, Some(384));
+        assert_eq!(
+            row.2,
+            Some(true),
+            "only short_term memories expire by default"
+        );
+        assert!(one::<bool>(
+            "SELECT last_activity_at = now() FROM memori_conversations"
+        ));
+        // The stored vector is the model's embedding of the content.
+        assert!(one::<bool>(
+            "SELECT (embedding <=> memori_embed('User prefers JOINs over subqueries')) < 1e-5 FROM memori_memories"
+        ));
+    }
+
+    #[pg_test]
+    fn short_term_memories_expire_after_the_setting() {
+        run("SET LOCAL memori.short_term_expiry_days = 3");
+        store("SELECT memori_store('a passing remark')");
+        assert!(one::<bool>(
+            "SELECT expires_at = now() + interval '3 days' FROM memori_memories"
+        ));
+        store("SELECT memori_store('another remark', expires_at => now() + interval '1 hour')");
+        assert_eq!(count("expires_at = now() + interval '1 hour'"), 1);
+    }
+
+    #[pg_test]
+    fn refused_stores_write_nothing() {
+        let conv = one::<Uuid>("SELECT memori_conversation_create('mine', 'alice')");
+        let cases: Vec<(String, &str, &str)> = vec![
+            ("SELECT memori_store(NULL)".into(), "22004", "memori: content must not be NULL"),
+            ("SELECT memori_store('  ')".into(), "22023", "memori: content must not be empty"),
+            ("SELECT memori_store('x', importance => 1.5)".into(), "22023", "memori: importance must be between 0 and 1, not 1.5"),
+            ("SELECT memori_store('x', importance => -0.1)".into(), "22023", "memori: importance must be between 0 and 1, not -0.1"),
+            ("SELECT memori_store('x', 'episodic')".into(), "22023", "memori: unknown memory_type \"episodic\""),
+            ("SELECT memori_store('x', metadata => '[]')".into(), "22023", "memori: metadata must be a JSON object, not an array"),
+            (
+                "SELECT memori_store('x', conversation_id => '00000000-0000-0000-0000-000000000001')".into(),
+                "23503",
+                "memori: conversation 00000000-0000-0000-0000-000000000001 does not exist for user \"bob\"",
+            ),
+            (
+                format!("SELECT memori_store('x', conversation_id => '{conv}')"),
+                "23503",
+                "does not exist for user \"bob\"",
+            ),
+        ];
+        run("SET LOCAL memori.user_id = 'bob'");
+        for (sql, code, msg) in cases {
+            let e = sql_error(&sql);
+            assert_eq!(e.sqlstate, state(code), "{sql}: {e:?}");
+            assert!(e.message.contains(msg), "{sql}: {}", e.message);
+        }
+        run("SET LOCAL memori.local_model_path = '/nonexistent'");
+        let e = sql_error("SELECT memori_store('an embedding failure')");
+        assert_eq!(e.sqlstate, state("58P01"));
+        let e = sql_error(&format!(
+            "SELECT memori_store('x', conversation_id => '{conv}', user_id => 'alice')"
+        ));
+        assert_eq!(
+            e.sqlstate,
+            state("58P01"),
+            "embedding fails after the checks"
+        );
+        assert_eq!(count("true"), 0);
+        assert!(one::<bool>(
+            "SELECT last_activity_at < now() + interval '1 s' FROM memori_conversations"
+        ));
+    }
+
+    #[pg_test]
+    fn near_duplicates_refresh_the_existing_memory() {
+        let a = store("SELECT memori_store('User prefers JOINs instead of subqueries', 'rule', importance => 0.6, tags => '{sql}')");
+        let b = store(
+            "SELECT memori_store('The user prefers JOINs instead of subqueries', 'rule', importance => 0.9,
+                                 tags => '{style}', entities => '{orders}')",
+        );
+        assert_eq!(a, b);
+        assert_eq!(count("true"), 1);
+        assert_eq!(
+            one::<String>("SELECT importance_score || '|' || context_tags::text || '|' || related_entities::text || '|' || access_count FROM memori_memories"),
+            "0.9|{sql,style}|{orders}|1"
+        );
+        // Same text as another type, or for another user: new rows.
+        let c =
+            store("SELECT memori_store('User prefers JOINs instead of subqueries', 'long_term')");
+        let d = store("SELECT memori_store('User prefers JOINs instead of subqueries', 'rule', user_id => 'someone_else')");
+        assert!(c != a && d != a && c != d);
+        // A different memory is not a duplicate.
+        store("SELECT memori_store('The orders table has a customer_id column', 'rule')");
+        assert_eq!(count("true"), 4);
+        // Threshold 1 turns it off.
+        run("SET LOCAL memori.dedup_threshold = 1");
+        let e = store("SELECT memori_store('User prefers JOINs instead of subqueries', 'rule')");
+        assert!(e != a);
+        assert_eq!(count("true"), 5);
+    }
+
+    #[pg_test]
+    fn a_merge_takes_the_new_content_and_stays_in_its_conversation() {
+        let a = one::<Uuid>("SELECT memori_conversation_create('A')");
+        let b = one::<Uuid>("SELECT memori_conversation_create('B')");
+        let m1 = store(&format!(
+            "SELECT memori_store('User prefers JOINs instead of subqueries', 'rule', '{a}')"
+        ));
+        let m2 = store(&format!(
+            "SELECT memori_store('The user prefers JOINs instead of subqueries', 'rule', '{b}')"
+        ));
+        assert!(
+            m1 != m2,
+            "near-duplicates in different conversations stay apart"
+        );
+        assert_eq!(
+            search(&format!(
+                "SELECT content FROM memori_search('JOINs', conversation_id => '{b}')"
+            )),
+            vec!["The user prefers JOINs instead of subqueries"]
+        );
+        run(&format!(
+            "DELETE FROM memori_conversations WHERE conversation_id = '{a}'"
+        ));
+        assert_eq!(count("true"), 1, "B's memory outlives conversation A");
+        // In the same conversation: merged, and the newer wording wins (content, embedding and
+        // full-text document together).
+        let m3 = store(&format!(
+            "SELECT memori_store('User prefers JOINs rather than subqueries', 'rule', '{b}')"
+        ));
+        assert_eq!(m3, m2);
+        assert_eq!(
+            one::<String>("SELECT content FROM memori_memories"),
+            "User prefers JOINs rather than subqueries"
+        );
+        assert!(one::<bool>(
+            "SELECT (embedding <=> memori_embed('User prefers JOINs rather than subqueries')) < 1e-5
+                    AND content_tsv OPERATOR(pg_catalog.@@) 'rather'::tsquery FROM memori_memories"
+        ));
+        // Without a conversation: a new memory, not merged into B's.
+        let m4 = store("SELECT memori_store('User prefers JOINs rather than subqueries', 'rule')");
+        assert!(m4 != m2);
+        assert_eq!(count("true"), 2);
+    }
+
+    #[pg_test]
+    fn relationships_merge_only_on_the_identical_triple() {
+        let r1 = store("SELECT memori_relate('orders.customer_id', 'references', 'customers.id')");
+        let r2 = store("SELECT memori_relate('customers.id', 'references', 'orders.customer_id')");
+        assert!(r1 != r2, "the reversed relation is another fact");
+        let r3 = store("SELECT memori_relate('Orders.Customer_ID', ' references ', 'customers.id', importance => 0.9)");
+        assert_eq!(r3, r1, "the same triple, whatever the case and spacing");
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT content || '|' || (metadata->>'subject') || '|' || importance_score FROM memori_memories WHERE memory_id = '{r1}'"
+            )),
+            "Orders.Customer_ID references customers.id|Orders.Customer_ID|0.9",
+            "content and triple agree"
+        );
+        assert_eq!(count("true"), 2);
+    }
+
+    #[pg_test]
+    fn dedup_finds_the_twin_whatever_other_users_store() {
+        // Other users' copies of the same sentence crowd its neighbourhood in the shared index,
+        // and the user has thousands of other memories (review F10).
+        run(
+            "INSERT INTO memori_memories (user_id, content, memory_type, embedding, embedding_model)
+             SELECT 'other' || g, 'User prefers dark mode', 'rule',
+                    (SELECT memori_embed('User prefers dark mode')), 'local/all-MiniLM-L6-v2'
+               FROM generate_series(1, 2000) g",
+        );
+        synthetic("big", 5000, "{}");
+        run("UPDATE memori_memories SET memory_type = 'rule' WHERE user_id = 'big'");
+        let first =
+            store("SELECT memori_store('User prefers dark mode', 'rule', user_id => 'big')");
+        run("ANALYZE memori_memories");
+        let again =
+            store("SELECT memori_store('The user prefers dark mode', 'rule', user_id => 'big')");
+        assert_eq!(first, again);
+        assert_eq!(count("user_id = 'big'"), 5001);
+    }
+
+    #[pg_test]
+    fn store_batch_keeps_order_and_batches_requests() {
+        let s = with_signals_blocked(|| MockServer::start(Fault::None, 16));
+        run("SET LOCAL memori.embedding_provider = 'openai'");
+        run(&format!("SET LOCAL memori.embedding_url = '{}'", s.url()));
+        run("SET LOCAL memori.embedding_api_key = 'sk-test'");
+        run("SET LOCAL memori.embedding_model = 'mock'");
+        run("SET LOCAL memori.embedding_cache_ttl = 0");
+        run("SET LOCAL memori.embedding_batch_size = 2");
+        let ids: Vec<(i64, Uuid)> = Spi::connect(|c| {
+            c.select(
+                "SELECT n, id FROM memori_store_batch(ARRAY['one', 'two', 'three', 'four', 'five'], 'entity', tags => '{t}')
+                   WITH ORDINALITY AS s(id, n)",
+                None,
+                &[],
+            )
+            .unwrap()
+            .map(|r| (r.get::<i64>(1).unwrap().unwrap(), r.get::<Uuid>(2).unwrap().unwrap()))
+            .collect()
+        });
+        assert_eq!(ids.len(), 5);
+        assert_eq!(s.requests(), 3, "ceil(5 / 2) requests");
+        for (n, id) in ids {
+            let content = Spi::get_one_with_args::<String>(
+                "SELECT content || '|' || embedding_model || '|' || embedding_dims FROM memori_memories WHERE memory_id = $1",
+                &[id.into()],
+            )
+            .unwrap()
+            .unwrap();
+            let want = ["one", "two", "three", "four", "five"][n as usize - 1];
+            assert_eq!(content, format!("{want}|openai/mock|16"));
+        }
+        let e = sql_error("SELECT memori_store_batch(ARRAY['fine', NULL])");
+        assert_eq!(e.message, "memori: contents[2] must not be NULL");
+        let e = sql_error("SELECT memori_store_batch(ARRAY['fine', ''])");
+        assert_eq!(e.message, "memori: contents[2] must not be empty");
+        assert_eq!(count("true"), 5, "nothing more was written");
+    }
+
+    #[pg_test]
+    fn update_changes_and_reembeds() {
+        let id = store("SELECT memori_store('User likes tabs', 'short_term')");
+        assert!(one::<bool>(&format!(
+            "SELECT memori_update('{id}', content => 'User prefers CTEs over nested subqueries', memory_type => 'long_term',
+                                  importance => 0.9, tags => '{{sql}}', metadata => '{{\"v\": 2}}')"
+        )));
+        assert_eq!(
+            one::<String>("SELECT content || '|' || memory_type || '|' || importance_score || '|' || context_tags::text || '|' || metadata::text || '|' || (expires_at IS NULL) FROM memori_memories"),
+            "User prefers CTEs over nested subqueries|long_term|0.9|{sql}|{\"v\": 2}|true"
+        );
+        assert!(one::<bool>(
+            "SELECT (embedding <=> memori_embed('User prefers CTEs over nested subqueries')) < 1e-5 FROM memori_memories"
+        ));
+        assert_eq!(
+            search("SELECT content FROM memori_search('common table expressions')").len(),
+            1
+        );
+        // Only the owner's memories; unknown ids give false.
+        run("SET LOCAL memori.user_id = 'intruder'");
+        assert!(!one::<bool>(&format!(
+            "SELECT memori_update('{id}', importance => 0.1)"
+        )));
+        assert!(!one::<bool>(&format!("SELECT memori_forget('{id}')")));
+        run("RESET memori.user_id");
+        let e = sql_error(&format!("SELECT memori_update('{id}', importance => 7)"));
+        assert_eq!(e.sqlstate, state("22023"));
+        let e = sql_error(&format!("SELECT memori_update('{id}', content => '')"));
+        assert_eq!(e.message, "memori: content must not be empty");
+        assert!(one::<bool>(&format!("SELECT memori_forget('{id}')")));
+        assert!(!one::<bool>(&format!("SELECT memori_forget('{id}')")));
+        assert_eq!(count("true"), 0);
+    }
+}
