@@ -639,7 +639,7 @@ unsafe extern "C-unwind" fn url_check(
         return true;
     }
     let url = std::ffi::CStr::from_ptr(*newval).to_string_lossy();
-    if crate::providers::http::shown_url(&url) == url {
+    if crate::base::url::shown(&url) == url {
         return true;
     }
     key_check(newval, source, c"a memori URL holding credentials or a query string may not be set with ALTER DATABASE, ALTER ROLE or a function's SET clause: every role can read those settings",
@@ -761,8 +761,7 @@ pub fn embedding_api_key(url: &str) -> Option<String> {
     string(&EMBEDDING_API_KEY)
         .or_else(|| env_key("MEMORI_EMBEDDING_API_KEY"))
         .or_else(|| {
-            env_key("OPENAI_API_KEY")
-                .filter(|_| crate::providers::http::url_host(url) == "api.openai.com")
+            env_key("OPENAI_API_KEY").filter(|_| crate::base::url::host(url) == "api.openai.com")
         })
 }
 pub fn embedding_timeout_ms() -> u64 {
@@ -848,7 +847,7 @@ pub fn llm_api_key(provider: LlmProvider, url: &str) -> Option<String> {
     };
     string(&LLM_API_KEY)
         .or_else(|| env_key("MEMORI_LLM_API_KEY"))
-        .or_else(|| env_key(vendor).filter(|_| crate::providers::http::url_host(url) == host))
+        .or_else(|| env_key(vendor).filter(|_| crate::base::url::host(url) == host))
 }
 fn env_key(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|k| !k.trim().is_empty())

@@ -79,13 +79,13 @@ impl Peer {
     /// The endpoint as messages show it: without credentials (`user:password@`) or a query
     /// string (`?api-key=...`), which some gateways put in the URL.
     pub fn shown_endpoint(&self) -> String {
-        shown_url(&self.endpoint)
+        crate::base::url::shown(&self.endpoint)
     }
 
     /// `text` with every secret of the configuration masked: the key, and the URL's
     /// credentials and query string (an HTTP library's error may quote the URL).
     pub fn redact(&self, text: &str) -> String {
-        without_url_secrets(&mask(text, self.api_key.as_deref()), &self.url)
+        crate::base::url::without_secrets(&mask(text, self.api_key.as_deref()), &self.url)
     }
 
     pub fn err(&self, code: Code, what: impl AsRef<str>) -> MemoriError {
@@ -280,52 +280,6 @@ pub fn agent() -> ureq::Agent {
         .into()
 }
 
-/// The secret parts of a URL: its credentials (`user:password` before `@`) and its query
-/// string.
-fn url_secrets(url: &str) -> Vec<&str> {
-    let mut out = Vec::new();
-    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    if let Some((userinfo, _)) = authority.rsplit_once('@') {
-        if !userinfo.is_empty() {
-            out.push(userinfo);
-        }
-    }
-    if let Some((_, query)) = url.split_once('?') {
-        let query = query.split('#').next().unwrap_or("");
-        if !query.is_empty() {
-            out.push(query);
-        }
-    }
-    out
-}
-
-/// `text` with `url`'s secrets masked.
-fn without_url_secrets(text: &str, url: &str) -> String {
-    url_secrets(url)
-        .into_iter()
-        .fold(text.to_string(), |out, secret| out.replace(secret, "****"))
-}
-
-/// A URL without its secrets, for messages.
-pub fn shown_url(url: &str) -> String {
-    without_url_secrets(url, url)
-}
-
-/// The host of `url`, lowercased, without scheme, credentials, port, path or query: what
-/// decides whether a vendor's environment key may go there.
-pub fn url_host(url: &str) -> String {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let host = if let Some(v6) = host_port.strip_prefix('[') {
-        v6.split(']').next().unwrap_or("")
-    } else {
-        host_port.split(':').next().unwrap_or("")
-    };
-    host.trim_end_matches('.').to_ascii_lowercase()
-}
-
 #[derive(Deserialize)]
 struct Reply {
     data: Vec<Item>,
@@ -463,32 +417,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn url_host_is_the_host_alone() {
-        assert_eq!(url_host("https://api.openai.com/v1"), "api.openai.com");
-        assert_eq!(
-            url_host("https://API.OpenAI.com.:443/v1?x=1"),
-            "api.openai.com"
-        );
-        // Credentials naming the vendor do not make another host the vendor's.
-        assert_eq!(
-            url_host("http://api.openai.com@127.0.0.1:9/v1"),
-            "127.0.0.1"
-        );
-        assert_eq!(
-            url_host("https://api.openai.com.evil.example/v1"),
-            "api.openai.com.evil.example"
-        );
-        assert_eq!(url_host("http://[::1]:8080/v1"), "::1");
-        assert_eq!(url_host("api.anthropic.com"), "api.anthropic.com");
-    }
-
-    #[test]
     fn messages_never_show_url_credentials_or_query() {
         assert_eq!(
-            shown_url("https://bob:s3cret@gw.example/v1/embeddings?api-key=k123"),
+            crate::base::url::shown("https://bob:s3cret@gw.example/v1/embeddings?api-key=k123"),
             "https://****@gw.example/v1/embeddings?****"
         );
-        assert_eq!(shown_url("http://127.0.0.1:9/v1"), "http://127.0.0.1:9/v1");
+        assert_eq!(
+            crate::base::url::shown("http://127.0.0.1:9/v1"),
+            "http://127.0.0.1:9/v1"
+        );
         let mut c = cfg();
         c.url = "http://alice:pw-42@127.0.0.1:9/v1?token=t-99".into();
         let e = c.peer().err(
