@@ -2,6 +2,7 @@
 
     python study.py collect [--host /var/run/memori] [--port 5499] [--features F]
     python study.py fuse    [--features F] [--json out.json]
+    python study.py report  [--features F] [--data locomo-dev.json]
 
 `collect` stores each data set once in a throw-away database (LoCoMo with bench/locomo/run.py's
 loader and storing, the Text2SQL set with bench/eval's), asks every question once with
@@ -23,7 +24,15 @@ per category and for category 5; Text2SQL identifier and paraphrase hit@1, MRR@1
 negatives empty at memori.min_similarity. Then, for a few functions, LoCoMo recall@10 per
 conversation and paired differences to text mode with their standard errors.
 
-Features collected once take about 95 s on the 2-core machine; `fuse` about 10 s.
+`report` compares the short list of candidates in full (issue 20's acceptance figures): LoCoMo
+recall@5, recall@10 and hit@10 overall and per category, recall@10 per conversation; Text2SQL
+identifier and paraphrase hit@1 and MRR@10, negatives; paired differences (recall@10 per question,
+hit@1 per question) to text, vector and today's hybrid with their standard errors, overall, per
+category and per conversation; and sensitivity sweeps of the chosen function's one weight and of
+the candidate pool depth. BM25 (bench/locomo/run.py's, over the same texts; bench/eval's memories
+for Text2SQL) is computed in the same run when the LoCoMo data is present.
+
+Features collected once take about 95 s on the 2-core machine; `fuse` about 10 s, `report` 20 s.
 """
 
 import argparse
@@ -216,6 +225,14 @@ def f_current(exponent=None, bonus=0.2, use_rank=True):
         e = exponent if exponent is not None else (1 if q["ident"] else 3)
         return [c["sim"] + bonus * min(max(c["ts"] or 0.0, 0.0), 1.0) ** e * (rr(c["t"]) if use_rank else (1.0 if c["t"] else 0.0))
                 for c in cs]
+    return fn
+
+
+def f_lin(lam):
+    """cos + lam * text_score (0 without a text match): absolute scores, so a memory's relevance
+    depends neither on the other candidates nor on the pool depth."""
+    def fn(cs, q):
+        return [c["sim"] + lam * min(max(c["ts"] or 0.0, 0.0), 1.0) for c in cs]
     return fn
 
 
@@ -459,11 +476,147 @@ def analysis(feat):
     print(f"LoCoMo questions whose text top 10 holds tied text scores: {ties}/{tot}")
 
 
+# -------------------------------------------------------------------------------- report
+
+def _mean_se(xs):
+    m = sum(xs) / len(xs)
+    se = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1) / len(xs)) if len(xs) > 1 else 0.0
+    return m, se
+
+
+def bm25_found(feat, data):
+    """BM25 top 10 per question (bench/locomo/run.py's BM25 over the same turn texts, one index per
+    conversation; bench/eval's memories, one index per user), keyed like the features; None
+    without the LoCoMo data."""
+    if not data or not Path(data).exists():
+        return None
+    locomo = _module("locomo_run", BENCH / "locomo/run.py")
+    sys.path.insert(0, str(BENCH / "eval"))
+    import data as t2s_data
+    convs, _ = locomo.load(data)
+    out = {}
+    for c in convs:
+        docs = [t for _, s in c["sessions"] for t in s]
+        bm = locomo.BM25([t for _, t in docs])
+        for _, question, _ in c["questions"]:
+            out[("locomo", c["id"], question)] = [docs[i][0] for i in bm.top(question, 10)]
+    mems = defaultdict(list)
+    for user, key, _, content in t2s_data.memories():
+        mems[user].append((key, content))
+    for user, docs in mems.items():
+        bm = locomo.BM25([t for _, t in docs])
+        for u, _, question, _ in t2s_data.queries():
+            if u == user:
+                out[("text2sql", user, question)] = [docs[i][0] for i in bm.top(question, 10)]
+    return out
+
+
+def evaluate(feat, fn, mode="hybrid", depth=None, bm25=None):
+    """Per question: LoCoMo (r5, r10, h5, h10) and Text2SQL hit@1 / reciprocal rank / empty."""
+    loc = [q for q in feat["locomo"] if q["category"] in LOCOMO_CATS]
+    min_sim = feat["min_similarity"]
+    res = {"loc": [], "t2s": {"identifier": [], "paraphrase": [], "negative": []}}
+    for q in loc:
+        found = bm25[("locomo", q["conv"], q["question"])] if bm25 else ranked(q, fn, mode=mode, depth=depth)
+        ev = set(q["evidence"])
+        r5, r10 = len(ev & set(found[:5])) / len(ev), len(ev & set(found[:10])) / len(ev)
+        res["loc"].append((r5, r10, float(r5 > 0), float(r10 > 0)))
+    for q in feat["text2sql"]:
+        if bm25:
+            found = bm25[("text2sql", q["user"], q["question"])]
+        else:
+            found = ranked(q, fn, mode=mode, depth=depth,
+                           min_sim=min_sim if q["kind"] == "negative" and mode != "text" else None)
+        if q["kind"] == "negative":
+            res["t2s"]["negative"].append(float(not found))
+            continue
+        ranks = [found.index(e) + 1 for e in q["expected"] if e in found]
+        best = min(ranks) if ranks else None
+        res["t2s"][q["kind"]].append((float(best == 1), 1.0 / best if best else 0.0))
+    return loc, res
+
+
+def report(args):
+    with open(args.features, encoding="utf-8") as f:
+        feat = json.load(f)
+    bm = bm25_found(feat, args.data)
+    cands = [("vector", f_vector, "vector", None), ("text", f_text, "text", None),
+             ("hybrid today", f_current(), "hybrid", None)]
+    if bm:
+        cands.append(("BM25 (run.py)", None, "bm25", None))
+    cands += [("RRF k=60, pool 40", f_rrf(), "hybrid", None),
+              ("RRF k=60, pool 100", f_rrf(), "hybrid", 100),
+              ("CC min-max a=.5", f_cc(0.5, "mm"), "hybrid", None),
+              ("CC z-score a=.5", f_cc(0.5, "z"), "hybrid", None),
+              ("CC z-score a=.5, pool 100", f_cc(0.5, "z"), "hybrid", 100),
+              ("cos + .5 ts", f_lin(0.5), "hybrid", None),
+              ("cos + .5 ts, pool 100", f_lin(0.5), "hybrid", 100)]
+    out = {}
+    for name, fn, mode, depth in cands:
+        loc, out[name] = evaluate(feat, fn, mode, depth, bm if mode == "bm25" else None)
+    convs = sorted({q["conv"] for q in loc})
+    groups = [("all", lambda q: True)] + [(n, (lambda c: lambda q: q["category"] == c)(c)) for c, n in LOCOMO_CATS.items()]
+    cgroups = [(c, (lambda c: lambda q: q["conv"] == c)(c)) for c in convs]
+
+    def avg(rows, i, sel):
+        xs = [r[i] for q, r in zip(loc, rows) if sel(q)]
+        return sum(xs) / len(xs)
+
+    print(f"LoCoMo {len(loc)} questions (cat 1-4): " + ", ".join(
+        f"{n} {sum(1 for q in loc if s(q))}" for n, s in groups[1:] + cgroups))
+    print("\n== LoCoMo: r@5 / r@10 / h@10 overall and per category ==")
+    print(f"{'function':<27} " + " ".join(f"{n:>17}" for n, _ in groups))
+    for name in out:
+        rows = out[name]["loc"]
+        print(f"{name:<27} " + " ".join(f"{avg(rows, 0, s):.3f} {avg(rows, 1, s):.3f} {avg(rows, 3, s):.3f}" for _, s in groups))
+    print("\n== LoCoMo r@10 per conversation; Text2SQL hit@1 / MRR@10, negatives empty ==")
+    print(f"{'function':<27} " + " ".join(f"{c:>7}" for c in convs) + f" | {'ident h1':>8} {'mrr':>5} | {'para h1':>8} {'mrr':>5} | neg")
+    for name in out:
+        t = out[name]["t2s"]
+        i, p, n = t["identifier"], t["paraphrase"], t["negative"]
+        print(f"{name:<27} " + " ".join(f"{avg(out[name]['loc'], 1, s):>7.3f}" for _, s in cgroups)
+              + f" | {_mean_se([x[0] for x in i])[0]:>8.3f} {_mean_se([x[1] for x in i])[0]:.3f}"
+              + f" | {_mean_se([x[0] for x in p])[0]:>8.3f} {_mean_se([x[1] for x in p])[0]:.3f} | {int(sum(n))}/{len(n)}")
+    for base in ("text", "vector", "hybrid today"):
+        print(f"\n== paired differences to {base} (+- 1 SE): LoCoMo r@10 overall, per category, per conversation; Text2SQL hit@1 ==")
+        print(f"{'function':<27} " + " ".join(f"{n:>13}" for n, _ in groups + cgroups) + f" {'ident h1':>13} {'para h1':>13}")
+        for name in out:
+            if name == base:
+                continue
+            cells = []
+            for _, s in groups + cgroups:
+                d = [a[1] - b[1] for q, a, b in zip(loc, out[name]["loc"], out[base]["loc"]) if s(q)]
+                cells.append("%+.3f+-%.3f" % _mean_se(d))
+            for kind in ("identifier", "paraphrase"):
+                d = [a[0] - b[0] for a, b in zip(out[name]["t2s"][kind], out[base]["t2s"][kind])]
+                cells.append("%+.3f+-%.3f" % _mean_se(d))
+            print(f"{name:<27} " + " ".join(f"{c:>13}" for c in cells))
+
+    print("\n== sensitivity: cos + lam * ts (pool 40 / pool 100) ==")
+    print(f"{'lam':>5} {'pool':>4} {'r@5':>5} {'r@10':>5} {'h@10':>5} | " + " ".join(f"{n[:5]:>5}" for n, _ in groups[1:])
+          + " | " + " ".join(f"{c:>7}" for c in convs) + " | id h1 pa h1 | neg")
+    for lam in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0):
+        for depth in (None, 100):
+            _, r = evaluate(feat, f_lin(lam), "hybrid", depth)
+            rows, t = r["loc"], r["t2s"]
+            print(f"{lam:>5} {depth or 40:>4} {avg(rows, 0, groups[0][1]):.3f} {avg(rows, 1, groups[0][1]):.3f} {avg(rows, 3, groups[0][1]):.3f} | "
+                  + " ".join(f"{avg(rows, 1, s):.3f}" for _, s in groups[1:]) + " | "
+                  + " ".join(f"{avg(rows, 1, s):>7.3f}" for _, s in cgroups)
+                  + f" | {_mean_se([x[0] for x in t['identifier']])[0]:.3f} {_mean_se([x[0] for x in t['paraphrase']])[0]:.3f} | {int(sum(t['negative']))}/{len(t['negative'])}")
+    print("\n== pool depth per ranking (k 10): r@10 overall / para h1 ==")
+    for name, fn in (("cos + .5 ts", f_lin(0.5)), ("RRF k=60", f_rrf()), ("CC z-score a=.5", f_cc(0.5, "z"))):
+        cells = []
+        for depth in (10, 20, 40, 50, 100, 200):
+            _, r = evaluate(feat, fn, "hybrid", depth)
+            cells.append(f"{depth}: {avg(r['loc'], 1, groups[0][1]):.3f}/{_mean_se([x[0] for x in r['t2s']['paraphrase']])[0]:.3f}")
+        print(f"{name:<17} " + "  ".join(cells))
+
+
 # ---------------------------------------------------------------------------------- main
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("step", choices=("collect", "fuse"))
+    ap.add_argument("step", choices=("collect", "fuse", "report"))
     ap.add_argument("--host", default="/var/run/memori")
     ap.add_argument("--port", default=5499, type=int)
     ap.add_argument("--data", default=os.environ.get("MEMORI_LOCOMO")
@@ -473,6 +626,8 @@ def main():
     args = ap.parse_args()
     if args.step == "collect":
         collect(args)
+    elif args.step == "report":
+        report(args)
     else:
         fuse(args)
 

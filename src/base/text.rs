@@ -73,7 +73,8 @@ pub fn identifiers_with(text: &str, mut tick: impl FnMut()) -> String {
     out
 }
 
-/// `identifiers_with` without an interrupt check (plain Rust callers, tests).
+/// `identifiers_with` without an interrupt check (tests).
+#[cfg(test)]
 pub fn identifiers(text: &str) -> String {
     identifiers_with(text, || {})
 }

@@ -30,9 +30,9 @@ mod tests {
         assert!(one::<bool>(
             "SELECT bool_and(abs(score - (similarity * 0.8 + 0.15 * importance)) < 1e-6) FROM memori_search('invoices', mode => 'vector')"
         ));
-        // Hybrid: the same, with the text bonus (each matches the only query term fully).
+        // Hybrid: the same, with the weighted text score.
         assert!(one::<bool>(
-            "SELECT bool_and(abs(score - ((similarity + 0.2 * (61.0 / (60 + (explain->>'text_rank')::int))) * 0.8 + 0.15 * importance)) < 1e-6)
+            "SELECT bool_and(abs(score - ((similarity + 0.5 * (explain->>'text_score')::float8) * 0.8 + 0.15 * importance)) < 1e-6)
                FROM memori_search('invoices', explain => true)"
         ));
         run("SET LOCAL memori.recency_weight = 0");

@@ -54,14 +54,17 @@ check "the examples' memories, one per end user, in the app's namespace" "4" \
   "$(q $C apps "SELECT count(DISTINCT user_id) FROM memori_memories WHERE user_id LIKE 'ex_app/customer-%'")"
 
 # The retrieval eval (make eval) on this cluster: it runs, and hybrid, the default mode, is at
-# least as good as vector on both kinds of question (hit@1).
+# least as good as the better of vector and text on identifier questions, and within noise of
+# vector on paraphrases (hit@1; 0.05 is 3 of the 60 paraphrases, about one standard error of the paired difference), where the
+# text ranking can only add a word shared with a wrong memory. LoCoMo is where hybrid must beat
+# both (README "Retrieval quality").
 out=$(cd "$HERE/bench/eval" && /var/lib/memori/venv/bin/python run.py --host "$(sock $C)" --port "$(port $C)" --db eval 2>&1) || true
 echo "$out" | sed 's/^/# /'
 hit() { awk -v m="$1" -v k="$2" '$1 == m && $2 == k {print $4}' <<< "$out"; }
-check_true "eval: hybrid hit@1 >= vector on identifier questions ($(hit hybrid identifier) vs $(hit vector identifier))" \
-  awk -v h="$(hit hybrid identifier)" -v v="$(hit vector identifier)" 'BEGIN { exit !(h != "" && h + 0 >= v + 0) }'
-check_true "eval: hybrid hit@1 >= vector on paraphrases ($(hit hybrid paraphrase) vs $(hit vector paraphrase))" \
-  awk -v h="$(hit hybrid paraphrase)" -v v="$(hit vector paraphrase)" 'BEGIN { exit !(h != "" && h + 0 >= v + 0) }'
+check_true "eval: hybrid hit@1 >= vector and text on identifier questions ($(hit hybrid identifier) vs $(hit vector identifier), $(hit text identifier))" \
+  awk -v h="$(hit hybrid identifier)" -v v="$(hit vector identifier)" -v t="$(hit text identifier)" 'BEGIN { exit !(h != "" && h + 0 >= v + 0 && h + 0 >= t + 0) }'
+check_true "eval: hybrid hit@1 within 0.05 of vector on paraphrases ($(hit hybrid paraphrase) vs $(hit vector paraphrase))" \
+  awk -v h="$(hit hybrid paraphrase)" -v v="$(hit vector paraphrase)" 'BEGIN { exit !(h != "" && h + 0.05 >= v + 0) }'
 check "eval: every negative comes back empty in hybrid mode" "20/20" \
   "$(awk '$1 == "hybrid" && $2 == "negative" {print $5}' <<< "$out")"
 finish
