@@ -72,7 +72,11 @@ SELECT memori_context('Write a query listing customers and their orders');
 \set QUIET off
 
 \echo
-\echo '-- What is stored (each search counted an access)'
+\echo '-- What is stored. Each search counted an access; memori applies them in the background'
+\echo '-- (the maintenance pass, memori.access_counting = deferred), run here at once:'
+\set QUIET on
+SELECT FROM memori_maintain();
+\set QUIET off
 SELECT memory_type, importance_score, access_count, context_tags, embedding_model, embedding_dims,
        expires_at IS NOT NULL AS expires, left(content, 50) AS content
   FROM memori_memories ORDER BY created_at;

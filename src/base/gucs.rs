@@ -34,7 +34,7 @@ impl Provider {
 /// How memori_search ranks: both rankings fused (the default), embeddings only, or words only.
 #[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
 pub enum SearchMode {
-    /// Vector and full-text rankings fused by reciprocal rank fusion.
+    /// Vector and full-text rankings fused: the similarity plus the weighted text score.
     #[name = c"hybrid"]
     Hybrid,
     /// Cosine similarity of the embeddings only.
@@ -61,6 +61,18 @@ impl SearchMode {
             _ => None,
         }
     }
+}
+
+/// When memori_search counts an access to each memory it returns.
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum AccessCounting {
+    /// Remembered in shared memory and counted by the next maintenance pass (batched, off the
+    /// search's path); at once where memori is not preloaded or the tables are distributed.
+    #[name = c"deferred"]
+    Deferred,
+    /// In the search's own transaction, one UPDATE per search.
+    #[name = c"immediate"]
+    Immediate,
 }
 
 /// Which chat model API memori_extract and memori_chat call.
@@ -110,6 +122,8 @@ static MAINTENANCE_STATEMENT_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(3
 static MAINTENANCE_BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(1000);
 static MAINTENANCE_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(2);
 static SEARCH_MODE: GucSetting<SearchMode> = GucSetting::<SearchMode>::new(SearchMode::Hybrid);
+static ACCESS_COUNTING: GucSetting<AccessCounting> =
+    GucSetting::<AccessCounting>::new(AccessCounting::Deferred);
 static TEXT_SEARCH_CONFIG: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"english"));
 static EXACT_SEARCH_ROWS: GucSetting<i32> = GucSetting::<i32>::new(20_000);
@@ -326,6 +340,14 @@ pub fn init() {
         &RECENCY_HALF_LIFE_DAYS,
         0.01,
         36_500.0,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_enum_guc(
+        c"memori.access_counting",
+        c"When memori_search counts an access to the memories it returns: deferred (by the next maintenance pass) or immediate (in the search's transaction).",
+        c"deferred needs memori in shared_preload_libraries and falls back to immediate without it or on Citus. Accesses wait in a ring of 262,144 for the whole cluster; under heavier read traffic between two passes the oldest are dropped.",
+        &ACCESS_COUNTING,
         GucContext::Userset,
         GucFlags::default(),
     );
@@ -784,6 +806,9 @@ pub fn score_weights() -> (f64, f64) {
 }
 pub fn recency_half_life_days() -> f64 {
     RECENCY_HALF_LIFE_DAYS.get()
+}
+pub fn access_counting() -> AccessCounting {
+    ACCESS_COUNTING.get()
 }
 pub fn promote_after_accesses() -> i32 {
     PROMOTE_AFTER_ACCESSES.get()

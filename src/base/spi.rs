@@ -1,8 +1,74 @@
 //! The few ways memori runs SQL through SPI: an SPI failure as a memori error, one value of a
-//! read-only statement (without assigning a transaction id, so it works on a standby), and the
-//! read-only guard every writing function calls first.
+//! read-only statement (without assigning a transaction id, so it works on a standby), plans
+//! kept per backend for the statements a search runs every time, and the read-only guard every
+//! writing function calls first.
 
 use crate::base::errors::{Code, MemoriError, Result};
+use pgrx::datum::DatumWithOid;
+use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiResult, SpiTupleTable};
+use pgrx::PgOid;
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+/// Plans kept at most: a search's statements differ by its filters and the embedding's width,
+/// so a backend sees a few dozen texts at most; past this the cache starts over.
+const MAX_KEPT_PLANS: usize = 128;
+
+thread_local! {
+    /// Plans kept for the life of the backend, by statement text and argument types.
+    static KEPT: RefCell<HashMap<String, OwnedPreparedStatement>> = RefCell::new(HashMap::new());
+}
+
+/// Puts a kept plan back after its run; while an ERROR unwinds, leaves it be (a plan whose run
+/// failed is not reused, and nothing is freed in the middle of an abort).
+struct Borrowed {
+    key: String,
+    plan: Option<OwnedPreparedStatement>,
+}
+
+impl Drop for Borrowed {
+    fn drop(&mut self) {
+        let Some(plan) = self.plan.take() else { return };
+        if std::thread::panicking() {
+            std::mem::forget(plan);
+            return;
+        }
+        KEPT.with(|k| {
+            let mut k = k.borrow_mut();
+            if k.len() >= MAX_KEPT_PLANS {
+                k.clear();
+            }
+            k.insert(std::mem::take(&mut self.key), plan);
+        });
+    }
+}
+
+/// Runs a read-only statement through a plan kept for the life of the backend, planned once
+/// (PostgreSQL's plan cache plans it anew when a table, the search_path or the role it was
+/// planned for changes, as for any prepared statement). For statements memori runs on every
+/// search, whose text is fixed up to a few internal variants; user values are always arguments.
+pub fn select_kept<'conn>(
+    client: &SpiClient<'conn>,
+    sql: &str,
+    args: &[DatumWithOid],
+) -> SpiResult<SpiTupleTable<'conn>> {
+    let oids: Vec<PgOid> = args.iter().map(|a| PgOid::from(a.oid())).collect();
+    let key = format!(
+        "{:?}\n{sql}",
+        args.iter().map(|a| a.oid().to_u32()).collect::<Vec<_>>()
+    );
+    let kept = KEPT.with(|k| k.borrow_mut().remove(&key));
+    let plan = match kept {
+        Some(p) => p,
+        None => client.prepare(sql, &oids)?.keep(),
+    };
+    let borrowed = Borrowed {
+        key,
+        plan: Some(plan),
+    };
+    let plan = borrowed.plan.as_ref().expect("set above");
+    client.select(plan, None, args)
+}
 
 /// Wraps an SPI failure (already a PostgreSQL error in most cases) as a memori error.
 pub fn spi(e: pgrx::spi::SpiError) -> MemoriError {

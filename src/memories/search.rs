@@ -14,9 +14,9 @@
 
 use crate::base::catalog;
 use crate::base::errors::{MemoriError, OrRaise, Result};
-use crate::base::gucs::{self, SearchMode};
+use crate::base::gucs::{self, AccessCounting, SearchMode};
 use crate::base::memory::{self, MemoryType};
-use crate::base::spi::spi;
+use crate::base::spi::{select_kept, spi};
 use crate::base::vector::indexed_cast;
 use crate::providers::embedding::embed_texts;
 use crate::tenancy;
@@ -140,8 +140,7 @@ pub fn vector_sql(q: &Query, dims: usize, exact: bool) -> String {
 
 fn id_scores(sql: &str, args: &[pgrx::datum::DatumWithOid]) -> Result<Vec<(i64, f64)>> {
     Spi::connect(|client| {
-        client
-            .select(sql, None, args)?
+        select_kept(client, sql, args)?
             .map(|r| {
                 Ok((
                     r.get::<i64>(1)?.unwrap_or_default(),
@@ -459,7 +458,7 @@ fn fetch(
     ];
     Spi::connect(|client| {
         let mut out = std::collections::HashMap::new();
-        for r in client.select(&sql, None, &args)? {
+        for r in select_kept(client, &sql, &args)? {
             let id = r.get::<i64>(1)?.unwrap_or_default();
             let importance = r.get::<f32>(6)?.unwrap_or_default();
             out.insert(
@@ -585,10 +584,12 @@ pub fn explain(mode: SearchMode, path: Path, r: &Ranked) -> JsonB {
     }))
 }
 
-/// Counts one access for each memory, in one statement; a short_term memory reaching
-/// memori.promote_after_accesses becomes long_term and loses its expiry. Best effort, so a read
+/// Counts one access for each memory; a short_term memory reaching
+/// memori.promote_after_accesses becomes long_term and loses its expiry. By default
+/// (memori.access_counting = deferred, memori preloaded) the accesses go to shared memory and
+/// the next maintenance pass counts them; otherwise one statement here. Best effort, so a read
 /// never waits or fails because of it: rows another transaction holds are skipped, and nothing
-/// is counted in a read-only transaction, on a hot standby, or under REPEATABLE READ or
+/// is written in a read-only transaction, on a hot standby, or under REPEATABLE READ or
 /// SERIALIZABLE (where a row changed by a concurrent search would raise 40001).
 pub fn track_access(user: &str, ids: &[i64]) -> Result<()> {
     if ids.is_empty() {
@@ -610,6 +611,14 @@ pub fn track_access(user: &str, ids: &[i64]) -> Result<()> {
         if !recovery {
             crate::memories::accesses::defer(ids);
         }
+        return Ok(());
+    }
+    // By default, off the search's path too (no UPDATE, no dead tuples per search): the next
+    // maintenance pass counts them in one statement. Not on Citus, whose passes do not drain.
+    if gucs::access_counting() == AccessCounting::Deferred
+        && !catalog::distributed().unwrap_or(false)
+        && crate::memories::accesses::defer(ids)
+    {
         return Ok(());
     }
     let promotes = MemoryType::sql_array(MemoryType::promotes);
