@@ -7,12 +7,12 @@ COMMENT ON FUNCTION memori_embed_batch(text[]) IS
     'memori: the embeddings of several texts, in input order, in batches of memori.embedding_batch_size; a NULL element gives a NULL vector.';
 COMMENT ON FUNCTION memori_embedding_stats() IS
     'memori: this backend''s embedding counters: texts embedded, cache hits, HTTP requests sent, local model forward passes.';
-COMMENT ON FUNCTION memori_store(text, text, uuid, double precision, text[], jsonb, text[], timestamptz, text) IS
-    'memori: stores a memory (embedded with the configured provider) for user_id (default: memori.user_id, else current_user) and returns its memory_id; a near-duplicate of the same user, type and conversation (similarity >= memori.dedup_threshold; for relationships, the same triple) is merged instead: it takes the new content and the id stays, with a NOTICE.';
-COMMENT ON FUNCTION memori_store_batch(text[], text, uuid, double precision, text[], jsonb, text) IS
-    'memori: stores one memory per element of contents, embedded in batches, and returns their ids in input order (near-duplicates merged as memori_store does).';
-COMMENT ON FUNCTION memori_search(text, integer, uuid, text[], text[], double precision, boolean, text, text, boolean, timestamptz) IS
-    'memori: the k memories of one user most relevant to query (min(k, matching) rows, always), ordered by score (relevance blended with importance and recency). mode: hybrid (vector and full-text rankings fused by reciprocal rank fusion), vector or text; default memori.search_mode. explain => true fills the explain column. Only memories valid now (not superseded); as_of => a moment answers with the memories valid then (archiving ignored, no access counted). Counts an access for each row (best effort: not in read-only or REPEATABLE READ transactions, and not for rows another transaction holds).';
+COMMENT ON FUNCTION memori_store(text, text, uuid, double precision, text[], jsonb, text[], timestamptz, text, timestamptz) IS
+    'memori: stores a memory (embedded with the configured provider) for user_id (default: memori.user_id, else current_user) and returns its memory_id; event_at says when what it says happened, if known. A near-duplicate of the same user, type and conversation (similarity >= memori.dedup_threshold; for relationships, the same triple) is merged instead: it takes the new content and the id stays, with a NOTICE.';
+COMMENT ON FUNCTION memori_store_batch(text[], text, uuid, double precision, text[], jsonb, text, timestamptz) IS
+    'memori: stores one memory per element of contents, embedded in batches, and returns their ids in input order (near-duplicates merged as memori_store does); event_at applies to every one.';
+COMMENT ON FUNCTION memori_search(text, integer, uuid, text[], text[], double precision, boolean, text, text, boolean, timestamptz, timestamptz, timestamptz) IS
+    'memori: the k memories of one user most relevant to query (min(k, matching) rows, always), ordered by score (relevance blended with importance and recency). mode: hybrid (the similarity plus half the full-text score), vector or text; default memori.search_mode. explain => true fills the explain column. Only memories valid now (not superseded); as_of => a moment answers with the memories valid then (archiving ignored, no access counted). event_from/event_to keep the memories whose event time (event_at, else created_at) is in [event_from, event_to). Counts an access for each row (memori.access_counting; best effort).';
 COMMENT ON FUNCTION memori_extract(text, uuid, text) IS
     'memori: memories from one conversation turn: the chat model (memori.llm_provider) sees the turn and the user''s most relevant memories and decides, in one call, what to add, update or supersede; memori checks every decision and applies them all or none. One row per decision (action, memory_id, memory_type, content).';
 COMMENT ON FUNCTION memori_chat(text, uuid, integer, boolean, text) IS
@@ -82,7 +82,8 @@ SELECT s.line FROM (
                'last_accessed_at', m.last_accessed_at, 'context_tags', m.context_tags,
                'related_entities', m.related_entities, 'metadata', m.metadata, 'expires_at', m.expires_at,
                'is_archived', m.is_archived, 'created_at', m.created_at, 'updated_at', m.updated_at,
-               'embedding_model', m.embedding_model, 'valid_to', m.valid_to, 'superseded_by', m.superseded_by)
+               'embedding_model', m.embedding_model, 'valid_to', m.valid_to, 'superseded_by', m.superseded_by,
+               'event_at', m.event_at)
            OPERATOR(pg_catalog.||)
            CASE WHEN $2 AND m.embedding IS NOT NULL
                 THEN pg_catalog.jsonb_build_object('embedding', m.embedding::text::jsonb)
@@ -406,9 +407,9 @@ SET search_path = pg_catalog, @extschema@, pg_temp
 AS $$
 SELECT ARRAY[
     '@extschema@.memori_conversation_create(text, text, jsonb, bigint)',
-    '@extschema@.memori_store(text, text, uuid, double precision, text[], jsonb, text[], timestamptz, text)',
-    '@extschema@.memori_store_batch(text[], text, uuid, double precision, text[], jsonb, text)',
-    '@extschema@.memori_search(text, integer, uuid, text[], text[], double precision, boolean, text, text, boolean, timestamptz)',
+    '@extschema@.memori_store(text, text, uuid, double precision, text[], jsonb, text[], timestamptz, text, timestamptz)',
+    '@extschema@.memori_store_batch(text[], text, uuid, double precision, text[], jsonb, text, timestamptz)',
+    '@extschema@.memori_search(text, integer, uuid, text[], text[], double precision, boolean, text, text, boolean, timestamptz, timestamptz, timestamptz)',
     '@extschema@.memori_update(uuid, text, text, double precision, text[], jsonb)',
     '@extschema@.memori_forget(uuid)',
     '@extschema@.memori_context(text, integer, uuid, integer, text)',

@@ -258,3 +258,157 @@ BEGIN
     RETURN had;
 END;
 $$;
+
+-- Time in memories: when what a memory says happened (event_at), beside when it was stored.
+ALTER TABLE memori_memories ADD COLUMN event_at timestamptz;
+COMMENT ON COLUMN memori_memories.event_at IS 'When what the memory says happened, if the caller said (for a conversation turn, its session''s date); NULL when unknown. created_at is when memori stored it. memori_search filters on it (event_from, event_to) and memori_context shows it.';
+-- memori_store and memori_store_batch take event_at, memori_search an event window and returns
+-- event_at: their 0.4.0 signatures go (the library keeps their symbols for databases not yet
+-- updated), and the roles granted memori get the new ones.
+DROP FUNCTION memori_store(text, text, uuid, double precision, text[], jsonb, text[], timestamptz, text);
+DROP FUNCTION memori_store_batch(text[], text, uuid, double precision, text[], jsonb, text);
+DROP FUNCTION memori_search(text, integer, uuid, text[], text[], double precision, boolean, text, text, boolean, timestamptz);
+CREATE  FUNCTION "memori_store"(
+	"content" TEXT, /* Option < & str > */
+	"memory_type" TEXT DEFAULT 'short_term', /* Option < & str > */
+	"conversation_id" uuid DEFAULT NULL, /* Option < Uuid > */
+	"importance" double precision DEFAULT 0.5, /* Option < f64 > */
+	"tags" TEXT[] DEFAULT '{}', /* :: std :: option :: Option < Vec < Option < String > > > */
+	"metadata" jsonb DEFAULT '{}', /* Option < JsonbArg > */
+	"entities" TEXT[] DEFAULT '{}', /* :: std :: option :: Option < Vec < Option < String > > > */
+	"expires_at" timestamp with time zone DEFAULT NULL, /* Option < TimestampWithTimeZone > */
+	"user_id" TEXT DEFAULT NULL, /* Option < & str > */
+	"event_at" timestamp with time zone DEFAULT NULL /* Option < TimestampWithTimeZone > */
+) RETURNS uuid /* Uuid */
+VOLATILE PARALLEL UNSAFE 
+SET search_path TO pg_catalog, @extschema@, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'memori_store_0_5_wrapper';
+CREATE  FUNCTION "memori_store_batch"(
+	"contents" TEXT[], /* :: std :: option :: Option < Vec < Option < String > > > */
+	"memory_type" TEXT DEFAULT 'short_term', /* Option < & str > */
+	"conversation_id" uuid DEFAULT NULL, /* Option < Uuid > */
+	"importance" double precision DEFAULT 0.5, /* Option < f64 > */
+	"tags" TEXT[] DEFAULT '{}', /* :: std :: option :: Option < Vec < Option < String > > > */
+	"metadata" jsonb DEFAULT '{}', /* Option < JsonbArg > */
+	"user_id" TEXT DEFAULT NULL, /* Option < & str > */
+	"event_at" timestamp with time zone DEFAULT NULL /* Option < TimestampWithTimeZone > */
+) RETURNS SETOF uuid /* Uuid */
+VOLATILE PARALLEL UNSAFE 
+SET search_path TO pg_catalog, @extschema@, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'memori_store_batch_0_5_wrapper';
+CREATE  FUNCTION "memori_search"(
+	"query" TEXT, /* Option < & str > */
+	"k" INT DEFAULT 10, /* Option < i32 > */
+	"conversation_id" uuid DEFAULT NULL, /* Option < Uuid > */
+	"memory_types" TEXT[] DEFAULT NULL, /* :: std :: option :: Option < Vec < Option < String > > > */
+	"tags" TEXT[] DEFAULT NULL, /* :: std :: option :: Option < Vec < Option < String > > > */
+	"min_similarity" double precision DEFAULT NULL, /* Option < f64 > */
+	"include_archived" bool DEFAULT false, /* Option < bool > */
+	"user_id" TEXT DEFAULT NULL, /* Option < & str > */
+	"mode" TEXT DEFAULT NULL, /* Option < & str > */
+	"explain" bool DEFAULT false, /* Option < bool > */
+	"as_of" timestamp with time zone DEFAULT NULL, /* Option < TimestampWithTimeZone > */
+	"event_from" timestamp with time zone DEFAULT NULL, /* Option < TimestampWithTimeZone > */
+	"event_to" timestamp with time zone DEFAULT NULL /* Option < TimestampWithTimeZone > */
+) RETURNS TABLE (
+	"memory_id" uuid,  /* Uuid */
+	"content" TEXT,  /* String */
+	"memory_type" TEXT,  /* String */
+	"similarity" double precision,  /* Option < f64 > */
+	"score" double precision,  /* f64 */
+	"importance" real,  /* f32 */
+	"context_tags" TEXT[],  /* Vec < String > */
+	"metadata" jsonb,  /* JsonB */
+	"conversation_id" uuid,  /* Option < Uuid > */
+	"created_at" timestamp with time zone,  /* TimestampWithTimeZone */
+	"explain" jsonb,  /* Option < JsonB > */
+	"event_at" timestamp with time zone  /* Option < TimestampWithTimeZone > */
+)
+VOLATILE PARALLEL UNSAFE 
+SET search_path TO pg_catalog, @extschema@, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'memori_search_0_5_wrapper';
+COMMENT ON FUNCTION memori_store(text, text, uuid, double precision, text[], jsonb, text[], timestamptz, text, timestamptz) IS
+    'memori: stores a memory (embedded with the configured provider) for user_id (default: memori.user_id, else current_user) and returns its memory_id; event_at says when what it says happened, if known. A near-duplicate of the same user, type and conversation (similarity >= memori.dedup_threshold; for relationships, the same triple) is merged instead: it takes the new content and the id stays, with a NOTICE.';
+COMMENT ON FUNCTION memori_store_batch(text[], text, uuid, double precision, text[], jsonb, text, timestamptz) IS
+    'memori: stores one memory per element of contents, embedded in batches, and returns their ids in input order (near-duplicates merged as memori_store does); event_at applies to every one.';
+COMMENT ON FUNCTION memori_search(text, integer, uuid, text[], text[], double precision, boolean, text, text, boolean, timestamptz, timestamptz, timestamptz) IS
+    'memori: the k memories of one user most relevant to query (min(k, matching) rows, always), ordered by score (relevance blended with importance and recency). mode: hybrid (the similarity plus half the full-text score), vector or text; default memori.search_mode. explain => true fills the explain column. Only memories valid now (not superseded); as_of => a moment answers with the memories valid then (archiving ignored, no access counted). event_from/event_to keep the memories whose event time (event_at, else created_at) is in [event_from, event_to). Counts an access for each row (memori.access_counting; best effort).';
+REVOKE EXECUTE ON FUNCTION memori_store(text, text, uuid, double precision, text[], jsonb, text[], timestamptz, text, timestamptz), memori_store_batch(text[], text, uuid, double precision, text[], jsonb, text, timestamptz),
+    memori_search(text, integer, uuid, text[], text[], double precision, boolean, text, text, boolean, timestamptz, timestamptz, timestamptz) FROM PUBLIC;
+CREATE OR REPLACE FUNCTION memori_api() RETURNS text[]
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, @extschema@, pg_temp
+AS $$
+SELECT ARRAY[
+    '@extschema@.memori_conversation_create(text, text, jsonb, bigint)',
+    '@extschema@.memori_store(text, text, uuid, double precision, text[], jsonb, text[], timestamptz, text, timestamptz)',
+    '@extschema@.memori_store_batch(text[], text, uuid, double precision, text[], jsonb, text, timestamptz)',
+    '@extschema@.memori_search(text, integer, uuid, text[], text[], double precision, boolean, text, text, boolean, timestamptz, timestamptz, timestamptz)',
+    '@extschema@.memori_update(uuid, text, text, double precision, text[], jsonb)',
+    '@extschema@.memori_forget(uuid)',
+    '@extschema@.memori_context(text, integer, uuid, integer, text)',
+    '@extschema@.memori_relate(text, text, text, uuid, double precision, text)',
+    '@extschema@.memori_entity(text, text)',
+    '@extschema@.memori_embed(text)',
+    '@extschema@.memori_embed_batch(text[])',
+    '@extschema@.memori_embedding_stats()',
+    '@extschema@.memori_stats()',
+    '@extschema@.memori_extract(text, uuid, text)',
+    '@extschema@.memori_chat(text, uuid, integer, boolean, text)']::text[]
+$$;
+DO $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT g.oid::pg_catalog.regrole AS role FROM @extschema@.memori_roles x
+               JOIN pg_catalog.pg_roles g ON g.oid OPERATOR(pg_catalog.=) x.role_oid
+    LOOP
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION @extschema@.memori_store(text, text, uuid, double precision, text[], jsonb, text[], timestamptz, text, timestamptz), @extschema@.memori_store_batch(text[], text, uuid, double precision, text[], jsonb, text, timestamptz), @extschema@.memori_search(text, integer, uuid, text[], text[], double precision, boolean, text, text, boolean, timestamptz, timestamptz, timestamptz) TO %s', r.role);
+    END LOOP;
+END;
+$$;
+CREATE OR REPLACE FUNCTION memori_export(user_id text, include_embeddings boolean DEFAULT false) RETURNS SETOF jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, @extschema@, pg_temp
+AS $$
+SELECT s.line FROM (
+    SELECT 0 AS part, 0::bigint AS id,
+           pg_catalog.jsonb_build_object('kind', 'memori_export', 'format', 1, 'user_id', $1,
+               'exported_at', pg_catalog.now(),
+               'version', (SELECT e.extversion FROM pg_catalog.pg_extension e
+                            WHERE e.extname OPERATOR(pg_catalog.=) 'memori'::name)) AS line
+    UNION ALL
+    SELECT 1, c.id,
+           pg_catalog.jsonb_build_object('kind', 'conversation', 'conversation_id', c.conversation_id,
+               'title', c.title, 'metadata', c.metadata, 'data_source_id', c.data_source_id,
+               'is_active', c.is_active, 'created_at', c.created_at, 'updated_at', c.updated_at,
+               'last_activity_at', c.last_activity_at)
+      FROM @extschema@.memori_conversations c
+     WHERE c.user_id::text = $1::text
+    UNION ALL
+    SELECT 3, x.id,
+           pg_catalog.jsonb_build_object('kind', 'message', 'conversation_id', x.conversation_id,
+               'role', x.role, 'content', x.content, 'model', x.model, 'created_at', x.created_at)
+      FROM @extschema@.memori_messages x
+     WHERE x.user_id::text = $1::text
+    UNION ALL
+    SELECT 2, m.id,
+           pg_catalog.jsonb_build_object('kind', 'memory', 'memory_id', m.memory_id,
+               'conversation_id', m.conversation_id, 'content', m.content, 'memory_type', m.memory_type,
+               'importance', m.importance_score, 'access_count', m.access_count,
+               'last_accessed_at', m.last_accessed_at, 'context_tags', m.context_tags,
+               'related_entities', m.related_entities, 'metadata', m.metadata, 'expires_at', m.expires_at,
+               'is_archived', m.is_archived, 'created_at', m.created_at, 'updated_at', m.updated_at,
+               'embedding_model', m.embedding_model, 'valid_to', m.valid_to, 'superseded_by', m.superseded_by,
+               'event_at', m.event_at)
+           OPERATOR(pg_catalog.||)
+           CASE WHEN $2 AND m.embedding IS NOT NULL
+                THEN pg_catalog.jsonb_build_object('embedding', m.embedding::text::jsonb)
+                ELSE '{}'::jsonb END
+      FROM @extschema@.memori_memories m
+     WHERE m.user_id::text = $1::text) s
+ ORDER BY s.part, s.id
+$$;

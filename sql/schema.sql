@@ -104,6 +104,7 @@ CREATE TABLE memori_memories (
     content_tsv      tsvector NOT NULL DEFAULT ''::tsvector,
     valid_to         timestamptz,
     superseded_by    uuid,
+    event_at         timestamptz,
     CONSTRAINT memori_memories_pkey PRIMARY KEY (user_id, id),
     CONSTRAINT memori_memories_memory_id_key UNIQUE (user_id, memory_id),
     CONSTRAINT memori_memories_conversation_id_fkey FOREIGN KEY (user_id, conversation_id)
@@ -172,6 +173,7 @@ COMMENT ON COLUMN memori_memories.is_archived IS 'Archived memories are left out
 COMMENT ON COLUMN memori_memories.created_at IS 'When the memory was stored.';
 COMMENT ON COLUMN memori_memories.updated_at IS 'When the memory last changed (memori''s statements set it; not when a search only counts an access, nor when memori_reembed gives it a new model''s embedding).';
 COMMENT ON COLUMN memori_memories.valid_to IS 'When the memory stopped being true (memori_extract superseded it); NULL while it holds. Searches and context leave such memories out unless asked as_of an earlier moment.';
+COMMENT ON COLUMN memori_memories.event_at IS 'When what the memory says happened, if the caller said (for a conversation turn, its session''s date); NULL when unknown. created_at is when memori stored it. memori_search filters on it (event_from, event_to) and memori_context shows it.';
 COMMENT ON COLUMN memori_memories.superseded_by IS 'The memory that replaced this one (its memory_id), when valid_to is set.';
 COMMENT ON COLUMN memori_memories.content_tsv IS 'Full-text document of content (memori_text_document under memori.text_search_config), written by memori with the content; GIN-indexed.';
 

@@ -9,9 +9,9 @@
 //!
 //! | SQL function | today's Rust function | older symbols, here |
 //! |---|---|---|
-//! | memori_search | `memories::search::search_memories_as_of` (0.4.0) | `search_memories` (0.3.0), `memori_search` (0.1.0, 0.2.0) |
-//! | memori_store | `memories::store::store_memory` (0.3.0) | `memori_store` (0.1.0, 0.2.0) |
-//! | memori_store_batch | `memories::store::store_memories` (0.3.0) | `memori_store_batch` (0.1.0, 0.2.0) |
+//! | memori_search | `memories::search::memori_search_0_5` (0.5.0) | `search_memories_as_of` (0.4.0), `search_memories` (0.3.0), `memori_search` (0.1.0, 0.2.0) |
+//! | memori_store | `memories::store::memori_store_0_5` (0.5.0) | `store_memory` (0.3.0, 0.4.0), `memori_store` (0.1.0, 0.2.0) |
+//! | memori_store_batch | `memories::store::memori_store_batch_0_5` (0.5.0) | `store_memories` (0.3.0, 0.4.0), `memori_store_batch` (0.1.0, 0.2.0) |
 //! | memori_update | `memories::store::update_memory` (0.3.0) | `memori_update` (0.1.0, 0.2.0) |
 //! | memori_relate | `memories::graph::relate_entities` (0.3.0) | `memori_relate` (0.1.0, 0.2.0) |
 //!
@@ -22,12 +22,63 @@ use crate::base::errors::OrRaise;
 use crate::base::memory;
 use crate::memories::conversations::JsonbArg;
 use crate::memories::graph::relate_entities;
-use crate::memories::search::{self, search_memories_as_of};
-use crate::memories::store::{store_memories, store_memory, update_memory};
+use crate::memories::search::{self, memori_search_0_5};
+use crate::memories::store::{memori_store_0_5, memori_store_batch_0_5, update_memory};
 use pgrx::datum::{JsonB, TimestampWithTimeZone, Uuid};
 use pgrx::prelude::*;
 
 // memori_search
+
+/// memori 0.4.0's memori_search (no event window; no event_at column).
+#[allow(clippy::too_many_arguments)]
+#[pg_extern(sql = false)]
+fn search_memories_as_of(
+    query: Option<&str>,
+    k: Option<i32>,
+    conversation_id: Option<Uuid>,
+    memory_types: Option<Vec<Option<String>>>,
+    tags: Option<Vec<Option<String>>>,
+    min_similarity: Option<f64>,
+    include_archived: Option<bool>,
+    user_id: Option<&str>,
+    mode: Option<&str>,
+    explain: Option<bool>,
+    as_of: Option<TimestampWithTimeZone>,
+) -> TableIterator<
+    'static,
+    (
+        name!(memory_id, Uuid),
+        name!(content, String),
+        name!(memory_type, String),
+        name!(similarity, Option<f64>),
+        name!(score, f64),
+        name!(importance, f32),
+        name!(context_tags, Vec<String>),
+        name!(metadata, JsonB),
+        name!(conversation_id, Option<Uuid>),
+        name!(created_at, TimestampWithTimeZone),
+        name!(explain, Option<JsonB>),
+    ),
+> {
+    let rows = memori_search_0_5(
+        query,
+        k,
+        conversation_id,
+        memory_types,
+        tags,
+        min_similarity,
+        include_archived,
+        user_id,
+        mode,
+        explain,
+        as_of,
+        None,
+        None,
+    );
+    TableIterator::new(
+        rows.map(|(a, b, c, d, e, f, g, h, i, j, k, _)| (a, b, c, d, e, f, g, h, i, j, k)),
+    )
+}
 
 /// memori 0.3.0's memori_search (no as_of).
 #[allow(clippy::too_many_arguments)]
@@ -113,6 +164,7 @@ fn memori_search(
         user_id,
         Some("vector"),
         None,
+        (None, None),
     )
     .or_raise();
     let out = search::find(&q, query.unwrap()).or_raise();
@@ -165,6 +217,34 @@ fn memori_store(
     )
 }
 
+/// memori 0.3.0 and 0.4.0's memori_store (no event_at).
+#[allow(clippy::too_many_arguments)]
+#[pg_extern(sql = false)]
+fn store_memory(
+    content: Option<&str>,
+    memory_type: Option<&str>,
+    conversation_id: Option<Uuid>,
+    importance: Option<f64>,
+    tags: Option<Vec<Option<String>>>,
+    metadata: Option<JsonbArg>,
+    entities: Option<Vec<Option<String>>>,
+    expires_at: Option<TimestampWithTimeZone>,
+    user_id: Option<&str>,
+) -> Uuid {
+    memori_store_0_5(
+        content,
+        memory_type,
+        conversation_id,
+        importance,
+        tags,
+        metadata,
+        entities,
+        expires_at,
+        user_id,
+        None,
+    )
+}
+
 #[pg_extern(sql = false)]
 fn memori_store_batch(
     contents: Option<Vec<Option<String>>>,
@@ -183,6 +263,29 @@ fn memori_store_batch(
         tags,
         metadata,
         user_id,
+    )
+}
+
+/// memori 0.3.0 and 0.4.0's memori_store_batch (no event_at).
+#[pg_extern(sql = false)]
+fn store_memories(
+    contents: Option<Vec<Option<String>>>,
+    memory_type: Option<&str>,
+    conversation_id: Option<Uuid>,
+    importance: Option<f64>,
+    tags: Option<Vec<Option<String>>>,
+    metadata: Option<JsonbArg>,
+    user_id: Option<&str>,
+) -> SetOfIterator<'static, Uuid> {
+    memori_store_batch_0_5(
+        contents,
+        memory_type,
+        conversation_id,
+        importance,
+        tags,
+        metadata,
+        user_id,
+        None,
     )
 }
 

@@ -10,8 +10,9 @@ exits 0.
 In a throw-away database on the given cluster, each conversation becomes one memori user
 ('locomo/conv-26'), each turn one `long_term` memory "<speaker>: <text>" (plus
 " [shared a photo: <caption>]" when a photo was shared), stored with one memori_store_batch
-call per session, merging off (memori.dedup_threshold = 1); afterwards each memory gets its
-session's date as created_at/updated_at and {"dia_id": ...} as metadata.
+call per session with the session's date as event_at, merging off (memori.dedup_threshold = 1);
+afterwards each memory also gets that date as created_at/updated_at (as if it had been stored
+live) and {"dia_id": ...} as metadata.
 
 Every question is asked with memori_search(question, k => 10, mode => m, user_id => <conv>)
 for m in hybrid, vector, text. Against each question's evidence turns it reports recall@5,
@@ -213,8 +214,8 @@ def store(conn, convs):
             with conn.transaction():
                 t0 = time.perf_counter()
                 ids = [r[0] for r in conn.execute(
-                    "SELECT * FROM memori_store_batch(%s::text[], 'long_term', user_id => %s)",
-                    (texts, c["user"])).fetchall()]
+                    "SELECT * FROM memori_store_batch(%s::text[], 'long_term', user_id => %s, event_at => %s)",
+                    (texts, c["user"], when)).fetchall()]
                 spent += time.perf_counter() - t0
                 calls += 1
                 if len(ids) != len(texts):

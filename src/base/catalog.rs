@@ -157,6 +157,11 @@ pub fn has_user_cache() -> Result<bool> {
     has_column(c"memori_embedding_cache", c"user_id")
 }
 
+/// Whether memories have an event time (event_at, 0.5.0).
+pub fn has_event_time() -> Result<bool> {
+    has_column(c"memori_memories", c"event_at")
+}
+
 /// Whether memories have a validity (valid_to, 0.4.0): without it, none is superseded.
 pub fn has_validity() -> Result<bool> {
     has_column(c"memori_memories", c"valid_to")

@@ -19,8 +19,10 @@ thread_local! {
     static KEPT: RefCell<HashMap<String, OwnedPreparedStatement>> = RefCell::new(HashMap::new());
 }
 
-/// Puts a kept plan back after its run; while an ERROR unwinds, leaves it be (a plan whose run
-/// failed is not reused, and nothing is freed in the middle of an abort).
+/// Puts a kept plan back after its run, also while an ERROR unwinds (the plan stays valid: the
+/// abort releases what the failed run held). Nothing is freed while unwinding: the cache starts
+/// over at the next successful run instead, so repeated errors neither leak plans nor call into
+/// PostgreSQL in the middle of an abort.
 struct Borrowed {
     key: String,
     plan: Option<OwnedPreparedStatement>,
@@ -29,16 +31,23 @@ struct Borrowed {
 impl Drop for Borrowed {
     fn drop(&mut self) {
         let Some(plan) = self.plan.take() else { return };
-        if std::thread::panicking() {
-            std::mem::forget(plan);
-            return;
-        }
+        let unwinding = std::thread::panicking();
         KEPT.with(|k| {
-            let mut k = k.borrow_mut();
-            if k.len() >= MAX_KEPT_PLANS {
+            let Ok(mut k) = k.try_borrow_mut() else {
+                // Not reachable (the map is never borrowed across a run); never panic here.
+                std::mem::forget(plan);
+                return;
+            };
+            if k.len() >= MAX_KEPT_PLANS && !unwinding {
                 k.clear();
             }
-            k.insert(std::mem::take(&mut self.key), plan);
+            // While unwinding the map may pass its bound by this one key (at most once per key).
+            if let Some(old) = k.insert(std::mem::take(&mut self.key), plan) {
+                // A re-entrant run of the same statement kept its own plan meanwhile.
+                if unwinding {
+                    std::mem::forget(old);
+                }
+            }
         });
     }
 }
@@ -84,6 +93,23 @@ pub fn read_one<T: pgrx::FromDatum + pgrx::IntoDatum>(
 ) -> Result<Option<T>> {
     pgrx::Spi::connect(|client| {
         let rows = client.select(sql, Some(1), args)?;
+        if rows.is_empty() {
+            Ok(None)
+        } else {
+            rows.first().get_one::<T>()
+        }
+    })
+    .map_err(spi)
+}
+
+/// `read_one` through a plan kept per backend (see `select_kept`), for statements every search
+/// runs.
+pub fn read_one_kept<T: pgrx::FromDatum + pgrx::IntoDatum>(
+    sql: &str,
+    args: &[DatumWithOid],
+) -> Result<Option<T>> {
+    pgrx::Spi::connect(|client| {
+        let rows = select_kept(client, sql, args)?;
         if rows.is_empty() {
             Ok(None)
         } else {

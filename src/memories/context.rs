@@ -22,6 +22,9 @@ pub struct Item {
     pub memory_id: String,
     pub memory_type: String,
     pub content: String,
+    /// When what it says happened (its event_at, as a date in the session's time zone), if
+    /// known: what a "when" question needs.
+    pub event: Option<String>,
     /// What decides which items are cut first (lowest first).
     pub rank: f64,
 }
@@ -33,8 +36,12 @@ impl Item {
             .split_whitespace()
             .collect::<Vec<_>>()
             .join(" ");
+        let event = self
+            .event
+            .as_deref()
+            .map_or(String::new(), |d| format!("({d}) "));
         format!(
-            "- [{} {}] {}",
+            "- [{} {}] {event}{}",
             self.memory_type,
             &self.memory_id[..8.min(self.memory_id.len())],
             content
@@ -136,6 +143,8 @@ fn rules(user: &str) -> Result<Vec<Item>> {
                 memory_id: r.get::<String>(2)?.unwrap_or_default(),
                 memory_type: rule.into(),
                 content: r.get::<String>(3)?.unwrap_or_default(),
+                // A rule holds whenever: no event date.
+                event: None,
                 // Rules go last, least important first.
                 rank: 10.0 + r.get::<f32>(4)?.unwrap_or_default() as f64,
             })
@@ -175,6 +184,8 @@ pub fn assemble(
                     include_archived: false,
                     mode: gucs::search_mode(),
                     as_of: None,
+                    event_from: None,
+                    event_to: None,
                 },
                 q,
             )?;
@@ -183,6 +194,7 @@ pub fn assemble(
                 memory_id: f.memory_id.to_string(),
                 content: f.content,
                 memory_type: f.memory_type,
+                event: f.event_at.map(event_date),
                 rank: f.ranked.score,
             }));
         }
@@ -193,6 +205,17 @@ pub fn assemble(
         text: render(&items),
         ids: items.iter().map(|i| i.id).collect(),
     })
+}
+
+/// An event time as a date (YYYY-MM-DD) in the session's time zone.
+pub fn event_date(t: pgrx::datum::TimestampWithTimeZone) -> String {
+    if t.is_infinity() {
+        return "infinity".into();
+    }
+    if t.is_neg_infinity() {
+        return "-infinity".into();
+    }
+    format!("{:04}-{:02}-{:02}", t.year(), t.month(), t.day())
 }
 
 /// A context block, its accesses not yet counted.
@@ -267,8 +290,23 @@ mod tests {
             memory_id: format!("{id:08}-0000"),
             memory_type: t.into(),
             content: content.into(),
+            event: None,
             rank,
         }
+    }
+
+    #[test]
+    fn a_line_shows_the_event_date_when_known() {
+        let mut i = item(7, "long_term", "Caroline went to the  support group", 1.0);
+        assert_eq!(
+            i.line(),
+            "- [long_term 00000007] Caroline went to the support group"
+        );
+        i.event = Some("2023-05-07".into());
+        assert_eq!(
+            i.line(),
+            "- [long_term 00000007] (2023-05-07) Caroline went to the support group"
+        );
     }
 
     #[test]

@@ -99,6 +99,8 @@ pub fn decide(user: &str, turn: &str) -> Result<Decided> {
                 include_archived: false,
                 mode: gucs::search_mode(),
                 as_of: None,
+                event_from: None,
+                event_to: None,
             },
             turn,
         )?;
@@ -363,6 +365,7 @@ fn add(
         importance: d.importance.unwrap_or(0.5) as f32,
         tags: Vec::new(),
         metadata: JsonB(metadata),
+        event_at: None,
     };
     let mut written = store::store_embedded(
         &c,

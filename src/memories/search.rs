@@ -39,6 +39,10 @@ pub struct Query {
     /// Answer as of this moment: memories stored by then and not yet superseded or expired
     /// then. None: the memories valid now.
     pub as_of: Option<TimestampWithTimeZone>,
+    /// Only memories whose event time (event_at, or created_at without one) is within
+    /// [event_from, event_to).
+    pub event_from: Option<TimestampWithTimeZone>,
+    pub event_to: Option<TimestampWithTimeZone>,
 }
 
 /// How many nearest candidates are re-ranked by score for k results.
@@ -77,7 +81,8 @@ impl Path {
     }
 }
 
-/// The filters every candidate query shares: $1 user, $2 conversation, $3 types, $4 tags, $5
+/// The filters every candidate query shares: $1 user, $2 conversation, $3 types, $4 tags, $6
+/// and $7 the event time's bounds (the event time, or the time stored without one), $5
 /// as_of. Superseded memories (valid_to) are left out, or as of a moment those superseded by
 /// then; a database not yet updated to 0.4.0 has no valid_to.
 fn scope_filters(q: &Query) -> String {
@@ -104,36 +109,44 @@ fn scope_filters(q: &Query) -> String {
     if q.tags.is_some() {
         filters.push("m.context_tags OPERATOR(pg_catalog.&&) $4::pg_catalog.text[]".into());
     }
+    if q.event_from.is_some() {
+        filters.push("coalesce(m.event_at, m.created_at) >= $6::pg_catalog.timestamptz".into());
+    }
+    if q.event_to.is_some() {
+        filters.push("coalesce(m.event_at, m.created_at) < $7::pg_catalog.timestamptz".into());
+    }
     filters.join("\n               AND ")
 }
 
-fn scope_args(q: &Query) -> Vec<pgrx::datum::DatumWithOid<'static>> {
+pub fn scope_args(q: &Query) -> Vec<pgrx::datum::DatumWithOid<'static>> {
     vec![
         q.user.clone().into(),
         q.conversation_id.into(),
         q.memory_types.clone().into(),
         q.tags.clone().into(),
         q.as_of.into(),
+        q.event_from.into(),
+        q.event_to.into(),
     ]
 }
 
-/// The SQL of the vector candidates for embeddings of `dims` dimensions: $6 model label, $7
-/// query vector (real[]), $8 limit. `exact` orders by an expression no index provides, so every
+/// The SQL of the vector candidates for embeddings of `dims` dimensions: $8 model label, $9
+/// query vector (real[]), $10 limit. `exact` orders by an expression no index provides, so every
 /// row in scope is compared; otherwise the planner may take the HNSW index (iterative scan).
 pub fn vector_sql(q: &Query, dims: usize, exact: bool) -> String {
     let cast = indexed_cast(dims);
     let order = if exact {
         "similarity DESC, m.id".to_string()
     } else {
-        format!("m.embedding::{cast} <=> $7::real[]::{cast}")
+        format!("m.embedding::{cast} <=> $9::real[]::{cast}")
     };
     format!(
-        "SELECT m.id, 1::pg_catalog.float8 - (m.embedding::{cast} <=> $7::real[]::{cast}) AS similarity
+        "SELECT m.id, 1::pg_catalog.float8 - (m.embedding::{cast} <=> $9::real[]::{cast}) AS similarity
            FROM memori_memories m
           WHERE {filters}
-            AND m.embedding_model = $6::pg_catalog.text AND m.embedding_dims = {dims}
+            AND m.embedding_model = $8::pg_catalog.text AND m.embedding_dims = {dims}
           ORDER BY {order}
-          LIMIT $8",
+          LIMIT $10",
         filters = scope_filters(q)
     )
 }
@@ -164,7 +177,7 @@ fn set_for_query(name: &std::ffi::CStr, value: &str) {
 pub const MAX_COUNTED: i64 = 1_000_000;
 
 pub fn user_rows(user: &str) -> Result<i64> {
-    Ok(crate::base::spi::read_one::<i64>(
+    Ok(crate::base::spi::read_one_kept::<i64>(
         "SELECT count(*) FROM (SELECT 1 FROM memori_memories m WHERE m.user_id OPERATOR(pg_catalog.=) $1::pg_catalog.text LIMIT $2) s",
         &[user.into(), MAX_COUNTED.into()],
     )?
@@ -241,7 +254,7 @@ pub const MAX_QUERY_TERMS: i64 = 64;
 /// The query's full-text terms, as tsquery literals (memori_text_document of the query): its
 /// first `MAX_QUERY_TERMS` distinct ones, in the order the question names them.
 pub fn text_terms(query: &str) -> Result<Vec<String>> {
-    let lexemes = crate::base::spi::read_one::<Vec<Option<String>>>(
+    let lexemes = crate::base::spi::read_one_kept::<Vec<Option<String>>>(
         "SELECT pg_catalog.array_agg(s.lexeme ORDER BY s.first, s.lexeme)
            FROM (SELECT u.lexeme, u.positions[1] AS first
                    FROM pg_catalog.unnest(memori_text_document($1::pg_catalog.text, $2::pg_catalog.text::pg_catalog.regconfig)) AS u
@@ -275,14 +288,14 @@ pub fn text_candidates(
         return Ok(Vec::new());
     }
     let mut filters = scope_filters(q);
-    // $6 terms, $7 limit, $8 N, $9 the model's label.
+    // $8 terms, $9 limit, $10 N, $11 the model's label.
     let mut args = scope_args(q);
     args.push(terms.to_vec().into());
     args.push((limit as i64).into());
     args.push((user_rows as f64).into());
     if let Some((label, dims)) = same_model {
         filters.push_str(&format!(
-            "\n               AND m.embedding_model = $9::pg_catalog.text AND m.embedding_dims = {dims}"
+            "\n               AND m.embedding_model = $11::pg_catalog.text AND m.embedding_dims = {dims}"
         ));
         args.push(label.to_string().into());
     }
@@ -307,10 +320,10 @@ pub fn text_candidates(
         )
     };
     let sql = format!(
-        "WITH terms AS (SELECT DISTINCT t::pg_catalog.tsquery AS t FROM pg_catalog.unnest($6::pg_catalog.text[]) AS t),
+        "WITH terms AS (SELECT DISTINCT t::pg_catalog.tsquery AS t FROM pg_catalog.unnest($8::pg_catalog.text[]) AS t),
               {hits},
               idf AS (SELECT terms.t::pg_catalog.text AS t,
-                             pg_catalog.ln(1::pg_catalog.float8 + (greatest($8::pg_catalog.float8, coalesce(d.n, 0::pg_catalog.float8)) - coalesce(d.n, 0::pg_catalog.float8) + 0.5::pg_catalog.float8)
+                             pg_catalog.ln(1::pg_catalog.float8 + (greatest($10::pg_catalog.float8, coalesce(d.n, 0::pg_catalog.float8)) - coalesce(d.n, 0::pg_catalog.float8) + 0.5::pg_catalog.float8)
                                                        / (coalesce(d.n, 0::pg_catalog.float8) + 0.5::pg_catalog.float8)) AS w
                         FROM terms
                         LEFT JOIN (SELECT h.t, count(*)::pg_catalog.float8 AS n FROM hits h GROUP BY h.t) d
@@ -320,7 +333,7 @@ pub fn text_candidates(
            FROM hits h JOIN idf ON idf.t OPERATOR(pg_catalog.=) h.t CROSS JOIN total
           GROUP BY h.id
           ORDER BY score DESC, h.id
-          LIMIT $7"
+          LIMIT $9"
     );
     id_scores(&sql, &args)
 }
@@ -405,6 +418,7 @@ pub struct Found {
     pub metadata: JsonB,
     pub conversation_id: Option<Uuid>,
     pub created_at: TimestampWithTimeZone,
+    pub event_at: Option<TimestampWithTimeZone>,
 }
 
 /// The result of a search: memories best first, and the path the vector ranking took.
@@ -434,6 +448,12 @@ fn fetch(
         (Some(l.to_string()), Some(v.to_vec()))
     });
     let (_, wr) = gucs::score_weights();
+    // A database not yet updated to 0.5.0 has no event_at.
+    let event_at = if catalog::has_event_time()? {
+        "m.event_at"
+    } else {
+        "NULL::pg_catalog.timestamptz"
+    };
     let sql = format!(
         "SELECT m.id, m.memory_id, m.content, m.memory_type::pg_catalog.text, {similarity} AS similarity,
                 m.importance_score, m.context_tags, m.metadata, m.conversation_id, m.created_at,
@@ -444,7 +464,8 @@ fn fetch(
                             (pg_catalog.date_part('epoch'::pg_catalog.text, m.updated_at)
                              - pg_catalog.date_part('epoch'::pg_catalog.text, now()))
                             * pg_catalog.ln(2::pg_catalog.float8) / (86400::pg_catalog.float8 * $5::pg_catalog.float8))))
-                     ELSE 0::pg_catalog.float8 END AS recency
+                     ELSE 0::pg_catalog.float8 END AS recency,
+                {event_at} AS event_at
            FROM memori_memories m
           WHERE m.user_id OPERATOR(pg_catalog.=) $6::pg_catalog.text AND m.id = ANY ($1::bigint[])"
     );
@@ -485,6 +506,7 @@ fn fetch(
                     created_at: r
                         .get::<TimestampWithTimeZone>(10)?
                         .expect("created_at is NOT NULL"),
+                    event_at: r.get::<TimestampWithTimeZone>(12)?,
                 },
             );
         }
@@ -668,6 +690,7 @@ pub fn query(
     user_id: Option<&str>,
     mode: Option<&str>,
     as_of: Option<TimestampWithTimeZone>,
+    (event_from, event_to): (Option<TimestampWithTimeZone>, Option<TimestampWithTimeZone>),
 ) -> Result<Query> {
     let k = k.unwrap_or(10);
     if !(1..=MAX_K).contains(&k) {
@@ -693,6 +716,15 @@ pub fn query(
                 .hint("mode is one of hybrid, vector, text.")
         })?,
     };
+    if let (Some(from), Some(to)) = (event_from, event_to) {
+        if from >= to {
+            return Err(
+                MemoriError::invalid("event_from must be earlier than event_to").hint(
+                    "The event window is [event_from, event_to); leave either NULL for no bound.",
+                ),
+            );
+        }
+    }
     if mode == SearchMode::Text && min_similarity.is_some() {
         return Err(MemoriError::invalid(
             "min_similarity needs embeddings, and mode \"text\" does not embed the query",
@@ -711,15 +743,19 @@ pub fn query(
         include_archived: include_archived.unwrap_or(false),
         mode,
         as_of,
+        event_from,
+        event_to,
     })
 }
 
 /// The current memori user's memories most relevant to `query`, best first: those valid now,
-/// or with `as_of`, those valid at that moment.
+/// or with `as_of`, those valid at that moment; with `event_from`/`event_to`, only those whose
+/// event time (or, without one, the time stored) is within [event_from, event_to). (The Rust
+/// name carries the version: the released SQL names older symbols, see `legacy`.)
 #[allow(clippy::too_many_arguments)]
 #[pg_extern(name = "memori_search", volatile, parallel_unsafe)]
 #[search_path(pg_catalog, @extschema@, pg_temp)]
-pub(crate) fn search_memories_as_of(
+pub(crate) fn memori_search_0_5(
     query: Option<&str>,
     k: default!(Option<i32>, "10"),
     conversation_id: default!(Option<Uuid>, "NULL"),
@@ -731,6 +767,8 @@ pub(crate) fn search_memories_as_of(
     mode: default!(Option<&str>, "NULL"),
     explain: default!(Option<bool>, "false"),
     as_of: default!(Option<TimestampWithTimeZone>, "NULL"),
+    event_from: default!(Option<TimestampWithTimeZone>, "NULL"),
+    event_to: default!(Option<TimestampWithTimeZone>, "NULL"),
 ) -> TableIterator<
     'static,
     (
@@ -745,6 +783,7 @@ pub(crate) fn search_memories_as_of(
         name!(conversation_id, Option<Uuid>),
         name!(created_at, TimestampWithTimeZone),
         name!(explain, Option<JsonB>),
+        name!(event_at, Option<TimestampWithTimeZone>),
     ),
 > {
     memory::required_text(query, "query").or_raise();
@@ -758,6 +797,7 @@ pub(crate) fn search_memories_as_of(
         user_id,
         mode,
         as_of,
+        (event_from, event_to),
     )
     .or_raise();
     let out = find(&q, query.unwrap()).or_raise();
@@ -784,6 +824,7 @@ pub(crate) fn search_memories_as_of(
             f.conversation_id,
             f.created_at,
             why,
+            f.event_at,
         )
     }))
 }

@@ -51,6 +51,8 @@ pub struct NewMemory<'a> {
     pub metadata: &'a JsonB,
     /// Given by the caller; None gives a short_term memory the default expiry.
     pub expires_at: Option<TimestampWithTimeZone>,
+    /// When what it says happened, if the caller said.
+    pub event_at: Option<TimestampWithTimeZone>,
     pub embedding: &'a [f32],
 }
 
@@ -173,6 +175,13 @@ fn write(target: &Target, m: &NewMemory, with_text: bool) -> Result<(Uuid, Writt
                   LIMIT 1"
             )
         };
+        // Only when given: a database not yet updated has no event_at, and no caller there
+        // can give one.
+        let set_event = if m.event_at.is_some() {
+            "event_at = $16::pg_catalog.timestamptz,"
+        } else {
+            ""
+        };
         let sql = format!(
             "WITH nearest AS ({nearest})
              UPDATE memori_memories m
@@ -188,6 +197,7 @@ fn write(target: &Target, m: &NewMemory, with_text: bool) -> Result<(Uuid, Writt
                     last_accessed_at = now(),
                     is_archived = false,
                     updated_at = now(),
+                    {set_event}
                     expires_at = CASE WHEN m.expires_at IS NULL THEN NULL
                                       ELSE greatest(m.expires_at, coalesce($11::pg_catalog.timestamptz, $12::pg_catalog.timestamptz)) END
                FROM nearest
@@ -217,6 +227,10 @@ fn write(target: &Target, m: &NewMemory, with_text: bool) -> Result<(Uuid, Writt
             config.clone().into(),
             triple.into(),
         ];
+        let mut args = args;
+        if m.event_at.is_some() {
+            args.push(m.event_at.into());
+        }
         match Spi::get_two_with_args::<Uuid, f64>(&sql, &args) {
             Ok((Some(id), similarity)) => {
                 return Ok((id, Written::Merged(similarity.unwrap_or(1.0))))
@@ -250,13 +264,22 @@ fn write(target: &Target, m: &NewMemory, with_text: bool) -> Result<(Uuid, Writt
     if with_text {
         args.push(config.into());
     }
+    let (event_col, event_val) = if m.event_at.is_some() {
+        args.push(m.event_at.into());
+        (
+            ", event_at",
+            format!(", ${}::pg_catalog.timestamptz", args.len()),
+        )
+    } else {
+        ("", String::new())
+    };
     Spi::get_one_with_args::<Uuid>(
         &format!(
             "INSERT INTO memori_memories (conversation_id, user_id, content, memory_type, embedding,
                                       embedding_model, importance_score, context_tags,
-                                      related_entities, metadata, expires_at{tsv_col})
+                                      related_entities, metadata, expires_at{tsv_col}{event_col})
          VALUES ($1, $2, $3, $4, $5::real[]::vector, $6, $7::real, $8, $9, $10,
-                 coalesce($11::pg_catalog.timestamptz, $12::pg_catalog.timestamptz){tsv_val})
+                 coalesce($11::pg_catalog.timestamptz, $12::pg_catalog.timestamptz){tsv_val}{event_val})
          RETURNING memory_id"
         ),
         &args,
@@ -272,6 +295,8 @@ pub struct Common {
     pub importance: f32,
     pub tags: Vec<String>,
     pub metadata: JsonB,
+    /// When what the memories say happened (memori_store's event_at), if the caller said.
+    pub event_at: Option<TimestampWithTimeZone>,
 }
 
 pub fn common(
@@ -291,14 +316,17 @@ pub fn common(
         importance,
         tags: memory::labels("tags", tags)?,
         metadata,
+        event_at: None,
     })
 }
 
 /// Stores a memory for the current memori user (or `user_id`) and returns its memory_id.
+/// `event_at`: when what it says happened, if known. (The Rust name carries the version: the
+/// released SQL names older symbols, see `legacy`.)
 #[allow(clippy::too_many_arguments)]
 #[pg_extern(name = "memori_store", volatile, parallel_unsafe)]
 #[search_path(pg_catalog, @extschema@, pg_temp)]
-pub(crate) fn store_memory(
+pub(crate) fn memori_store_0_5(
     content: Option<&str>,
     memory_type: default!(Option<&str>, "'short_term'"),
     conversation_id: default!(Option<Uuid>, "NULL"),
@@ -308,10 +336,12 @@ pub(crate) fn store_memory(
     entities: default!(Option<Vec<Option<String>>>, "'{}'"),
     expires_at: default!(Option<TimestampWithTimeZone>, "NULL"),
     user_id: default!(Option<&str>, "NULL"),
+    event_at: default!(Option<TimestampWithTimeZone>, "NULL"),
 ) -> Uuid {
     prevent_if_read_only(c"memori_store()");
     let content = memory::required_text(content, "content").or_raise();
-    let c = common(memory_type, importance, tags, metadata, user_id).or_raise();
+    let mut c = common(memory_type, importance, tags, metadata, user_id).or_raise();
+    c.event_at = event_at;
     let entities = memory::labels("entities", entities).or_raise();
     store_texts(&c, &[content], conversation_id, &entities, expires_at)
         .or_raise()
@@ -378,6 +408,7 @@ pub fn store_embedded(
                         entities,
                         metadata: &c.metadata,
                         expires_at,
+                        event_at: c.event_at,
                         embedding,
                     },
                     with_text,
@@ -410,10 +441,12 @@ pub fn store_embedded(
 }
 
 /// Stores several memories (one per element of `contents`), embedded in batches; returns their
-/// ids in input order. Nothing is written if any element is refused.
+/// ids in input order. Nothing is written if any element is refused. `event_at` applies to
+/// every one (a conversation session's memories share its date).
+#[allow(clippy::too_many_arguments)]
 #[pg_extern(name = "memori_store_batch", volatile, parallel_unsafe)]
 #[search_path(pg_catalog, @extschema@, pg_temp)]
-pub(crate) fn store_memories(
+pub(crate) fn memori_store_batch_0_5(
     contents: Option<Vec<Option<String>>>,
     memory_type: default!(Option<&str>, "'short_term'"),
     conversation_id: default!(Option<Uuid>, "NULL"),
@@ -421,6 +454,7 @@ pub(crate) fn store_memories(
     tags: default!(Option<Vec<Option<String>>>, "'{}'"),
     metadata: default!(Option<JsonbArg>, "'{}'"),
     user_id: default!(Option<&str>, "NULL"),
+    event_at: default!(Option<TimestampWithTimeZone>, "NULL"),
 ) -> SetOfIterator<'static, Uuid> {
     prevent_if_read_only(c"memori_store_batch()");
     let contents = contents
@@ -433,7 +467,8 @@ pub(crate) fn store_memories(
         .map(|(n, c)| memory::required_text(c.as_deref(), &format!("contents[{}]", n + 1)))
         .collect::<Result<_>>()
         .or_raise();
-    let c = common(memory_type, importance, tags, metadata, user_id).or_raise();
+    let mut c = common(memory_type, importance, tags, metadata, user_id).or_raise();
+    c.event_at = event_at;
     SetOfIterator::new(store_texts(&c, &texts, conversation_id, &[], None).or_raise())
 }
 

@@ -190,6 +190,18 @@ fn memori_import(
     } else {
         ("", "")
     };
+    // Event time (0.5.0): likewise.
+    let (event_col, event_val) = if crate::base::catalog::has_event_time().or_raise() {
+        (
+            ", event_at",
+            ",
+                      (r OPERATOR(pg_catalog.->>) 'event_at'::pg_catalog.text)::pg_catalog.timestamptz",
+        )
+    } else {
+        ("", "")
+    };
+    let validity_cols = format!("{validity_cols}{event_col}");
+    let validity_vals = format!("{validity_vals}{event_val}");
     let counts = as_owner_of(c"memori_memories", || {
         // Ids are unique per user in the tables (so that they can be distributed by user); an
         // import keeps them unique across users too: an id that exists here already, for any

@@ -413,12 +413,13 @@ fn cache_get(
     // fixed statement only (every operator exactly typed, so none resolves outside pg_catalog).
     as_owner_of(c"memori_embedding_cache", || {
         Spi::connect(|client| {
-            let rows = client.select(
+            // Every search asks: through a plan kept per backend.
+            let rows = crate::base::spi::select_kept(
+                client,
                 "SELECT text_sha256, embedding::real[] FROM memori_embedding_cache
               WHERE user_id OPERATOR(pg_catalog.=) $6::pg_catalog.text
                 AND provider = $1 AND model = $2 AND dims = $3 AND text_sha256 = ANY($4)
                 AND created_at > now() - make_interval(secs => $5)",
-                None,
                 &[
                     target.provider.name().into(),
                     target.cache_model().into(),

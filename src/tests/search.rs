@@ -5,7 +5,7 @@ use pgrx::prelude::*;
 
 #[pg_schema]
 mod tests {
-    use crate::tests::support::{one, run, sql_error, state};
+    use crate::tests::support::{one, run, sql_error, state, try_sql};
     use pgrx::datum::Uuid;
     use pgrx::prelude::*;
 
@@ -204,6 +204,7 @@ mod tests {
             None,
             Some("vector"),
             None,
+            (None, None),
         )
         .unwrap();
         let label = crate::providers::embedding::Target::current().label();
@@ -234,16 +235,11 @@ mod tests {
             (40, crate::memories::search::Path::Index)
         );
         let sql = crate::memories::search::vector_sql(&q, 384, false);
-        let args: Vec<pgrx::datum::DatumWithOid> = vec![
-            "big".to_string().into(),
-            None::<pgrx::datum::Uuid>.into(),
-            None::<Vec<String>>.into(),
-            None::<Vec<String>>.into(),
-            None::<pgrx::datum::TimestampWithTimeZone>.into(),
-            label.clone().into(),
-            batch.vectors[0].clone().into(),
-            40i64.into(),
-        ];
+        // The scope's arguments, then the model's label, the query vector and the limit.
+        let mut args = crate::memories::search::scope_args(&q);
+        args.push(label.clone().into());
+        args.push(batch.vectors[0].clone().into());
+        args.push(40i64.into());
         let plan = |sql: &str| {
             Spi::connect(|c| {
                 c.select(&format!("EXPLAIN {sql}"), None, &args)
@@ -264,6 +260,88 @@ mod tests {
         assert_eq!(
             search("SELECT content FROM memori_search('query')").len(),
             10
+        );
+    }
+
+    #[pg_test]
+    fn event_time_is_stored_filtered_returned_and_shown_in_context() {
+        run("SET LOCAL TimeZone = 'UTC'");
+        run(
+            "SELECT memori_store('Caroline went to the LGBTQ support group', 'long_term',
+                                 event_at => '2023-05-07 13:56+00', user_id => 'ev')",
+        );
+        run("SELECT memori_store_batch(ARRAY['Melanie painted a sunrise over the lake',
+                                             'Melanie ran a charity race for mental health'],
+                                       'long_term', user_id => 'ev', event_at => '2023-05-25 18:00+00')");
+        run("SELECT memori_store('Caroline is researching adoption agencies', 'long_term', user_id => 'ev')");
+        assert_eq!(
+            count("user_id = 'ev' AND event_at IS NOT NULL"),
+            3,
+            "event_at as given, for one and for a batch"
+        );
+        // The window is on event_at, or created_at (now) without one.
+        let in_may = search(
+            "SELECT content FROM memori_search('what did they do?', k => 10, user_id => 'ev',
+                    event_from => '2023-05-01', event_to => '2023-05-20') ORDER BY content",
+        );
+        assert_eq!(in_may, vec!["Caroline went to the LGBTQ support group"]);
+        let late_may = search(
+            "SELECT content FROM memori_search('what did they do?', k => 10, user_id => 'ev',
+                    event_from => '2023-05-20', event_to => '2023-06-01') ORDER BY content",
+        );
+        assert_eq!(late_may.len(), 2);
+        let from_now = search(
+            "SELECT content FROM memori_search('what did they do?', k => 10, user_id => 'ev',
+                    event_from => now() - interval '1 minute')",
+        );
+        assert_eq!(from_now, vec!["Caroline is researching adoption agencies"]);
+        assert_eq!(
+            one::<String>(
+                "SELECT event_at::text FROM memori_search('support group', k => 1, user_id => 'ev')"
+            ),
+            "2023-05-07 13:56:00+00"
+        );
+        // memori_context dates the memories that have an event time.
+        let context = one::<String>(
+            "SELECT memori_context('When did Caroline go to the support group?', user_id => 'ev')",
+        );
+        assert!(
+            context.contains("(2023-05-07) Caroline went to the LGBTQ support group"),
+            "{context}"
+        );
+        assert!(!context.contains(") Caroline is researching"), "{context}");
+        let e = sql_error(
+            "SELECT * FROM memori_search('x', user_id => 'ev', event_from => '2024-01-01', event_to => '2023-01-01')",
+        );
+        assert_eq!(e.sqlstate, state("22023"));
+        assert_eq!(
+            e.message,
+            "memori: event_from must be earlier than event_to"
+        );
+    }
+
+    #[pg_test]
+    fn a_search_stopped_inside_its_statements_leaves_the_next_ones_working() {
+        // Statements a search runs every time go through plans kept per backend: one stopped
+        // by statement_timeout in the middle must leave them usable (and nothing half-kept).
+        synthetic("kept", 20000, "{}");
+        let search = "SELECT count(*) FROM memori_search('synthetic', k => 10, user_id => 'kept', mode => 'vector')";
+        // The question's embedding is then in the cache: what follows is memori's statements.
+        assert_eq!(one::<i64>(search), 10);
+        let mut stopped = 0;
+        for _ in 0..3 {
+            crate::tests::support::arm_statement_timeout(1);
+            let e = try_sql(search);
+            crate::tests::support::disarm_statement_timeout();
+            if let Some(e) = e {
+                assert_eq!(e.sqlstate, state("57014"), "{}", e.message);
+                stopped += 1;
+            }
+            assert_eq!(one::<i64>(search), 10);
+        }
+        assert!(
+            stopped > 0,
+            "an exact scan of 20,000 memories outlasts 1 ms"
         );
     }
 }

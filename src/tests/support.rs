@@ -91,6 +91,13 @@ pub fn run(sql: &str) {
 const STATEMENT_TIMEOUT: std::ffi::c_int = 3;
 extern "C-unwind" {
     fn enable_timeout_after(id: std::ffi::c_int, delay_ms: std::ffi::c_int);
+    fn disable_timeout(id: std::ffi::c_int, keep_indicator: bool);
+}
+
+/// Disarms the timer `arm_statement_timeout` armed (nothing if it fired already).
+pub fn disarm_statement_timeout() {
+    // SAFETY: cancels PostgreSQL's statement timer, as the executor does at statement end.
+    unsafe { disable_timeout(STATEMENT_TIMEOUT, false) };
 }
 
 /// What statement_timeout does, armed now for `ms` milliseconds: the same timer and interrupt

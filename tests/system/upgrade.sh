@@ -20,7 +20,7 @@ cluster_init $C 5482
 # checked on their own below).
 kept() {
   q "$1" "$2" "SELECT (SELECT count(*) FROM memori_memories) || ' memories ' ||
-                      (SELECT md5(string_agg((to_jsonb(m) - 'content_tsv' - 'valid_to' - 'superseded_by')::text, '|' ORDER BY id)) FROM memori_memories m) || ' ' ||
+                      (SELECT md5(string_agg((to_jsonb(m) - 'content_tsv' - 'valid_to' - 'superseded_by' - 'event_at')::text, '|' ORDER BY id)) FROM memori_memories m) || ' ' ||
                       (SELECT count(*) FROM memori_conversations) || ' conversations ' ||
                       (SELECT md5(string_agg(c::text, '|' ORDER BY id)) FROM memori_conversations c)"
 }
@@ -95,8 +95,12 @@ SQL
   check "$old -> $current: context works" "t" \
     "$(q $C "$db" "SELECT position('stored after the upgrade' IN memori_context('what was stored?', user_id => 'upgrade_alice')) > 0")"
   check "$old -> $current: maintain works" "1" "$(q $C "$db" "SELECT count(*) FROM memori_maintain()")"
+  check "$old -> $current: no memory has an event time yet" "0" \
+    "$(q $C "$db" "SELECT count(*) FROM memori_memories WHERE event_at IS NOT NULL")"
   check "$old -> $current: a tenant sees its own memories" "104" \
     "$(q $C "$db" "SET ROLE upgrade_alice; SELECT count(*) FROM memori_memories")"
+  check "$old -> $current: a granted role runs the functions whose signatures changed" "t 2023-05-08" \
+    "$(q $C "$db" "SET ROLE upgrade_alice; SELECT memori_store('met Bob at the fair', 'long_term', event_at => '2023-05-08 12:00+00') IS NOT NULL; SELECT event_at::date FROM memori_search('Bob fair', k => 1, event_from => '2023-05-01')" | paste -sd' ')"
 done
 
 # A pgvector older than 0.8.0 (faked in the catalog) is refused with a clear error.
