@@ -61,11 +61,7 @@ pub fn select_kept<'conn>(
     sql: &str,
     args: &[DatumWithOid],
 ) -> SpiResult<SpiTupleTable<'conn>> {
-    let oids: Vec<PgOid> = args.iter().map(|a| PgOid::from(a.oid())).collect();
-    let key = format!(
-        "{:?}\n{sql}",
-        args.iter().map(|a| a.oid().to_u32()).collect::<Vec<_>>()
-    );
+    let (key, oids) = plan_key(sql, args, false);
     let kept = KEPT.with(|k| k.borrow_mut().remove(&key));
     let plan = match kept {
         Some(p) => p,
@@ -77,6 +73,37 @@ pub fn select_kept<'conn>(
     };
     let plan = borrowed.plan.as_ref().expect("set above");
     client.select(plan, None, args)
+}
+
+/// `select_kept` for a statement that writes (the store path's INSERT and merge UPDATE).
+pub fn write_kept<'conn>(
+    client: &mut SpiClient<'conn>,
+    sql: &str,
+    args: &[DatumWithOid],
+) -> SpiResult<SpiTupleTable<'conn>> {
+    let (key, oids) = plan_key(sql, args, true);
+    let kept = KEPT.with(|k| k.borrow_mut().remove(&key));
+    let plan = match kept {
+        Some(p) => p,
+        None => client.prepare_mut(sql, &oids)?.keep(),
+    };
+    let borrowed = Borrowed {
+        key,
+        plan: Some(plan),
+    };
+    let plan = borrowed.plan.as_ref().expect("set above");
+    client.update(plan, None, args)
+}
+
+/// A kept plan's key: whether it writes, its argument types and its text.
+fn plan_key(sql: &str, args: &[DatumWithOid], writes: bool) -> (String, Vec<PgOid>) {
+    let oids: Vec<PgOid> = args.iter().map(|a| PgOid::from(a.oid())).collect();
+    let key = format!(
+        "{}{:?}\n{sql}",
+        if writes { "w" } else { "r" },
+        args.iter().map(|a| a.oid().to_u32()).collect::<Vec<_>>()
+    );
+    (key, oids)
 }
 
 /// Wraps an SPI failure (already a PostgreSQL error in most cases) as a memori error.

@@ -231,12 +231,20 @@ fn write(target: &Target, m: &NewMemory, with_text: bool) -> Result<(Uuid, Writt
         if m.event_at.is_some() {
             args.push(m.event_at.into());
         }
-        match Spi::get_two_with_args::<Uuid, f64>(&sql, &args) {
-            Ok((Some(id), similarity)) => {
-                return Ok((id, Written::Merged(similarity.unwrap_or(1.0))))
+        // Kept plans: a batch runs this and the INSERT once per memory.
+        let merged = Spi::connect_mut(|client| {
+            let rows = crate::base::spi::write_kept(client, &sql, &args)?;
+            if rows.is_empty() {
+                return Ok(None);
             }
-            Ok((None, _)) | Err(pgrx::spi::SpiError::InvalidPosition) => {}
-            Err(e) => return Err(spi(e)),
+            let row = rows.first();
+            Ok(row
+                .get::<Uuid>(1)?
+                .map(|id| (id, row.get::<f64>(2).ok().flatten())))
+        })
+        .map_err(spi)?;
+        if let Some((id, similarity)) = merged {
+            return Ok((id, Written::Merged(similarity.unwrap_or(1.0))));
         }
     }
     let (tsv_col, tsv_val) = if with_text {
@@ -273,17 +281,21 @@ fn write(target: &Target, m: &NewMemory, with_text: bool) -> Result<(Uuid, Writt
     } else {
         ("", String::new())
     };
-    Spi::get_one_with_args::<Uuid>(
-        &format!(
+    let sql = format!(
             "INSERT INTO memori_memories (conversation_id, user_id, content, memory_type, embedding,
                                       embedding_model, importance_score, context_tags,
                                       related_entities, metadata, expires_at{tsv_col}{event_col})
          VALUES ($1, $2, $3, $4, $5::real[]::vector, $6, $7::real, $8, $9, $10,
                  coalesce($11::pg_catalog.timestamptz, $12::pg_catalog.timestamptz){tsv_val}{event_val})
          RETURNING memory_id"
-        ),
-        &args,
-    )
+        );
+    Spi::connect_mut(|client| {
+        let rows = crate::base::spi::write_kept(client, &sql, &args)?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        rows.first().get::<Uuid>(1)
+    })
     .map_err(spi)?
     .map(|id| (id, Written::Inserted))
     .ok_or_else(|| MemoriError::new(Code::SystemError, "INSERT returned no row"))
