@@ -3,17 +3,10 @@
 # checks first and skips what is already done. Used by `make demo` and `make test`.
 set -euo pipefail
 
-PG_MAJOR=${PG_MAJOR:-15}
-# Debian 12 packages PostgreSQL 15. Any other major (17) is installed under a prefix of its own,
-# once (step_pgserver).
-DEBIAN_PG_MAJORS="15"
-debian_pg() { [[ " $DEBIAN_PG_MAJORS " == *" $PG_MAJOR "* ]]; }
-PG_PREFIX=/var/lib/memori/pg$PG_MAJOR-server
-if debian_pg; then
-  PG_CONFIG=/usr/lib/postgresql/$PG_MAJOR/bin/pg_config
-else
-  PG_CONFIG=$PG_PREFIX/bin/pg_config
-fi
+# PG_MAJOR, PG_CONFIG, PG_PREFIX: Debian's PostgreSQL 15, or another major (17) installed
+# under a prefix of its own, once (step_pgserver).
+# shellcheck source=scripts/pg.sh
+. "$(dirname "$0")/pg.sh"
 PGRX_VERSION=0.18.0
 PGVECTOR_MIN=0.8.0
 PSYCOPG_VERSION=3.2.3
