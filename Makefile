@@ -3,7 +3,14 @@
 # everything memori needs; a second run skips what is done.
 
 PG_MAJOR   ?= 15
+# Debian 12 packages PostgreSQL 15; another major (PG_MAJOR=17) is installed by scripts/setup.sh
+# under a prefix of its own (step_pgserver).
+ifeq ($(PG_MAJOR),15)
 PG_CONFIG  ?= /usr/lib/postgresql/$(PG_MAJOR)/bin/pg_config
+else
+PG_CONFIG  ?= /var/lib/memori/pg$(PG_MAJOR)-server/bin/pg_config
+endif
+export PG_MAJOR
 PGRX_PG    := pg$(PG_MAJOR)
 # The postgres-owned data directory `cargo pgrx test` uses (initdb refuses to run as root).
 TEST_PGDATA ?= /var/lib/memori/pgrx-test-$(PG_MAJOR)
@@ -43,7 +50,7 @@ demo: cluster
 	bash scripts/cluster.sh psql -d memori_demo -X -v ON_ERROR_STOP=1 -f examples/quickstart.sql
 
 # Every test: pure-Rust and #[pg_test] tests in a pgrx-managed instance (a private copy of
-# PostgreSQL, /var/lib/memori/pgrx-pg15, made by scripts/setup.sh: `cargo pgrx test` writes its
+# PostgreSQL, /var/lib/memori/pgrx-pg$(PG_MAJOR), made by scripts/setup.sh: `cargo pgrx test` writes its
 # build over the installed one in place, which would crash every running cluster), the SQL tests
 # (pg_regress expected output) against the local cluster, then the system tests (backup and
 # restore, upgrade, crash, hot standby, the worker under locks, blocking, memori.so reinstalled

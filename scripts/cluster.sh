@@ -4,10 +4,11 @@
 #   scripts/cluster.sh start | stop | psql [args...]
 set -euo pipefail
 
-PG_MAJOR=${PG_MAJOR:-15}
-BIN=/usr/lib/postgresql/$PG_MAJOR/bin
+# shellcheck source=scripts/pg.sh
+. "$(dirname "$0")/pg.sh"
+BIN=$PG_BIN
 DATA=${MEMORI_PGDATA:-/var/lib/memori/pg$PG_MAJOR}
-PORT=${MEMORI_PGPORT:-5499}
+PORT=${MEMORI_PGPORT:-$PG_PORT}
 SOCK=${MEMORI_PGSOCK:-/var/run/memori}
 as_pg() { if [ "$(id -u)" = 0 ]; then sudo -u postgres -H "$@"; else "$@"; fi; }
 

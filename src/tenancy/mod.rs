@@ -109,14 +109,9 @@ fn unrestricted() -> bool {
     }
     match relation(c"memori_memories") {
         // SAFETY: an ownership check of an existing relation.
-        Ok(rel) => unsafe { owns(rel, pg_sys::GetUserId()) },
+        Ok(rel) => unsafe { crate::base::compat::owns_relation(rel, pg_sys::GetUserId()) },
         Err(_) => false,
     }
-}
-
-/// PostgreSQL 15 (the version built here); 16 and later name it object_ownercheck.
-unsafe fn owns(rel: pg_sys::Oid, role: pg_sys::Oid) -> bool {
-    pg_sys::pg_class_ownercheck(rel, role)
 }
 
 fn database() -> String {
