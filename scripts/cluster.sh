@@ -25,6 +25,11 @@ port = $PORT
 unix_socket_directories = '$SOCK'
 CONF
   fi
+  # The port asked for (a cluster made earlier with another keeps its data, not its port).
+  if [ "$(grep -E '^port = ' "$DATA/postgresql.conf" | tail -n1)" != "port = $PORT" ]; then
+    echo "port = $PORT" >> "$DATA/postgresql.conf"
+    stop
+  fi
   # memori's maintenance worker needs the library preloaded (older clusters lack the line).
   # MEMORI_PRELOAD=0 makes a cluster without it (the SQL tests need one of each).
   if [ "${MEMORI_PRELOAD:-1}" = 1 ] && ! grep -q "^shared_preload_libraries = 'memori'" "$DATA/postgresql.conf"; then
