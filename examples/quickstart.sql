@@ -74,9 +74,9 @@ SELECT memori_context('Write a query listing customers and their orders');
 \echo
 \echo '-- What is stored. Each search counted an access; memori applies them in the background'
 \echo '-- (the maintenance pass, memori.access_counting = deferred), run here at once:'
-\set QUIET on
-SELECT FROM memori_maintain();
-\set QUIET off
+\o /dev/null
+SELECT memori_maintain();
+\o
 SELECT memory_type, importance_score, access_count, context_tags, embedding_model, embedding_dims,
        expires_at IS NOT NULL AS expires, left(content, 50) AS content
   FROM memori_memories ORDER BY created_at;
