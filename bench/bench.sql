@@ -49,17 +49,4 @@ END $$;
 RESET memori.embedding_provider;
 RESET memori.embedding_url;
 RESET memori.embedding_api_key;
-
--- Search: 20,000 memories over 200 users (100 each) plus one user with 20,000 of their own,
--- with random embeddings; one memory in 20 names orders.customer_id (for the text ranking).
-INSERT INTO memori_memories (user_id, content, memory_type, embedding, embedding_model, content_tsv)
-SELECT u, c, 'long_term', e, 'local/all-MiniLM-L6-v2', memori_text_document(c, 'english')
-  FROM (SELECT CASE WHEN g <= 20000 THEN 'user' || (g % 200) ELSE 'big' END AS u,
-               'synthetic memory ' || g || CASE WHEN g % 20 = 0 THEN ' about orders.customer_id' ELSE ' about table t' || (g % 500) END AS c,
-               (SELECT l2_normalize(array_agg(random() - 0.5)::real[]::vector) FROM generate_series(1, 384) WHERE g > 0) AS e
-          FROM generate_series(1, 40000) g) s;
-VACUUM ANALYZE memori_memories;
-SET memori.embedding_cache_ttl = 3600;
-SELECT memori_embed('what does the user prefer for orders.customer_id?') IS NOT NULL AS query_cached;
--- The searches themselves run from pgbench (bench/run.sh), one transaction each, as an
--- application's would.
+-- Search and store: bench/scale (302,000 memories, side by side with hand-written SQL).
