@@ -23,6 +23,9 @@ pub enum Provider {
 }
 
 impl Provider {
+    /// Every provider (base::stats::PROVIDERS counts each by name).
+    pub const ALL: [Provider; 2] = [Provider::Local, Provider::Openai];
+
     pub fn name(self) -> &'static str {
         match self {
             Provider::Local => "local",

@@ -11,8 +11,10 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 pub const LATENCY_BOUNDS_MS: [u64; 11] = [1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000];
 /// SQLSTATE classes of embedding errors that are counted apart; the rest count as "other".
 pub const ERROR_CLASSES: [&str; 7] = ["08", "22", "28", "53", "54", "58", "other"];
+/// Embedding providers, by `gucs::Provider::name` (a test ties the two).
 pub const PROVIDERS: [&str; 2] = ["local", "openai"];
-/// Chat model APIs (memori_extract, memori_chat).
+/// Chat model APIs (memori_extract, memori_chat), by `providers::llm::Api::name` (a test there
+/// ties the two).
 pub const CHAT_APIS: [&str; 2] = ["openai", "anthropic"];
 /// What extraction did, per decision; "refused" is a supersede memori turned into an add
 /// (memori.supersede_min_similarity).
@@ -22,21 +24,21 @@ pub const EXTRACT_ACTIONS: [&str; 5] = ["add", "update", "supersede", "none", "r
 pub struct Counters {
     /// Per provider: provider calls, texts computed, failed calls, latency histogram (one more
     /// bucket for +Inf), total latency in microseconds.
-    calls: [AtomicU64; 2],
-    texts: [AtomicU64; 2],
+    calls: [AtomicU64; PROVIDERS.len()],
+    texts: [AtomicU64; PROVIDERS.len()],
     cache_hits: AtomicU64,
-    errors: [[AtomicU64; 7]; 2],
-    latency: [[AtomicU64; 12]; 2],
-    latency_us: [AtomicU64; 2],
+    errors: [[AtomicU64; 7]; PROVIDERS.len()],
+    latency: [[AtomicU64; 12]; PROVIDERS.len()],
+    latency_us: [AtomicU64; PROVIDERS.len()],
     searches: AtomicU64,
     stores: AtomicU64,
     merges: AtomicU64,
     maintenance_passes: AtomicU64,
     maintenance_rows: [AtomicU64; 4],
     /// Per chat API: calls, failed calls by SQLSTATE class, total latency in microseconds.
-    chat_calls: [AtomicU64; 2],
-    chat_errors: [[AtomicU64; 7]; 2],
-    chat_latency_us: [AtomicU64; 2],
+    chat_calls: [AtomicU64; CHAT_APIS.len()],
+    chat_errors: [[AtomicU64; 7]; CHAT_APIS.len()],
+    chat_latency_us: [AtomicU64; CHAT_APIS.len()],
     /// Extraction decisions applied, by EXTRACT_ACTIONS.
     extract_decisions: [AtomicU64; 5],
     /// When the counters were last reset (PostgreSQL timestamptz), 0 for never.
@@ -68,8 +70,10 @@ fn with(f: impl FnOnce(&Counters)) {
     }
 }
 
-fn provider_index(provider: &str) -> usize {
-    usize::from(provider != "local")
+/// A provider's row in the counters; None for a name PROVIDERS lacks (the tests tie them, so
+/// none is counted under another's name).
+fn provider_index(provider: &str) -> Option<usize> {
+    PROVIDERS.iter().position(|p| *p == provider)
 }
 
 /// The histogram bucket of a latency: the first bound it does not exceed, else +Inf.
@@ -95,8 +99,10 @@ pub fn embedding_call(
     elapsed: std::time::Duration,
     failed: Option<&str>,
 ) {
+    let Some(p) = provider_index(provider) else {
+        return;
+    };
     with(|c| {
-        let p = provider_index(provider);
         c.calls[p].fetch_add(1, Relaxed);
         let us = elapsed.as_micros() as u64;
         c.latency_us[p].fetch_add(us, Relaxed);
@@ -114,8 +120,10 @@ pub fn embedding_call(
 
 /// One chat model call: which API, how long, and its SQLSTATE if it failed.
 pub fn chat_call(api: &str, elapsed: std::time::Duration, failed: Option<&str>) {
+    let Some(p) = CHAT_APIS.iter().position(|a| *a == api) else {
+        return;
+    };
     with(|c| {
-        let p = usize::from(api != "openai");
         c.chat_calls[p].fetch_add(1, Relaxed);
         c.chat_latency_us[p].fetch_add(elapsed.as_micros() as u64, Relaxed);
         if let Some(state) = failed {
@@ -321,6 +329,22 @@ fn memori_stats_reset() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_provider_is_counted_under_its_own_name() {
+        use crate::base::gucs::Provider;
+        // An exhaustive match: a new provider stops this compiling until it is named here, and then
+        // belongs in ALL and PROVIDERS too.
+        for p in Provider::ALL {
+            match p {
+                Provider::Local | Provider::Openai => {}
+            }
+        }
+        let names: Vec<&str> = Provider::ALL.iter().map(|p| p.name()).collect();
+        assert_eq!(names, PROVIDERS.to_vec());
+        assert_eq!(provider_index("local"), Some(0));
+        assert_eq!(provider_index("a provider memori lacks"), None);
+    }
 
     #[test]
     fn latencies_fall_into_the_first_bucket_they_fit() {

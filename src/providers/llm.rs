@@ -17,6 +17,9 @@ pub enum Api {
 }
 
 impl Api {
+    /// Every API (base::stats::CHAT_APIS counts each by name).
+    pub const ALL: [Api; 2] = [Api::Openai, Api::Anthropic];
+
     pub fn name(self) -> &'static str {
         match self {
             Api::Openai => "openai",
@@ -278,6 +281,19 @@ pub fn thread_failed() -> MemoriError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_chat_api_is_counted_under_its_own_name() {
+        // An exhaustive match: a new API stops this compiling until it is named here, and then
+        // belongs in ALL and CHAT_APIS too.
+        for a in Api::ALL {
+            match a {
+                Api::Openai | Api::Anthropic => {}
+            }
+        }
+        let names: Vec<&str> = Api::ALL.iter().map(|a| a.name()).collect();
+        assert_eq!(names, crate::base::stats::CHAT_APIS.to_vec());
+    }
 
     fn cfg(api: Api) -> ChatConfig {
         ChatConfig {
