@@ -4,13 +4,8 @@ use pgrx::prelude::*;
 
 #[pg_schema]
 mod tests {
+    use crate::tests::support::one;
     use pgrx::prelude::*;
-
-    fn one<T: pgrx::IntoDatum + pgrx::FromDatum>(sql: &str) -> T {
-        Spi::get_one::<T>(sql)
-            .expect("query runs")
-            .expect("query returns a value")
-    }
 
     #[pg_test]
     fn conversation_create_stores_what_it_is_given() {

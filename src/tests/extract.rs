@@ -6,34 +6,17 @@ use pgrx::prelude::*;
 
 #[pg_schema]
 mod tests {
-    use crate::providers::offthread::with_signals_blocked;
-    use crate::tests::mock_llm::{saying, Answer, Brain, MockLlm};
+    use crate::tests::mock_llm::{saying, Answer, Brain};
     use crate::tests::support::{
         arm_statement_timeout, assert_stopped_within, one, run, sql_error, state,
     };
+    use crate::tests::support::{llm, snapshot};
     use pgrx::datum::Uuid;
     use pgrx::prelude::*;
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
     const FACTS: &str = include_str!("../../tests/data/unrelated_facts.txt");
-
-    /// A loopback chat server answering with `brain`, and the settings pointing at it.
-    fn llm(api: &str, brain: Brain) -> MockLlm {
-        let s = with_signals_blocked(|| MockLlm::start(brain));
-        let url = if api == "anthropic" {
-            s.anthropic_url()
-        } else {
-            s.openai_url()
-        };
-        run(&format!("SET LOCAL memori.llm_provider = '{api}'"));
-        run(&format!("SET LOCAL memori.llm_url = '{url}'"));
-        run("SET LOCAL memori.llm_model = 'mock-chat'");
-        run("SET LOCAL memori.llm_api_key = 'sk-llm-test-secret'");
-        run("SET LOCAL memori.llm_max_retries = 0");
-        run("SET LOCAL memori.llm_timeout_ms = 5000");
-        s
-    }
 
     type Row = (String, Option<Uuid>, String, String);
 
@@ -78,19 +61,6 @@ mod tests {
             .map(|r| r.get::<String>(1).unwrap().unwrap())
             .collect()
         })
-    }
-
-    /// Everything memori holds for a user, as one text: what "nothing written" compares.
-    fn snapshot(user: &str) -> String {
-        Spi::get_one_with_args::<String>(
-            "SELECT coalesce(string_agg(memory_id || content || memory_type || importance_score
-                                        || coalesce(valid_to::text, '-') || updated_at, ',' ORDER BY id), '')
-                    || '/' || (SELECT count(*) FROM memori_messages WHERE user_id = $1)
-               FROM memori_memories WHERE user_id = $1",
-            &[user.into()],
-        )
-        .unwrap()
-        .unwrap()
     }
 
     #[pg_test]

@@ -4,14 +4,9 @@ use pgrx::prelude::*;
 
 #[pg_schema]
 mod tests {
+    use crate::tests::support::one;
     use crate::tests::support::run;
     use pgrx::prelude::*;
-
-    fn one<T: pgrx::IntoDatum + pgrx::FromDatum>(sql: &str) -> T {
-        Spi::get_one::<T>(sql)
-            .expect("query runs")
-            .expect("query returns a value")
-    }
 
     fn columns(table: &str) -> Vec<(String, String, bool, Option<String>)> {
         Spi::connect(|c| {

@@ -5,38 +5,13 @@ use pgrx::prelude::*;
 
 #[pg_schema]
 mod tests {
+    use crate::tests::support::{count, first_column, synthetic};
     use crate::tests::support::{one, run, sql_error, state, try_sql};
     use pgrx::datum::Uuid;
     use pgrx::prelude::*;
 
     fn store(sql: &str) -> Uuid {
         one::<Uuid>(sql)
-    }
-
-    fn count(sql_where: &str) -> i64 {
-        one::<i64>(&format!(
-            "SELECT count(*) FROM memori_memories WHERE {sql_where}"
-        ))
-    }
-
-    fn search(sql: &str) -> Vec<String> {
-        Spi::connect(|c| {
-            c.select(sql, None, &[])
-                .unwrap()
-                .map(|r| r.get::<String>(1).unwrap().unwrap())
-                .collect()
-        })
-    }
-
-    /// `n` memories with random 384-d unit vectors, as if the local model made them.
-    fn synthetic(user: &str, n: i32, tags: &str) {
-        run(&format!(
-            "INSERT INTO memori_memories (user_id, content, memory_type, embedding, embedding_model, context_tags)
-             SELECT '{user}', 'synthetic ' || g, 'long_term',
-                    (SELECT l2_normalize(array_agg(random() - 0.5)::real[]::vector) FROM generate_series(1, 384) WHERE g > 0),
-                    'local/all-MiniLM-L6-v2', '{tags}'
-               FROM generate_series(1, {n}) g"
-        ));
     }
 
     fn seed_memories() -> Uuid {
@@ -54,7 +29,7 @@ mod tests {
     #[pg_test]
     fn search_finds_the_seeds_examples_for_this_user_only() {
         let conv = seed_memories();
-        let hits = search(&format!(
+        let hits = first_column(&format!(
             "SELECT content FROM memori_search('SQL query preferences', 5, '{conv}')"
         ));
         assert_eq!(
@@ -64,7 +39,7 @@ mod tests {
                 "The customers table has columns: id, name, email, created_at"
             ]
         );
-        let hits = search(
+        let hits = first_column(
             "SELECT content FROM memori_search('How does the user prefer SQL queries?', k => 2)",
         );
         assert_eq!(hits.len(), 2);
@@ -73,10 +48,12 @@ mod tests {
             "{hits:?}"
         );
         // The other user's memory never shows.
-        let all = search("SELECT content FROM memori_search('JOINs over subqueries', k => 100)");
+        let all =
+            first_column("SELECT content FROM memori_search('JOINs over subqueries', k => 100)");
         assert_eq!(all.len(), 4);
         assert!(!all.contains(&"User prefers JOINs over subqueries".to_string()));
-        let theirs = search("SELECT content FROM memori_search('JOINs', user_id => 'other_user')");
+        let theirs =
+            first_column("SELECT content FROM memori_search('JOINs', user_id => 'other_user')");
         assert_eq!(theirs, ["User prefers JOINs over subqueries"]);
     }
 
@@ -84,7 +61,7 @@ mod tests {
     fn search_filters_by_type_tags_archive_expiry_and_similarity() {
         seed_memories();
         let q = |args: &str| {
-            search(&format!(
+            first_column(&format!(
                 "SELECT content FROM memori_search('SQL preferences'{args})"
             ))
         };
@@ -102,7 +79,7 @@ mod tests {
         assert_eq!(q(", include_archived => true").len(), 4);
         run("UPDATE memori_memories SET expires_at = now() - interval '1 second' WHERE content LIKE '%Lisbon%'");
         assert_eq!(q("").len(), 2, "expired memories are never returned");
-        let sims = search(
+        let sims = first_column(
             "SELECT similarity::text FROM memori_search('SQL preferences', min_similarity => 0.3)",
         );
         assert!(!sims.is_empty());
@@ -124,11 +101,12 @@ mod tests {
         store("SELECT memori_store('User prefers JOINs instead of subqueries', 'rule', importance => 0.0)");
         store("SELECT memori_store('The weather in Lisbon is sunny today', 'long_term', importance => 1.0)");
         run("UPDATE memori_memories SET updated_at = now() - interval '400 days' WHERE importance_score = 0");
-        let hits =
-            search("SELECT content FROM memori_search('Does the user like JOINs or subqueries?')");
+        let hits = first_column(
+            "SELECT content FROM memori_search('Does the user like JOINs or subqueries?')",
+        );
         assert_eq!(hits[0], "User prefers JOINs instead of subqueries");
         // score is ordered, and blends: equal similarity, higher importance first.
-        let scores = search("SELECT score::text FROM memori_search('anything at all')");
+        let scores = first_column("SELECT score::text FROM memori_search('anything at all')");
         let s: Vec<f64> = scores.iter().map(|x| x.parse().unwrap()).collect();
         assert!(s.windows(2).all(|w| w[0] >= w[1]), "{s:?}");
     }
@@ -141,7 +119,7 @@ mod tests {
         assert_eq!(count("access_count = 0 AND last_accessed_at IS NULL"), 3);
         run("SET LOCAL transaction_read_only = on");
         assert_eq!(
-            search("SELECT content FROM memori_search('SQL', k => 2)").len(),
+            first_column("SELECT content FROM memori_search('SQL', k => 2)").len(),
             2
         );
         assert_eq!(count("access_count = 1"), 2);
@@ -156,9 +134,8 @@ mod tests {
         synthetic("crowd", 25, "{rare}");
         run("ANALYZE memori_memories");
         run("SET LOCAL memori.user_id = 'crowd'");
-        let got = search("SELECT content FROM memori_search('database tuning', k => 10, tags => '{rare}') ORDER BY content");
-        let exact = search(
-            "SELECT content FROM (SELECT content FROM memori_memories WHERE user_id = 'crowd' AND context_tags && '{rare}'
+        let got = first_column("SELECT content FROM memori_search('database tuning', k => 10, tags => '{rare}') ORDER BY content");
+        let exact = first_column("SELECT content FROM (SELECT content FROM memori_memories WHERE user_id = 'crowd' AND context_tags && '{rare}'
               ORDER BY embedding <=> memori_embed('database tuning') LIMIT 10) t ORDER BY content",
         );
         assert_eq!(got.len(), 10);
@@ -174,8 +151,9 @@ mod tests {
         assert_eq!(count("true"), 3000);
         for u in [0, 17, 59] {
             run(&format!("SET LOCAL memori.user_id = 'user{u}'"));
-            let got = search("SELECT content FROM memori_search('favourite SQL style', k => 10)");
-            let exact = search(&format!(
+            let got =
+                first_column("SELECT content FROM memori_search('favourite SQL style', k => 10)");
+            let exact = first_column(&format!(
                 "SELECT content FROM memori_memories WHERE user_id = 'user{u}'
                   ORDER BY embedding <=> memori_embed('favourite SQL style') LIMIT 10"
             ));
@@ -258,7 +236,7 @@ mod tests {
         let p = plan(&crate::memories::search::vector_sql(&q, 384, true));
         assert!(!p.contains("idx_memori_mem_embedding_384"), "{p}");
         assert_eq!(
-            search("SELECT content FROM memori_search('query')").len(),
+            first_column("SELECT content FROM memori_search('query')").len(),
             10
         );
     }
@@ -280,17 +258,17 @@ mod tests {
             "event_at as given, for one and for a batch"
         );
         // The window is on event_at, or created_at (now) without one.
-        let in_may = search(
+        let in_may = first_column(
             "SELECT content FROM memori_search('what did they do?', k => 10, user_id => 'ev',
                     event_from => '2023-05-01', event_to => '2023-05-20') ORDER BY content",
         );
         assert_eq!(in_may, vec!["Caroline went to the LGBTQ support group"]);
-        let late_may = search(
+        let late_may = first_column(
             "SELECT content FROM memori_search('what did they do?', k => 10, user_id => 'ev',
                     event_from => '2023-05-20', event_to => '2023-06-01') ORDER BY content",
         );
         assert_eq!(late_may.len(), 2);
-        let from_now = search(
+        let from_now = first_column(
             "SELECT content FROM memori_search('what did they do?', k => 10, user_id => 'ev',
                     event_from => now() - interval '1 minute')",
         );

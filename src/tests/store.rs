@@ -7,38 +7,13 @@ use pgrx::prelude::*;
 mod tests {
     use crate::providers::offthread::with_signals_blocked;
     use crate::tests::mock_openai::{Fault, MockServer};
+    use crate::tests::support::{count, first_column, synthetic};
     use crate::tests::support::{one, run, sql_error, state};
     use pgrx::datum::Uuid;
     use pgrx::prelude::*;
 
     fn store(sql: &str) -> Uuid {
         one::<Uuid>(sql)
-    }
-
-    fn count(sql_where: &str) -> i64 {
-        one::<i64>(&format!(
-            "SELECT count(*) FROM memori_memories WHERE {sql_where}"
-        ))
-    }
-
-    fn search(sql: &str) -> Vec<String> {
-        Spi::connect(|c| {
-            c.select(sql, None, &[])
-                .unwrap()
-                .map(|r| r.get::<String>(1).unwrap().unwrap())
-                .collect()
-        })
-    }
-
-    /// `n` memories with random 384-d unit vectors, as if the local model made them.
-    fn synthetic(user: &str, n: i32, tags: &str) {
-        run(&format!(
-            "INSERT INTO memori_memories (user_id, content, memory_type, embedding, embedding_model, context_tags)
-             SELECT '{user}', 'synthetic ' || g, 'long_term',
-                    (SELECT l2_normalize(array_agg(random() - 0.5)::real[]::vector) FROM generate_series(1, 384) WHERE g > 0),
-                    'local/all-MiniLM-L6-v2', '{tags}'
-               FROM generate_series(1, {n}) g"
-        ));
     }
 
     #[pg_test]
@@ -178,7 +153,7 @@ mod tests {
             "near-duplicates in different conversations stay apart"
         );
         assert_eq!(
-            search(&format!(
+            first_column(&format!(
                 "SELECT content FROM memori_search('JOINs', conversation_id => '{b}')"
             )),
             vec!["The user prefers JOINs instead of subqueries"]
@@ -299,7 +274,7 @@ mod tests {
             "SELECT (embedding <=> memori_embed('User prefers CTEs over nested subqueries')) < 1e-5 FROM memori_memories"
         ));
         assert_eq!(
-            search("SELECT content FROM memori_search('common table expressions')").len(),
+            first_column("SELECT content FROM memori_search('common table expressions')").len(),
             1
         );
         // Only the owner's memories; unknown ids give false.

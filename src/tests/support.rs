@@ -1,5 +1,7 @@
 //! Helpers for the #[pg_test]s.
 
+use crate::providers::offthread::with_signals_blocked;
+use crate::tests::mock_llm::{Brain, MockLlm};
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
@@ -121,4 +123,60 @@ pub fn assert_stopped_within(
         took <= reference * ratio,
         "{what}: took {took:?}, more than {ratio} x {reference:?}"
     );
+}
+
+pub fn count(sql_where: &str) -> i64 {
+    one::<i64>(&format!(
+        "SELECT count(*) FROM memori_memories WHERE {sql_where}"
+    ))
+}
+
+pub fn first_column(sql: &str) -> Vec<String> {
+    Spi::connect(|c| {
+        c.select(sql, None, &[])
+            .unwrap()
+            .map(|r| r.get::<String>(1).unwrap().unwrap())
+            .collect()
+    })
+}
+
+/// `n` memories with random 384-d unit vectors, as if the local model made them.
+pub fn synthetic(user: &str, n: i32, tags: &str) {
+    run(&format!(
+        "INSERT INTO memori_memories (user_id, content, memory_type, embedding, embedding_model, context_tags)
+         SELECT '{user}', 'synthetic ' || g, 'long_term',
+                (SELECT l2_normalize(array_agg(random() - 0.5)::real[]::vector) FROM generate_series(1, 384) WHERE g > 0),
+                'local/all-MiniLM-L6-v2', '{tags}'
+           FROM generate_series(1, {n}) g"
+    ));
+}
+
+/// A loopback chat server answering with `brain`, and the settings pointing at it.
+pub fn llm(api: &str, brain: Brain) -> MockLlm {
+    let s = with_signals_blocked(|| MockLlm::start(brain));
+    let url = if api == "anthropic" {
+        s.anthropic_url()
+    } else {
+        s.openai_url()
+    };
+    run(&format!("SET LOCAL memori.llm_provider = '{api}'"));
+    run(&format!("SET LOCAL memori.llm_url = '{url}'"));
+    run("SET LOCAL memori.llm_model = 'mock-chat'");
+    run("SET LOCAL memori.llm_api_key = 'sk-llm-test-secret'");
+    run("SET LOCAL memori.llm_max_retries = 0");
+    run("SET LOCAL memori.llm_timeout_ms = 5000");
+    s
+}
+
+/// Everything memori holds for a user, as one text: what "nothing written" compares.
+pub fn snapshot(user: &str) -> String {
+    Spi::get_one_with_args::<String>(
+        "SELECT coalesce(string_agg(memory_id || content || memory_type || importance_score
+                                    || coalesce(valid_to::text, '-') || updated_at, ',' ORDER BY id), '')
+                || '/' || (SELECT count(*) FROM memori_messages WHERE user_id = $1)
+           FROM memori_memories WHERE user_id = $1",
+        &[user.into()],
+    )
+    .unwrap()
+    .unwrap()
 }
