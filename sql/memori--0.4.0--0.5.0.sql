@@ -64,8 +64,8 @@ BEGIN
     -- the role, a restore into another cluster, where role oids differ) are not handed to it
     -- unless the DBA says so (adopt): decided from the data, not from the registry.
     IF NOT adopt AND kind OPERATOR(pg_catalog.=) 'user'::pg_catalog.text
-       AND EXISTS (SELECT FROM @extschema@.memori_memories m WHERE m.user_id::pg_catalog.text OPERATOR(pg_catalog.=) rname::pg_catalog.text)
-       AND NOT EXISTS (SELECT FROM @extschema@.memori_roles r
+       AND EXISTS (SELECT 1 FROM @extschema@.memori_memories m WHERE m.user_id::pg_catalog.text OPERATOR(pg_catalog.=) rname::pg_catalog.text)
+       AND NOT EXISTS (SELECT 1 FROM @extschema@.memori_roles r
                         WHERE r.role_name OPERATOR(pg_catalog.=) rname AND r.kind OPERATOR(pg_catalog.=) 'user'::pg_catalog.text
                           AND r.role_oid OPERATOR(pg_catalog.=) role::pg_catalog.oid) THEN
         RAISE EXCEPTION 'memori: the memori user "%" holds memories this role was not granted', rname
@@ -74,9 +74,9 @@ BEGIN
                   HINT = pg_catalog.format('Erase them first (SELECT memori_erase_user(%L)), or give them to this role: SELECT memori_grant(%L, ''user'', adopt => true);', rname, rname);
     END IF;
     IF NOT adopt AND kind OPERATOR(pg_catalog.=) 'app'::pg_catalog.text AND ns OPERATOR(pg_catalog.<>) ''::pg_catalog.text
-       AND EXISTS (SELECT FROM @extschema@.memori_memories m
+       AND EXISTS (SELECT 1 FROM @extschema@.memori_memories m
                     WHERE pg_catalog.starts_with(m.user_id::pg_catalog.text, ns OPERATOR(pg_catalog.||) '/'::pg_catalog.text))
-       AND NOT EXISTS (SELECT FROM @extschema@.memori_roles r JOIN pg_catalog.pg_roles g ON g.oid OPERATOR(pg_catalog.=) r.role_oid
+       AND NOT EXISTS (SELECT 1 FROM @extschema@.memori_roles r JOIN pg_catalog.pg_roles g ON g.oid OPERATOR(pg_catalog.=) r.role_oid
                         WHERE r.kind OPERATOR(pg_catalog.=) 'app'::pg_catalog.text AND r.namespace OPERATOR(pg_catalog.=) ns) THEN
         RAISE EXCEPTION 'memori: namespace "%" holds end users of an app that is no longer granted', ns
             USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -91,6 +91,7 @@ BEGIN
     FOREACH f IN ARRAY @extschema@.memori_api() LOOP
         EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %s', f, role);
     END LOOP;
+    PERFORM @extschema@.memori_sync_grants(ARRAY[rname]);
 END;
 $$;
 COMMENT ON FUNCTION memori_grant(regrole, text, text, boolean) IS
@@ -126,6 +127,8 @@ DECLARE
                             WHERE r.rolname OPERATOR(pg_catalog.=) current_user
                               AND (r.rolsuper OR r.rolbypassrls))
                    OR pg_catalog.pg_has_role('pg_monitor', 'MEMBER');
+    -- memori's tables that Citus distributes (their shards hold the bytes).
+    dist pg_catalog.oid[] := '{}';
 BEGIN
     -- What the caller may see of the tables: everything for the DBA, a tenant its own rows.
     RETURN QUERY
@@ -151,6 +154,22 @@ BEGIN
         RETURN;
     END IF;
     RETURN QUERY SELECT 'cache_entries'::text, '{}'::jsonb, pg_catalog.count(*)::float8 FROM @extschema@.memori_embedding_cache k;
+    IF EXISTS (SELECT FROM pg_catalog.pg_extension e WHERE e.extname OPERATOR(pg_catalog.=) 'citus'::name) THEN
+        SELECT pg_catalog.array_agg(p.logicalrelid::pg_catalog.oid) INTO dist FROM pg_catalog.pg_dist_partition p
+         WHERE p.logicalrelid OPERATOR(pg_catalog.=) ANY (ARRAY['@extschema@.memori_memories'::regclass,
+                   '@extschema@.memori_conversations'::regclass, '@extschema@.memori_messages'::regclass]);
+        dist := coalesce(dist, '{}');
+        -- A distributed table's bytes are its shards': the table (main fork) and its indexes
+        -- together, over every worker (Citus sizes no single index of a distributed table).
+        RETURN QUERY
+        SELECT 'relation_bytes'::text, pg_catalog.jsonb_build_object('relation', c.relname::text, 'kind', 'table', 'distributed', true),
+               pg_catalog.citus_relation_size(c.oid)::float8
+          FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) ANY (dist)
+        UNION ALL
+        SELECT 'relation_bytes'::text, pg_catalog.jsonb_build_object('relation', c.relname::text, 'kind', 'indexes', 'distributed', true),
+               (pg_catalog.citus_total_relation_size(c.oid) OPERATOR(pg_catalog.-) pg_catalog.citus_table_size(c.oid))::float8
+          FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) ANY (dist);
+    END IF;
     RETURN QUERY
     SELECT 'relation_bytes'::text, pg_catalog.jsonb_build_object('relation', c.relname::text, 'kind',
                CASE c.relkind WHEN 'i'::"char" THEN 'index' ELSE 'table' END),
@@ -161,7 +180,7 @@ BEGIN
            AND d.deptype OPERATOR(pg_catalog.=) 'e'::"char"
       JOIN pg_catalog.pg_extension e ON e.oid OPERATOR(pg_catalog.=) d.refobjid
            AND e.extname OPERATOR(pg_catalog.=) 'memori'::name
-     WHERE c.relkind OPERATOR(pg_catalog.=) 'r'::"char"
+     WHERE c.relkind OPERATOR(pg_catalog.=) 'r'::"char" AND c.oid OPERATOR(pg_catalog.<>) ALL (dist)
     UNION ALL
     SELECT 'relation_bytes'::text, pg_catalog.jsonb_build_object('relation', i.relname::text, 'kind', 'index'),
            pg_catalog.pg_relation_size(i.oid)::float8
@@ -169,7 +188,8 @@ BEGIN
       JOIN pg_catalog.pg_class i ON i.oid OPERATOR(pg_catalog.=) x.indexrelid
      WHERE x.indrelid OPERATOR(pg_catalog.=) ANY (ARRAY['@extschema@.memori_memories'::regclass::oid,
                '@extschema@.memori_conversations'::regclass::oid, '@extschema@.memori_embedding_cache'::regclass::oid,
-               '@extschema@.memori_messages'::regclass::oid]);
+               '@extschema@.memori_messages'::regclass::oid])
+       AND x.indrelid OPERATOR(pg_catalog.<>) ALL (dist);
     RETURN QUERY SELECT 'counters_available'::text, '{}'::jsonb,
            CASE WHEN EXISTS (SELECT FROM @extschema@.memori_counters()) THEN 1::float8 ELSE 0::float8 END;
     RETURN QUERY SELECT k.metric, k.labels, k.value FROM @extschema@.memori_counters() k;
@@ -245,12 +265,19 @@ AS $$
 DECLARE
     f text;
     had boolean;
+    gone pg_catalog.name[];
 BEGIN
     -- By the role (a renamed role's grant too) and by its current name.
-    DELETE FROM @extschema@.memori_roles
-     WHERE role_oid OPERATOR(pg_catalog.=) role::pg_catalog.oid
-        OR role_name OPERATOR(pg_catalog.=) (SELECT r.rolname FROM pg_catalog.pg_roles r WHERE r.oid OPERATOR(pg_catalog.=) role);
-    had := FOUND;
+    WITH d AS (
+        DELETE FROM @extschema@.memori_roles
+         WHERE role_oid OPERATOR(pg_catalog.=) role::pg_catalog.oid
+            OR role_name OPERATOR(pg_catalog.=) (SELECT r.rolname FROM pg_catalog.pg_roles r WHERE r.oid OPERATOR(pg_catalog.=) role)
+        RETURNING role_name)
+    SELECT pg_catalog.array_agg(d.role_name) INTO gone FROM d;
+    had := gone IS NOT NULL;
+    IF had THEN
+        PERFORM @extschema@.memori_sync_grants(gone);
+    END IF;
     EXECUTE pg_catalog.format('REVOKE SELECT ON @extschema@.memori_memories, @extschema@.memori_conversations, @extschema@.memori_messages FROM %s', role);
     FOREACH f IN ARRAY @extschema@.memori_api() LOOP
         EXECUTE pg_catalog.format('REVOKE EXECUTE ON FUNCTION %s FROM %s', f, role);
@@ -371,9 +398,12 @@ BEGIN
 END;
 $$;
 CREATE OR REPLACE FUNCTION memori_export(user_id text, include_embeddings boolean DEFAULT false) RETURNS SETOF jsonb
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, @extschema@, pg_temp
 AS $$
+BEGIN
+-- PL/pgSQL, not SQL: on Citus, a SQL function's parameters cannot reach a distributed plan.
+RETURN QUERY
 SELECT s.line FROM (
     SELECT 0 AS part, 0::bigint AS id,
            pg_catalog.jsonb_build_object('kind', 'memori_export', 'format', 1, 'user_id', $1,
@@ -410,5 +440,103 @@ SELECT s.line FROM (
                 ELSE '{}'::jsonb END
       FROM @extschema@.memori_memories m
      WHERE m.user_id::text = $1::text) s
- ORDER BY s.part, s.id
+ ORDER BY s.part, s.id;
+END;
+$$;
+
+-- On a Citus coordinator, each worker keeps its own copy of the grants: the policies on the
+-- shards call memori_acting_user() there, which reads the worker's memori_roles. Each worker
+-- records its own oid of the role (roles are propagated by name; oids differ between nodes).
+CREATE FUNCTION memori_sync_grants(role_names name[] DEFAULT NULL) RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, @extschema@, pg_temp
+AS $$
+DECLARE
+    granted pg_catalog.jsonb;
+    cmd pg_catalog.text;
+    r record;
+    n integer := 0;
+BEGIN
+    -- Three statements: Citus's objects are looked up only once Citus is known to be there.
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension e WHERE e.extname OPERATOR(pg_catalog.=) 'citus'::name) THEN
+        RETURN 0;
+    END IF;
+    IF NOT pg_catalog.citus_is_coordinator() THEN
+        RETURN 0;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition p
+                    WHERE p.logicalrelid OPERATOR(pg_catalog.=) '@extschema@.memori_memories'::regclass) THEN
+        RETURN 0;
+    END IF;
+    -- The grants of live roles (all of them, or those named), as the coordinator has them.
+    SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('role_name', x.role_name, 'kind', x.kind, 'namespace', x.namespace)), '[]'::pg_catalog.jsonb)
+      INTO granted
+      FROM @extschema@.memori_roles x JOIN pg_catalog.pg_roles g ON g.oid OPERATOR(pg_catalog.=) x.role_oid
+     WHERE role_names IS NULL OR x.role_name OPERATOR(pg_catalog.=) ANY (role_names);
+    cmd := pg_catalog.format(
+        'WITH w AS (SELECT * FROM pg_catalog.jsonb_to_recordset(%2$L::pg_catalog.jsonb) AS w(role_name pg_catalog.name, kind pg_catalog.text, namespace pg_catalog.text)),
+              d AS (DELETE FROM %1$I.memori_roles r WHERE (%3$L::pg_catalog.name[] IS NULL OR r.role_name OPERATOR(pg_catalog.=) ANY (%3$L::pg_catalog.name[]))
+                       AND NOT EXISTS (SELECT 1 FROM w WHERE w.role_name OPERATOR(pg_catalog.=) r.role_name) RETURNING 1),
+              i AS (INSERT INTO %1$I.memori_roles AS r (role_name, kind, namespace, role_oid)
+                    SELECT w.role_name, w.kind, w.namespace, g.oid FROM w JOIN pg_catalog.pg_roles g ON g.rolname OPERATOR(pg_catalog.=) w.role_name
+                    ON CONFLICT ON CONSTRAINT memori_roles_pkey
+                    DO UPDATE SET kind = EXCLUDED.kind, namespace = EXCLUDED.namespace, role_oid = EXCLUDED.role_oid, granted_at = pg_catalog.now()
+                    RETURNING 1)
+         SELECT (SELECT pg_catalog.count(*) FROM i)::pg_catalog.text',
+        '@extschema@', granted, role_names);
+    FOR r IN SELECT * FROM pg_catalog.run_command_on_workers(cmd) LOOP
+        IF NOT r.success THEN
+            RAISE EXCEPTION 'memori: the grants could not be sent to worker %:%: %', r.nodename, r.nodeport, r.result
+                USING ERRCODE = 'connection_failure';
+        ELSIF r.result OPERATOR(pg_catalog.<>) pg_catalog.jsonb_array_length(granted)::pg_catalog.text THEN
+            RAISE EXCEPTION 'memori: worker %:% lacks a granted role (% of % found there)', r.nodename, r.nodeport, r.result, pg_catalog.jsonb_array_length(granted)
+                USING ERRCODE = 'undefined_object',
+                      HINT = 'Citus creates roles on the workers when they are created on the coordinator; create the role on that worker, then SELECT memori_distribute();';
+        END IF;
+        n := n OPERATOR(pg_catalog.+) 1;
+    END LOOP;
+    RETURN n;
+END;
+$$;
+COMMENT ON FUNCTION memori_sync_grants(name[]) IS
+    'memori: on a Citus coordinator with memori distributed, sends memori_roles (all grants, or those of the roles named) to every worker, where each records its own oid of the role, so that the policies on the shards know the granted roles; returns how many workers took them (0 elsewhere). memori_grant, memori_revoke and memori_distribute call it. The DBA''s.';
+REVOKE EXECUTE ON FUNCTION memori_sync_grants(name[]) FROM PUBLIC;
+
+-- memori_distribute also sends the grants to the workers (again after a worker is added).
+CREATE OR REPLACE FUNCTION memori_distribute() RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, @extschema@, pg_temp
+AS $$
+DECLARE
+    t text;
+    done text[] := '{}';
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension e WHERE e.extname OPERATOR(pg_catalog.=) 'citus'::name) THEN
+        RAISE EXCEPTION 'memori: Citus is not installed in this database'
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'On the coordinator: CREATE EXTENSION citus; add the workers (citus_add_node), each with memori installed, then SELECT memori_distribute();';
+    END IF;
+    FOREACH t IN ARRAY ARRAY['memori_conversations', 'memori_memories', 'memori_messages'] LOOP
+        IF EXISTS (SELECT FROM pg_catalog.pg_dist_partition p
+                    WHERE p.logicalrelid OPERATOR(pg_catalog.=) pg_catalog.format('@extschema@.%I', t)::regclass) THEN
+            CONTINUE;
+        END IF;
+        IF t OPERATOR(pg_catalog.=) 'memori_conversations'::text THEN
+            PERFORM pg_catalog.create_distributed_table(pg_catalog.format('@extschema@.%I', t)::regclass, 'user_id');
+        ELSE
+            PERFORM pg_catalog.create_distributed_table(pg_catalog.format('@extschema@.%I', t)::regclass, 'user_id',
+                                             colocate_with => '@extschema@.memori_conversations');
+        END IF;
+        done := done OPERATOR(pg_catalog.||) t;
+    END LOOP;
+    -- The coordinator's own copy of rows that existed before: the shards hold them now (once all
+    -- three are distributed, as their foreign keys want).
+    FOREACH t IN ARRAY done LOOP
+        PERFORM pg_catalog.truncate_local_data_after_distributing_table(pg_catalog.format('@extschema@.%I', t)::regclass);
+    END LOOP;
+    -- Tenants' direct reads: the policies on the shards read the workers' memori_roles.
+    PERFORM @extschema@.memori_sync_grants();
+    RETURN CASE WHEN pg_catalog.cardinality(done) OPERATOR(pg_catalog.=) 0 THEN 'memori is distributed already'
+                ELSE 'distributed by user_id: ' OPERATOR(pg_catalog.||) pg_catalog.array_to_string(done, ', ') END;
+END;
 $$;

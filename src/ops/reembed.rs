@@ -19,27 +19,35 @@ fn batch(batch_size: i32) -> Result<(i64, i64)> {
     let label = current.label();
     // Another model, or the same model at another width (embedding_dimensions changed; 0: the
     // width is known only from the model's answer).
+    let stale = "(embedding_model IS DISTINCT FROM $1::pg_catalog.text
+                  OR ($3::pg_catalog.int4 OPERATOR(pg_catalog.<>) 0 AND embedding_dims IS DISTINCT FROM $3::pg_catalog.int4))";
+    let distributed = crate::base::catalog::distributed()?;
     let rows: Vec<(i64, String, String)> = as_owner_of(c"memori_memories", || {
-        Spi::connect_mut(|client| {
+        if !distributed {
+            return candidates(stale, None, &label, batch_size, current.dims);
+        }
+        // On Citus, rows are locked one user at a time (a query filtered by user_id goes to
+        // that user's worker, which can take FOR UPDATE SKIP LOCKED; one over every shard cannot).
+        let users: Vec<String> = Spi::connect(|client| {
             client
-                .update(
-                    "SELECT id, content, user_id::pg_catalog.text FROM memori_memories
-                      WHERE embedding_model IS DISTINCT FROM $1::pg_catalog.text
-                         OR ($3::pg_catalog.int4 OPERATOR(pg_catalog.<>) 0 AND embedding_dims IS DISTINCT FROM $3::pg_catalog.int4)
-                      ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
+                .select(
+                    &format!("SELECT DISTINCT user_id::pg_catalog.text FROM memori_memories WHERE {stale} LIMIT $2"),
                     None,
                     &[label.clone().into(), (batch_size as i64).into(), (current.dims as i32).into()],
                 )?
-                .map(|r| {
-                    Ok((
-                        r.get::<i64>(1)?.unwrap_or_default(),
-                        r.get::<String>(2)?.unwrap_or_default(),
-                        r.get::<String>(3)?.unwrap_or_default(),
-                    ))
-                })
-                .collect::<std::result::Result<Vec<_>, pgrx::spi::Error>>()
+                .map(|r| r.get::<String>(1).map(Option::unwrap_or_default))
+                .collect::<std::result::Result<_, pgrx::spi::Error>>()
         })
-        .map_err(spi)
+        .map_err(spi)?;
+        let mut rows = Vec::new();
+        for user in users {
+            let left = batch_size - rows.len() as i32;
+            if left <= 0 {
+                break;
+            }
+            rows.extend(candidates(stale, Some(&user), &label, left, current.dims)?);
+        }
+        Ok(rows)
     })?;
     if !rows.is_empty() {
         let texts: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
@@ -55,17 +63,44 @@ fn batch(batch_size: i32) -> Result<(i64, i64)> {
                 )
             })
             .collect();
-        let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
-        let users: Vec<String> = rows.iter().map(|r| r.2.clone()).collect();
         as_owner_of(c"memori_memories", || {
-            Spi::run_with_args(
-                "UPDATE memori_memories m SET embedding = x.v::vector, embedding_model = $3::pg_catalog.text
-                   FROM ROWS FROM (pg_catalog.unnest($1::bigint[]), pg_catalog.unnest($2::pg_catalog.text[]),
-                                   pg_catalog.unnest($4::pg_catalog.text[])) AS x(id, v, u)
-                  WHERE m.user_id OPERATOR(pg_catalog.=) x.u AND m.id = x.id",
-                &[ids.into(), literals.into(), target.label().into(), users.into()],
-            )
-            .map_err(spi)?;
+            // One statement, or on Citus one per user (each a router query to its worker).
+            let mut groups: Vec<(Option<&str>, Vec<usize>)> = Vec::new();
+            for (i, r) in rows.iter().enumerate() {
+                let key = distributed.then_some(r.2.as_str());
+                match groups.iter_mut().find(|g| g.0 == key) {
+                    Some(g) => g.1.push(i),
+                    None => groups.push((key, vec![i])),
+                }
+            }
+            for (user, members) in groups {
+                let ids: Vec<i64> = members.iter().map(|&i| rows[i].0).collect();
+                let users: Vec<String> = members.iter().map(|&i| rows[i].2.clone()).collect();
+                let vectors: Vec<String> = members.iter().map(|&i| literals[i].clone()).collect();
+                let mut args = vec![
+                    ids.into(),
+                    vectors.into(),
+                    target.label().into(),
+                    users.into(),
+                ];
+                let by_user = match user {
+                    Some(u) => {
+                        args.push(u.into());
+                        " AND m.user_id OPERATOR(pg_catalog.=) $5::pg_catalog.text"
+                    }
+                    None => "",
+                };
+                Spi::run_with_args(
+                    &format!(
+                        "UPDATE memori_memories m SET embedding = x.v::vector, embedding_model = $3::pg_catalog.text
+                           FROM ROWS FROM (pg_catalog.unnest($1::bigint[]), pg_catalog.unnest($2::pg_catalog.text[]),
+                                           pg_catalog.unnest($4::pg_catalog.text[])) AS x(id, v, u)
+                          WHERE m.user_id OPERATOR(pg_catalog.=) x.u AND m.id = x.id{by_user}"
+                    ),
+                    &args,
+                )
+                .map_err(spi)?;
+            }
             Spi::run_with_args(
                 "INSERT INTO memori_reembed_state AS s (target_model, reembedded) VALUES ($1::pg_catalog.text, $2::bigint)
                  ON CONFLICT (target_model) DO UPDATE
@@ -81,6 +116,47 @@ fn batch(batch_size: i32) -> Result<(i64, i64)> {
     )?
     .unwrap_or(0);
     Ok((rows.len() as i64, remaining))
+}
+
+/// Up to `limit` rows of the stale ones (of `user` only, if given), locked, skipping rows other
+/// transactions hold: (id, content, user_id).
+fn candidates(
+    stale: &str,
+    user: Option<&str>,
+    label: &str,
+    limit: i32,
+    dims: usize,
+) -> Result<Vec<(i64, String, String)>> {
+    let by_user = if user.is_some() {
+        " AND user_id OPERATOR(pg_catalog.=) $4::pg_catalog.text"
+    } else {
+        ""
+    };
+    Spi::connect_mut(|client| {
+        let mut args = vec![label.into(), (limit as i64).into(), (dims as i32).into()];
+        if let Some(u) = user {
+            args.push(u.into());
+        }
+        client
+            .update(
+                &format!(
+                    "SELECT id, content, user_id::pg_catalog.text FROM memori_memories
+                      WHERE {stale}{by_user}
+                      ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED"
+                ),
+                None,
+                &args,
+            )?
+            .map(|r| {
+                Ok((
+                    r.get::<i64>(1)?.unwrap_or_default(),
+                    r.get::<String>(2)?.unwrap_or_default(),
+                    r.get::<String>(3)?.unwrap_or_default(),
+                ))
+            })
+            .collect::<std::result::Result<Vec<_>, pgrx::spi::Error>>()
+    })
+    .map_err(spi)
 }
 
 /// One batch of memori_reembed(): re-embeds up to batch_size memories with the current model.

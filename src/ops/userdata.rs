@@ -17,6 +17,14 @@ use crate::tenancy::as_owner_of;
 use pgrx::datum::JsonB;
 use pgrx::prelude::*;
 
+/// The ids the lines carry under `key` (a line without one gets a new id).
+fn ids_of<'a>(lines: impl IntoIterator<Item = &'a serde_json::Value>, key: &str) -> Vec<String> {
+    lines
+        .into_iter()
+        .filter_map(|l| l.get(key).and_then(|v| v.as_str()).map(str::to_string))
+        .collect()
+}
+
 fn required_user(user_id: Option<&str>) -> Result<String> {
     match user_id.map(str::trim) {
         Some(u) if !u.is_empty() => Ok(u.to_string()),
@@ -206,20 +214,19 @@ fn memori_import(
         // Ids are unique per user in the tables (so that they can be distributed by user); an
         // import keeps them unique across users too: an id that exists here already, for any
         // user, refuses the import.
+        // Each table probed by its id index with the ids as one array (on Citus, a query over
+        // every shard, which a correlated subquery per line could not be).
         let taken = crate::base::spi::read_one::<String>(
-            "SELECT x.kind || ' ' || x.id FROM (
-               SELECT 'conversation'::pg_catalog.text AS kind, (r OPERATOR(pg_catalog.->>) 'conversation_id'::pg_catalog.text)::pg_catalog.uuid AS id
-                 FROM pg_catalog.unnest($1::pg_catalog.jsonb[]) AS r
-               UNION ALL
-               SELECT 'memory'::pg_catalog.text, (r OPERATOR(pg_catalog.->>) 'memory_id'::pg_catalog.text)::pg_catalog.uuid
-                 FROM pg_catalog.unnest($2::pg_catalog.jsonb[]) AS r) x
-              WHERE x.id IS NOT NULL
-                AND (EXISTS (SELECT FROM memori_conversations c WHERE x.kind = 'conversation'::pg_catalog.text AND c.conversation_id = x.id)
-                     OR EXISTS (SELECT FROM memori_memories m WHERE x.kind = 'memory'::pg_catalog.text AND m.memory_id = x.id))
-              LIMIT 1",
+            "SELECT coalesce(
+                 (SELECT 'conversation '::pg_catalog.text OPERATOR(pg_catalog.||) c.conversation_id::pg_catalog.text
+                    FROM memori_conversations c
+                   WHERE c.conversation_id = ANY ($1::pg_catalog.text[]::pg_catalog.uuid[]) LIMIT 1),
+                 (SELECT 'memory '::pg_catalog.text OPERATOR(pg_catalog.||) m.memory_id::pg_catalog.text
+                    FROM memori_memories m
+                   WHERE m.memory_id = ANY ($2::pg_catalog.text[]::pg_catalog.uuid[]) LIMIT 1))",
             &[
-                conversations.iter().map(|c| JsonB(c.clone())).collect::<Vec<_>>().into(),
-                memories.iter().map(|m| JsonB(m.clone())).collect::<Vec<_>>().into(),
+                ids_of(&conversations, "conversation_id").into(),
+                ids_of(&memories, "memory_id").into(),
             ],
         )?;
         if let Some(what) = taken {
@@ -253,19 +260,15 @@ fn memori_import(
         .unwrap_or(0);
         // A memory or message may only join a conversation of the same user (memori_store
         // checks the same): an export naming another user's conversation is refused.
-        let joining: Vec<JsonB> = memories
-            .iter()
-            .chain(&messages)
-            .map(|m| JsonB(m.clone()))
-            .collect();
         let foreign = crate::base::spi::read_one::<String>(
-            "SELECT (r OPERATOR(pg_catalog.->>) 'conversation_id'::pg_catalog.text)
-               FROM pg_catalog.unnest($1::pg_catalog.jsonb[]) AS r
-               JOIN memori_conversations c
-                 ON c.conversation_id = (r OPERATOR(pg_catalog.->>) 'conversation_id'::pg_catalog.text)::pg_catalog.uuid
-              WHERE c.user_id::pg_catalog.text <> $2::pg_catalog.text
+            "SELECT c.conversation_id::pg_catalog.text FROM memori_conversations c
+              WHERE c.conversation_id = ANY ($1::pg_catalog.text[]::pg_catalog.uuid[])
+                AND c.user_id::pg_catalog.text <> $2::pg_catalog.text
               LIMIT 1",
-            &[joining.into(), user.clone().into()],
+            &[
+                ids_of(memories.iter().chain(&messages), "conversation_id").into(),
+                user.clone().into(),
+            ],
         )?;
         if let Some(conversation) = foreign {
             return Err(MemoriError::new(

@@ -118,10 +118,99 @@ check "the app extracts in its end user's new conversation" "add" \
 check "both turns and the rule are the end user's, in their conversations" "2 1" \
   "$(q $C m "SELECT (SELECT count(*) FROM memori_messages WHERE user_id = 'user13' AND conversation_id IS NOT NULL) || ' ' ||
                     (SELECT count(*) FROM memori_memories WHERE user_id = 'user13' AND content = 'Always use CTEs.' AND conversation_id IS NOT NULL)")"
-# Direct reads: row-level security is evaluated on the workers, where the acting user is not
-# known, so a tenant sees no rows at all (never another user's); memori's functions read as
-# the owner for the user they resolved.
-rows=$(as_app "BEGIN; SET LOCAL memori.user_id = 'user12'; SELECT count(*) FROM memori_memories; COMMIT;" || true)
-check "direct reads by a tenant show no rows (none of another user)" "0" "$(tail -n1 <<<"$rows" | grep -oE '^[0-9]+$' || echo "error: $rows")"
+# Direct reads: the policies run on the workers, which know the grants (memori_grant sends them,
+# each worker recording its own oid of the role). An app's end user reaches them with its
+# SET LOCAL when Citus propagates it (citus.propagate_set_commands = 'local'), each SET a
+# statement of its own (Citus forwards a SET's whole query string).
+check "the workers record the app's grant, each with its own oid of the role" "citus_app app  true|citus_app app  true" \
+  "$(for n in citus_w1 citus_w2; do q $n m "SELECT r.role_name || ' ' || r.kind || ' ' || r.namespace || ' ' || (r.role_oid = g.oid) FROM memori_roles r JOIN pg_roles g ON g.rolname = r.role_name WHERE r.role_name = 'citus_app'"; done | paste -sd'|')"
+app_reads() {
+  "$BIN/psql" -h "$(sock $C)" -p 5494 -U citus_app -d m -X -qAt -v ON_ERROR_STOP=1 -c "BEGIN" \
+    -c "SET LOCAL citus.propagate_set_commands = 'local'" -c "SET LOCAL memori.user_id = '$1'" -c "$2" -c "COMMIT" 2>&1
+}
+check "a tenant's direct SELECT shows its own rows, on every table" "6 6 1 2" \
+  "$(app_reads user12 "SELECT (SELECT count(*) FROM memori_memories) || ' ' || (SELECT count(*) FROM memori_memories WHERE content ~ '\\mu12\\M')") $(app_reads user13 "SELECT (SELECT count(*) FROM memori_conversations WHERE title = 'c13') || ' ' || (SELECT count(*) FROM memori_messages)")"
+check "without the SET reaching the workers, the tenant's SELECT shows nothing (never another user's)" "0" \
+  "$(as_app "BEGIN; SET LOCAL memori.user_id = 'user12'; SELECT count(*) FROM memori_memories; COMMIT;")"
+check "without a named end user, the tenant's SELECT shows nothing" "0" "$(as_app "SELECT count(*) FROM memori_memories")"
+
+# Every function of memori_api() through the coordinator, as an app granted a namespace (its
+# end user u is the memori user citus_ns/u) and as a person's role.
+qf $C m -c "CREATE ROLE citus_ns_app LOGIN" -c "CREATE ROLE citus_person LOGIN" \
+        -c "SELECT memori_grant('citus_ns_app', 'app', namespace => 'citus_ns')" -c "SELECT memori_grant('citus_person')" >/dev/null
+as_role() { local r=$1; shift; "$BIN/psql" -h "$(sock $C)" -p 5494 -U "$r" -d m -X -qAt -v ON_ERROR_STOP=1 -c "$1" 2>&1; }
+tx() { as_role citus_ns_app "BEGIN; SET LOCAL memori.user_id = 'eu1'; $1; COMMIT;"; }
+tx "SELECT memori_store('eu1 prefers window functions', 'rule')" >/dev/null
+tx "SELECT count(*) FROM memori_store_batch(ARRAY['eu1 works on the invoices table', 'eu1 deploys on Fridays'])" >/dev/null
+eid=$(tx "SELECT memory_id FROM memori_search('deploys', k => 1, mode => 'text')" | tail -n1)
+check "app: store, batch and search (its end user's three memories)" "3 3" \
+  "$(tx "SELECT count(*) || ' ' || count(*) FILTER (WHERE content LIKE 'eu1 %') FROM memori_search('anything', k => 10)" | tail -n1)"
+check "app: update" "t" "$(tx "SELECT memori_update('$eid', content => 'eu1 deploys on Mondays')" | tail -n1)"
+check "app: context" "1" "$(tx "SELECT (memori_context('window functions') LIKE '%eu1 prefers window functions%')::int" | tail -n1)"
+check "app: relate and entity" "eu1 uses invoices" \
+  "$(tx "SELECT memori_relate('eu1', 'uses', 'invoices')" >/dev/null; tx "SELECT content FROM memori_entity('invoices')" | tail -n1)"
+check "app: embed and embed_batch" "384 2" \
+  "$(tx "SELECT vector_dims(memori_embed('x')) || ' ' || cardinality(memori_embed_batch(ARRAY['a', 'b']))" | tail -n1)"
+check "app: embedding_stats" "t" "$(tx "SELECT texts >= 0 FROM memori_embedding_stats()" | tail -n1)"
+# memori_stats reads as the caller, like a direct SELECT: the end user must reach the workers.
+check "app: stats (its own memories only, its SET LOCAL propagated)" "4" \
+  "$("$BIN/psql" -h "$(sock $C)" -p 5494 -U citus_ns_app -d m -X -qAt -v ON_ERROR_STOP=1 -c "BEGIN" \
+       -c "SET LOCAL citus.propagate_set_commands = 'local'" -c "SET LOCAL memori.user_id = 'eu1'" \
+       -c "SELECT sum(value) FROM memori_stats() WHERE metric = 'memories'" -c "COMMIT" 2>&1)"
+check "app: forget" "t" "$(tx "SELECT memori_forget('$eid')" | tail -n1)"
+check "app: the rows are its end user's, in its namespace" "citus_ns/eu1 3" \
+  "$(q $C m "SELECT user_id || ' ' || count(*) FROM memori_memories WHERE user_id LIKE 'citus_ns/%' GROUP BY user_id")"
+# (Each in a transaction of its own: in the transaction where memori's functions wrote a user's
+# rows, as the tables' owner, Citus refuses the tenant's own reads of those shards.)
+as_role citus_person "SELECT memori_store('the person likes tea')" >/dev/null
+check "person: store, search and a direct SELECT of its own rows" "1|1" \
+  "$(as_role citus_person "SELECT count(*) FROM memori_search('tea', k => 5)")|$(as_role citus_person "SELECT count(*) FROM memori_memories")"
+check "revoke reaches the workers" "t 0|0" \
+  "$(q $C m "SELECT memori_revoke('citus_person')") $(for n in citus_w1 citus_w2; do q $n m "SELECT count(*) FROM memori_roles WHERE role_name = 'citus_person'"; done | paste -sd'|')"
+
+# The DBA's functions on distributed tables.
+check "stats: each distributed table's bytes, summed over its shards" "3 3 true" \
+  "$(q $C m "SELECT count(*) FILTER (WHERE labels->>'kind' = 'table') || ' ' || count(*) FILTER (WHERE labels->>'kind' = 'indexes') || ' ' || bool_and(value > 0 OR labels->>'relation' <> 'memori_memories') FROM memori_stats() WHERE metric = 'relation_bytes' AND labels ? 'distributed'")"
+check "export: the header, every memory and both chat turns of a user" "1 $(q $C m "SELECT count(*) FROM memori_memories WHERE user_id = 'user20'") 2" \
+  "$(q $C m "SELECT count(*) FILTER (WHERE l->>'kind' = 'memori_export') || ' ' || count(*) FILTER (WHERE l->>'kind' = 'memory') || ' ' || count(*) FILTER (WHERE l->>'kind' = 'message') FROM memori_export('user20') l")"
+check "import into another user (new ids), then erase" "6|6|6" \
+  "$(q $C m "SELECT memories FROM memori_import(ARRAY(SELECT l - 'memory_id' FROM memori_export('user7', true) l), user_id => 'copy7')")|$(q $C m "SELECT count(*) FROM memori_memories WHERE user_id = 'copy7'")|$(q $C m "SELECT memories FROM memori_erase_user('copy7')")"
+q $C m "UPDATE memori_memories SET embedding_model = 'earlier/model' WHERE user_id IN ('user30', 'user31', 'user32')" >/dev/null
+qf $C m -c "SET client_min_messages = warning" -c "CALL memori_reembed(5)" >/dev/null
+check "re-embedding: every memory moved, a few users at a time, each on its worker" "0 18" \
+  "$(q $C m "SELECT remaining || ' ' || (SELECT count(*) FROM memori_memories WHERE user_id IN ('user30', 'user31', 'user32') AND embedding_model = 'local/all-MiniLM-L6-v2') FROM memori_reembed_progress()")"
+
+# Backup and restore of a distributed memori (README "Scaling out"): memori_export of every user
+# into a fresh database on the same nodes, distributed, then memori_import: the same rows.
+for n in citus_w1 citus_w2 citus_c; do
+  q $n postgres "CREATE DATABASE m2"
+  qf $n m2 -c "SET client_min_messages = warning" -c "CREATE EXTENSION citus" -c "CREATE EXTENSION memori CASCADE" >/dev/null
+done
+qf $C m2 -c "SELECT citus_set_coordinator_host('127.0.0.1', 5494)" -c "SELECT citus_add_node('127.0.0.1', 5495)" \
+         -c "SELECT citus_add_node('127.0.0.1', 5496)" -c "SET client_min_messages = warning" -c "SELECT memori_distribute()" >/dev/null
+dump=$ROOT/citus_export
+rm -rf "$dump" && mkdir -p "$dump"
+q $C m "SELECT user_id FROM memori_memories UNION SELECT user_id FROM memori_conversations UNION SELECT user_id FROM memori_messages ORDER BY 1" > "$dump/users"
+i=0
+while read -r u; do
+  i=$((i + 1))
+  echo "COPY (SELECT memori_export(:'u', true)) TO STDOUT" | qf $C m -v u="$u" > "$dump/$i.jsonl"
+  qf $C m2 -v u="$u" >/dev/null <<SQL
+CREATE TEMP TABLE l (n bigserial, line jsonb);
+\copy l (line) FROM '$dump/$i.jsonl'
+SELECT memori_import(ARRAY(SELECT line FROM l ORDER BY n));
+SQL
+done < "$dump/users"
+same() {
+  q $C "$1" "SELECT count(*) || ' ' || md5(string_agg(concat_ws(',', user_id, memory_id, content, memory_type, importance_score, access_count,
+               created_at, updated_at, valid_to, event_at, embedding::text, context_tags, metadata), '|' ORDER BY memory_id))
+             FROM memori_memories"
+  q $C "$1" "SELECT count(*) || ' ' || md5(string_agg(concat_ws(',', user_id, conversation_id, title, created_at), '|' ORDER BY conversation_id)) FROM memori_conversations"
+  q $C "$1" "SELECT count(*) || ' ' || md5(string_agg(concat_ws(',', user_id, conversation_id, role, content, created_at), '|' ORDER BY created_at, content)) FROM memori_messages"
+}
+check "restored from per-user exports: every memory, conversation and message, byte for byte" "$(same m | paste -sd' ')" "$(same m2 | paste -sd' ')"
+check "the restored database searches the same" \
+  "$(q $C m "SELECT string_agg(content, '|') FROM memori_search('How does the user write SQL?', k => 3, user_id => 'user7')")" \
+  "$(q $C m2 "SELECT string_agg(content, '|') FROM memori_search('How does the user write SQL?', k => 3, user_id => 'user7')")"
 
 finish
