@@ -69,6 +69,26 @@ pub unsafe fn owns_relation(rel: pg_sys::Oid, role: pg_sys::Oid) -> bool {
     pg_sys::object_ownercheck(pg_sys::RelationRelationId, rel, role)
 }
 
+/// Sets the handler of signal `signo` in this backend (PostgreSQL 17 and earlier: pqsignal,
+/// which returns the old handler, unused here).
+///
+/// # Safety
+/// `handler` must be safe to run as a signal handler of a PostgreSQL backend.
+#[cfg(not(feature = "pg18"))]
+pub unsafe fn set_signal_handler(signo: i32, handler: pg_sys::pqsigfunc) {
+    pg_sys::pqsignal(signo, handler);
+}
+
+/// Sets the handler of signal `signo` in this backend (PostgreSQL 18 and later: pqsignal is a
+/// macro for the backend's pqsignal_be, which returns nothing).
+///
+/// # Safety
+/// `handler` must be safe to run as a signal handler of a PostgreSQL backend.
+#[cfg(feature = "pg18")]
+pub unsafe fn set_signal_handler(signo: i32, handler: pg_sys::pqsigfunc) {
+    pg_sys::pqsignal_be(signo, handler);
+}
+
 /// Whether the current value of memori.user_id was named by a SET or SET LOCAL of the current
 /// transaction, from the setting's GUC stack (see `gucs::user_id_this_transaction`): the top
 /// entry exists only while a transaction (or one of its savepoints or function calls) holds a

@@ -202,7 +202,7 @@ pub extern "C-unwind" fn memori_maintenance_main(arg: pg_sys::Datum) {
     // SAFETY: PostgreSQL's die handler for SIGTERM (as in regular backends): the pass ends at
     // the next CHECK_FOR_INTERRUPTS, which lock waits and every query loop run.
     unsafe {
-        pg_sys::pqsignal(pg_sys::SIGTERM as i32, Some(postgres_die));
+        crate::base::compat::set_signal_handler(pg_sys::SIGTERM as i32, Some(postgres_die));
         pg_sys::BackgroundWorkerUnblockSignals();
     }
     let oid = pg_sys::Oid::from(arg.value() as u32);
