@@ -4,8 +4,11 @@
 # memori; settings.sql needs a cluster that does not (it tests what happens before the library
 # loads), so a second one is started for it. Which tests run where: the two schedules in
 # tests/pg_regress/. `SQL_TESTS="acting security" make test-sql` runs only those (where each
-# schedule lists them). expected/NAME_1.out is pg_regress's alternative output of NAME: settings_1
-# for PostgreSQL 16 and later, whose error for SHOW of a setting the role may not read differs.
+# schedule lists them). expected/NAME_1.out and NAME_2.out are pg_regress's alternative outputs
+# of NAME (it takes the one that matches): settings_1 for PostgreSQL 16 and later, whose error for
+# SHOW of a setting the role may not read differs; install_2 for 18 and later, whose error raised
+# by an extension's script adds the statement and the script's file name and line to its context
+# (so a change of memori--VERSION.sql above that statement changes install_2's line number).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=scripts/pg.sh
