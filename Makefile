@@ -3,8 +3,8 @@
 # everything memori needs; a second run skips what is done.
 
 PG_MAJOR   ?= 15
-# Debian 12 packages PostgreSQL 15; another major (PG_MAJOR=17) is installed by scripts/setup.sh
-# under a prefix of its own (step_pgserver).
+# Debian 12 packages PostgreSQL 15; another major (PG_MAJOR=17 or 18) is installed by
+# scripts/setup.sh under a prefix of its own (step_pgserver).
 ifeq ($(PG_MAJOR),15)
 PG_CONFIG  ?= /usr/lib/postgresql/$(PG_MAJOR)/bin/pg_config
 else
@@ -22,7 +22,7 @@ STAGE      := $(CURDIR)/target/install-stage
 
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: all setup install demo test test-pg17 test-rust test-sql test-system soak bench eval cluster stop clean citus citus-build citus-stop citus-demo bench-citus
+.PHONY: all setup install demo test test-pg17 test-pg18 test-rust test-sql test-system soak bench eval cluster stop clean citus citus-build citus-stop citus-demo bench-citus
 
 all: install
 
@@ -55,12 +55,15 @@ demo: cluster
 # (pg_regress expected output) against the local cluster, then the system tests (backup and
 # restore, upgrade, crash, hot standby, the worker under locks, blocking, memori.so reinstalled
 # under load, a 60 s soak), each on clusters of its own.
-test: setup test-rust test-sql test-system test-pg17
+test: setup test-rust test-sql test-system test-pg17 test-pg18
 
-# PostgreSQL 17 (README "PostgreSQL versions"): its #[pg_test]s and SQL tests, on a server the
-# set-up installs under a prefix of its own (the system tests run on 15 only).
+# PostgreSQL 17 and 18 (README "PostgreSQL versions"): the #[pg_test]s and SQL tests of each, on
+# a server the set-up installs under a prefix of its own (the system tests run on 15 only).
 test-pg17:
 	$(MAKE) PG_MAJOR=17 PG_CONFIG=/var/lib/memori/pg17-server/bin/pg_config setup test-rust test-sql
+
+test-pg18:
+	$(MAKE) PG_MAJOR=18 PG_CONFIG=/var/lib/memori/pg18-server/bin/pg_config setup test-rust test-sql
 
 test-rust: setup
 	mkdir -p $(TEST_PGDATA) && chown postgres:postgres $(TEST_PGDATA)

