@@ -182,8 +182,8 @@ step_pgserver() {
 # -march=native). 18's wheel ships pgvector (0.8.6) built for its server, so the step finds it
 # installed: Debian's 0.8.0 does not build against 18 (vacuum_delay_point changed), nor does
 # anything with 18's PGXS and Debian 12's gcc 12 (its CFLAGS have gcc 14's
-# -Wmissing-variable-declarations). The wheel's vector.so uses AVX2 (and AVX-512 where the CPU
-# has it): a CPU without AVX2 cannot run it.
+# -Wmissing-variable-declarations). The wheel's vector.so is built for x86-64-v3 (AVX2, FMA,
+# BMI2; AVX-512 where the CPU has it): a CPU older than that cannot run it.
 step_pgvector() {
   local pg_config=$PG_CONFIG
   local ext; ext=$($pg_config --sharedir)/extension
