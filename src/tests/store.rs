@@ -218,6 +218,17 @@ mod tests {
             store("SELECT memori_store('The user prefers dark mode', 'rule', user_id => 'big')");
         assert_eq!(first, again);
         assert_eq!(count("user_id = 'big'"), 5001);
+        // Past memori.exact_search_rows the check probes the HNSW index (issue 23): the twin is
+        // still found among the crowd, and a different memory is still not merged.
+        run("SET LOCAL memori.exact_search_rows = 100");
+        let probed =
+            store("SELECT memori_store('User prefers dark mode', 'rule', user_id => 'big')");
+        assert_eq!(probed, first);
+        let other = store(
+            "SELECT memori_store('The orders table has a customer_id column', 'rule', user_id => 'big')",
+        );
+        assert!(other != first);
+        assert_eq!(count("user_id = 'big'"), 5002);
     }
 
     #[pg_test]
