@@ -8,8 +8,8 @@
 #                                          README, the changelogs and the copyright file
 #   postgresql-NN-pgvector_P_amd64.deb     pgvector 0.8 built from Debian trixie's source package
 #                                          (the one scripts/setup.sh builds), for servers whose
-#                                          distribution has no pgvector 0.8 for NN (Debian 12's
-#                                          postgresql-15-pgvector is 0.4); --no-pgvector skips it
+#                                          distribution has no pgvector 0.8 for NN (Debian 12 has
+#                                          no pgvector package); --no-pgvector skips it
 #
 # The files go where Debian's and the PGDG's PostgreSQL look for them (/usr/lib/postgresql/NN/lib,
 # /usr/share/postgresql/NN/extension), whatever prefix the server it was built against has (17
@@ -33,7 +33,6 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=scripts/pg.sh
 . "$here/scripts/pg.sh"
-PG_CONFIG=${PG_CONFIG_OVERRIDE:-$PG_CONFIG}
 PROFILE=${PROFILE:-release}
 REVISION=${PKG_REVISION:-1}
 export PATH=$HOME/.cargo/bin:$PATH
