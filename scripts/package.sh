@@ -61,6 +61,9 @@ maintainer="$(git -C "$here" log -1 --format='%an <%ae>')"
 # Reproducible: every date and timestamp is the last commit's.
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$here" log -1 --format=%ct)}
 changelog_date=$(LC_ALL=C date -u -R -d "@$SOURCE_DATE_EPOCH")
+first_year=$(git -C "$here" log --reverse --format=%ad --date=format:%Y | head -n1)
+last_year=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y)
+years=$first_year; [ "$last_year" = "$first_year" ] || years=$first_year-$last_year
 mkdir -p "$out"
 work=$(mktemp -d "$out/.build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
@@ -178,7 +181,7 @@ Packaged by $maintainer.
 
 memori
 
-  Copyright (c) the memori authors
+  Copyright (c) $years the memori authors
   License: PostgreSQL
 
   Permission to use, copy, modify, and distribute this software and its documentation for any
@@ -206,6 +209,10 @@ usr/share/postgresql/$PG_MAJOR/extension/memori/all-MiniLM-L6-v2/*
   Copyright: the sentence-transformers authors
   License: Apache 2.0 (/usr/share/common-licenses/Apache-2.0)
 EOF
+
+# Not an upload to Debian: no bug to close.
+mkdir -p "$root/usr/share/lintian/overrides"
+echo "$name: initial-upload-closes-no-bugs" > "$root/usr/share/lintian/overrides/$name"
 
 mkdir -p "$root/DEBIAN"
 deps="postgresql-$PG_MAJOR, postgresql-$PG_MAJOR-pgvector (>= 0.8.0)"
