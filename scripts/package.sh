@@ -33,7 +33,9 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=scripts/pg.sh
 . "$here/scripts/pg.sh"
-PROFILE=${PROFILE:-release}
+# Not exported further: PGXS reads PROFILE as compiler flags (pgvector's build).
+profile=${PROFILE:-release}
+unset PROFILE
 REVISION=${PKG_REVISION:-1}
 export PATH=$HOME/.cargo/bin:$PATH
 
@@ -121,9 +123,9 @@ gz() { mkdir -p "$(dirname "$2")"; gzip -9n < "$1" > "$2"; }
 if [ -z "$stage" ]; then
   stage=$out/stage-$PG_MAJOR
   rm -rf "$stage"
-  echo "building memori for PostgreSQL $PG_MAJOR ($PROFILE profile)"
+  echo "building memori for PostgreSQL $PG_MAJOR ($profile profile)"
   (cd "$here" && cargo pgrx package --pg-config "$PG_CONFIG" --out-dir "$stage" \
-    $([ "$PROFILE" = release ] || echo --debug))
+    $([ "$profile" = release ] || echo --debug))
 fi
 stage=$(cd "$stage" && pwd)
 name=postgresql-$PG_MAJOR-memori
