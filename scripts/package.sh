@@ -54,6 +54,11 @@ if [ ! -x "$PG_CONFIG" ]; then
   echo "PostgreSQL $PG_MAJOR: no $PG_CONFIG, so no package for it (PG_MAJOR=$PG_MAJOR scripts/setup.sh installs it)"
   exit 0
 fi
+# Cargo.toml declares a feature for each major memori is built for.
+if ! grep -q "^pg$PG_MAJOR = " "$here/Cargo.toml"; then
+  echo "PostgreSQL $PG_MAJOR: Cargo.toml has no pg$PG_MAJOR feature yet, so no package for it"
+  exit 0
+fi
 got_major=$("$PG_CONFIG" --version | sed -E 's/^PostgreSQL ([0-9]+).*/\1/')
 [ "$got_major" = "$PG_MAJOR" ] || { echo "$PG_CONFIG is PostgreSQL $got_major, not $PG_MAJOR" >&2; exit 1; }
 
@@ -63,7 +68,7 @@ maintainer="$(git -C "$here" log -1 --format='%an <%ae>')"
 # Reproducible: every date and timestamp is the last commit's.
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$here" log -1 --format=%ct)}
 changelog_date=$(LC_ALL=C date -u -R -d "@$SOURCE_DATE_EPOCH")
-first_year=$(git -C "$here" log --reverse --format=%ad --date=format:%Y | head -n1)
+first_year=$(git -C "$here" log --format=%ad --date=format:%Y | tail -n1)
 last_year=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y)
 years=$first_year; [ "$last_year" = "$first_year" ] || years=$first_year-$last_year
 mkdir -p "$out"
@@ -255,10 +260,10 @@ vversion=$dsc_version~memori$REVISION
 vname=postgresql-$PG_MAJOR-pgvector
 echo "building pgvector $dsc_version for PostgreSQL $PG_MAJOR"
 cp -a "$srcdir" "$work/pgvector-src"
-# OPTFLAGS="": no -march=native, the package runs on any amd64 (as Debian builds it).
-if ! { make -C "$work/pgvector-src" PG_CONFIG="$PG_CONFIG" clean &&
-       make -C "$work/pgvector-src" PG_CONFIG="$PG_CONFIG" OPTFLAGS="" &&
-       make -C "$work/pgvector-src" PG_CONFIG="$PG_CONFIG" DESTDIR="$work/pgvector-stage" install; } > "$work/pgvector.log" 2>&1; then
+# OPTFLAGS="": no -march=native, the package runs on any amd64 (as Debian builds it);
+# enable_rpath=no: no RUNPATH to the build server's prefix (Debian's PostgreSQL has none).
+vmake() { make -C "$work/pgvector-src" PG_CONFIG="$PG_CONFIG" OPTFLAGS="" enable_rpath=no "$@"; }
+if ! { vmake clean && vmake && vmake DESTDIR="$work/pgvector-stage" install; } > "$work/pgvector.log" 2>&1; then
   cat "$work/pgvector.log" >&2
   echo "$0: pgvector's build failed" >&2
   exit 1

@@ -51,11 +51,16 @@ current=$(sed -n 's/^version = "\(.*\)"/\1/p' "$HERE/Cargo.toml" | head -n1)
 previous=$(cd "$HERE/sql/released" && ls memori--*.sql | sed 's/^memori--\(.*\)\.sql$/\1/' | sort -V | tail -n1)
 
 # --- build ------------------------------------------------------------------------------------
+# MEMORI_PACKAGE_STAGE=DIR: package a build already staged there (`make package` leaves its
+# optimised one in target/package/stage-15) instead of a dev build made here.
 t0=$SECONDS
-stage=$HERE/target/package/test-stage-15
-rm -rf "$stage"
-(cd "$HERE" && PATH=$HOME/.cargo/bin:$PATH cargo pgrx package --pg-config /usr/lib/postgresql/15/bin/pg_config \
-   --out-dir "$stage" --debug >"$W/build.log" 2>&1) || { cat "$W/build.log"; fail "cargo pgrx package"; finish; exit 1; }
+stage=${MEMORI_PACKAGE_STAGE:-}
+if [ -z "$stage" ]; then
+  stage=$HERE/target/package/test-stage-15
+  rm -rf "$stage"
+  (cd "$HERE" && PATH=$HOME/.cargo/bin:$PATH cargo pgrx package --pg-config /usr/lib/postgresql/15/bin/pg_config \
+     --out-dir "$stage" --debug >"$W/build.log" 2>&1) || { cat "$W/build.log"; fail "cargo pgrx package"; finish; exit 1; }
+fi
 export PKG_COMPRESS="-Zgzip -z1"
 PKG_REVISION=1 env -u MEMORI_PG_BIN bash "$HERE/scripts/package.sh" --stage "$stage" --out "$W/debs/old" --as-version "$previous" --no-pgvector
 env -u MEMORI_PG_BIN bash "$HERE/scripts/package.sh" --stage "$stage" --out "$W/debs/new"
