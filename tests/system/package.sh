@@ -2,6 +2,7 @@
 # The Debian package (`make package`, scripts/package.sh), installed with dpkg on a server where
 # memori was never built, then upgraded under a running cluster:
 #   - the package's fields, files, owners and modes; META.json's version is Cargo.toml's;
+#   - apt-get install of the two .deb files, simulated against this machine's package database;
 #   - a server root (/var/lib/memori/pkgtest/root) with a copy of PostgreSQL 15 and no memori
 #     nor pgvector file, and a dpkg database of its own that has postgresql-15 and the C
 #     libraries (their entries copied from this machine's): `dpkg --root` refuses memori without
@@ -102,6 +103,15 @@ check "the old package is $previous, without the current scripts" "$previous-1 0
   "$(field "$old" Version) $(dpkg-deb -c "$old" | grep -c "memori--$current.sql" || true)"
 meta=$(python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print(m["version"], m["provides"]["memori"]["version"], m["prereqs"]["runtime"]["requires"]["vector"])' "$HERE/META.json")
 check "META.json: version and provides are Cargo.toml's ($current), vector 0.8.0" "$current $current 0.8.0" "$meta"
+
+# apt on this machine (simulated, nothing is installed): it takes pgvector's package with memori's,
+# and refuses memori's alone (this machine's pgvector is built from source, unknown to dpkg).
+out=$(apt-get install --simulate -q "$vec" "$new" 2>&1 || true)
+check_true "apt-get install ./pgvector.deb ./memori.deb resolves (simulated)" \
+  grep -q "^Conf postgresql-15-memori ($current-1 " <<< "$out"
+out=$(apt-get install --simulate -q "$new" 2>&1 || true)
+check_true "apt-get install ./memori.deb alone names the missing pgvector (simulated)" \
+  grep -q "Depends: postgresql-15-pgvector (>= 0.8.0)" <<< "$out"
 
 # --- a server where memori was never built ----------------------------------------------------
 mkdir -p "$R"
