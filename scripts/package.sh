@@ -259,10 +259,13 @@ dsc_version=$(dpkg-parsechangelog -l "$srcdir/debian/changelog" -S Version)
 vversion=$dsc_version~memori$REVISION
 vname=postgresql-$PG_MAJOR-pgvector
 echo "building pgvector $dsc_version for PostgreSQL $PG_MAJOR"
-cp -a "$srcdir" "$work/pgvector-src"
+# Built in a directory of a fixed name: the paths in its bitcode files are the same every time.
+vsrc=$here/target/package/pgvector-build-$PG_MAJOR
+rm -rf "$vsrc"
+cp -a "$srcdir" "$vsrc"
 # OPTFLAGS="": no -march=native, the package runs on any amd64 (as Debian builds it);
 # enable_rpath=no: no RUNPATH to the build server's prefix (Debian's PostgreSQL has none).
-vmake() { make -C "$work/pgvector-src" PG_CONFIG="$PG_CONFIG" OPTFLAGS="" enable_rpath=no "$@"; }
+vmake() { make -C "$vsrc" PG_CONFIG="$PG_CONFIG" OPTFLAGS="" enable_rpath=no "$@"; }
 if ! { vmake clean && vmake && vmake DESTDIR="$work/pgvector-stage" install; } > "$work/pgvector.log" 2>&1; then
   cat "$work/pgvector.log" >&2
   echo "$0: pgvector's build failed" >&2
@@ -270,6 +273,7 @@ if ! { vmake clean && vmake && vmake DESTDIR="$work/pgvector-stage" install; } >
 fi
 vroot=$work/$vname
 map "$work/pgvector-stage" "$vroot"
+rm -rf "$vsrc"
 strip --remove-section=.comment --remove-section=.note --strip-unneeded "$vroot$deb_lib/vector.so"
 vdoc=$vroot/usr/share/doc/$vname
 install -D -m 0644 "$srcdir/debian/copyright" "$vdoc/copyright"
