@@ -27,8 +27,8 @@
 #   default_version is OLD, it has no script of a later version, its version is OLD-R. The
 #   library is still this build's (which runs every released version's SQL): it stands in for
 #   the previous package, which was never built as a .deb.
-# A major whose pg_config is absent (PostgreSQL 18 before scripts/setup.sh installed it) is
-# skipped with a message, and the script succeeds.
+# A major whose pg_config is absent (PostgreSQL 18 before scripts/setup.sh installed it), or
+# that Cargo.toml has no feature for, is skipped with a message, and the script succeeds.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=scripts/pg.sh
@@ -64,7 +64,8 @@ got_major=$("$PG_CONFIG" --version | sed -E 's/^PostgreSQL ([0-9]+).*/\1/')
 
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$here/Cargo.toml" | head -n1)
 pkg_version=${as_version:-$version}-$REVISION
-maintainer="$(git -C "$here" log -1 --format='%an <%ae>')"
+# The maintainer is META.json's (one place for it).
+maintainer=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["maintainer"][0])' "$here/META.json")
 # Reproducible: every date and timestamp is the last commit's.
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$here" log -1 --format=%ct)}
 changelog_date=$(LC_ALL=C date -u -R -d "@$SOURCE_DATE_EPOCH")

@@ -75,7 +75,9 @@ check_true "the packages are built: $(basename "$old"), $(basename "$new"), $(ba
 field() { dpkg-deb -f "$1" "$2"; }
 check "Package, Version, Architecture, Section" "postgresql-15-memori $current-1 amd64 database" \
   "$(field "$new" Package) $(field "$new" Version) $(field "$new" Architecture) $(field "$new" Section)"
-check_true "a Maintainer and a Description" test -n "$(field "$new" Maintainer)" -a -n "$(field "$new" Description)"
+check "the Maintainer is META.json's" \
+  "$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["maintainer"][0])' "$HERE/META.json")" "$(field "$new" Maintainer)"
+check_true "a Description" test -n "$(field "$new" Description)"
 check_true "depends on postgresql-15 and postgresql-15-pgvector (>= 0.8.0): $(field "$new" Depends)" \
   grep -qE '^postgresql-15, postgresql-15-pgvector \(>= 0\.8\.0\), libc6' <<< "$(field "$new" Depends)"
 listing=$(dpkg-deb -c "$new")
@@ -109,9 +111,11 @@ check "META.json: version and provides are Cargo.toml's ($current), vector 0.8.0
 out=$(apt-get install --simulate -q "$vec" "$new" 2>&1 || true)
 check_true "apt-get install ./pgvector.deb ./memori.deb resolves (simulated)" \
   grep -q "^Conf postgresql-15-memori ($current-1 " <<< "$out"
-out=$(apt-get install --simulate -q "$new" 2>&1 || true)
-check_true "apt-get install ./memori.deb alone names the missing pgvector (simulated)" \
-  grep -q "Depends: postgresql-15-pgvector (>= 0.8.0)" <<< "$out"
+if ! dpkg-query -W -f='${Status}' postgresql-15-pgvector 2>/dev/null | grep -q "install ok installed"; then
+  out=$(apt-get install --simulate -q "$new" 2>&1 || true)
+  check_true "apt-get install ./memori.deb alone names the missing pgvector (simulated)" \
+    grep -q "Depends: postgresql-15-pgvector (>= 0.8.0)" <<< "$out"
+fi
 
 # --- a server where memori was never built ----------------------------------------------------
 mkdir -p "$R"
