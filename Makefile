@@ -22,7 +22,7 @@ STAGE      := $(CURDIR)/target/install-stage
 
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: all setup install demo test test-pg17 test-pg18 test-rust test-sql test-system soak bench eval cluster stop clean citus citus-build citus-stop citus-demo bench-citus
+.PHONY: all setup install package demo test test-pg17 test-pg18 test-rust test-sql test-system soak bench eval cluster stop clean citus citus-build citus-stop citus-demo bench-citus
 
 all: install
 
@@ -39,6 +39,18 @@ install: setup
 	# works, and the upgrade test starts from them.
 	cp sql/released/memori--*.sql $(STAGE)$$($(PG_CONFIG) --sharedir)/extension/
 	bash scripts/install.sh $(STAGE)
+
+# Debian packages (README "Installation"), into target/package/: postgresql-NN-memori_V-1_amd64.deb
+# and postgresql-NN-pgvector (pgvector 0.8 from Debian's source) for each major of PACKAGE_MAJORS
+# whose pg_config is here (17 and 18: where scripts/setup.sh installed them; a major without one
+# is skipped with a message). Files in Debian's layout, whatever prefix the build server has.
+# Optimised (release profile) unless PROFILE is given on the command line (PROFILE=dev: faster).
+PACKAGE_MAJORS  ?= 15 17 18
+PACKAGE_PROFILE := $(if $(filter command line environment,$(origin PROFILE)),$(PROFILE),release)
+package: setup
+	for v in $(PACKAGE_MAJORS); do \
+	  PG_MAJOR=$$v PROFILE=$(PACKAGE_PROFILE) bash scripts/package.sh || exit 1; \
+	done
 
 cluster: install
 	bash scripts/cluster.sh start

@@ -3,7 +3,11 @@
 PG_MAJOR=${PG_MAJOR:-15}
 PG_PREFIX=/var/lib/memori/pg$PG_MAJOR-server
 debian_pg() { [ "$PG_MAJOR" = 15 ]; }
-if debian_pg; then
+# MEMORI_PG_BIN: another installation of the same major (tests/system/package.sh: a server
+# root the Debian package was installed into).
+if [ -n "${MEMORI_PG_BIN:-}" ]; then
+  PG_BIN=$MEMORI_PG_BIN
+elif debian_pg; then
   PG_BIN=/usr/lib/postgresql/$PG_MAJOR/bin
 else
   PG_BIN=$PG_PREFIX/bin

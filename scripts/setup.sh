@@ -191,12 +191,21 @@ step_pgvector() {
     return
   fi
   log "building pgvector from Debian's source package"
-  trixie_sources
-  rm -rf "$work/pgvector" && mkdir -p "$work/pgvector"
-  (cd "$work/pgvector" && apt-get source -qq pgvector >/dev/null)
+  step_pgvector_source
   local dir; dir=$(find "$work/pgvector" -maxdepth 1 -mindepth 1 -type d -name 'pgvector-*' | head -n1)
   make -s -C "$dir" PG_CONFIG=$pg_config OPTFLAGS="" >/dev/null
   make -s -C "$dir" PG_CONFIG=$pg_config install >/dev/null
+}
+
+# pgvector's source package from Debian trixie, unpacked in $work/pgvector (step_pgvector builds
+# it; scripts/package.sh makes it a package), once.
+step_pgvector_source() {
+  if find "$work/pgvector" -maxdepth 2 -path '*/pgvector-*/debian/changelog' 2>/dev/null | grep -q .; then
+    return
+  fi
+  trixie_sources
+  rm -rf "$work/pgvector" && mkdir -p "$work/pgvector"
+  (cd "$work/pgvector" && apt-get source -qq pgvector >/dev/null)
 }
 
 step_pgrx() {

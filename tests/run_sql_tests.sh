@@ -58,11 +58,12 @@ else
   echo "FAILED: no maintenance log line in $main_log"; failed=$((failed + 1))
 fi
 
-# MEMORI_PGPORT_NOPRELOAD: that cluster's port.
+# MEMORI_PGPORT_NOPRELOAD, MEMORI_PGDATA_NOPRELOAD: that cluster's port and data directory
+# (its socket is the first one's, MEMORI_PGSOCK).
 nopreload_port=${MEMORI_PGPORT_NOPRELOAD:-$PG_PORT_NOPRELOAD}
-export MEMORI_PGDATA=/var/lib/memori/pg$PG_MAJOR-nopreload MEMORI_PGPORT=$nopreload_port MEMORI_PRELOAD=0
+export MEMORI_PGDATA=${MEMORI_PGDATA_NOPRELOAD:-/var/lib/memori/pg$PG_MAJOR-nopreload} MEMORI_PGPORT=$nopreload_port MEMORI_PRELOAD=0
 bash "$here/scripts/cluster.sh" start
-suite not_preloaded "$nopreload_port" /var/run/memori
+suite not_preloaded "$nopreload_port" "${MEMORI_PGSOCK:-/var/run/memori}"
 bash "$here/scripts/cluster.sh" stop
 
 echo "sql: $passed passed, $failed failed"

@@ -5,7 +5,7 @@
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 tests=("$@")
-[ ${#tests[@]} -gt 0 ] || tests=(backup upgrade crash standby worker accesses blocking security capture pathological pooler retrieval clients monitoring reembed chat citus reinstall soak)
+[ ${#tests[@]} -gt 0 ] || tests=(backup upgrade crash standby worker accesses blocking security capture pathological pooler retrieval clients monitoring reembed chat citus reinstall package soak)
 passed=0
 failed=0
 for t in "${tests[@]}"; do
