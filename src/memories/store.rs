@@ -43,9 +43,8 @@ pub fn default_expiry(memory_type: &str) -> Result<Option<TimestampWithTimeZone>
 /// near-duplicate check probe the HNSW index; up to it, every memory of the user of that type
 /// is compared (exact; about 8 ms for 2,000).
 const EXACT_DEDUP_ROWS: i64 = 2_000;
-/// How many nearest memories the index probe reads, and the candidate list it keeps
-/// (hnsw.ef_search): a near-duplicate is among the very nearest.
-const PROBED: i32 = 4;
+/// The candidate list the index probe keeps (hnsw.ef_search): a near-duplicate is among the
+/// very nearest.
 const PROBE_EF: i32 = 64;
 
 /// One memory to write, with its embedding already computed.
@@ -131,19 +130,21 @@ fn document_sql(n: usize, with_text: bool) -> String {
 
 /// What the index probe of a near-duplicate check found.
 enum Probe {
-    /// The nearest of the user's memories it read (id, similarity), at least the threshold.
+    /// The nearest memory of the whole table is one of the user's, of the same type,
+    /// conversation and model, and near enough: (id, similarity).
     Found((i64, f64)),
-    /// PROBED memories read, none near enough: there is no near-duplicate.
+    /// Nothing in the whole table is near enough: there is no near-duplicate.
     None,
-    /// The scan ended with fewer than PROBED memories and none near enough (the graph's
-    /// neighbourhood crowded by other users' copies, or few memories of that type): the exact
-    /// check decides.
+    /// Something near enough, but not (only) the user's: other users' copies of the same text
+    /// may crowd the neighbourhood and hide the user's twin from an index scan filtered by user
+    /// (review F10), so the exact check decides.
     Unsure,
 }
 
-/// A bounded probe of the HNSW index for the memories nearest to `m` of its user, type,
-/// conversation and model (a user above EXACT_DEDUP_ROWS, where comparing with every memory
-/// costs milliseconds per thousand).
+/// A bounded probe of the HNSW index for the memory nearest to `m` in the whole table (a user
+/// above EXACT_DEDUP_ROWS, where comparing with every memory of the user costs milliseconds per
+/// thousand). An unfiltered nearest-neighbour search is what HNSW does best; a scan filtered by
+/// user can lose its way among other users' identical vectors.
 fn probe_nearest(
     target: &Target,
     m: &NewMemory,
@@ -153,14 +154,13 @@ fn probe_nearest(
     threshold: f64,
 ) -> Result<Probe> {
     let probe = format!(
-        "SELECT m.id, 1::pg_catalog.float8 - (m.embedding::{cast} <=> $4::real[]::{cast}) AS similarity
+        "SELECT m.id, 1::pg_catalog.float8 - (m.embedding::{cast} <=> $4::real[]::{cast}) AS similarity,
+                (m.user_id OPERATOR(pg_catalog.=) $1::pg_catalog.text AND m.memory_type::pg_catalog.text = $2::pg_catalog.text
+                 AND m.conversation_id IS NOT DISTINCT FROM $3::pg_catalog.uuid AND {live}) AS mine
            FROM memori_memories m
-          WHERE m.user_id OPERATOR(pg_catalog.=) $1::pg_catalog.text AND m.memory_type::pg_catalog.text = $2::pg_catalog.text
-            AND m.conversation_id IS NOT DISTINCT FROM $3::pg_catalog.uuid
-            AND m.embedding_model = $5::pg_catalog.text AND m.embedding_dims = {dims}
-            AND {live}
+          WHERE m.embedding_model = $5::pg_catalog.text AND m.embedding_dims = {dims}
           ORDER BY m.embedding::{cast} <=> $4::real[]::{cast}
-          LIMIT {PROBED}"
+          LIMIT 1"
     );
     let args = [
         m.user.into(),
@@ -169,28 +169,25 @@ fn probe_nearest(
         m.embedding.to_vec().into(),
         target.label().into(),
     ];
-    let rows = crate::memories::search::in_index_pass(PROBE_EF, || {
+    let nearest = crate::memories::search::in_index_pass(PROBE_EF, || {
         Spi::connect(|client| {
-            crate::base::spi::select_kept(client, &probe, &args)?
-                .map(|r| {
-                    Ok((
-                        r.get::<i64>(1)?.unwrap_or_default(),
-                        r.get::<f64>(2)?.unwrap_or_default(),
-                    ))
-                })
-                .collect::<std::result::Result<Vec<(i64, f64)>, pgrx::spi::Error>>()
+            let rows = crate::base::spi::select_kept(client, &probe, &args)?;
+            if rows.is_empty() {
+                return Ok(None);
+            }
+            let r = rows.first();
+            Ok(Some((
+                r.get::<i64>(1)?.unwrap_or_default(),
+                r.get::<f64>(2)?.unwrap_or_default(),
+                r.get::<bool>(3)?.unwrap_or(false),
+            )))
         })
         .map_err(spi)
     })?;
-    // Relaxed order: the best of the few, not the first.
-    let best = rows
-        .iter()
-        .copied()
-        .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)));
-    Ok(match best {
-        Some(found) if found.1 >= threshold => Probe::Found(found),
-        _ if rows.len() as i32 == PROBED => Probe::None,
-        _ => Probe::Unsure,
+    Ok(match nearest {
+        Some((id, similarity, true)) if similarity >= threshold => Probe::Found((id, similarity)),
+        Some((_, similarity, _)) if similarity >= threshold => Probe::Unsure,
+        _ => Probe::None,
     })
 }
 
