@@ -130,36 +130,93 @@ pub fn scope_args(q: &Query) -> Vec<pgrx::datum::DatumWithOid<'static>> {
     ]
 }
 
-/// The SQL of the vector candidates for embeddings of `dims` dimensions: $8 model label, $9
-/// query vector (real[]), $10 limit. `exact` orders by an expression no index provides, so every
+/// The SQL of the vector candidates for embeddings of `dims` dimensions, whole rows (the
+/// columns `found_of` reads): $8 model label, $9 query vector (real[]), $10 limit, $11 and $12
+/// the recency weight and half-life. `exact` orders by an expression no index provides, so every
 /// row in scope is compared; otherwise the planner may take the HNSW index (iterative scan).
-pub fn vector_sql(q: &Query, dims: usize, exact: bool) -> String {
+pub fn vector_sql(q: &Query, dims: usize, exact: bool) -> Result<String> {
     let cast = indexed_cast(dims);
     let order = if exact {
         "similarity DESC, m.id".to_string()
     } else {
         format!("m.embedding::{cast} <=> $9::real[]::{cast}")
     };
-    format!(
-        "SELECT m.id, 1::pg_catalog.float8 - (m.embedding::{cast} <=> $9::real[]::{cast}) AS similarity
-           FROM memori_memories m
-          WHERE {filters}
-            AND m.embedding_model = $8::pg_catalog.text AND m.embedding_dims = {dims}
-          ORDER BY {order}
-          LIMIT $10",
+    // The ranking reads only the embeddings; the `limit` rows it keeps are then read whole by
+    // their key, in the same statement.
+    Ok(format!(
+        "SELECT {columns}
+           FROM (SELECT m.id, 1::pg_catalog.float8 - (m.embedding::{cast} <=> $9::real[]::{cast}) AS similarity
+                   FROM memori_memories m
+                  WHERE {filters}
+                    AND m.embedding_model = $8::pg_catalog.text AND m.embedding_dims = {dims}
+                  ORDER BY {order}
+                  LIMIT $10) c
+           JOIN memori_memories m ON m.user_id OPERATOR(pg_catalog.=) $1::pg_catalog.text AND m.id = c.id",
+        columns = row_columns("c.similarity", 11, 12)?,
         filters = scope_filters(q)
-    )
+    ))
 }
 
-fn id_scores(sql: &str, args: &[pgrx::datum::DatumWithOid]) -> Result<Vec<(i64, f64)>> {
+/// The columns a search reads of each memory, in `found_of`'s order: `similarity` the SQL of its
+/// similarity to the query, `$wr` and `$half_life` the parameters of the recency weight and
+/// half-life (days).
+fn row_columns(similarity: &str, wr: usize, half_life: usize) -> Result<String> {
+    // A database not yet updated to 0.5.0 has no event_at.
+    let event_at = if catalog::has_event_time()? {
+        "m.event_at"
+    } else {
+        "NULL::pg_catalog.timestamptz"
+    };
+    Ok(format!(
+        "m.id, m.memory_id, m.content, m.memory_type::pg_catalog.text, {similarity} AS similarity,
+                m.importance_score, m.context_tags, m.metadata, m.conversation_id, m.created_at,
+                -- 0.5 ^ (age / half-life), as exp(), clamped: never an underflow error,
+                -- whatever the age (also for timestamps at -infinity).
+                CASE WHEN ${wr}::pg_catalog.float8 > 0::pg_catalog.float8
+                     THEN pg_catalog.exp(least(0::pg_catalog.float8, greatest(-700::pg_catalog.float8,
+                            (pg_catalog.date_part('epoch'::pg_catalog.text, m.updated_at)
+                             - pg_catalog.date_part('epoch'::pg_catalog.text, now()))
+                            * pg_catalog.ln(2::pg_catalog.float8) / (86400::pg_catalog.float8 * ${half_life}::pg_catalog.float8))))
+                     ELSE 0::pg_catalog.float8 END AS recency,
+                {event_at} AS event_at"
+    ))
+}
+
+/// A memory as `row_columns` reads it, unranked.
+fn found_of(r: pgrx::spi::SpiHeapTupleData) -> std::result::Result<Found, pgrx::spi::Error> {
+    let id = r.get::<i64>(1)?.unwrap_or_default();
+    let importance = r.get::<f32>(6)?.unwrap_or_default();
+    Ok(Found {
+        ranked: Ranked {
+            id,
+            vector_rank: None,
+            text_rank: None,
+            similarity: r.get::<f64>(5)?,
+            text_score: None,
+            importance: importance as f64,
+            recency: r.get::<f64>(11)?.unwrap_or_default(),
+            relevance: 0.0,
+            score: 0.0,
+        },
+        memory_id: r.get::<Uuid>(2)?.expect("memory_id is NOT NULL"),
+        content: r.get::<String>(3)?.unwrap_or_default(),
+        memory_type: r.get::<String>(4)?.unwrap_or_default(),
+        importance,
+        tags: crate::memories::graph::without_nulls(r.get::<Vec<Option<String>>>(7)?),
+        metadata: r.get::<JsonB>(8)?.unwrap_or(JsonB(serde_json::json!({}))),
+        conversation_id: r.get::<Uuid>(9)?,
+        created_at: r
+            .get::<TimestampWithTimeZone>(10)?
+            .expect("created_at is NOT NULL"),
+        event_at: r.get::<TimestampWithTimeZone>(12)?,
+    })
+}
+
+/// The rows `sql` returns (`row_columns`), in its order.
+fn rows_of(sql: &str, args: &[pgrx::datum::DatumWithOid]) -> Result<Vec<Found>> {
     Spi::connect(|client| {
         select_kept(client, sql, args)?
-            .map(|r| {
-                Ok((
-                    r.get::<i64>(1)?.unwrap_or_default(),
-                    r.get::<f64>(2)?.unwrap_or_default(),
-                ))
-            })
+            .map(found_of)
             .collect::<std::result::Result<Vec<_>, pgrx::spi::Error>>()
     })
     .map_err(spi)
@@ -236,40 +293,51 @@ pub fn in_index_pass<T>(ef: i32, f: impl FnOnce() -> Result<T>) -> Result<T> {
     out
 }
 
-/// The `limit` memories in scope nearest to `vector`, nearest first, with their similarity:
-/// exact for a small scope; the HNSW index otherwise, completed by an exact pass when it comes
-/// back with fewer than `limit` rows (pgvector's iterative scan stops at hnsw.max_scan_tuples,
-/// for instance when other users' rows crowd the query's neighbourhood).
+/// The `limit` memories in scope nearest to `vector`, nearest first, read whole (one statement:
+/// the candidates are read once): exact for a small scope; the HNSW index otherwise, completed by
+/// an exact pass when it comes back with fewer than `limit` rows (pgvector's iterative scan stops
+/// at hnsw.max_scan_tuples, for instance when other users' rows crowd the query's
+/// neighbourhood).
 pub fn vector_candidates(
     q: &Query,
     user_rows: i64,
     label: &str,
     vector: &[f32],
     limit: i32,
-) -> Result<(Vec<(i64, f64)>, Path)> {
+) -> Result<(Vec<Found>, Path)> {
     let dims = vector.len();
+    let (_, wr) = gucs::score_weights();
     let args = || {
         let mut a = scope_args(q);
         a.push(label.to_string().into());
         a.push(vector.to_vec().into());
         a.push((limit as i64).into());
+        a.push(wr.into());
+        a.push(gucs::recency_half_life_days().into());
         a
     };
-    if user_rows <= gucs::exact_search_rows() {
-        return Ok((id_scores(&vector_sql(q, dims, true), &args())?, Path::Exact));
-    }
-    let ef = gucs::hnsw_ef_search().max(limit).min(1000);
-    let found = in_index_pass(ef, || id_scores(&vector_sql(q, dims, false), &args()));
-    let mut found = found?;
-    if (found.len() as i32) < limit {
-        return Ok((
-            id_scores(&vector_sql(q, dims, true), &args())?,
-            Path::IndexThenExact,
-        ));
-    }
-    // Iterative scans in relaxed order may return rows slightly out of order.
-    found.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    Ok((found, Path::Index))
+    let (mut found, path) = if user_rows <= gucs::exact_search_rows() {
+        (rows_of(&vector_sql(q, dims, true)?, &args())?, Path::Exact)
+    } else {
+        let ef = gucs::hnsw_ef_search().max(limit).min(1000);
+        let sql = vector_sql(q, dims, false)?;
+        let found = in_index_pass(ef, || rows_of(&sql, &args()))?;
+        if (found.len() as i32) < limit {
+            let exact = rows_of(&vector_sql(q, dims, true)?, &args())?;
+            (exact, Path::IndexThenExact)
+        } else {
+            (found, Path::Index)
+        }
+    };
+    // Nearest first (the join returns rows in no particular order; an iterative scan in
+    // relaxed order returns them slightly out of order).
+    let similarity = |f: &Found| f.ranked.similarity.unwrap_or(-2.0);
+    found.sort_by(|a, b| {
+        similarity(b)
+            .total_cmp(&similarity(a))
+            .then(a.ranked.id.cmp(&b.ranked.id))
+    });
+    Ok((found, path))
 }
 
 /// At most this many terms of a question are searched for (the first ones it names): each
@@ -453,13 +521,13 @@ pub struct Outcome {
     pub path: Path,
 }
 
-/// Reads the candidates' rows: similarity to `vector` (for rows embedded like it), importance,
-/// recency. Rows deleted since they were found are left out.
-fn fetch(
-    user: &str,
-    ids: &[i64],
-    embedded: Option<(&str, &[f32])>,
-) -> Result<std::collections::HashMap<i64, Found>> {
+/// Reads the rows of text candidates the vector pass did not return: similarity to `vector`
+/// (for rows embedded like it), importance, recency. Rows deleted since they were found are
+/// left out.
+fn fetch(user: &str, ids: &[i64], embedded: Option<(&str, &[f32])>) -> Result<Vec<Found>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
     let similarity = match embedded {
         Some((_, v)) => {
             let (dims, cast) = (v.len(), indexed_cast(v.len()));
@@ -474,26 +542,11 @@ fn fetch(
         (Some(l.to_string()), Some(v.to_vec()))
     });
     let (_, wr) = gucs::score_weights();
-    // A database not yet updated to 0.5.0 has no event_at.
-    let event_at = if catalog::has_event_time()? {
-        "m.event_at"
-    } else {
-        "NULL::pg_catalog.timestamptz"
-    };
     let sql = format!(
-        "SELECT m.id, m.memory_id, m.content, m.memory_type::pg_catalog.text, {similarity} AS similarity,
-                m.importance_score, m.context_tags, m.metadata, m.conversation_id, m.created_at,
-                -- 0.5 ^ (age / half-life), as exp(), clamped: never an underflow error,
-                -- whatever the age (also for timestamps at -infinity).
-                CASE WHEN $4::pg_catalog.float8 > 0::pg_catalog.float8
-                     THEN pg_catalog.exp(least(0::pg_catalog.float8, greatest(-700::pg_catalog.float8,
-                            (pg_catalog.date_part('epoch'::pg_catalog.text, m.updated_at)
-                             - pg_catalog.date_part('epoch'::pg_catalog.text, now()))
-                            * pg_catalog.ln(2::pg_catalog.float8) / (86400::pg_catalog.float8 * $5::pg_catalog.float8))))
-                     ELSE 0::pg_catalog.float8 END AS recency,
-                {event_at} AS event_at
+        "SELECT {columns}
            FROM memori_memories m
-          WHERE m.user_id OPERATOR(pg_catalog.=) $6::pg_catalog.text AND m.id = ANY ($1::bigint[])"
+          WHERE m.user_id OPERATOR(pg_catalog.=) $6::pg_catalog.text AND m.id = ANY ($1::bigint[])",
+        columns = row_columns(&similarity, 4, 5)?
     );
     let args: Vec<pgrx::datum::DatumWithOid> = vec![
         ids.to_vec().into(),
@@ -503,42 +556,7 @@ fn fetch(
         gucs::recency_half_life_days().into(),
         user.into(),
     ];
-    Spi::connect(|client| {
-        let mut out = std::collections::HashMap::new();
-        for r in select_kept(client, &sql, &args)? {
-            let id = r.get::<i64>(1)?.unwrap_or_default();
-            let importance = r.get::<f32>(6)?.unwrap_or_default();
-            out.insert(
-                id,
-                Found {
-                    ranked: Ranked {
-                        id,
-                        vector_rank: None,
-                        text_rank: None,
-                        similarity: r.get::<f64>(5)?,
-                        text_score: None,
-                        importance: importance as f64,
-                        recency: r.get::<f64>(11)?.unwrap_or_default(),
-                        relevance: 0.0,
-                        score: 0.0,
-                    },
-                    memory_id: r.get::<Uuid>(2)?.expect("memory_id is NOT NULL"),
-                    content: r.get::<String>(3)?.unwrap_or_default(),
-                    memory_type: r.get::<String>(4)?.unwrap_or_default(),
-                    importance,
-                    tags: crate::memories::graph::without_nulls(r.get::<Vec<Option<String>>>(7)?),
-                    metadata: r.get::<JsonB>(8)?.unwrap_or(JsonB(serde_json::json!({}))),
-                    conversation_id: r.get::<Uuid>(9)?,
-                    created_at: r
-                        .get::<TimestampWithTimeZone>(10)?
-                        .expect("created_at is NOT NULL"),
-                    event_at: r.get::<TimestampWithTimeZone>(12)?,
-                },
-            );
-        }
-        Ok::<_, pgrx::spi::Error>(out)
-    })
-    .map_err(spi)
+    rows_of(&sql, &args)
 }
 
 /// Runs a search: embed the query (unless text mode), gather vector and text candidates, read
@@ -575,18 +593,23 @@ fn find_as_reader(q: &Query, query_text: &str) -> Result<Outcome> {
         let same_model = embedded.as_ref().map(|(l, v)| (l.as_str(), v.len()));
         text_candidates(q, n, &terms, limit, same_model)?
     };
-    let mut ids: Vec<i64> = vector_hits.iter().map(|h| h.0).collect();
-    for (id, _) in &text_hits {
-        if !ids.contains(id) {
-            ids.push(*id);
-        }
-    }
-    let mut rows = fetch(
+    let vector_ids: Vec<i64> = vector_hits.iter().map(|f| f.ranked.id).collect();
+    let mut rows: std::collections::HashMap<i64, Found> =
+        vector_hits.into_iter().map(|f| (f.ranked.id, f)).collect();
+    // Only the text candidates the vector pass did not read already.
+    let missing: Vec<i64> = text_hits
+        .iter()
+        .map(|(id, _)| *id)
+        .filter(|id| !rows.contains_key(id))
+        .collect();
+    for f in fetch(
         &q.user,
-        &ids,
+        &missing,
         embedded.as_ref().map(|(l, v)| (l.as_str(), v.as_slice())),
-    )?;
-    for (n, (id, _)) in vector_hits.iter().enumerate() {
+    )? {
+        rows.insert(f.ranked.id, f);
+    }
+    for (n, id) in vector_ids.iter().enumerate() {
         if let Some(f) = rows.get_mut(id) {
             f.ranked.vector_rank = Some(n + 1);
         }

@@ -212,12 +212,15 @@ mod tests {
             (hits.len(), path),
             (40, crate::memories::search::Path::Index)
         );
-        let sql = crate::memories::search::vector_sql(&q, 384, false);
-        // The scope's arguments, then the model's label, the query vector and the limit.
+        let sql = crate::memories::search::vector_sql(&q, 384, false).unwrap();
+        // The scope's arguments, then the model's label, the query vector, the limit, the
+        // recency weight and half-life.
         let mut args = crate::memories::search::scope_args(&q);
         args.push(label.clone().into());
         args.push(batch.vectors[0].clone().into());
         args.push(40i64.into());
+        args.push(0.1f64.into());
+        args.push(30f64.into());
         let plan = |sql: &str| {
             Spi::connect(|c| {
                 c.select(&format!("EXPLAIN {sql}"), None, &args)
@@ -233,7 +236,7 @@ mod tests {
             p.contains("Index Scan using idx_memori_mem_embedding_384"),
             "{p}"
         );
-        let p = plan(&crate::memories::search::vector_sql(&q, 384, true));
+        let p = plan(&crate::memories::search::vector_sql(&q, 384, true).unwrap());
         assert!(!p.contains("idx_memori_mem_embedding_384"), "{p}");
         assert_eq!(
             first_column("SELECT content FROM memori_search('query')").len(),
