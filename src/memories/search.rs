@@ -222,6 +222,21 @@ fn rows_of(sql: &str, args: &[pgrx::datum::DatumWithOid]) -> Result<Vec<Found>> 
     .map_err(spi)
 }
 
+/// The (id, score) pairs `sql` returns, in its order.
+fn id_scores(sql: &str, args: &[pgrx::datum::DatumWithOid]) -> Result<Vec<(i64, f64)>> {
+    Spi::connect(|client| {
+        select_kept(client, sql, args)?
+            .map(|r| {
+                Ok((
+                    r.get::<i64>(1)?.unwrap_or_default(),
+                    r.get::<f64>(2)?.unwrap_or_default(),
+                ))
+            })
+            .collect::<std::result::Result<Vec<_>, pgrx::spi::Error>>()
+    })
+    .map_err(spi)
+}
+
 /// Sets a setting for the rest of the current GUC nest level (as a function's SET clause does).
 fn set_for_query(name: &std::ffi::CStr, value: &str) {
     let value = std::ffi::CString::new(value).expect("no NUL in a number");
