@@ -67,10 +67,12 @@ pkg_version=${as_version:-$version}-$REVISION
 # The maintainer is META.json's (one place for it).
 maintainer=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["maintainer"][0])' "$here/META.json")
 # Reproducible: every date and timestamp is the last commit's.
-export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$here" log -1 --format=%ct)}
+# The last commit's time; outside a git checkout (a source tarball), Cargo.toml's.
+export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$here" log -1 --format=%ct 2>/dev/null || stat -c %Y "$here/Cargo.toml")}
 changelog_date=$(LC_ALL=C date -u -R -d "@$SOURCE_DATE_EPOCH")
-first_year=$(git -C "$here" log --format=%ad --date=format:%Y | tail -n1)
+first_year=$(git -C "$here" log --format=%ad --date=format:%Y 2>/dev/null | tail -n1 || true)
 last_year=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y)
+first_year=${first_year:-$last_year}
 years=$first_year; [ "$last_year" = "$first_year" ] || years=$first_year-$last_year
 mkdir -p "$out"
 work=$(mktemp -d "$out/.build.XXXXXX")

@@ -50,7 +50,7 @@ debian_mirror() {
 
 step_packages() {
   local pkgs=(libclang-dev clang pkg-config
-              sudo dpkg-dev build-essential python3-pip python3-venv unzip ca-certificates pgbouncer
+              sudo dpkg-dev build-essential python3-pip python3-venv unzip ca-certificates pgbouncer file
               prometheus-postgres-exporter)
   if debian_pg; then
     pkgs+=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR)

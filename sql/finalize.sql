@@ -278,35 +278,40 @@ BEGIN
     -- The grants of live roles (all of them, or those named), as the coordinator has them.
     SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('role_name', x.role_name, 'kind', x.kind, 'namespace', x.namespace)), '[]'::pg_catalog.jsonb)
       INTO granted
-      FROM @extschema@.memori_roles x JOIN pg_catalog.pg_roles g ON g.oid OPERATOR(pg_catalog.=) x.role_oid
+      FROM @extschema@.memori_roles x
+      JOIN pg_catalog.pg_roles g ON g.oid OPERATOR(pg_catalog.=) x.role_oid AND g.rolname OPERATOR(pg_catalog.=) x.role_name
      WHERE role_names IS NULL OR x.role_name OPERATOR(pg_catalog.=) ANY (role_names);
     cmd := pg_catalog.format(
         'WITH w AS (SELECT * FROM pg_catalog.jsonb_to_recordset(%2$L::pg_catalog.jsonb) AS w(role_name pg_catalog.name, kind pg_catalog.text, namespace pg_catalog.text)),
-              d AS (DELETE FROM %1$I.memori_roles r WHERE (%3$L::pg_catalog.name[] IS NULL OR r.role_name OPERATOR(pg_catalog.=) ANY (%3$L::pg_catalog.name[]))
+              d AS (DELETE FROM %1$s.memori_roles r WHERE (%3$L::pg_catalog.name[] IS NULL OR r.role_name OPERATOR(pg_catalog.=) ANY (%3$L::pg_catalog.name[]))
                        AND NOT EXISTS (SELECT 1 FROM w WHERE w.role_name OPERATOR(pg_catalog.=) r.role_name) RETURNING 1),
-              i AS (INSERT INTO %1$I.memori_roles AS r (role_name, kind, namespace, role_oid)
+              i AS (INSERT INTO %1$s.memori_roles AS r (role_name, kind, namespace, role_oid)
                     SELECT w.role_name, w.kind, w.namespace, g.oid FROM w JOIN pg_catalog.pg_roles g ON g.rolname OPERATOR(pg_catalog.=) w.role_name
                     ON CONFLICT ON CONSTRAINT memori_roles_pkey
                     DO UPDATE SET kind = EXCLUDED.kind, namespace = EXCLUDED.namespace, role_oid = EXCLUDED.role_oid, granted_at = pg_catalog.now()
                     RETURNING 1)
          SELECT (SELECT pg_catalog.count(*) FROM i)::pg_catalog.text',
         '@extschema@', granted, role_names);
+    -- Each worker commits on a connection of its own (not in the caller's transaction): a
+    -- worker that could not take the grants keeps what it had, which fails closed (a tenant's
+    -- direct reads there show nothing); a warning says so, and this function, run again after
+    -- the caller's commit, repairs it.
     FOR r IN SELECT * FROM pg_catalog.run_command_on_workers(cmd) LOOP
         IF NOT r.success THEN
-            RAISE EXCEPTION 'memori: the grants could not be sent to worker %:%: %', r.nodename, r.nodeport, r.result
-                USING ERRCODE = 'connection_failure';
+            RAISE WARNING 'memori: the grants could not be sent to worker %:%: %', r.nodename, r.nodeport, r.result
+                USING HINT = 'Once the worker is back, SELECT memori_sync_grants(); on the coordinator.';
         ELSIF r.result OPERATOR(pg_catalog.<>) pg_catalog.jsonb_array_length(granted)::pg_catalog.text THEN
-            RAISE EXCEPTION 'memori: worker %:% lacks a granted role (% of % found there)', r.nodename, r.nodeport, r.result, pg_catalog.jsonb_array_length(granted)
-                USING ERRCODE = 'undefined_object',
-                      HINT = 'Citus creates roles on the workers when they are created on the coordinator; create the role on that worker, then SELECT memori_distribute();';
+            RAISE WARNING 'memori: worker %:% lacks a granted role (% of % found there)', r.nodename, r.nodeport, r.result, pg_catalog.jsonb_array_length(granted)
+                USING HINT = 'A role created in this same transaction reaches the workers only at commit: after it, SELECT memori_sync_grants(); on the coordinator.';
+        ELSE
+            n := n OPERATOR(pg_catalog.+) 1;
         END IF;
-        n := n OPERATOR(pg_catalog.+) 1;
     END LOOP;
     RETURN n;
 END;
 $$;
 COMMENT ON FUNCTION memori_sync_grants(name[]) IS
-    'memori: on a Citus coordinator with memori distributed, sends memori_roles (all grants, or those of the roles named) to every worker, where each records its own oid of the role, so that the policies on the shards know the granted roles; returns how many workers took them (0 elsewhere). memori_grant, memori_revoke and memori_distribute call it. The DBA''s.';
+    'memori: on a Citus coordinator with memori distributed, sends memori_roles (all grants, or those of the roles named) to every worker, where each records its own oid of the role, so that the policies on the shards know the granted roles; returns how many workers took them (0 elsewhere), warning of the others. memori_grant, memori_revoke and memori_distribute call it; run it after ALTER EXTENSION memori UPDATE on every node, or after a warning. Not transactional: each worker commits on its own. The DBA''s.';
 
 -- Scale-out (README "Scaling out"): on a Citus coordinator, distributes memori's user data by
 -- user_id, co-located, so that each user's memories, conversations and messages live on one

@@ -256,22 +256,12 @@ pub fn user_rows(user: &str) -> Result<i64> {
     .unwrap_or(0))
 }
 
-/// Whether the user has more than `n` memories (counting at most n + 1 of them).
-pub fn user_rows_over(user: &str, n: i64) -> Result<bool> {
-    Ok(crate::base::spi::read_one_kept::<i64>(
-        "SELECT count(*) FROM (SELECT 1 FROM memori_memories m WHERE m.user_id OPERATOR(pg_catalog.=) $1::pg_catalog.text LIMIT $2) s",
-        &[user.into(), (n.saturating_add(1)).into()],
-    )?
-    .unwrap_or(0)
-        > n)
-}
-
 /// Runs `f` (a statement ordered by distance to a vector) with the settings of memori's HNSW
 /// pass, restored afterwards: an iterative scan in relaxed order (other users' rows do not
 /// hide the user's), hnsw.ef_search `ef`, and sorting off, so that the order comes
 /// from the HNSW index and from nothing else (the user index and a sort would be an exact scan
 /// under another name, and memori's explain says "index").
-pub fn in_index_pass<T>(ef: i32, f: impl FnOnce() -> Result<T>) -> Result<T> {
+fn in_index_pass<T>(ef: i32, f: impl FnOnce() -> Result<T>) -> Result<T> {
     // SAFETY: opens a GUC nest level that is closed below (or by transaction abort on error).
     let nest = unsafe { pg_sys::NewGUCNestLevel() };
     set_for_query(c"hnsw.iterative_scan", "relaxed_order");
@@ -283,9 +273,11 @@ pub fn in_index_pass<T>(ef: i32, f: impl FnOnce() -> Result<T>) -> Result<T> {
     // A plan that must sort anyway (no index for the width) costs 10^10 with sorting off, which
     // would make PostgreSQL compile it (JIT, about 200 ms).
     set_for_query(c"jit", "off");
-    // Distributed with Citus: the index pass runs on the user's worker, so the same settings
+    // Distributed with Citus: the index pass runs on the user's worker, so the hnsw settings
     // go there as SET LOCAL statements, which Citus sends along (propagate_set_commands). On
-    // the coordinator they end with the nest level; on the worker, with the transaction.
+    // the coordinator they end with the nest level; on the worker, with the transaction, so
+    // only settings that change nothing else are sent (not enable_sort nor jit: the worker
+    // plans the pass by its costs).
     let propagated = if catalog::distributed().unwrap_or(false) {
         // Saved in the nest level first, so that the SET LOCAL below ends with it instead of
         // lasting to the end of the caller's transaction.
@@ -294,9 +286,7 @@ pub fn in_index_pass<T>(ef: i32, f: impl FnOnce() -> Result<T>) -> Result<T> {
             "SET LOCAL citus.propagate_set_commands = 'local';
              SET LOCAL hnsw.iterative_scan = 'relaxed_order';
              SET LOCAL hnsw.ef_search = {ef};
-             SET LOCAL hnsw.max_scan_tuples = 20000;
-             SET LOCAL enable_sort = off;
-             SET LOCAL jit = off"
+             SET LOCAL hnsw.max_scan_tuples = 20000"
         ))
         .map_err(spi)
     } else {

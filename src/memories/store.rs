@@ -39,14 +39,6 @@ pub fn default_expiry(memory_type: &str) -> Result<Option<TimestampWithTimeZone>
     )
 }
 
-/// A user with more memories than this (or than memori.exact_search_rows, if fewer) has the
-/// near-duplicate check probe the HNSW index; up to it, every memory of the user of that type
-/// is compared (exact; about 8 ms for 2,000).
-const EXACT_DEDUP_ROWS: i64 = 2_000;
-/// The candidate list the index probe keeps (hnsw.ef_search): a near-duplicate is among the
-/// very nearest.
-const PROBE_EF: i32 = 64;
-
 /// One memory to write, with its embedding already computed.
 pub struct NewMemory<'a> {
     pub user: &'a str,
@@ -128,69 +120,6 @@ fn document_sql(n: usize, with_text: bool) -> String {
     }
 }
 
-/// What the index probe of a near-duplicate check found.
-enum Probe {
-    /// The nearest memory of the whole table is one of the user's, of the same type,
-    /// conversation and model, and near enough: (id, similarity).
-    Found((i64, f64)),
-    /// Nothing in the whole table is near enough: there is no near-duplicate.
-    None,
-    /// Something near enough, but not (only) the user's: other users' copies of the same text
-    /// may crowd the neighbourhood and hide the user's twin from an index scan filtered by user
-    /// (review F10), so the exact check decides.
-    Unsure,
-}
-
-/// A bounded probe of the HNSW index for the memory nearest to `m` in the whole table (a user
-/// above EXACT_DEDUP_ROWS, where comparing with every memory of the user costs milliseconds per
-/// thousand). An unfiltered nearest-neighbour search is what HNSW does best; a scan filtered by
-/// user can lose its way among other users' identical vectors.
-fn probe_nearest(
-    target: &Target,
-    m: &NewMemory,
-    live: &str,
-    dims: usize,
-    cast: &str,
-    threshold: f64,
-) -> Result<Probe> {
-    let probe = format!(
-        "SELECT m.id, 1::pg_catalog.float8 - (m.embedding::{cast} <=> $4::real[]::{cast}) AS similarity,
-                (m.user_id OPERATOR(pg_catalog.=) $1::pg_catalog.text AND m.memory_type::pg_catalog.text = $2::pg_catalog.text
-                 AND m.conversation_id IS NOT DISTINCT FROM $3::pg_catalog.uuid AND {live}) AS mine
-           FROM memori_memories m
-          WHERE m.embedding_model = $5::pg_catalog.text AND m.embedding_dims = {dims}
-          ORDER BY m.embedding::{cast} <=> $4::real[]::{cast}
-          LIMIT 1"
-    );
-    let args = [
-        m.user.into(),
-        m.memory_type.into(),
-        m.conversation_id.into(),
-        m.embedding.to_vec().into(),
-        target.label().into(),
-    ];
-    let nearest = crate::memories::search::in_index_pass(PROBE_EF, || {
-        Spi::connect(|client| {
-            let rows = crate::base::spi::select_kept(client, &probe, &args)?;
-            if rows.is_empty() {
-                return Ok(None);
-            }
-            let r = rows.first();
-            Ok(Some((
-                r.get::<i64>(1)?.unwrap_or_default(),
-                r.get::<f64>(2)?.unwrap_or_default(),
-                r.get::<bool>(3)?.unwrap_or(false),
-            )))
-        })
-        .map_err(spi)
-    })?;
-    Ok(match nearest {
-        Some((id, similarity, true)) if similarity >= threshold => Probe::Found((id, similarity)),
-        Some((_, similarity, _)) if similarity >= threshold => Probe::Unsure,
-        _ => Probe::None,
-    })
-}
-
 /// Writes one memory, or merges it into a near-duplicate; returns the id and what happened.
 /// A near-duplicate is a memory of the same user, type and conversation (or both without
 /// one), embedded by the same model, not expired, whose similarity is at least
@@ -201,12 +130,7 @@ fn probe_nearest(
 /// the id and takes the new content, embedding, and the larger importance; tags, entities and
 /// metadata are united. The caller holds `lock_for_dedup` for that user and type (store_texts
 /// does).
-fn write(
-    target: &Target,
-    m: &NewMemory,
-    with_text: bool,
-    probe_index: bool,
-) -> Result<(Uuid, Written)> {
+fn write(target: &Target, m: &NewMemory, with_text: bool) -> Result<(Uuid, Written)> {
     // Superseded memories are history: a new fact never merges into one.
     let live = memory::live(
         "m.",
@@ -224,7 +148,6 @@ fn write(
         String::new()
     };
     let threshold = gucs::dedup_threshold();
-    let mut probed: Option<(i64, f64)> = None;
     if threshold < 1.0 {
         let nearest = if m.memory_type == MemoryType::Relationship.as_str() {
             format!("SELECT id, 1::pg_catalog.float8 AS similarity FROM memori_memories m
@@ -241,115 +164,87 @@ fn write(
               ORDER BY m.id LIMIT 1"
             )
         } else {
-            let exact = || {
-                format!(
-                    "SELECT id, 1::pg_catalog.float8 - (m.embedding::{cast} <=> $5::real[]::{cast}) AS similarity
-                       FROM memori_memories m
-                      WHERE m.user_id OPERATOR(pg_catalog.=) $1::pg_catalog.text AND m.memory_type::pg_catalog.text = $3::pg_catalog.text
-                        AND m.conversation_id IS NOT DISTINCT FROM $4::pg_catalog.uuid
-                        AND m.embedding_model = $6::pg_catalog.text AND m.embedding_dims = {dims}
-                        AND {live}
-                      ORDER BY similarity DESC, m.id
-                      LIMIT 1"
-                )
-            };
-            if probe_index {
-                match probe_nearest(target, m, &live, dims, &cast, threshold)? {
-                    // Given to the merge as its last two parameters ($ID, $SIM below).
-                    Probe::Found(found) => {
-                        probed = Some(found);
-                        "SELECT $ID::bigint AS id, $SIM::pg_catalog.float8 AS similarity"
-                            .to_string()
-                    }
-                    Probe::None => String::new(),
-                    Probe::Unsure => exact(),
-                }
-            } else {
-                exact()
-            }
+            format!(
+                "SELECT id, 1::pg_catalog.float8 - (m.embedding::{cast} <=> $5::real[]::{cast}) AS similarity
+                   FROM memori_memories m
+                  WHERE m.user_id OPERATOR(pg_catalog.=) $1::pg_catalog.text AND m.memory_type::pg_catalog.text = $3::pg_catalog.text
+                    AND m.conversation_id IS NOT DISTINCT FROM $4::pg_catalog.uuid
+                    AND m.embedding_model = $6::pg_catalog.text AND m.embedding_dims = {dims}
+                    AND {live}
+                  ORDER BY similarity DESC, m.id
+                  LIMIT 1"
+            )
         };
-        // Nothing near enough found by the index probe: no merge statement at all.
-        if !nearest.is_empty() {
-            // Only when given: a database not yet updated has no event_at, and no caller there
-            // can give one.
-            let set_event = if m.event_at.is_some() {
-                "event_at = $16::pg_catalog.timestamptz,"
-            } else {
-                ""
-            };
-            let sql = format!(
-                "WITH nearest AS ({nearest})
-                 UPDATE memori_memories m
-                    SET content = $2::pg_catalog.text,
-                        embedding = $5::real[]::vector,
-                        embedding_model = $6::pg_catalog.text,
-                        {set_tsv}
-                        context_tags = ARRAY(SELECT DISTINCT pg_catalog.unnest(m.context_tags OPERATOR(pg_catalog.||) $8::pg_catalog.text[]) ORDER BY 1),
-                        related_entities = ARRAY(SELECT DISTINCT pg_catalog.unnest(m.related_entities OPERATOR(pg_catalog.||) $9::pg_catalog.text[]) ORDER BY 1),
-                        importance_score = greatest(m.importance_score, $7::real),
-                        metadata = m.metadata OPERATOR(pg_catalog.||) $10::pg_catalog.jsonb,
-                        access_count = m.access_count + 1,
-                        last_accessed_at = now(),
-                        is_archived = false,
-                        updated_at = now(),
-                        {set_event}
-                        expires_at = CASE WHEN m.expires_at IS NULL THEN NULL
-                                          ELSE greatest(m.expires_at, coalesce($11::pg_catalog.timestamptz, $12::pg_catalog.timestamptz)) END
-                   FROM nearest
-                  WHERE m.user_id OPERATOR(pg_catalog.=) $1::pg_catalog.text AND m.id = nearest.id
-                    AND nearest.similarity >= $13::pg_catalog.float8
-              RETURNING m.memory_id, nearest.similarity"
-            );
-            let triple = if m.memory_type == MemoryType::Relationship.as_str() {
-                triple(m.metadata).map(|t| t.map(|s| s.to_lowercase()).to_vec())
-            } else {
-                None
-            };
-            let args: Vec<pgrx::datum::DatumWithOid> = vec![
-                m.user.into(),
-                m.content.into(),
-                m.memory_type.into(),
-                m.conversation_id.into(),
-                m.embedding.to_vec().into(),
-                target.label().into(),
-                m.importance.into(),
-                m.tags.to_vec().into(),
-                m.entities.to_vec().into(),
-                JsonB(m.metadata.0.clone()).into(),
-                m.expires_at.into(),
-                default_expiry(m.memory_type)?.into(),
-                threshold.into(),
-                config.clone().into(),
-                triple.into(),
-            ];
-            let mut args = args;
-            if m.event_at.is_some() {
-                args.push(m.event_at.into());
+        // Only when given: a database not yet updated has no event_at, and no caller there
+        // can give one.
+        let set_event = if m.event_at.is_some() {
+            "event_at = $16::pg_catalog.timestamptz,"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "WITH nearest AS ({nearest})
+             UPDATE memori_memories m
+                SET content = $2::pg_catalog.text,
+                    embedding = $5::real[]::vector,
+                    embedding_model = $6::pg_catalog.text,
+                    {set_tsv}
+                    context_tags = ARRAY(SELECT DISTINCT pg_catalog.unnest(m.context_tags OPERATOR(pg_catalog.||) $8::pg_catalog.text[]) ORDER BY 1),
+                    related_entities = ARRAY(SELECT DISTINCT pg_catalog.unnest(m.related_entities OPERATOR(pg_catalog.||) $9::pg_catalog.text[]) ORDER BY 1),
+                    importance_score = greatest(m.importance_score, $7::real),
+                    metadata = m.metadata OPERATOR(pg_catalog.||) $10::pg_catalog.jsonb,
+                    access_count = m.access_count + 1,
+                    last_accessed_at = now(),
+                    is_archived = false,
+                    updated_at = now(),
+                    {set_event}
+                    expires_at = CASE WHEN m.expires_at IS NULL THEN NULL
+                                      ELSE greatest(m.expires_at, coalesce($11::pg_catalog.timestamptz, $12::pg_catalog.timestamptz)) END
+               FROM nearest
+              WHERE m.user_id OPERATOR(pg_catalog.=) $1::pg_catalog.text AND m.id = nearest.id
+                AND nearest.similarity >= $13::pg_catalog.float8
+          RETURNING m.memory_id, nearest.similarity"
+        );
+        let triple = if m.memory_type == MemoryType::Relationship.as_str() {
+            triple(m.metadata).map(|t| t.map(|s| s.to_lowercase()).to_vec())
+        } else {
+            None
+        };
+        let args: Vec<pgrx::datum::DatumWithOid> = vec![
+            m.user.into(),
+            m.content.into(),
+            m.memory_type.into(),
+            m.conversation_id.into(),
+            m.embedding.to_vec().into(),
+            target.label().into(),
+            m.importance.into(),
+            m.tags.to_vec().into(),
+            m.entities.to_vec().into(),
+            JsonB(m.metadata.0.clone()).into(),
+            m.expires_at.into(),
+            default_expiry(m.memory_type)?.into(),
+            threshold.into(),
+            config.clone().into(),
+            triple.into(),
+        ];
+        let mut args = args;
+        if m.event_at.is_some() {
+            args.push(m.event_at.into());
+        }
+        // Kept plans: a batch runs this and the INSERT once per memory.
+        let merged = Spi::connect_mut(|client| {
+            let rows = crate::base::spi::write_kept(client, &sql, &args)?;
+            if rows.is_empty() {
+                return Ok(None);
             }
-            let sql = match probed {
-                Some((id, similarity)) => {
-                    args.push(id.into());
-                    args.push(similarity.into());
-                    sql.replace("$ID", &format!("${}", args.len() - 1))
-                        .replace("$SIM", &format!("${}", args.len()))
-                }
-                None => sql,
-            };
-            // Kept plans: a batch runs this and the INSERT once per memory.
-            let merged = Spi::connect_mut(|client| {
-                let rows = crate::base::spi::write_kept(client, &sql, &args)?;
-                if rows.is_empty() {
-                    return Ok(None);
-                }
-                let row = rows.first();
-                Ok(row
-                    .get::<Uuid>(1)?
-                    .map(|id| (id, row.get::<f64>(2).ok().flatten())))
-            })
-            .map_err(spi)?;
-            if let Some((id, similarity)) = merged {
-                return Ok((id, Written::Merged(similarity.unwrap_or(1.0))));
-            }
+            let row = rows.first();
+            Ok(row
+                .get::<Uuid>(1)?
+                .map(|id| (id, row.get::<f64>(2).ok().flatten())))
+        })
+        .map_err(spi)?;
+        if let Some((id, similarity)) = merged {
+            return Ok((id, Written::Merged(similarity.unwrap_or(1.0))));
         }
     }
     let (tsv_col, tsv_val) = if with_text {
@@ -509,14 +404,6 @@ pub fn store_embedded(
         if gucs::dedup_threshold() < 1.0 {
             lock_for_dedup(&c.user, &c.memory_type)?;
         }
-        // Past EXACT_DEDUP_ROWS memories, the near-duplicate check probes the index
-        // (relationships are matched by their triple, through the user index).
-        let probe_index = gucs::dedup_threshold() < 1.0
-            && c.memory_type != MemoryType::Relationship.as_str()
-            && crate::memories::search::user_rows_over(
-                &c.user,
-                EXACT_DEDUP_ROWS.min(gucs::exact_search_rows()),
-            )?;
         texts
             .iter()
             .zip(vectors)
@@ -537,7 +424,6 @@ pub fn store_embedded(
                         embedding,
                     },
                     with_text,
-                    probe_index,
                 )
             })
             .collect::<Result<Vec<_>>>()

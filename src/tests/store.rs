@@ -218,8 +218,8 @@ mod tests {
             store("SELECT memori_store('The user prefers dark mode', 'rule', user_id => 'big')");
         assert_eq!(first, again);
         assert_eq!(count("user_id = 'big'"), 5001);
-        // Past memori.exact_search_rows the check probes the HNSW index (issue 23): the twin is
-        // still found among the crowd, and a different memory is still not merged.
+        // Whatever memori.exact_search_rows says (the search's choice of path, not the check's):
+        // the twin is still found among the crowd, and a different memory is still not merged.
         run("SET LOCAL memori.exact_search_rows = 100");
         let probed =
             store("SELECT memori_store('User prefers dark mode', 'rule', user_id => 'big')");
