@@ -259,7 +259,7 @@ if [ "$PG_MAJOR" -ge 18 ]; then
   echo "PostgreSQL $PG_MAJOR: no pgvector package built here (Debian's 0.8.0 source does not build for it)"
   exit 0
 fi
-srcdir=$(find "$here/target/setup/pgvector" -maxdepth 1 -mindepth 1 -type d -name 'pgvector-*' 2>/dev/null | head -n1)
+srcdir=$(find "$here/target/setup/pgvector" -maxdepth 1 -mindepth 1 -type d -name 'pgvector-*' 2>/dev/null | head -n1 || true)
 if [ -z "$srcdir" ]; then
   bash "$here/scripts/setup.sh" pgvector_source
   srcdir=$(find "$here/target/setup/pgvector" -maxdepth 1 -mindepth 1 -type d -name 'pgvector-*' | head -n1)
