@@ -120,6 +120,122 @@ fn document_sql(n: usize, with_text: bool) -> String {
     }
 }
 
+/// Which memories a write compares its memory with, looking for a near-duplicate.
+pub enum Scope {
+    /// Every memory of the user, type and conversation (the definition).
+    All,
+    /// Only these (memory_ids): a batch's pass showed that no other one reaches the threshold.
+    /// Empty: none can, and the memory is inserted.
+    Among(Vec<Uuid>),
+}
+
+/// For a batch of embeddings of one width, what can each reach at memori.dedup_threshold, found
+/// in one statement instead of one comparison with every memory of the user per element:
+/// `old[i]`, whether some memory stored before the call (same user, type, conversation, model,
+/// live) is within reach of element i, and `earlier[i]`, the earlier elements within its reach.
+/// Element i then compares only with the memories that elements in `earlier[i]` wrote, unless
+/// `old[i]` sends it through the full comparison: a memory the batch did not write is as it was
+/// when this pass read it (the caller holds `lock_for_dedup`), and one it wrote holds the
+/// embedding of the element that wrote it last. The pass is a superset test (a hair below the
+/// threshold); the write's own comparison decides. None for a single memory, a relationship
+/// (compared by triple), mixed widths, or a batch whose elements reach more than
+/// `REACH_PER_ELEMENT` others each on average (a threshold set very low): each is then
+/// compared in full, and the pass's answer stays bounded.
+pub struct Reach {
+    pub old: Vec<bool>,
+    pub earlier: Vec<Vec<usize>>,
+}
+
+const REACH_PER_ELEMENT: usize = 8;
+
+fn merge_reach(
+    target: &Target,
+    c: &Common,
+    conversation_id: Option<Uuid>,
+    vectors: &[Vec<f32>],
+) -> Result<Option<Reach>> {
+    let n = vectors.len();
+    let dims = vectors.first().map_or(0, Vec::len);
+    if n < 2
+        || dims == 0
+        || c.memory_type == MemoryType::Relationship.as_str()
+        || vectors.iter().any(|v| v.len() != dims)
+    {
+        return Ok(None);
+    }
+    let live = memory::live(
+        "m.",
+        memory::At::Now,
+        catalog::has_validity()?,
+        memory::Archived::Included,
+    );
+    let cast = indexed_cast(dims);
+    // The elements as one flat real[], sliced back into vectors of the width; the memories'
+    // side computed as write() computes it (same casts, same expression), so a pair that
+    // reaches the threshold there reaches it here.
+    let sql = format!(
+        "WITH q AS MATERIALIZED (
+           SELECT i AS ord, (($1::pg_catalog.float4[])[(i - 1) * {dims} + 1 : i * {dims}])::{cast} AS v
+             FROM pg_catalog.generate_series(1, $2::pg_catalog.int4) i)
+         SELECT q.ord, 0 FROM q, (SELECT m.embedding::{cast} AS e FROM memori_memories m
+                 WHERE m.user_id OPERATOR(pg_catalog.=) $3::pg_catalog.text
+                   AND m.memory_type::pg_catalog.text = $4::pg_catalog.text
+                   AND m.conversation_id IS NOT DISTINCT FROM $5::pg_catalog.uuid
+                   AND m.embedding_model = $6::pg_catalog.text AND m.embedding_dims = {dims}
+                   AND {live} OFFSET 0) m
+          WHERE 1::pg_catalog.float8 - (m.e <=> q.v) >= $7::pg_catalog.float8
+          GROUP BY q.ord
+         UNION ALL
+         SELECT a.ord, b.ord FROM q a, q b
+          WHERE b.ord < a.ord AND 1::pg_catalog.float8 - (a.v <=> b.v) >= $7::pg_catalog.float8
+         LIMIT $8::pg_catalog.int8"
+    );
+    let most = n * REACH_PER_ELEMENT;
+    let flat: Vec<f32> = vectors.iter().flatten().copied().collect();
+    let args: Vec<pgrx::datum::DatumWithOid> = vec![
+        flat.into(),
+        (n as i32).into(),
+        c.user.as_str().into(),
+        c.memory_type.as_str().into(),
+        conversation_id.into(),
+        target.label().into(),
+        (gucs::dedup_threshold() - 1e-6).into(),
+        (most as i64 + 1).into(),
+    ];
+    let pairs = Spi::connect(|client| {
+        crate::base::spi::select_kept(client, &sql, &args)?
+            .map(|r| {
+                Ok((
+                    r.get::<i32>(1)?.unwrap_or_default(),
+                    r.get::<i32>(2)?.unwrap_or_default(),
+                ))
+            })
+            .collect::<std::result::Result<Vec<_>, pgrx::spi::Error>>()
+    })
+    .map_err(spi)?;
+    if pairs.len() > most {
+        return Ok(None);
+    }
+    let mut reach = Reach {
+        old: vec![false; n],
+        earlier: vec![Vec::new(); n],
+    };
+    for (i, j) in pairs {
+        let Some(i) = usize::try_from(i).ok().and_then(|i| i.checked_sub(1)) else {
+            continue;
+        };
+        if i >= n {
+            continue;
+        }
+        match usize::try_from(j).ok().and_then(|j| j.checked_sub(1)) {
+            None => reach.old[i] = true,
+            Some(j) if j < i => reach.earlier[i].push(j),
+            Some(_) => {}
+        }
+    }
+    Ok(Some(reach))
+}
+
 /// Writes one memory, or merges it into a near-duplicate; returns the id and what happened.
 /// A near-duplicate is a memory of the same user, type and conversation (or both without
 /// one), embedded by the same model, not expired, whose similarity is at least
@@ -129,8 +245,9 @@ fn document_sql(n: usize, with_text: bool) -> String {
 /// "A references B" and "B references A" embed alike and mean different things. A merge keeps
 /// the id and takes the new content, embedding, and the larger importance; tags, entities and
 /// metadata are united. The caller holds `lock_for_dedup` for that user and type (store_texts
-/// does).
-fn write(target: &Target, m: &NewMemory, with_text: bool) -> Result<(Uuid, Written)> {
+/// does). `scope` narrows the comparison when a batch's pass (`merge_reach`) has shown that
+/// no other memory can reach the threshold.
+fn write(target: &Target, m: &NewMemory, with_text: bool, scope: Scope) -> Result<(Uuid, Written)> {
     // Superseded memories are history: a new fact never merges into one.
     let live = memory::live(
         "m.",
@@ -148,7 +265,14 @@ fn write(target: &Target, m: &NewMemory, with_text: bool) -> Result<(Uuid, Writt
         String::new()
     };
     let threshold = gucs::dedup_threshold();
-    if threshold < 1.0 {
+    let among = match &scope {
+        Scope::All => String::new(),
+        Scope::Among(ids) if ids.is_empty() => "skip".into(),
+        Scope::Among(_) => {
+            "AND m.memory_id OPERATOR(pg_catalog.=) ANY ($17::pg_catalog.uuid[])".into()
+        }
+    };
+    if threshold < 1.0 && among != "skip" {
         let nearest = if m.memory_type == MemoryType::Relationship.as_str() {
             format!("SELECT id, 1::pg_catalog.float8 AS similarity FROM memori_memories m
               WHERE m.user_id OPERATOR(pg_catalog.=) $1::pg_catalog.text AND m.memory_type::pg_catalog.text = $3::pg_catalog.text
@@ -170,7 +294,7 @@ fn write(target: &Target, m: &NewMemory, with_text: bool) -> Result<(Uuid, Writt
                   WHERE m.user_id OPERATOR(pg_catalog.=) $1::pg_catalog.text AND m.memory_type::pg_catalog.text = $3::pg_catalog.text
                     AND m.conversation_id IS NOT DISTINCT FROM $4::pg_catalog.uuid
                     AND m.embedding_model = $6::pg_catalog.text AND m.embedding_dims = {dims}
-                    AND {live}
+                    AND {live} {among}
                   ORDER BY similarity DESC, m.id
                   LIMIT 1"
             )
@@ -228,8 +352,12 @@ fn write(target: &Target, m: &NewMemory, with_text: bool) -> Result<(Uuid, Writt
             triple.into(),
         ];
         let mut args = args;
-        if m.event_at.is_some() {
+        // $16 is always given when $17 is: a NULL event_at that the statement does not read.
+        if m.event_at.is_some() || matches!(scope, Scope::Among(_)) {
             args.push(m.event_at.into());
+        }
+        if let Scope::Among(ids) = scope {
+            args.push(ids.into());
         }
         // Kept plans: a batch runs this and the INSERT once per memory.
         let merged = Spi::connect_mut(|client| {
@@ -401,14 +529,29 @@ pub fn store_embedded(
         if let Some(conversation) = conversation_id {
             touch_conversation(conversation, &c.user)?;
         }
-        if gucs::dedup_threshold() < 1.0 {
+        let reach = if gucs::dedup_threshold() < 1.0 {
             lock_for_dedup(&c.user, &c.memory_type)?;
-        }
+            merge_reach(target, c, conversation_id, vectors)?
+        } else {
+            None
+        };
+        // The memory each element wrote (inserted or merged into), for the later ones.
+        let mut wrote: Vec<Uuid> = Vec::with_capacity(texts.len());
         texts
             .iter()
             .zip(vectors)
-            .map(|(text, embedding)| {
-                write(
+            .enumerate()
+            .map(|(i, (text, embedding))| {
+                let scope = match &reach {
+                    Some(r) if !r.old[i] => {
+                        let mut ids: Vec<Uuid> = r.earlier[i].iter().map(|&j| wrote[j]).collect();
+                        ids.sort_unstable_by_key(|u| *u.as_bytes());
+                        ids.dedup();
+                        Scope::Among(ids)
+                    }
+                    _ => Scope::All,
+                };
+                let done = write(
                     target,
                     &NewMemory {
                         user: &c.user,
@@ -424,7 +567,10 @@ pub fn store_embedded(
                         embedding,
                     },
                     with_text,
-                )
+                    scope,
+                )?;
+                wrote.push(done.0);
+                Ok(done)
             })
             .collect::<Result<Vec<_>>>()
     })?;

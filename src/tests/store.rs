@@ -231,6 +231,109 @@ mod tests {
         assert_eq!(count("user_id = 'big'"), 5002);
     }
 
+    /// A batch compares each memory with fewer memories than a single store does (a first pass
+    /// finds what each can reach), and must decide as the same memories stored one by one
+    /// would: generated earlier memories (of two types) and batches drawn from clusters of
+    /// near-duplicates, chains among them (2 reaches 1 and 4, 1 does not reach 4), at several
+    /// thresholds, one so low that the pass gives up and compares in full; ids, merges and
+    /// rows compared memory for memory.
+    #[pg_test]
+    fn a_batch_merges_as_the_same_memories_stored_one_by_one() {
+        let pool = [
+            "User prefers dark mode",
+            "The user prefers dark mode",
+            "User prefers dark mode.",
+            "The user likes dark mode",
+            "User prefers light mode",
+            "User prefers JOINs instead of subqueries",
+            "The user prefers JOINs instead of subqueries",
+            "User prefers JOINs rather than subqueries",
+            "The orders table has a customer_id column",
+            "The orders table has a column customer_id",
+            "Revenue is reported in euros",
+            "Invoices are due in 30 days",
+        ];
+        let mut seed = 0x5eed_u64;
+        let mut next = |below: usize| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((seed >> 33) as usize) % below
+        };
+        let ids = |sql: String| first_column(&sql);
+        // Ids in order of first appearance, so the two users' outcomes compare.
+        let canonical = |seen: &[String]| {
+            let mut order: Vec<&String> = Vec::new();
+            seen.iter()
+                .map(|id| match order.iter().position(|o| *o == id) {
+                    Some(p) => p,
+                    None => {
+                        order.push(id);
+                        order.len() - 1
+                    }
+                })
+                .collect::<Vec<_>>()
+        };
+        let mut merged = 0;
+        for trial in 0..12 {
+            let threshold = [0.95, 0.9, 0.97, 0.95, 0.0, 0.95][trial % 6];
+            run(&format!("SET LOCAL memori.dedup_threshold = {threshold}"));
+            run("DELETE FROM memori_memories WHERE user_id IN ('one_by_one', 'batched')");
+            let before: Vec<(&str, &str)> = (0..next(4))
+                .map(|_| (pool[next(pool.len())], ["rule", "long_term"][next(2)]))
+                .collect();
+            let size = if threshold == 0.0 { 30 } else { 2 + next(11) };
+            let batch: Vec<&str> = (0..size).map(|_| pool[next(pool.len())]).collect();
+            let mut outcomes = Vec::new();
+            for user in ["one_by_one", "batched"] {
+                let mut seen: Vec<String> = before
+                    .iter()
+                    .map(|(text, kind)| {
+                        one::<Uuid>(&format!(
+                            "SELECT memori_store('{text}', '{kind}', user_id => '{user}')"
+                        ))
+                        .to_string()
+                    })
+                    .collect();
+                if user == "one_by_one" {
+                    for text in &batch {
+                        seen.extend(ids(format!(
+                            "SELECT memori_store('{text}', 'rule', user_id => '{user}')::text"
+                        )));
+                    }
+                } else {
+                    let array = batch.iter().map(|t| format!("'{t}'")).collect::<Vec<_>>();
+                    seen.extend(ids(format!(
+                        "SELECT id::text FROM memori_store_batch(ARRAY[{}], 'rule', user_id => '{user}') id",
+                        array.join(", ")
+                    )));
+                }
+                // The rows, by the canonical number of their id.
+                let order = canonical(&seen);
+                let rows = ids(format!(
+                    "SELECT memory_id || '|' || content || '|' || memory_type || '|' || access_count
+                       FROM memori_memories WHERE user_id = '{user}' ORDER BY id"
+                ));
+                let mut rows: Vec<String> = rows
+                    .iter()
+                    .map(|r| {
+                        let (id, rest) = r.split_once('|').unwrap();
+                        let n = seen.iter().position(|s| s == id).map(|p| order[p]);
+                        format!("{n:?}|{rest}")
+                    })
+                    .collect();
+                rows.sort();
+                outcomes.push((order, rows));
+            }
+            assert_eq!(
+                outcomes[0], outcomes[1],
+                "trial {trial} (threshold {threshold}): before {before:?}, batch {batch:?}"
+            );
+            merged += outcomes[0].0.len() - outcomes[0].1.len();
+        }
+        assert!(merged > 20, "the trials merge ({merged} merges)");
+    }
+
     #[pg_test]
     fn store_batch_keeps_order_and_batches_requests() {
         let s = with_signals_blocked(|| MockServer::start(Fault::None, 16));
@@ -268,6 +371,29 @@ mod tests {
         let e = sql_error("SELECT memori_store_batch(ARRAY['fine', ''])");
         assert_eq!(e.message, "memori: contents[2] must not be empty");
         assert_eq!(count("true"), 5, "nothing more was written");
+    }
+
+    /// The batch's first pass slices its vectors out of one array and casts them as the width's
+    /// index does: halfvec above 2,000 dimensions. A repeated text merges, at 3,000 as at 16.
+    #[pg_test]
+    fn a_wide_batch_merges_its_repeated_texts() {
+        let s = with_signals_blocked(|| MockServer::start(Fault::None, 3000));
+        run("SET LOCAL memori.embedding_provider = 'openai'");
+        run(&format!("SET LOCAL memori.embedding_url = '{}'", s.url()));
+        run("SET LOCAL memori.embedding_api_key = 'sk-test'");
+        run("SET LOCAL memori.embedding_model = 'mock'");
+        let first = store("SELECT memori_store('zero', 'rule')");
+        let ids = first_column(
+            "SELECT id::text FROM memori_store_batch(ARRAY['one', 'two', 'one', 'zero', 'two'], 'rule') id",
+        );
+        assert_eq!(ids.len(), 5);
+        assert!(ids[0] != ids[1] && ids[0] == ids[2] && ids[1] == ids[4]);
+        assert_eq!(
+            ids[3],
+            first.to_string(),
+            "merged into the memory stored before"
+        );
+        assert_eq!(count("embedding_dims = 3000"), 3);
     }
 
     #[pg_test]
