@@ -175,7 +175,7 @@ fn similarity_to(
     let (dims, cast) = (vector.len(), indexed_cast(vector.len()));
     crate::base::spi::read_one::<f64>(
         &format!(
-            "SELECT 1::pg_catalog.float8 - (m.embedding::{cast} <=> $2::real[]::{cast}) FROM memori_memories m
+            "SELECT 1::pg_catalog.float8 - (m.embedding::{cast} <=> (SELECT $2::real[]::{cast})) FROM memori_memories m
               WHERE m.user_id OPERATOR(pg_catalog.=) $4::pg_catalog.text AND m.memory_id = $1
                 AND m.embedding_model = $3::pg_catalog.text AND m.embedding_dims = {dims}"
         ),

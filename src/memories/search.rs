@@ -139,13 +139,13 @@ pub fn vector_sql(q: &Query, dims: usize, exact: bool) -> Result<String> {
     let order = if exact {
         "similarity DESC, m.id".to_string()
     } else {
-        format!("m.embedding::{cast} <=> $9::real[]::{cast}")
+        format!("m.embedding::{cast} <=> (SELECT $9::real[]::{cast})")
     };
     // The ranking reads only the embeddings; the `limit` rows it keeps are then read whole by
     // their key, in the same statement.
     Ok(format!(
         "SELECT {columns}
-           FROM (SELECT m.id, 1::pg_catalog.float8 - (m.embedding::{cast} <=> $9::real[]::{cast}) AS similarity
+           FROM (SELECT m.id, 1::pg_catalog.float8 - (m.embedding::{cast} <=> (SELECT $9::real[]::{cast})) AS similarity
                    FROM memori_memories m
                   WHERE {filters}
                     AND m.embedding_model = $8::pg_catalog.text AND m.embedding_dims = {dims}
@@ -538,7 +538,7 @@ fn fetch(user: &str, ids: &[i64], embedded: Option<(&str, &[f32])>) -> Result<Ve
             let (dims, cast) = (v.len(), indexed_cast(v.len()));
             format!(
                 "CASE WHEN m.embedding_model = $2::pg_catalog.text AND m.embedding_dims = {dims}
-                      THEN 1::pg_catalog.float8 - (m.embedding::{cast} <=> $3::real[]::{cast}) END"
+                      THEN 1::pg_catalog.float8 - (m.embedding::{cast} <=> (SELECT $3::real[]::{cast})) END"
             )
         }
         None => "NULL::pg_catalog.float8".to_string(),

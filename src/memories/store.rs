@@ -289,7 +289,7 @@ fn write(target: &Target, m: &NewMemory, with_text: bool, scope: Scope) -> Resul
             )
         } else {
             format!(
-                "SELECT id, 1::pg_catalog.float8 - (m.embedding::{cast} <=> $5::real[]::{cast}) AS similarity
+                "SELECT id, 1::pg_catalog.float8 - (m.embedding::{cast} <=> (SELECT $5::real[]::{cast})) AS similarity
                    FROM memori_memories m
                   WHERE m.user_id OPERATOR(pg_catalog.=) $1::pg_catalog.text AND m.memory_type::pg_catalog.text = $3::pg_catalog.text
                     AND m.conversation_id IS NOT DISTINCT FROM $4::pg_catalog.uuid
