@@ -353,13 +353,23 @@ pub const MAX_QUERY_TERMS: i64 = 64;
 /// The query's full-text terms, as tsquery literals (memori_text_document of the query): its
 /// first `MAX_QUERY_TERMS` distinct ones, in the order the question names them.
 pub fn text_terms(query: &str) -> Result<Vec<String>> {
+    let document = crate::base::text::document_sql(
+        "$1::pg_catalog.text",
+        "$2::pg_catalog.text::pg_catalog.regconfig",
+    );
     let lexemes = crate::base::spi::read_one_kept::<Vec<Option<String>>>(
-        "SELECT pg_catalog.array_agg(s.lexeme ORDER BY s.first, s.lexeme)
+        &format!(
+            "SELECT pg_catalog.array_agg(s.lexeme ORDER BY s.first, s.lexeme)
            FROM (SELECT u.lexeme, u.positions[1] AS first
-                   FROM pg_catalog.unnest(memori_text_document($1::pg_catalog.text, $2::pg_catalog.text::pg_catalog.regconfig)) AS u
+                   FROM pg_catalog.unnest({document}) AS u
                   ORDER BY u.positions[1] NULLS LAST, u.lexeme
-                  LIMIT $3) s",
-        &[query.into(), gucs::text_search_config().into(), MAX_QUERY_TERMS.into()],
+                  LIMIT $3) s"
+        ),
+        &[
+            query.into(),
+            gucs::text_search_config().into(),
+            MAX_QUERY_TERMS.into(),
+        ],
     )?
     .unwrap_or_default();
     Ok(lexemes

@@ -114,7 +114,10 @@ fn triple(metadata: &JsonB) -> Option<[String; 3]> {
 /// updated to 0.3.0).
 fn document_sql(n: usize, with_text: bool) -> String {
     if with_text {
-        format!("memori_text_document(${n}::text, $T::text::pg_catalog.regconfig)")
+        crate::base::text::document_sql(
+            &format!("${n}::pg_catalog.text"),
+            "$T::pg_catalog.text::pg_catalog.regconfig",
+        )
     } else {
         String::new()
     }
@@ -698,9 +701,15 @@ pub fn update_row(user: &str, memory_id: Uuid, change: Change) -> Result<bool> {
     // Written only with new content (no CASE around it: Citus refuses the text search
     // configuration's lookup inside one).
     let set_tsv = if change.content.is_some() && catalog::has_text_search()? {
-        "content_tsv = memori_text_document($3::pg_catalog.text, $11::text::pg_catalog.regconfig),"
+        format!(
+            "content_tsv = {},",
+            crate::base::text::document_sql(
+                "$3::pg_catalog.text",
+                "$11::pg_catalog.text::pg_catalog.regconfig"
+            )
+        )
     } else {
-        ""
+        String::new()
     };
     Ok(opt_one::<bool>(
         &format!(

@@ -182,9 +182,12 @@ fn memori_import(
         .collect();
     let with_text = crate::base::catalog::has_text_search().or_raise();
     let tsv = if with_text {
-        "memori_text_document(r OPERATOR(pg_catalog.->>) 'content'::pg_catalog.text, $5::text::pg_catalog.regconfig)"
+        crate::base::text::document_sql(
+            "(r OPERATOR(pg_catalog.->>) 'content'::pg_catalog.text)",
+            "$5::pg_catalog.text::pg_catalog.regconfig",
+        )
     } else {
-        "''::pg_catalog.tsvector"
+        "''::pg_catalog.tsvector".to_string()
     };
     // Facts over time and chat messages (0.4.0): a database not yet updated has neither.
     let with_validity = crate::base::catalog::has_validity().or_raise();

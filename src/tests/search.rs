@@ -26,6 +26,42 @@ mod tests {
         conv
     }
 
+    /// memori's statements inline memori_text_document's body (`text::document_sql`, so that it
+    /// is planned once): stored documents and a question's terms are what the SQL function
+    /// gives, for identifiers, dotted runs, quotes, non-ASCII words and empty text, under two
+    /// configurations; and memori_store, memori_store_batch and memori_update write exactly it.
+    #[pg_test]
+    fn the_inlined_text_document_is_memori_text_document() {
+        let texts = vec![
+            Some("What does orders.customer_id reference?".to_string()),
+            Some("db.schema.t_a.col_b and a.b.c.d.e.f.g.h.i.j".to_string()),
+            Some("Ünïcode wörds, snake_case_name and 'quoted' \\ \"text\"".to_string()),
+            Some(String::new()),
+            Some("the a of".to_string()),
+        ];
+        for config in ["english", "simple"] {
+            let sql = format!(
+                "SELECT bool_and({} = memori_text_document(t, $1::regconfig)) FROM unnest($2::text[]) t",
+                crate::base::text::document_sql("t", "$1::text::regconfig")
+            );
+            let same = Spi::get_one_with_args::<bool>(&sql, &[config.into(), texts.clone().into()])
+                .unwrap()
+                .unwrap();
+            assert!(same, "{config}");
+        }
+        let id = one::<Uuid>(
+            "SELECT memori_store('Orders.customer_id references customers.id', 'rule')",
+        );
+        run(&format!(
+            "SELECT memori_update('{id}', content => 'invoices.total_cents is in cents')"
+        ));
+        run("SELECT memori_store_batch(ARRAY['a.b_c one', 'two x_y.z'], 'long_term')");
+        assert_eq!(
+            count("content_tsv IS DISTINCT FROM memori_text_document(content, 'english')"),
+            0
+        );
+        assert_eq!(count("true"), 3);
+    }
     #[pg_test]
     fn search_finds_the_seeds_examples_for_this_user_only() {
         let conv = seed_memories();
