@@ -14,8 +14,9 @@ export PG_MAJOR
 PGRX_PG    := pg$(PG_MAJOR)
 # The postgres-owned data directory `cargo pgrx test` uses (initdb refuses to run as root).
 TEST_PGDATA ?= /var/lib/memori/pgrx-test-$(PG_MAJOR)
-# `make install PROFILE=release` for an optimised build of memori's own code; the default dev
-# profile already optimises every dependency (model inference) at opt-level 3.
+# `make install PROFILE=release` for the release profile (thin LTO, no debug information); the
+# default dev profile already optimises memori's code (opt-level 2) and every dependency (model
+# inference) at opt-level 3.
 PROFILE    ?= dev
 # Where `make install` stages the build before installing it (tests/system/reinstall.sh uses it).
 STAGE      := $(CURDIR)/target/install-stage
