@@ -137,19 +137,26 @@ pub enum Scope {
 /// `old[i]`, whether some memory stored before the call (same user, type, conversation, model,
 /// live) is within reach of element i, and `earlier[i]`, the earlier elements within its reach.
 /// Element i then compares only with the memories that elements in `earlier[i]` wrote, unless
-/// `old[i]` sends it through the full comparison: a memory the batch did not write is as it was
-/// when this pass read it (the caller holds `lock_for_dedup`), and one it wrote holds the
-/// embedding of the element that wrote it last. The pass is a superset test (a hair below the
+/// `old[i]` sends it through the full comparison: a memory the batch wrote holds the embedding
+/// of the element that wrote it last, and one it did not write is taken as this pass read it.
+/// Other stores of this user and type wait for the batch (the caller holds `lock_for_dedup`,
+/// taken before the pass); writers that take no such lock (memori_update, the maintenance
+/// pass's promotion, memori_import, memori_reembed) may change a memory while the batch runs,
+/// and the batch then decides as if they had committed after it (one store at a time saw what
+/// had committed before each of its statements). The pass is a superset test (a hair below the
 /// threshold); the write's own comparison decides. None for a single memory, a relationship
-/// (compared by triple), mixed widths, or a batch whose elements reach more than
-/// `REACH_PER_ELEMENT` others each on average (a threshold set very low): each is then
-/// compared in full, and the pass's answer stays bounded.
+/// (compared by triple), mixed widths, a batch of more than `REACH_MAX_FLOATS` floats (its
+/// vectors go to the pass as one array: memory, and PostgreSQL's array size limit), or a batch
+/// whose elements reach more than `REACH_PER_ELEMENT` others each on average (a threshold set
+/// very low): each is then compared in full, and the pass's answer stays bounded.
 pub struct Reach {
     pub old: Vec<bool>,
     pub earlier: Vec<Vec<usize>>,
 }
 
 const REACH_PER_ELEMENT: usize = 8;
+/// 16 MB of float4: 10,000 texts of 384 dimensions, 2,730 of 1,536.
+const REACH_MAX_FLOATS: usize = 1 << 22;
 
 fn merge_reach(
     target: &Target,
@@ -162,6 +169,7 @@ fn merge_reach(
     if n < 2
         || dims == 0
         || c.memory_type == MemoryType::Relationship.as_str()
+        || n.saturating_mul(dims) > REACH_MAX_FLOATS
         || vectors.iter().any(|v| v.len() != dims)
     {
         return Ok(None);

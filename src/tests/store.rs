@@ -279,11 +279,16 @@ mod tests {
             let threshold = [0.95, 0.9, 0.97, 0.95, 0.0, 0.95][trial % 6];
             run(&format!("SET LOCAL memori.dedup_threshold = {threshold}"));
             run("DELETE FROM memori_memories WHERE user_id IN ('one_by_one', 'batched')");
-            let before: Vec<(&str, &str)> = (0..next(4))
+            let mut before: Vec<(&str, &str)> = (0..next(4))
                 .map(|_| (pool[next(pool.len())], ["rule", "long_term"][next(2)]))
                 .collect();
             let size = if threshold == 0.0 { 30 } else { 2 + next(11) };
-            let batch: Vec<&str> = (0..size).map(|_| pool[next(pool.len())]).collect();
+            let mut batch: Vec<&str> = (0..size).map(|_| pool[next(pool.len())]).collect();
+            if trial % 2 == 0 && !before.is_empty() {
+                // The batch holds the archived memory's text: it must merge into it.
+                before[0].1 = "rule";
+                batch.push(before[0].0);
+            }
             let mut outcomes = Vec::new();
             for user in ["one_by_one", "batched"] {
                 let mut seen: Vec<String> = before
@@ -295,6 +300,19 @@ mod tests {
                         .to_string()
                     })
                     .collect();
+                // Earlier memories the check must see (archived: merging un-archives it) and
+                // must not (expired), the same for both users.
+                let first =
+                    format!("(SELECT min(id) FROM memori_memories WHERE user_id = '{user}')");
+                if trial % 2 == 0 {
+                    run(&format!(
+                        "UPDATE memori_memories SET is_archived = true WHERE id = {first}"
+                    ));
+                } else if trial % 3 == 1 {
+                    run(&format!(
+                        "UPDATE memori_memories SET expires_at = now() - interval '1 day' WHERE id = {first}"
+                    ));
+                }
                 if user == "one_by_one" {
                     for text in &batch {
                         seen.extend(ids(format!(
@@ -312,6 +330,7 @@ mod tests {
                 let order = canonical(&seen);
                 let rows = ids(format!(
                     "SELECT memory_id || '|' || content || '|' || memory_type || '|' || access_count
+                            || '|' || is_archived || '|' || coalesce((expires_at < now())::text, '-')
                        FROM memori_memories WHERE user_id = '{user}' ORDER BY id"
                 ));
                 let mut rows: Vec<String> = rows
