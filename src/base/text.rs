@@ -6,8 +6,9 @@
 //! content with `.` and `_` read as spaces (so `orders`, `customer` and `id` are words), plus
 //! one token per identifier and per dotted suffix of it, joined without separators
 //! (`orderscustomerid`, `customerid`): a question naming `customer_id` then matches a memory
-//! about `orders.customer_id` on a rare, and so highly weighted, token. The query goes through
-//! the same function, so both sides always agree.
+//! about `orders.customer_id` on a rare, and so highly weighted, token. The question's terms come
+//! from the same expression (`document_sql`, the function's body inlined), so both sides always
+//! agree.
 
 use pgrx::prelude::*;
 

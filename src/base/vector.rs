@@ -88,3 +88,12 @@ pub fn indexed_cast(dims: usize) -> String {
         format!("halfvec({dims})")
     }
 }
+
+/// A query vector given as parameter `$param` (real[]) in the indexed cast of its width, as an
+/// InitPlan: `(SELECT $n::real[]::vector(d))` is cast once per statement. A bare
+/// `$n::real[]::vector(d)` is cast again for every row compared (a kept plan turns generic,
+/// and a generic plan cannot fold a parameter's cast): an array deconstructed per memory.
+pub fn query_vector(param: usize, dims: usize) -> String {
+    let cast = indexed_cast(dims);
+    format!("(SELECT ${param}::real[]::{cast})")
+}

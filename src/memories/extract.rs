@@ -6,7 +6,7 @@ use crate::base::catalog;
 use crate::base::errors::{Code, MemoriError, OrRaise, Result};
 use crate::base::gucs;
 use crate::base::spi::{prevent_if_read_only, spi};
-use crate::base::vector::indexed_cast;
+use crate::base::vector::{indexed_cast, query_vector};
 use crate::memories::conversations::{self, check_conversation};
 use crate::memories::decisions::{self, Action, Decision, Known};
 use crate::memories::search::{self, Query};
@@ -172,10 +172,11 @@ fn similarity_to(
     target: &Target,
     vector: &[f32],
 ) -> Result<Option<f64>> {
-    let (dims, cast) = (vector.len(), indexed_cast(vector.len()));
+    let dims = vector.len();
+    let (cast, q) = (indexed_cast(dims), query_vector(2, dims));
     crate::base::spi::read_one::<f64>(
         &format!(
-            "SELECT 1::pg_catalog.float8 - (m.embedding::{cast} <=> (SELECT $2::real[]::{cast})) FROM memori_memories m
+            "SELECT 1::pg_catalog.float8 - (m.embedding::{cast} <=> {q}) FROM memori_memories m
               WHERE m.user_id OPERATOR(pg_catalog.=) $4::pg_catalog.text AND m.memory_id = $1
                 AND m.embedding_model = $3::pg_catalog.text AND m.embedding_dims = {dims}"
         ),

@@ -17,7 +17,7 @@ use crate::base::errors::{MemoriError, OrRaise, Result};
 use crate::base::gucs::{self, AccessCounting, SearchMode};
 use crate::base::memory::{self, MemoryType};
 use crate::base::spi::{select_kept, spi};
-use crate::base::vector::indexed_cast;
+use crate::base::vector::{indexed_cast, query_vector};
 use crate::providers::embedding::embed_texts;
 use crate::tenancy;
 use pgrx::datum::{JsonB, TimestampWithTimeZone, Uuid};
@@ -135,17 +135,17 @@ pub fn scope_args(q: &Query) -> Vec<pgrx::datum::DatumWithOid<'static>> {
 /// the recency weight and half-life. `exact` orders by an expression no index provides, so every
 /// row in scope is compared; otherwise the planner may take the HNSW index (iterative scan).
 pub fn vector_sql(q: &Query, dims: usize, exact: bool) -> Result<String> {
-    let cast = indexed_cast(dims);
+    let (cast, q_vector) = (indexed_cast(dims), query_vector(9, dims));
     let order = if exact {
         "similarity DESC, m.id".to_string()
     } else {
-        format!("m.embedding::{cast} <=> (SELECT $9::real[]::{cast})")
+        format!("m.embedding::{cast} <=> {q_vector}")
     };
     // The ranking reads only the embeddings; the `limit` rows it keeps are then read whole by
     // their key, in the same statement.
     Ok(format!(
         "SELECT {columns}
-           FROM (SELECT m.id, 1::pg_catalog.float8 - (m.embedding::{cast} <=> (SELECT $9::real[]::{cast})) AS similarity
+           FROM (SELECT m.id, 1::pg_catalog.float8 - (m.embedding::{cast} <=> {q_vector}) AS similarity
                    FROM memori_memories m
                   WHERE {filters}
                     AND m.embedding_model = $8::pg_catalog.text AND m.embedding_dims = {dims}
@@ -545,10 +545,11 @@ fn fetch(user: &str, ids: &[i64], embedded: Option<(&str, &[f32])>) -> Result<Ve
     }
     let similarity = match embedded {
         Some((_, v)) => {
-            let (dims, cast) = (v.len(), indexed_cast(v.len()));
+            let dims = v.len();
+            let (cast, q_vector) = (indexed_cast(dims), query_vector(3, dims));
             format!(
                 "CASE WHEN m.embedding_model = $2::pg_catalog.text AND m.embedding_dims = {dims}
-                      THEN 1::pg_catalog.float8 - (m.embedding::{cast} <=> (SELECT $3::real[]::{cast})) END"
+                      THEN 1::pg_catalog.float8 - (m.embedding::{cast} <=> {q_vector}) END"
             )
         }
         None => "NULL::pg_catalog.float8".to_string(),

@@ -7,7 +7,7 @@ use crate::base::errors::{Code, MemoriError, OrRaise, Result};
 use crate::base::gucs;
 use crate::base::memory::{self, MemoryType};
 use crate::base::spi::{opt_one, prevent_if_read_only, spi};
-use crate::base::vector::indexed_cast;
+use crate::base::vector::{indexed_cast, query_vector};
 use crate::memories::conversations::{metadata_object, touch_conversation, JsonbArg};
 use crate::providers::embedding::{embed_texts, Target};
 use crate::tenancy::{self, as_owner_of};
@@ -109,18 +109,13 @@ fn triple(metadata: &JsonB) -> Option<[String; 3]> {
     Some([get("subject")?, get("predicate")?, get("object")?])
 }
 
-/// The SQL of a memory's full-text document from parameter `$n` (content) and `$T` (the text
-/// search configuration), or nothing when this database has no full-text search yet (not
-/// updated to 0.3.0).
-fn document_sql(n: usize, with_text: bool) -> String {
-    if with_text {
-        crate::base::text::document_sql(
-            &format!("${n}::pg_catalog.text"),
-            "$T::pg_catalog.text::pg_catalog.regconfig",
-        )
-    } else {
-        String::new()
-    }
+/// The SQL of a memory's full-text document from parameters `$content` and `$config` (the text
+/// search configuration).
+fn document_sql(content: usize, config: usize) -> String {
+    crate::base::text::document_sql(
+        &format!("${content}::pg_catalog.text"),
+        &format!("${config}::pg_catalog.text::pg_catalog.regconfig"),
+    )
 }
 
 /// Which memories a write compares its memory with, looking for a near-duplicate.
@@ -267,23 +262,25 @@ fn write(target: &Target, m: &NewMemory, with_text: bool, scope: Scope) -> Resul
         memory::Archived::Included,
     );
     let dims = m.embedding.len();
-    let cast = indexed_cast(dims);
+    let (cast, q_vector) = (indexed_cast(dims), query_vector(5, dims));
     let config = gucs::text_search_config();
-    let tsv = document_sql(2, with_text).replace("$T", "$14");
+    // A database not updated to 0.3.0 has no full-text document.
     let set_tsv = if with_text {
-        format!("content_tsv = {tsv},")
+        format!("content_tsv = {},", document_sql(2, 14))
     } else {
         String::new()
     };
     let threshold = gucs::dedup_threshold();
+    // Which memories the near-duplicate check reads: none when the batch's pass showed that
+    // none can reach the threshold (straight to the INSERT).
     let among = match &scope {
-        Scope::All => String::new(),
-        Scope::Among(ids) if ids.is_empty() => "skip".into(),
+        Scope::All => Some(""),
+        Scope::Among(ids) if ids.is_empty() => None,
         Scope::Among(_) => {
-            "AND m.memory_id OPERATOR(pg_catalog.=) ANY ($17::pg_catalog.uuid[])".into()
+            Some("AND m.memory_id OPERATOR(pg_catalog.=) ANY ($17::pg_catalog.uuid[])")
         }
     };
-    if threshold < 1.0 && among != "skip" {
+    if let Some(among) = among.filter(|_| threshold < 1.0) {
         let nearest = if m.memory_type == MemoryType::Relationship.as_str() {
             format!("SELECT id, 1::pg_catalog.float8 AS similarity FROM memori_memories m
               WHERE m.user_id OPERATOR(pg_catalog.=) $1::pg_catalog.text AND m.memory_type::pg_catalog.text = $3::pg_catalog.text
@@ -300,7 +297,7 @@ fn write(target: &Target, m: &NewMemory, with_text: bool, scope: Scope) -> Resul
             )
         } else {
             format!(
-                "SELECT id, 1::pg_catalog.float8 - (m.embedding::{cast} <=> (SELECT $5::real[]::{cast})) AS similarity
+                "SELECT id, 1::pg_catalog.float8 - (m.embedding::{cast} <=> {q_vector}) AS similarity
                    FROM memori_memories m
                   WHERE m.user_id OPERATOR(pg_catalog.=) $1::pg_catalog.text AND m.memory_type::pg_catalog.text = $3::pg_catalog.text
                     AND m.conversation_id IS NOT DISTINCT FROM $4::pg_catalog.uuid
@@ -387,10 +384,7 @@ fn write(target: &Target, m: &NewMemory, with_text: bool, scope: Scope) -> Resul
         }
     }
     let (tsv_col, tsv_val) = if with_text {
-        (
-            ", content_tsv",
-            format!(", {}", document_sql(3, true).replace("$T", "$13")),
-        )
+        (", content_tsv", format!(", {}", document_sql(3, 13)))
     } else {
         ("", String::new())
     };
