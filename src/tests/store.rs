@@ -5,9 +5,7 @@ use pgrx::prelude::*;
 
 #[pg_schema]
 mod tests {
-    use crate::providers::offthread::with_signals_blocked;
-    use crate::tests::mock_openai::{Fault, MockServer};
-    use crate::tests::support::{count, first_column, synthetic};
+    use crate::tests::support::{count, first_column, mock_embeddings, synthetic};
     use crate::tests::support::{one, run, sql_error, state};
     use pgrx::datum::Uuid;
     use pgrx::prelude::*;
@@ -355,11 +353,7 @@ mod tests {
 
     #[pg_test]
     fn store_batch_keeps_order_and_batches_requests() {
-        let s = with_signals_blocked(|| MockServer::start(Fault::None, 16));
-        run("SET LOCAL memori.embedding_provider = 'openai'");
-        run(&format!("SET LOCAL memori.embedding_url = '{}'", s.url()));
-        run("SET LOCAL memori.embedding_api_key = 'sk-test'");
-        run("SET LOCAL memori.embedding_model = 'mock'");
+        let s = mock_embeddings(16);
         run("SET LOCAL memori.embedding_cache_ttl = 0");
         run("SET LOCAL memori.embedding_batch_size = 2");
         let ids: Vec<(i64, Uuid)> = Spi::connect(|c| {
@@ -396,11 +390,7 @@ mod tests {
     /// index does: halfvec above 2,000 dimensions. A repeated text merges, at 3,000 as at 16.
     #[pg_test]
     fn a_wide_batch_merges_its_repeated_texts() {
-        let s = with_signals_blocked(|| MockServer::start(Fault::None, 3000));
-        run("SET LOCAL memori.embedding_provider = 'openai'");
-        run(&format!("SET LOCAL memori.embedding_url = '{}'", s.url()));
-        run("SET LOCAL memori.embedding_api_key = 'sk-test'");
-        run("SET LOCAL memori.embedding_model = 'mock'");
+        let _s = mock_embeddings(3000);
         let first = store("SELECT memori_store('zero', 'rule')");
         let ids = first_column(
             "SELECT id::text FROM memori_store_batch(ARRAY['one', 'two', 'one', 'zero', 'two'], 'rule') id",
@@ -413,6 +403,57 @@ mod tests {
             "merged into the memory stored before"
         );
         assert_eq!(count("embedding_dims = 3000"), 3);
+    }
+
+    /// When the batch's pass shows that no text reaches an earlier memory or an earlier text,
+    /// each goes straight to the INSERT: the user's memories are read once for the whole batch
+    /// (the pass), where storing the same texts one by one reads them once per text (the
+    /// comparison this shows the count is sensitive to).
+    #[pg_test]
+    fn a_batch_of_new_texts_reads_the_users_memories_once() {
+        let _s = mock_embeddings(64);
+        let scans = || {
+            one::<i64>(
+                "SELECT (seq_scan + idx_scan)::bigint FROM pg_stat_xact_user_tables
+                  WHERE relid = 'memori_memories'::regclass",
+            )
+        };
+        run("SELECT count(*) FROM memori_store_batch(ARRAY(SELECT 'earlier ' || g FROM generate_series(1, 20) g), 'rule')");
+        let before = scans();
+        run("SELECT count(*) FROM memori_store_batch(ARRAY(SELECT 'batched ' || g FROM generate_series(1, 30) g), 'rule')");
+        let batched = scans() - before;
+        let before = scans();
+        for g in 1..=30 {
+            run(&format!("SELECT memori_store('single {g}', 'rule')"));
+        }
+        let single = scans() - before;
+        assert_eq!(count("true"), 80, "no text merged");
+        assert!(single >= 30, "one read per single store ({single})");
+        assert!(
+            batched <= 2,
+            "a batch of 30 read the memories {batched} times"
+        );
+    }
+
+    /// A batch with an event time whose later text repeats an earlier one: the repeat is
+    /// compared only with what the batch wrote (the narrowed check, with the event time's
+    /// parameter beside it), merges, and keeps the event time.
+    #[pg_test]
+    fn a_dated_batch_merges_a_repeated_text_and_keeps_its_time() {
+        let _s = mock_embeddings(16);
+        run("SELECT memori_store('earlier', 'rule')");
+        let ids = first_column(
+            "SELECT id::text FROM memori_store_batch(ARRAY['one', 'two', 'one'], 'rule',
+                                                     event_at => '2024-05-01 10:00+00') id",
+        );
+        assert_eq!(ids.len(), 3);
+        assert!(ids[0] == ids[2] && ids[0] != ids[1], "{ids:?}");
+        assert_eq!(count("true"), 3);
+        assert_eq!(
+            count("event_at = '2024-05-01 10:00+00' AND content IN ('one', 'two')"),
+            2
+        );
+        assert_eq!(count("content = 'earlier' AND event_at IS NULL"), 1);
     }
 
     #[pg_test]

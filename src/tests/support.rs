@@ -2,6 +2,7 @@
 
 use crate::providers::offthread::with_signals_blocked;
 use crate::tests::mock_llm::{Brain, MockLlm};
+use crate::tests::mock_openai::{Fault, MockServer};
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
@@ -149,6 +150,17 @@ pub fn synthetic(user: &str, n: i32, tags: &str) {
                 'local/all-MiniLM-L6-v2', '{tags}'
            FROM generate_series(1, {n}) g"
     ));
+}
+
+/// A loopback embeddings server of `width` dimensions (a pseudo-random unit vector per text,
+/// `mock_openai::vector_for`), and the settings pointing memori at it (model `openai/mock`).
+pub fn mock_embeddings(width: usize) -> MockServer {
+    let s = with_signals_blocked(|| MockServer::start(Fault::None, width));
+    run("SET LOCAL memori.embedding_provider = 'openai'");
+    run(&format!("SET LOCAL memori.embedding_url = '{}'", s.url()));
+    run("SET LOCAL memori.embedding_api_key = 'sk-test'");
+    run("SET LOCAL memori.embedding_model = 'mock'");
+    s
 }
 
 /// A loopback chat server answering with `brain`, and the settings pointing at it.
