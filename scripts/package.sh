@@ -110,6 +110,13 @@ shlibs() {
   (cd "$d" && dpkg-shlibdeps -O "$@" 2>/dev/null) | sed -n 's/^shlibs:Depends=//p'
 }
 
+# depends BASE LIBRARY: BASE, then what LIBRARY's dynamic links need (the control's Depends).
+depends() {
+  local libdeps
+  libdeps=$(shlibs "$2")
+  echo "$1${libdeps:+, $libdeps}"
+}
+
 # finish ROOT PACKAGE: DEBIAN/md5sums, ownership-free permissions, Installed-Size, the .deb.
 finish() {
   local root=$1 name=$2
@@ -225,9 +232,7 @@ mkdir -p "$root/usr/share/lintian/overrides"
 echo "$name: initial-upload-closes-no-bugs" > "$root/usr/share/lintian/overrides/$name"
 
 mkdir -p "$root/DEBIAN"
-deps="postgresql-$PG_MAJOR, postgresql-$PG_MAJOR-pgvector (>= 0.8.0)"
-libdeps=$(shlibs "$root$deb_lib/memori.so")
-[ -n "$libdeps" ] && deps="$deps, $libdeps"
+deps=$(depends "postgresql-$PG_MAJOR, postgresql-$PG_MAJOR-pgvector (>= 0.8.0)" "$root$deb_lib/memori.so")
 cat > "$root/DEBIAN/control" <<EOF
 Package: $name
 Source: memori
@@ -300,9 +305,7 @@ EOF
   cat "$srcdir/debian/changelog"; } > "$work/vchangelog"
 gz "$work/vchangelog" "$vdoc/changelog.Debian.gz"
 mkdir -p "$vroot/DEBIAN"
-vdeps="postgresql-$PG_MAJOR"
-libdeps=$(shlibs "$vroot$deb_lib/vector.so")
-[ -n "$libdeps" ] && vdeps="$vdeps, $libdeps"
+vdeps=$(depends "postgresql-$PG_MAJOR" "$vroot$deb_lib/vector.so")
 cat > "$vroot/DEBIAN/control" <<EOF
 Package: $vname
 Source: pgvector
