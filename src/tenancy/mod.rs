@@ -207,7 +207,7 @@ fn is_person(name: &str) -> Result<bool> {
     let (_, nsp) = schema()?;
     let same_role = granted_role_join()?;
     let person = as_owner_of(c"memori_roles", || {
-        crate::base::spi::read_one::<bool>(
+        crate::base::spi::read_one_kept::<bool>(
             &format!(
                 "SELECT EXISTS (SELECT FROM pg_catalog.pg_roles u, {nsp}.memori_roles r
                                   JOIN pg_catalog.pg_roles g ON g.rolname OPERATOR(pg_catalog.=) r.role_name{same_role}
@@ -274,7 +274,7 @@ pub fn granted_kind() -> Result<Option<Kind>> {
     };
     let same_role = granted_role_join()?;
     let kind = as_owner_of(c"memori_roles", || {
-        crate::base::spi::read_one::<String>(
+        crate::base::spi::read_one_kept::<String>(
             &format!(
                 "SELECT r.kind OPERATOR(pg_catalog.||) '/'::pg_catalog.text OPERATOR(pg_catalog.||) coalesce({namespace}, ''::pg_catalog.text)
                    FROM {nsp}.memori_roles r
