@@ -113,7 +113,9 @@ shlibs() {
 # depends BASE LIBRARY: BASE, then what LIBRARY's dynamic links need (the control's Depends).
 depends() {
   local libdeps
-  libdeps=$(shlibs "$2")
+  # -e does not reach into a command substitution: a failed dpkg-shlibdeps must stop the build,
+  # not make a package without its libraries' dependencies.
+  libdeps=$(shlibs "$2") || return 1
   echo "$1${libdeps:+, $libdeps}"
 }
 
