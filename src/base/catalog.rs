@@ -31,7 +31,7 @@ pub fn schema() -> Result<(pg_sys::Oid, String)> {
     let (nsp, name) = match cached {
         Some((_, e, nsp, name)) if e == ext => (nsp, name),
         _ => {
-            let nsp = crate::base::spi::read_one_kept::<pg_sys::Oid>(
+            let nsp = crate::base::spi::read_one::<pg_sys::Oid>(
                 "SELECT extnamespace FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'memori'::pg_catalog.name",
                 &[],
             )?
