@@ -8,7 +8,8 @@ mod tests {
     use crate::providers::cosine;
     use crate::providers::offthread::with_signals_blocked;
     use crate::tests::support::{
-        arm_statement_timeout, assert_stopped_within, one, run, sql_error, state, try_sql,
+        arm_statement_timeout, assert_stopped_within, mock_embeddings_with, one, run, sql_error,
+        state, try_sql,
     };
     use pgrx::prelude::*;
     use std::time::{Duration, Instant};
@@ -40,9 +41,8 @@ mod tests {
     }
 
     fn server(fault: Fault, width: usize) -> MockServer {
-        let s = with_signals_blocked(|| MockServer::start(fault, width));
-        run("SET LOCAL memori.embedding_provider = 'openai'");
-        run(&format!("SET LOCAL memori.embedding_url = '{}'", s.url()));
+        let s = mock_embeddings_with(fault, width);
+        // A key the error tests look for in messages (it must never be there).
         run("SET LOCAL memori.embedding_api_key = 'sk-test-secret-key'");
         run("SET LOCAL memori.embedding_model = 'mock-embed'");
         run("SET LOCAL memori.embedding_cache_ttl = 0");

@@ -155,7 +155,12 @@ pub fn synthetic(user: &str, n: i32, tags: &str) {
 /// A loopback embeddings server of `width` dimensions (a pseudo-random unit vector per text,
 /// `mock_openai::vector_for`), and the settings pointing memori at it (model `openai/mock`).
 pub fn mock_embeddings(width: usize) -> MockServer {
-    let s = with_signals_blocked(|| MockServer::start(Fault::None, width));
+    mock_embeddings_with(Fault::None, width)
+}
+
+/// `mock_embeddings`, the server injecting `fault`.
+pub fn mock_embeddings_with(fault: Fault, width: usize) -> MockServer {
+    let s = with_signals_blocked(|| MockServer::start(fault, width));
     run("SET LOCAL memori.embedding_provider = 'openai'");
     run(&format!("SET LOCAL memori.embedding_url = '{}'", s.url()));
     run("SET LOCAL memori.embedding_api_key = 'sk-test'");
