@@ -280,6 +280,118 @@ mod tests {
         );
     }
 
+    /// Hybrid mode over a scope searched exactly reads the scope once (`hybrid_exact`); its two
+    /// candidate lists are the ones the rankings apart give (`vector_candidates`, exact, and
+    /// `text_candidates` over `text_terms` with the same model): the same memories in the same
+    /// order, the same similarities and text scores. Memories outside the scope are there to
+    /// be left out: another user's, another model's, an archived one, another type, and
+    /// memories without any of the question's words.
+    #[pg_test]
+    fn hybrid_over_an_exact_scope_is_both_rankings_apart() {
+        use crate::memories::search::{
+            hybrid_exact, query, text_candidates, text_terms, user_rows, vector_candidates,
+        };
+        // Ten-word texts from a 12-word vocabulary (with an identifier), so that many share
+        // words and scores tie; documents as memori writes them.
+        let insert = |user: &str, n: i32, model: &str, kind: &str| {
+            run(&format!(
+                "INSERT INTO memori_memories (user_id, content, memory_type, embedding, embedding_model)
+                 SELECT '{user}', (SELECT string_agg((ARRAY['orders.customer_id', 'prefers', 'joins',
+                                         'weather', 'lisbon', 'invoices', 'cents', 'report', 'weekly',
+                                         'alias', 'tables', 'sunny'])[1 + (g * 7 + i * i * 3 + i * g) % 12], ' ')
+                                     FROM generate_series(1, 3 + g % 8) i),
+                        '{kind}',
+                        (SELECT l2_normalize(array_agg(random() - 0.5)::real[]::vector)
+                           FROM generate_series(1, 384) WHERE g > 0),
+                        '{model}'
+                   FROM generate_series(1, {n}) g"
+            ));
+        };
+        insert("h", 150, "local/all-MiniLM-L6-v2", "long_term");
+        insert("h", 20, "local/all-MiniLM-L6-v2", "short_term");
+        insert("h", 20, "openai/other", "long_term");
+        insert("other", 50, "local/all-MiniLM-L6-v2", "long_term");
+        run("INSERT INTO memori_memories (user_id, content, memory_type, embedding, embedding_model)
+             SELECT 'h', 'nothing in common ' || g, 'long_term',
+                    (SELECT l2_normalize(array_agg(random() - 0.5)::real[]::vector) FROM generate_series(1, 384) WHERE g > 0),
+                    'local/all-MiniLM-L6-v2'
+               FROM generate_series(1, 30) g");
+        run("UPDATE memori_memories SET content_tsv = memori_text_document(content, 'english')");
+        run("UPDATE memori_memories SET is_archived = true WHERE user_id = 'h' AND id % 17 = 0");
+        assert!(
+            count("content_tsv OPERATOR(pg_catalog.@@) 'prefer'::tsquery AND user_id = 'h'") > 20
+        );
+        let label = "local/all-MiniLM-L6-v2";
+        let vector: Vec<f32> = Spi::get_one::<Vec<f32>>(
+            "SELECT array_agg(random() - 0.5)::real[] FROM generate_series(1, 384)",
+        )
+        .unwrap()
+        .unwrap();
+        let question = "Which tables does the user prefer for orders.customer_id reports?";
+        let round = |x: f64| (x * 1e9).round() as i64;
+        for (types, limit) in [(None, 1000), (None, 40), (Some("long_term"), 40)] {
+            let q = query(
+                Some(10),
+                None,
+                types.map(|t: &str| vec![Some(t.to_string())]),
+                None,
+                None,
+                None,
+                Some("h"),
+                Some("hybrid"),
+                None,
+                (None, None),
+            )
+            .unwrap();
+            let n = user_rows("h").unwrap();
+            let got = hybrid_exact(&q, n, label, &vector, question, limit).unwrap();
+            let (nearest, _) = vector_candidates(&q, n, label, &vector, limit).unwrap();
+            let terms = text_terms(question).unwrap();
+            let text = text_candidates(&q, n, &terms, limit, Some((label, vector.len()))).unwrap();
+            let ids_sims = |f: &[crate::memories::search::Found]| {
+                f.iter()
+                    .map(|f| (f.ranked.id, round(f.ranked.similarity.unwrap())))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(
+                ids_sims(&got.nearest),
+                ids_sims(&nearest),
+                "{types:?} {limit}"
+            );
+            assert!(!text.is_empty() && text.len() <= limit as usize);
+            // Scores equal; at equal scores the order is by id, and the float sums may differ
+            // in the last bit, so compare rounded (and, at the cut, the scores alone).
+            let scored = |t: &[(i64, f64)]| {
+                let mut v: Vec<(i64, i64)> = t.iter().map(|(id, s)| (-round(*s), *id)).collect();
+                v.sort();
+                v
+            };
+            if limit == 1000 {
+                assert_eq!(scored(&got.text), scored(&text), "{types:?}");
+            } else {
+                let scores =
+                    |t: &[(i64, f64)]| scored(t).into_iter().map(|(s, _)| s).collect::<Vec<_>>();
+                assert_eq!(scores(&got.text), scores(&text), "{types:?}");
+            }
+            // The text-only rows are the text candidates that are not among the nearest, read
+            // whole with their similarity.
+            let mut only: Vec<i64> = got.text_only.iter().map(|f| f.ranked.id).collect();
+            let mut expected: Vec<i64> = got
+                .text
+                .iter()
+                .map(|(id, _)| *id)
+                .filter(|id| !got.nearest.iter().any(|f| f.ranked.id == *id))
+                .collect();
+            only.sort();
+            expected.sort();
+            assert_eq!(only, expected);
+            assert!(got
+                .text_only
+                .iter()
+                .all(|f| f.ranked.similarity.is_some() && !f.content.is_empty()));
+        }
+    }
+
     #[pg_test]
     fn event_time_is_stored_filtered_returned_and_shown_in_context() {
         run("SET LOCAL TimeZone = 'UTC'");
