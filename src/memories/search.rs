@@ -356,18 +356,8 @@ pub const MAX_QUERY_TERMS: i64 = 64;
 /// The query's full-text terms, as tsquery literals (memori_text_document of the query): its
 /// first `MAX_QUERY_TERMS` distinct ones, in the order the question names them.
 pub fn text_terms(query: &str) -> Result<Vec<String>> {
-    let document = crate::base::text::document_sql(
-        "$1::pg_catalog.text",
-        "$2::pg_catalog.text::pg_catalog.regconfig",
-    );
     let lexemes = crate::base::spi::read_one_kept::<Vec<Option<String>>>(
-        &format!(
-            "SELECT pg_catalog.array_agg(s.lexeme ORDER BY s.first, s.lexeme)
-           FROM (SELECT u.lexeme, u.positions[1] AS first
-                   FROM pg_catalog.unnest({document}) AS u
-                  ORDER BY u.positions[1] NULLS LAST, u.lexeme
-                  LIMIT $3) s"
-        ),
+        &lexemes_sql(1, 2, 3),
         &[
             query.into(),
             gucs::text_search_config().into(),
@@ -380,6 +370,34 @@ pub fn text_terms(query: &str) -> Result<Vec<String>> {
         .flatten()
         .map(|l| crate::base::text::tsquery_literal(&l))
         .collect())
+}
+
+/// The SQL of the question's terms (one text[] value): the first `$limit` distinct lexemes of
+/// the question `$query`'s document (text search configuration `$config`), in the order the
+/// question names them.
+fn lexemes_sql(query: usize, config: usize, limit: usize) -> String {
+    let document = crate::base::text::document_sql(
+        &format!("${query}::pg_catalog.text"),
+        &format!("${config}::pg_catalog.text::pg_catalog.regconfig"),
+    );
+    format!(
+        "SELECT pg_catalog.array_agg(s.lexeme ORDER BY s.first, s.lexeme)
+           FROM (SELECT u.lexeme, u.positions[1] AS first
+                   FROM pg_catalog.unnest({document}) AS u
+                  ORDER BY u.positions[1] NULLS LAST, u.lexeme
+                  LIMIT ${limit}) s"
+    )
+}
+
+/// The SQL of a term's inverse document frequency, BM25's ln(1 + (N - n + 0.5) / (n + 0.5)):
+/// `n` the SQL of its matches in scope (NULL for none), `$big_n` the user's memories (at least
+/// n).
+fn idf_sql(n: &str, big_n: usize) -> String {
+    let n = format!("coalesce({n}, 0::pg_catalog.float8)");
+    format!(
+        "pg_catalog.ln(1::pg_catalog.float8 + (greatest(${big_n}::pg_catalog.float8, {n}) - {n} + 0.5::pg_catalog.float8)
+                                            / ({n} + 0.5::pg_catalog.float8))"
+    )
 }
 
 /// The `limit` memories in scope best matching the query's terms, best first, with a BM25-style
@@ -434,9 +452,7 @@ pub fn text_candidates(
     let sql = format!(
         "WITH terms AS (SELECT DISTINCT t::pg_catalog.tsquery AS t FROM pg_catalog.unnest($8::pg_catalog.text[]) AS t),
               {hits},
-              idf AS (SELECT terms.t::pg_catalog.text AS t,
-                             pg_catalog.ln(1::pg_catalog.float8 + (greatest($10::pg_catalog.float8, coalesce(d.n, 0::pg_catalog.float8)) - coalesce(d.n, 0::pg_catalog.float8) + 0.5::pg_catalog.float8)
-                                                       / (coalesce(d.n, 0::pg_catalog.float8) + 0.5::pg_catalog.float8)) AS w
+              idf AS (SELECT terms.t::pg_catalog.text AS t, {idf} AS w
                         FROM terms
                         LEFT JOIN (SELECT h.t, count(*)::pg_catalog.float8 AS n FROM hits h GROUP BY h.t) d
                                ON d.t OPERATOR(pg_catalog.=) terms.t::pg_catalog.text),
@@ -445,7 +461,8 @@ pub fn text_candidates(
            FROM hits h JOIN idf ON idf.t OPERATOR(pg_catalog.=) h.t CROSS JOIN total
           GROUP BY h.id
           ORDER BY score DESC, h.id
-          LIMIT $9"
+          LIMIT $9",
+        idf = idf_sql("d.n", 10)
     );
     id_scores(&sql, &args)
 }
@@ -456,13 +473,13 @@ pub fn text_candidates(
 /// among the nearest. The same lists as `vector_candidates` (exact) and `text_candidates` with
 /// `same_model` give, in one statement instead of four (the question's terms, the vector
 /// candidates, the text candidates, the text-only rows): the scope's rows are read once, not
-/// once per ranking (20,000 memories: 100 ms against 134 for the two rankings apart).
+/// once per ranking (`make bench`, 20,000 memories: 97 ms a search, where the two rankings apart
+/// took 137).
 ///
-/// A memory's matched terms are the question's lexemes in its document, marked through weights
-/// (`setweight` to D, then A for the question's lexemes, `ts_filter` on A): one pass per row
-/// instead of one `@@` per term. It is `@@` of each lexeme for memori's documents, which come
-/// from `to_tsvector` and carry positions; a lexeme without positions (a document `strip`ped
-/// by hand) carries no weight and would not count.
+/// A memory's matched terms are the question's lexemes in its document, found in one pass per
+/// row instead of one `@@` per term: the document without the question's lexemes
+/// (`ts_delete`) names the lexemes to delete from the document, and what is left is the
+/// question's lexemes it holds. Positions and weights play no part, as for `@@` of a lexeme.
 pub struct HybridExact {
     pub nearest: Vec<Found>,
     pub text: Vec<(i64, f64)>,
@@ -479,10 +496,6 @@ pub fn hybrid_exact(
 ) -> Result<HybridExact> {
     let dims = vector.len();
     let (cast, q_vector) = (indexed_cast(dims), query_vector(9, dims));
-    let document = crate::base::text::document_sql(
-        "$13::pg_catalog.text",
-        "$14::pg_catalog.text::pg_catalog.regconfig",
-    );
     let (_, wr) = gucs::score_weights();
     let mut args = scope_args(q);
     args.push(label.to_string().into());
@@ -500,34 +513,27 @@ pub fn hybrid_exact(
     // `text_terms`' and `text_candidates`' (the pg_test `hybrid_over_an_exact_scope_is_both_
     // rankings_apart` holds them equal).
     let sql = format!(
-        "WITH lexemes AS (
-              SELECT pg_catalog.array_agg(s.lexeme ORDER BY s.first, s.lexeme) AS l
-                FROM (SELECT u.lexeme, u.positions[1] AS first
-                        FROM pg_catalog.unnest({document}) AS u
-                       ORDER BY u.positions[1] NULLS LAST, u.lexeme
-                       LIMIT $15) s),
+        "WITH lexemes AS ({lexemes}),
               scope AS MATERIALIZED (
               SELECT m.id, 1::pg_catalog.float8 - (m.embedding::{cast} <=> {q_vector}) AS similarity,
-                     pg_catalog.tsvector_to_array(pg_catalog.ts_filter(
-                       pg_catalog.setweight(pg_catalog.setweight(m.content_tsv, 'D'::pg_catalog.\"char\"),
-                                            'A'::pg_catalog.\"char\", (SELECT lexemes.l FROM lexemes)),
-                       '{{a}}'::pg_catalog.\"char\"[])) AS matched
+                     pg_catalog.tsvector_to_array(pg_catalog.ts_delete(m.content_tsv,
+                       pg_catalog.tsvector_to_array(pg_catalog.ts_delete(m.content_tsv, (SELECT l.array_agg FROM lexemes l)))))
+                       AS matched
                 FROM memori_memories m
                WHERE {filters}
-                 AND m.embedding_model = $8::pg_catalog.text AND m.embedding_dims = {dims}),
+                 AND m.embedding_model OPERATOR(pg_catalog.=) $8::pg_catalog.text
+                 AND m.embedding_dims OPERATOR(pg_catalog.=) {dims}),
               hits AS MATERIALIZED (
               SELECT s.id, s.similarity, u.t FROM scope s, pg_catalog.unnest(s.matched) AS u(t)),
               idf AS (
-              SELECT l.t,
-                     pg_catalog.ln(1::pg_catalog.float8 + (greatest($16::pg_catalog.float8, coalesce(d.n, 0::pg_catalog.float8)) - coalesce(d.n, 0::pg_catalog.float8) + 0.5::pg_catalog.float8)
-                                               / (coalesce(d.n, 0::pg_catalog.float8) + 0.5::pg_catalog.float8)) AS w
-                FROM pg_catalog.unnest((SELECT lexemes.l FROM lexemes)) AS l(t)
-                LEFT JOIN (SELECT h.t, count(*)::pg_catalog.float8 AS n FROM hits h GROUP BY h.t) d
+              SELECT l.t, {idf} AS w
+                FROM pg_catalog.unnest((SELECT l.array_agg FROM lexemes l)) AS l(t)
+                LEFT JOIN (SELECT h.t, pg_catalog.count(*)::pg_catalog.float8 AS n FROM hits h GROUP BY h.t) d
                        ON d.t OPERATOR(pg_catalog.=) l.t),
               nearest AS (
               SELECT s.id, s.similarity FROM scope s ORDER BY s.similarity DESC, s.id LIMIT $10),
               best_text AS (
-              SELECT h.id, h.similarity, sum(idf.w) / (SELECT sum(idf.w) FROM idf) AS score
+              SELECT h.id, h.similarity, pg_catalog.sum(idf.w) / (SELECT pg_catalog.sum(idf.w) FROM idf) AS score
                 FROM hits h JOIN idf ON idf.t OPERATOR(pg_catalog.=) h.t
                GROUP BY h.id, h.similarity
                ORDER BY score DESC, h.id
@@ -535,13 +541,17 @@ pub fn hybrid_exact(
               -- MATERIALIZED: each row is then read by its key. Inlined, the key is a
               -- coalesce() over the full join, which row-level security does not let through
               -- to an index (not known to be leakproof): PostgreSQL read all the user's rows
-              -- into a hash instead (20 ms for 20,000 memories).
+              -- into a hash instead (make bench, under RLS: 240 ms for the 20,000-memory user,
+              -- 20 ms for the 2,000-memory one).
               c AS MATERIALIZED (
               SELECT coalesce(n.id, t.id) AS id, coalesce(n.similarity, t.similarity) AS similarity,
                      n.id IS NOT NULL AS is_nearest, t.score
-                FROM nearest n FULL JOIN best_text t ON t.id = n.id)
+                FROM nearest n FULL JOIN best_text t ON t.id OPERATOR(pg_catalog.=) n.id)
          SELECT {columns}, c.is_nearest, c.score
-           FROM c JOIN memori_memories m ON m.user_id OPERATOR(pg_catalog.=) $1::pg_catalog.text AND m.id = c.id",
+           FROM c JOIN memori_memories m ON m.user_id OPERATOR(pg_catalog.=) $1::pg_catalog.text
+                                        AND m.id OPERATOR(pg_catalog.=) c.id",
+        lexemes = lexemes_sql(13, 14, 15),
+        idf = idf_sql("d.n", 16),
         columns = row_columns("c.similarity", 11, 12)?,
         filters = scope_filters(q)
     );

@@ -285,9 +285,11 @@ mod tests {
     /// `text_candidates` over `text_terms` with the same model): the same memories in the same
     /// order, the same similarities and text scores. Memories outside the scope are there to
     /// be left out: another user's, another model's, an archived one, another type, and
-    /// memories without any of the question's words.
+    /// memories without any of the question's words. Two documents written by hand match as
+    /// `@@` matches them: one with weights, one stripped of its positions.
     #[pg_test]
     fn hybrid_over_an_exact_scope_is_both_rankings_apart() {
+        run("SELECT setseed(0.23)");
         use crate::memories::search::{
             hybrid_exact, query, text_candidates, text_terms, user_rows, vector_candidates,
         };
@@ -318,6 +320,12 @@ mod tests {
                FROM generate_series(1, 30) g");
         run("UPDATE memori_memories SET content_tsv = memori_text_document(content, 'english')");
         run("UPDATE memori_memories SET is_archived = true WHERE user_id = 'h' AND id % 17 = 0");
+        run(
+            "UPDATE memori_memories SET content_tsv = setweight(content_tsv, 'A')
+              WHERE user_id = 'h' AND id % 17 = 3",
+        );
+        run("UPDATE memori_memories SET content_tsv = strip(content_tsv)
+              WHERE user_id = 'h' AND id % 17 = 5");
         assert!(
             count("content_tsv OPERATOR(pg_catalog.@@) 'prefer'::tsquery AND user_id = 'h'") > 20
         );
@@ -359,19 +367,15 @@ mod tests {
                 "{types:?} {limit}"
             );
             assert!(!text.is_empty() && text.len() <= limit as usize);
-            // Scores equal; at equal scores the order is by id, and the float sums may differ
-            // in the last bit, so compare rounded (and, at the cut, the scores alone).
-            let scored = |t: &[(i64, f64)]| {
-                let mut v: Vec<(i64, i64)> = t.iter().map(|(id, s)| (-round(*s), *id)).collect();
-                v.sort();
-                v
-            };
-            if limit == 1000 {
-                assert_eq!(scored(&got.text), scored(&text), "{types:?}");
-            } else {
-                let scores =
-                    |t: &[(i64, f64)]| scored(t).into_iter().map(|(s, _)| s).collect::<Vec<_>>();
-                assert_eq!(scores(&got.text), scores(&text), "{types:?}");
+            // The same memories with the same scores, in the same order: by score, then by id
+            // (which decides who makes the cut among equal scores). The two paths add the same
+            // weights in other orders, so the scores are compared to 1e-9.
+            let scored =
+                |t: &[(i64, f64)]| t.iter().map(|(id, s)| (round(*s), *id)).collect::<Vec<_>>();
+            assert_eq!(scored(&got.text), scored(&text), "{types:?} {limit}");
+            if limit == 40 {
+                assert_eq!(text.len(), 40);
+                assert!(!got.text_only.is_empty(), "{types:?}");
             }
             // The text-only rows are the text candidates that are not among the nearest, read
             // whole with their similarity.
@@ -385,10 +389,16 @@ mod tests {
             only.sort();
             expected.sort();
             assert_eq!(only, expected);
-            assert!(got
-                .text_only
-                .iter()
-                .all(|f| f.ranked.similarity.is_some() && !f.content.is_empty()));
+            // Their similarities are the exact pass's (which at limit 1000 holds every memory
+            // in scope).
+            let (all, _) = vector_candidates(&q, n, label, &vector, 1000).unwrap();
+            for f in &got.text_only {
+                let exact = all.iter().find(|a| a.ranked.id == f.ranked.id).unwrap();
+                assert_eq!(
+                    (round(f.ranked.similarity.unwrap()), &f.content),
+                    (round(exact.ranked.similarity.unwrap()), &exact.content)
+                );
+            }
         }
     }
 

@@ -107,11 +107,13 @@ INSERT INTO memori_memories (user_id, content, memory_type, expires_at)
   VALUES ('someone', 'an expired note', 'short_term', now() - interval '1 minute');   -- for maintenance
 SQL
 # A memory and a conversation of the user each role acts for, made by that role (before any
-# trap exists): their ids are the sample uuids of its calls.
+# trap exists): their ids are the sample uuids of its calls. The memory shares the sample
+# question's terms ('How is SQL written?') and tag ('sql'), so that a search's text ranking
+# (term matches, document frequencies, scores) runs over a row and meets the traps.
 own() { # own ROLE [END_USER]: "memory_id conversation_id"
   local set=""
   [ -n "${2:-}" ] && set="SET LOCAL memori.user_id = '$2';"
-  as "$1" app -v ON_ERROR_STOP=1 -c "BEGIN; $set SELECT memori_store('$1 prefers CTEs', 'rule') || ' ' || memori_conversation_create('$1'); COMMIT;" | grep -E '^[0-9a-f-]{36} [0-9a-f-]{36}$'
+  as "$1" app -v ON_ERROR_STOP=1 -c "BEGIN; $set SELECT memori_store('$1 prefers CTEs in the SQL it has written', 'rule', tags => ARRAY['sql']) || ' ' || memori_conversation_create('$1'); COMMIT;" | grep -E '^[0-9a-f-]{36} [0-9a-f-]{36}$'
 }
 read -r MEM_TENANT CONV_TENANT <<<"$(own cap_tenant)"
 read -r MEM_CUSTOMER CONV_CUSTOMER <<<"$(own cap_app customer-1)"
