@@ -293,8 +293,8 @@ mod tests {
         use crate::memories::search::{
             hybrid_exact, query, text_candidates, text_terms, user_rows, vector_candidates,
         };
-        // Ten-word texts from a 12-word vocabulary (with an identifier), so that many share
-        // words and scores tie; documents as memori writes them.
+        // Texts of 3 to 10 words from a 12-word vocabulary (with an identifier), so that many
+        // share words and scores tie; documents as memori writes them.
         let insert = |user: &str, n: i32, model: &str, kind: &str| {
             run(&format!(
                 "INSERT INTO memori_memories (user_id, content, memory_type, embedding, embedding_model)
