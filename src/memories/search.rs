@@ -473,7 +473,7 @@ pub fn text_candidates(
 /// among the nearest. The same lists as `vector_candidates` (exact) and `text_candidates` with
 /// `same_model` give, in one statement instead of four (the question's terms, the vector
 /// candidates, the text candidates, the text-only rows): the scope's rows are read once, not
-/// once per ranking (`make bench`, 20,000 memories: 97 ms a search, where the two rankings apart
+/// once per ranking (`make bench`, 20,000 memories: 94 ms a search, where the two rankings apart
 /// took 137).
 ///
 /// A memory's matched terms are the question's lexemes in its document, found in one pass per
