@@ -240,6 +240,25 @@ fn id_scores(sql: &str, args: &[pgrx::datum::DatumWithOid]) -> Result<Vec<(i64, 
     .map_err(spi)
 }
 
+/// The arguments of a statement ranking the scope by a query vector (`vector_sql`,
+/// `hybrid_exact`): the scope's ($1-$7), then $8 the model's label, $9 the query vector, $10 the
+/// limit, $11 and $12 the recency weight and half-life.
+fn vector_args(
+    q: &Query,
+    label: &str,
+    vector: &[f32],
+    limit: i32,
+) -> Vec<pgrx::datum::DatumWithOid<'static>> {
+    let (_, wr) = gucs::score_weights();
+    let mut a = scope_args(q);
+    a.push(label.to_string().into());
+    a.push(vector.to_vec().into());
+    a.push((limit as i64).into());
+    a.push(wr.into());
+    a.push(gucs::recency_half_life_days().into());
+    a
+}
+
 /// Sets a setting for the rest of the current GUC nest level (as a function's SET clause does).
 fn set_for_query(name: &std::ffi::CStr, value: &str) {
     let value = std::ffi::CString::new(value).expect("no NUL in a number");
@@ -314,16 +333,7 @@ pub fn vector_candidates(
     limit: i32,
 ) -> Result<(Vec<Found>, Path)> {
     let dims = vector.len();
-    let (_, wr) = gucs::score_weights();
-    let args = || {
-        let mut a = scope_args(q);
-        a.push(label.to_string().into());
-        a.push(vector.to_vec().into());
-        a.push((limit as i64).into());
-        a.push(wr.into());
-        a.push(gucs::recency_half_life_days().into());
-        a
-    };
+    let args = || vector_args(q, label, vector, limit);
     let (mut found, path) = if user_rows <= gucs::exact_search_rows() {
         (rows_of(&vector_sql(q, dims, true)?, &args())?, Path::Exact)
     } else {
@@ -496,13 +506,7 @@ pub fn hybrid_exact(
 ) -> Result<HybridExact> {
     let dims = vector.len();
     let (cast, q_vector) = (indexed_cast(dims), query_vector(9, dims));
-    let (_, wr) = gucs::score_weights();
-    let mut args = scope_args(q);
-    args.push(label.to_string().into());
-    args.push(vector.to_vec().into());
-    args.push((limit as i64).into());
-    args.push(wr.into());
-    args.push(gucs::recency_half_life_days().into());
+    let mut args = vector_args(q, label, vector, limit);
     args.push(query_text.to_string().into());
     args.push(gucs::text_search_config().into());
     args.push(MAX_QUERY_TERMS.into());
