@@ -49,6 +49,15 @@ COMMENT ON FUNCTION memori_text_document(text, regconfig) IS
 COMMENT ON FUNCTION memori_identifiers(text) IS
     'memori: the identifier tokens of a text, for memori_text_document: one per identifier holding . or _ and per dotted suffix, lowercased, without separators.';
 
+-- Which of a question's terms a memory's document holds (src/base/text.rs): a hybrid search reads
+-- it for every memory in scope. It runs no SQL and resolves no name, so it has no SET clause:
+-- one would cost a save and restore of the configuration per memory read.
+CREATE FUNCTION memori_term_mask(document tsvector, terms tsvector) RETURNS bigint
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'memori_term_mask_wrapper';
+COMMENT ON FUNCTION memori_term_mask(tsvector, tsvector) IS
+    'memori: which lexemes of terms the document holds: bit i for the i-th in terms (in unnest order, from 0; the first 64), as document @@ lexeme::tsquery says (positions and weights play no part).';
+
 -- One end user's data as a whole (README "Erasing and exporting a user"): the DBA's functions.
 CREATE FUNCTION memori_export(user_id text, include_embeddings boolean DEFAULT false) RETURNS SETOF jsonb
 LANGUAGE plpgsql STABLE
@@ -554,7 +563,8 @@ $$;
 -- the policies call it per row). The pure functions of their arguments pin theirs with a SET
 -- clause (searches run them as the caller).
 GRANT EXECUTE ON FUNCTION memori_acting_user() TO PUBLIC;
-GRANT EXECUTE ON FUNCTION memori_text_document(text, regconfig), memori_identifiers(text) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION memori_text_document(text, regconfig), memori_identifiers(text),
+    memori_term_mask(tsvector, tsvector) TO PUBLIC;
 
 -- Row-level security: a granted role sees only the rows of the user it acts for.
 ALTER TABLE memori_memories ENABLE ROW LEVEL SECURITY;

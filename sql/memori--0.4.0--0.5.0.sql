@@ -100,6 +100,17 @@ REVOKE EXECUTE ON FUNCTION memori_grant(regrole, text, text, boolean) FROM PUBLI
 
 -- Pure functions granted to PUBLIC pin their search path too.
 ALTER FUNCTION memori_identifiers(text) SET search_path = pg_catalog, @extschema@, pg_temp;
+-- Which of a question's terms a memory's document holds (src/base/text.rs): a hybrid search reads
+-- it for every memory in scope. It runs no SQL and resolves no name, so it has no SET clause:
+-- one would cost a save and restore of the configuration per memory read.
+CREATE FUNCTION memori_term_mask(document tsvector, terms tsvector) RETURNS bigint
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'memori_term_mask_wrapper';
+COMMENT ON FUNCTION memori_term_mask(tsvector, tsvector) IS
+    'memori: which lexemes of terms the document holds: bit i for the i-th in terms (in unnest order, from 0; the first 64), as document @@ lexeme::tsquery says (positions and weights play no part).';
+-- As a fresh install leaves it: revoked with every memori function, then granted.
+REVOKE EXECUTE ON FUNCTION memori_term_mask(tsvector, tsvector) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION memori_term_mask(tsvector, tsvector) TO PUBLIC;
 
 DO $$
 DECLARE apps pg_catalog.text;

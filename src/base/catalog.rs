@@ -166,3 +166,31 @@ pub fn has_event_time() -> Result<bool> {
 pub fn has_validity() -> Result<bool> {
     has_column(c"memori_memories", c"valid_to")
 }
+
+/// Whether memori has `memori_term_mask(tsvector, tsvector)` (0.5.0), the per-memory term match
+/// of a hybrid search over an exact scope: a database not yet updated searches by the two
+/// rankings apart. Only the extension's own function counts (one another role could have put
+/// in memori's schema before the update would otherwise run in memori's statements).
+pub fn has_term_mask() -> Result<bool> {
+    let (nsp, _) = schema()?;
+    let ext = SCHEMA.with(|s| s.borrow().as_ref().map(|c| c.1));
+    let args = [pg_sys::TSVECTOROID, pg_sys::TSVECTOROID];
+    // SAFETY: a syscache lookup of a function by name, argument types and namespace (the
+    // argument vector built in the current memory context), then of the extension it belongs to.
+    let owner = unsafe {
+        let types = pg_sys::buildoidvector(args.as_ptr(), args.len() as std::ffi::c_int);
+        let f = pg_sys::GetSysCacheOid(
+            pg_sys::SysCacheIdentifier::PROCNAMEARGSNSP as _,
+            pg_sys::Anum_pg_proc_oid as pg_sys::AttrNumber,
+            pg_sys::Datum::from(c"memori_term_mask".as_ptr()),
+            pg_sys::Datum::from(types),
+            pg_sys::Datum::from(nsp),
+            pg_sys::Datum::from(0),
+        );
+        if f == pg_sys::InvalidOid {
+            return Ok(false);
+        }
+        pg_sys::getExtensionOfObject(pg_sys::ProcedureRelationId, f)
+    };
+    Ok(owner != pg_sys::InvalidOid && Some(owner) == ext)
+}

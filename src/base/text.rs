@@ -124,6 +124,101 @@ fn memori_identifiers(content: &str) -> String {
     })
 }
 
+/// A tsvector's lexemes, read in place from its body (the value after its varlena header, as
+/// PostgreSQL stores it): an int32 count, one 4-byte `WordEntry` per lexeme (its length and its
+/// offset in the string area), then the string area. The lexemes are distinct and sorted
+/// bytewise, a prefix first (PostgreSQL's `tsCompareString`), so one is found by binary search.
+pub struct Lexemes<'a> {
+    entries: &'a [u8],
+    strings: &'a [u8],
+}
+
+impl<'a> Lexemes<'a> {
+    /// None for a body too short for its own count.
+    pub fn of(body: &'a [u8]) -> Option<Self> {
+        let n = usize::try_from(i32::from_ne_bytes(body.get(..4)?.try_into().ok()?)).ok()?;
+        let end = n.checked_mul(4)?.checked_add(4)?;
+        Some(Lexemes {
+            entries: body.get(4..end)?,
+            strings: &body[end..],
+        })
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len() / 4
+    }
+
+    /// Lexeme `i` (< len); None when its entry points outside the string area.
+    fn get(&self, i: usize) -> Option<&'a [u8]> {
+        let bytes = self.entries.get(4 * i..4 * i + 4)?;
+        let (len, pos) = word_entry(bytes.try_into().ok()?);
+        self.strings.get(pos..pos + len)
+    }
+
+    /// The first lexeme at `from` or after that is not below `lexeme` (len if none), and
+    /// whether it is `lexeme`. None for a malformed body.
+    fn seek(&self, from: usize, lexeme: &[u8]) -> Option<(usize, bool)> {
+        let (mut lo, mut hi) = (from, self.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.get(mid)? < lexeme {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Some((lo, lo < self.len() && self.get(lo)? == lexeme))
+    }
+}
+
+/// A `WordEntry` (`haspos:1, len:11, pos:20`, bitfields of a uint32) as (len, pos), decoded as
+/// the C compiler lays bitfields out: from the low bit on little-endian targets, from the high
+/// bit on big-endian ones (a test holds it equal to bindgen's accessors, which read the
+/// bitfields one bit at a time).
+fn word_entry(bytes: [u8; 4]) -> (usize, usize) {
+    let w = u32::from_ne_bytes(bytes);
+    if cfg!(target_endian = "little") {
+        (((w >> 1) & 0x7ff) as usize, (w >> 12) as usize)
+    } else {
+        (((w >> 20) & 0x7ff) as usize, (w & 0xf_ffff) as usize)
+    }
+}
+
+/// Bit i set when lexeme i of `terms` (in its order, from 0; the first 64) is one of
+/// `document`'s. None for a malformed document or terms. Both are sorted alike, so each term's
+/// search starts where the previous one ended.
+pub fn term_mask(document: &Lexemes, terms: &Lexemes) -> Option<i64> {
+    let (mut mask, mut from) = (0u64, 0);
+    for i in 0..terms.len().min(64) {
+        let (at, found) = document.seek(from, terms.get(i)?)?;
+        if found {
+            mask |= 1 << i;
+        }
+        from = at;
+    }
+    Some(mask as i64)
+}
+
+/// `memori_term_mask(document tsvector, terms tsvector) RETURNS bigint` (declared in
+/// sql/finalize.sql: pgrx has no tsvector type; both are read in place as bytes): which of the
+/// lexemes of `terms` the document holds, bit i for the i-th in `terms`' order (`unnest`'s,
+/// from 0; the first 64), as `document @@ lexeme::tsquery` would say: positions and weights
+/// play no part. A hybrid search reads it for every memory in scope (`search::hybrid_exact`):
+/// a binary search per term, nothing copied or converted.
+#[pg_extern(sql = false, immutable, strict, parallel_safe)]
+fn memori_term_mask(document: &[u8], terms: &[u8]) -> i64 {
+    Lexemes::of(document)
+        .zip(Lexemes::of(terms))
+        .and_then(|(d, t)| term_mask(&d, &t))
+        .unwrap_or_else(|| {
+            crate::base::errors::MemoriError::new(
+                crate::base::errors::Code::DataException,
+                "not a well-formed tsvector",
+            )
+            .raise()
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,6 +270,111 @@ mod tests {
         }
         let distinct: String = (0..50_000).map(|i| format!("x_{i} ")).collect();
         assert_eq!(identifiers(&distinct).split(' ').count(), 50_000);
+    }
+
+    /// A tsvector body as PostgreSQL lays it out: the lexemes sorted and distinct, each
+    /// followed by `extra` bytes (standing in for positions) in the string area.
+    fn body(lexemes: &[&str], extra: usize) -> Vec<u8> {
+        let mut sorted: Vec<&[u8]> = lexemes.iter().map(|l| l.as_bytes()).collect();
+        sorted.sort();
+        sorted.dedup();
+        let (mut entries, mut strings) = (Vec::new(), Vec::new());
+        for l in &sorted {
+            let mut e = pg_sys::WordEntry::default();
+            e.set_haspos((extra > 0) as u32);
+            e.set_len(l.len() as u32);
+            e.set_pos(strings.len() as u32);
+            // SAFETY: WordEntry is 4 bytes of bitfields.
+            entries.extend_from_slice(&unsafe {
+                std::mem::transmute::<pg_sys::WordEntry, [u8; 4]>(e)
+            });
+            strings.extend_from_slice(l);
+            strings.extend(std::iter::repeat_n(7u8, extra));
+        }
+        let mut b = (sorted.len() as i32).to_ne_bytes().to_vec();
+        b.extend(entries);
+        b.extend(strings);
+        b
+    }
+
+    #[test]
+    fn word_entries_decode_as_bindgen_reads_the_bitfields() {
+        for (haspos, len, pos) in [
+            (0, 0, 0),
+            (1, 1, 0),
+            (0, 2047, 1),
+            (1, 5, 1_048_575),
+            (1, 1234, 54_321),
+        ] {
+            let mut e = pg_sys::WordEntry::default();
+            e.set_haspos(haspos);
+            e.set_len(len);
+            e.set_pos(pos);
+            // SAFETY: WordEntry is 4 bytes of bitfields.
+            let bytes = unsafe { std::mem::transmute::<pg_sys::WordEntry, [u8; 4]>(e) };
+            assert_eq!(word_entry(bytes), (len as usize, pos as usize));
+        }
+    }
+
+    #[test]
+    fn term_masks_say_which_terms_a_document_holds() {
+        let words = [
+            "a",
+            "ab",
+            "abc",
+            "b",
+            "customerid",
+            "order",
+            "z",
+            "\u{e9}t\u{e9}",
+        ];
+        for extra in [0, 6] {
+            let b = body(&words, extra);
+            let d = Lexemes::of(&b).unwrap();
+            for w in words {
+                assert_eq!(d.seek(0, w.as_bytes()).map(|s| s.1), Some(true), "{w}");
+            }
+            for w in ["", "aa", "abcd", "c", "customer", "orders", "zz", "\u{e9}"] {
+                assert_eq!(d.seek(0, w.as_bytes()).map(|s| s.1), Some(false), "{w}");
+            }
+            // Bits in the terms' own (sorted) order: a, order, x, z.
+            let t = body(&["order", "x", "a", "z"], 2);
+            assert_eq!(term_mask(&d, &Lexemes::of(&t).unwrap()), Some(0b1011));
+        }
+        // The 64th term is the sign bit; later ones set nothing.
+        let names: Vec<String> = (0..70).map(|i| format!("t{i:02}")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let t = body(&refs, 0);
+        let t = Lexemes::of(&t).unwrap();
+        for (doc, mask) in [
+            (vec!["t63"], i64::MIN),
+            (vec!["t64", "t69"], 0),
+            (vec!["t00", "t63", "t65"], i64::MIN | 1),
+        ] {
+            let b = body(&doc, 0);
+            assert_eq!(
+                term_mask(&Lexemes::of(&b).unwrap(), &t),
+                Some(mask),
+                "{doc:?}"
+            );
+        }
+        // An empty document holds nothing; empty terms ask nothing.
+        let (empty, a) = (body(&[], 0), body(&["a"], 0));
+        let (empty, a) = (Lexemes::of(&empty).unwrap(), Lexemes::of(&a).unwrap());
+        assert_eq!(term_mask(&empty, &a), Some(0));
+        assert_eq!(term_mask(&a, &empty), Some(0));
+    }
+
+    #[test]
+    fn malformed_documents_are_refused_not_read_past() {
+        let b = body(&["alpha", "beta"], 0);
+        assert!(Lexemes::of(&b[..3]).is_none());
+        assert!(Lexemes::of(&b[..8]).is_none()); // entries cut short
+        assert!(Lexemes::of(&(-1i32).to_ne_bytes()).is_none());
+        assert!(Lexemes::of(&i32::MAX.to_ne_bytes()).is_none());
+        // The string area cut short: the lexemes that point past it are not read.
+        let d = Lexemes::of(&b[..b.len() - 2]).unwrap();
+        assert_eq!(d.seek(0, b"beta"), None);
     }
 
     #[test]

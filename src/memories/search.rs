@@ -410,6 +410,12 @@ fn idf_sql(n: &str, big_n: usize) -> String {
     )
 }
 
+/// The SQL of the bit `memori_term_mask` sets for the `i`-th term (from 1, `WITH ORDINALITY` of
+/// the terms' tsvector).
+fn term_bit(i: &str) -> String {
+    format!("(1::pg_catalog.int8 OPERATOR(pg_catalog.<<) ({i} OPERATOR(pg_catalog.-) 1)::pg_catalog.int4)")
+}
+
 /// The `limit` memories in scope best matching the query's terms, best first, with a BM25-style
 /// score in (0, 1]: the inverse document frequencies of the query terms a memory holds, over
 /// those of all the query's terms (N: the user's memories, `user_rows`; a term's frequency: its
@@ -486,10 +492,12 @@ pub fn text_candidates(
 /// once per ranking (`make bench`, 20,000 memories: 94 ms a search, where the two rankings apart
 /// took 137).
 ///
-/// A memory's matched terms are the question's lexemes in its document, found in one pass per
-/// row instead of one `@@` per term: the document without the question's lexemes
-/// (`ts_delete`) names the lexemes to delete from the document, and what is left is the
-/// question's lexemes it holds. Positions and weights play no part, as for `@@` of a lexeme.
+/// A memory's matched terms are the question's lexemes in its document, one bit each
+/// (`memori_term_mask`: a binary search per term on the stored document, nothing copied), as
+/// `@@` of each lexeme says. The text ranking then works on the distinct sets of terms, not on
+/// one row per memory and term: the memories holding the same terms score the same. (The
+/// matched lexemes as arrays, `ts_delete` twice and a row per memory and term, took 4.4 ms of
+/// the 2,000-memory user's 6.2: `make bench`'s texts.)
 pub struct HybridExact {
     pub nearest: Vec<Found>,
     pub text: Vec<(i64, f64)>,
@@ -518,29 +526,40 @@ pub fn hybrid_exact(
     // rankings_apart` holds them equal).
     let sql = format!(
         "WITH lexemes AS ({lexemes}),
+              -- The question's terms as a tsvector: memori_term_mask reads them in place.
+              terms AS (SELECT pg_catalog.array_to_tsvector(l.array_agg) AS v FROM lexemes l),
               scope AS MATERIALIZED (
               SELECT m.id, 1::pg_catalog.float8 - (m.embedding::{cast} <=> {q_vector}) AS similarity,
-                     pg_catalog.tsvector_to_array(pg_catalog.ts_delete(m.content_tsv,
-                       pg_catalog.tsvector_to_array(pg_catalog.ts_delete(m.content_tsv, (SELECT l.array_agg FROM lexemes l)))))
-                       AS matched
+                     memori_term_mask(m.content_tsv, (SELECT t.v FROM terms t)) AS mask
                 FROM memori_memories m
                WHERE {filters}
                  AND m.embedding_model OPERATOR(pg_catalog.=) $8::pg_catalog.text
                  AND m.embedding_dims OPERATOR(pg_catalog.=) {dims}),
-              hits AS MATERIALIZED (
-              SELECT s.id, s.similarity, u.t FROM scope s, pg_catalog.unnest(s.matched) AS u(t)),
+              -- The memories matching some term, counted by the set of terms they hold: a few
+              -- dozen sets, however many memories.
+              masks AS MATERIALIZED (
+              SELECT s.mask, pg_catalog.count(*)::pg_catalog.float8 AS n
+                FROM scope s WHERE s.mask OPERATOR(pg_catalog.<>) 0 GROUP BY s.mask),
               idf AS (
-              SELECT l.t, {idf} AS w
-                FROM pg_catalog.unnest((SELECT l.array_agg FROM lexemes l)) AS l(t)
-                LEFT JOIN (SELECT h.t, pg_catalog.count(*)::pg_catalog.float8 AS n FROM hits h GROUP BY h.t) d
-                       ON d.t OPERATOR(pg_catalog.=) l.t),
+              SELECT l.i, {idf} AS w
+                FROM pg_catalog.unnest((SELECT t.v FROM terms t)) WITH ORDINALITY AS l(t, positions, weights, i)
+                LEFT JOIN LATERAL (SELECT pg_catalog.sum(k.n) AS n FROM masks k
+                                    WHERE k.mask OPERATOR(pg_catalog.&) {bit} OPERATOR(pg_catalog.<>) 0) d ON true),
+              -- A set's score, its terms' weights summed in one order (the terms'): memories
+              -- holding the same terms score the same, to the last bit. MATERIALIZED: once per
+              -- set, not once per memory.
+              scores AS MATERIALIZED (
+              SELECT k.mask,
+                     (SELECT pg_catalog.sum(idf.w ORDER BY idf.i) FROM idf
+                       WHERE k.mask OPERATOR(pg_catalog.&) {bit_idf} OPERATOR(pg_catalog.<>) 0)
+                     / (SELECT pg_catalog.sum(idf.w ORDER BY idf.i) FROM idf) AS score
+                FROM masks k),
               nearest AS (
               SELECT s.id, s.similarity FROM scope s ORDER BY s.similarity DESC, s.id LIMIT $10),
               best_text AS (
-              SELECT h.id, h.similarity, pg_catalog.sum(idf.w) / (SELECT pg_catalog.sum(idf.w) FROM idf) AS score
-                FROM hits h JOIN idf ON idf.t OPERATOR(pg_catalog.=) h.t
-               GROUP BY h.id, h.similarity
-               ORDER BY score DESC, h.id
+              SELECT s.id, s.similarity, sc.score
+                FROM scope s JOIN scores sc ON sc.mask OPERATOR(pg_catalog.=) s.mask
+               ORDER BY sc.score DESC, s.id
                LIMIT $10),
               -- MATERIALIZED: each row is then read by its key. Inlined, the key is a
               -- coalesce() over the full join, which row-level security does not let through
@@ -556,6 +575,8 @@ pub fn hybrid_exact(
                                         AND m.id OPERATOR(pg_catalog.=) c.id",
         lexemes = lexemes_sql(13, 14, 15),
         idf = idf_sql("d.n", 16),
+        bit = term_bit("l.i"),
+        bit_idf = term_bit("idf.i"),
         columns = row_columns("c.similarity", 11, 12)?,
         filters = scope_filters(q)
     );
@@ -742,8 +763,9 @@ fn find_as_reader(q: &Query, query_text: &str) -> Result<Outcome> {
     let exact = n <= gucs::exact_search_rows();
     // (vector candidates, their path, text candidates, rows of text candidates already read)
     let (vector_hits, path, text_hits, text_rows) = match &embedded {
-        // Hybrid over a scope searched exactly: both rankings from one read of the scope.
-        Some((label, v)) if q.mode == SearchMode::Hybrid && exact => {
+        // Hybrid over a scope searched exactly: both rankings from one read of the scope (a
+        // database not yet updated to 0.5.0 lacks its term match: the rankings apart).
+        Some((label, v)) if q.mode == SearchMode::Hybrid && exact && catalog::has_term_mask()? => {
             let h = hybrid_exact(q, n, label, v, query_text, limit)?;
             (h.nearest, Path::Exact, h.text, h.text_only)
         }

@@ -402,6 +402,100 @@ mod tests {
         }
     }
 
+    /// memori_term_mask says what membership in the document's lexemes says, bit by bit, over
+    /// generated documents and term sets: words of 1 to 40 bytes (prefixes of one another,
+    /// non-ASCII, quotes and backslashes), documents with positions, weights, none stripped,
+    /// empty, short (1-byte header), long and compressed; term sets of 0 to 80 lexemes (bits past 64 set
+    /// nothing). Documents stored in a table too, so that they are read as stored.
+    #[pg_test]
+    fn term_masks_agree_with_the_documents_lexemes() {
+        run("SELECT setseed(0.61)");
+        run("CREATE TEMP TABLE words AS
+             SELECT w FROM pg_catalog.unnest(ARRAY['a', 'ab', 'abc', 'abd', 'b', 'order', 'orders',
+                      'customerid', 'orderscustomerid', 'caf\u{e9}', '\u{e9}t\u{e9}', 'o''neil', 'back\\slash',
+                      'zz', repeat('x', 40), repeat('x', 39), '\u{1f600}', 'id', 'user', 'prefer']) AS w
+             UNION ALL SELECT 'w' || g FROM generate_series(1, 80) g");
+        // 300 documents, each of 0 to 25 random words, in four forms.
+        run("CREATE TEMP TABLE docs (id int, doc tsvector)");
+        run("INSERT INTO docs
+             SELECT g, CASE g % 4 WHEN 0 THEN d WHEN 1 THEN setweight(d, 'B')
+                               WHEN 2 THEN strip(d) ELSE d || setweight(d, 'A') END
+               FROM (SELECT g, coalesce(array_to_tsvector(ARRAY(
+                        SELECT DISTINCT w FROM (SELECT w FROM words ORDER BY random()
+                                                LIMIT (g * 7) % 26) x)), ''::tsvector)
+                            || (SELECT to_tsvector('simple', coalesce(string_agg(w, ' '), ''))
+                                  FROM (SELECT w FROM words ORDER BY random() LIMIT g % 3) y) AS d
+                       FROM generate_series(1, 300) g) s");
+        // One document over 2 kB, stored compressed: every word, and 100 long lexemes.
+        run("INSERT INTO docs
+             SELECT 0, array_to_tsvector(ARRAY(SELECT w FROM words
+                                               UNION SELECT repeat('x', 200) || g FROM generate_series(1, 100) g))");
+        assert!(one::<bool>(
+            "SELECT pg_column_compression(doc) IS NOT NULL FROM docs WHERE id = 0"
+        ));
+        // 40 term sets of 0 to 80 lexemes.
+        run("CREATE TEMP TABLE term_sets AS
+             SELECT g AS id, coalesce(array_to_tsvector(ARRAY(
+                      SELECT DISTINCT w FROM (SELECT w FROM words ORDER BY random() LIMIT (g * 13) % 81) x)),
+                      ''::tsvector) AS terms
+               FROM generate_series(1, 40) g");
+        assert!(one::<i64>("SELECT count(*) FROM term_sets WHERE length(terms) > 64") > 0);
+        assert!(one::<i64>("SELECT count(*) FROM docs WHERE length(doc) = 0") > 0);
+        let differ = one::<i64>(
+            "SELECT count(*) FROM docs d, term_sets t
+              WHERE memori_term_mask(d.doc, t.terms) IS DISTINCT FROM
+                    (SELECT coalesce(sum(1::int8 << (u.i - 1)::int4), 0)
+                       FROM unnest(t.terms) WITH ORDINALITY AS u(lexeme, positions, weights, i)
+                      WHERE u.i <= 64 AND u.lexeme = ANY (tsvector_to_array(d.doc)))",
+        );
+        assert_eq!(differ, 0);
+        // Nothing matched is not everything matched: the test would see a constant.
+        assert!(
+            one::<i64>(
+                "SELECT count(DISTINCT memori_term_mask(d.doc, t.terms)) FROM docs d, term_sets t"
+            ) > 100
+        );
+        // NULL in, NULL out (strict); a document compared with itself holds all its lexemes.
+        assert_eq!(
+            Spi::get_one::<i64>("SELECT memori_term_mask(NULL, 'a'::tsvector)").unwrap(),
+            None
+        );
+        assert_eq!(
+            one::<i64>(
+                "SELECT count(*) FROM docs WHERE length(doc) BETWEEN 1 AND 62
+                          AND memori_term_mask(doc, doc) <> (1::int8 << length(doc)) - 1"
+            ),
+            0
+        );
+    }
+
+    /// A hybrid search calls only the extension's own memori_term_mask: one that another role
+    /// put in memori's schema (as before ALTER EXTENSION UPDATE, when the update has not made it
+    /// yet) never runs, and the search gives the same rows by the two rankings apart.
+    #[pg_test]
+    fn hybrid_runs_only_the_extensions_own_term_match() {
+        run(
+            "SELECT memori_store_batch(ARRAY['User prefers JOINs over subqueries',
+                 'orders.customer_id references customers.id', 'The weekly report runs on Monday',
+                 'Invoices are stored in cents', 'Use explicit JOIN syntax in reports',
+                 'customer_id is indexed on orders', 'Lisbon is sunny in June'],
+                 'long_term', user_id => 'tm')",
+        );
+        let search = "SELECT string_agg(content, '|' ORDER BY score DESC, content)
+                        FROM memori_search('How does the user like joins on orders.customer_id?',
+                                           k => 5, user_id => 'tm')";
+        assert!(crate::base::catalog::has_term_mask().unwrap());
+        let before = one::<String>(search);
+        run("ALTER EXTENSION memori DROP FUNCTION memori_term_mask(tsvector, tsvector)");
+        run("DROP FUNCTION memori_term_mask(tsvector, tsvector)");
+        run(
+            "CREATE FUNCTION memori_term_mask(document tsvector, terms tsvector) RETURNS bigint
+             LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'planted memori_term_mask ran'; END $$",
+        );
+        assert!(!crate::base::catalog::has_term_mask().unwrap());
+        assert_eq!(one::<String>(search), before);
+    }
+
     #[pg_test]
     fn event_time_is_stored_filtered_returned_and_shown_in_context() {
         run("SET LOCAL TimeZone = 'UTC'");

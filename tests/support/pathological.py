@@ -103,6 +103,9 @@ with psycopg.connect(host=host, port=port, dbname=db, user=role, autocommit=True
           [(n, (t,)) for n, t in cases])
     judge("memori_text_document", "SELECT length(memori_text_document(%s, 'english'))", (ordinary,),
           [(n, (t,)) for n, t in cases])
+    judge("memori_term_mask", "SELECT memori_term_mask(memori_text_document(%s, 'english'), "
+          "memori_text_document(%s, 'english'))", (ordinary, ordinary),
+          [(n, (t, t)) for n, t in cases])
     judge("memori_store", "SELECT memori_store(%s, 'long_term')", (ordinary,),
           [(n, (t,)) for n, t in cases])
     judge("memori_search (hybrid)", "SELECT count(*) FROM memori_search(%s, k => 10)", (ordinary,),
