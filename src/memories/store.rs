@@ -209,7 +209,7 @@ fn merge_reach(
         (most as i64 + 1).into(),
     ];
     let pairs = Spi::connect(|client| {
-        crate::base::spi::select_kept(client, &sql, &args)?
+        crate::base::spi::select_kept(client, &sql, &args, crate::base::spi::Planning::ByValues)?
             .map(|r| {
                 Ok((
                     r.get::<i32>(1)?.unwrap_or_default(),

@@ -428,6 +428,7 @@ fn cache_get(
                     (ttl as f64).into(),
                     user.into(),
                 ],
+                crate::base::spi::Planning::Generic,
             )?;
             let mut out = HashMap::new();
             for row in rows {

@@ -216,6 +216,7 @@ fn is_person(name: &str) -> Result<bool> {
                                    AND pg_catalog.pg_has_role(u.oid, g.oid, 'USAGE'::pg_catalog.text))"
             ),
             &[name.into()],
+            crate::base::spi::Planning::Generic,
         )
     })?
     .unwrap_or(false);
@@ -284,6 +285,7 @@ pub fn granted_kind() -> Result<Option<Kind>> {
                   LIMIT 1"
             ),
             &[me.into()],
+            crate::base::spi::Planning::Generic,
         )
     })?
     .map(|k| match k.split_once('/') {

@@ -469,6 +469,34 @@ mod tests {
         );
     }
 
+    /// A search runs a small user's statements with generic plans without changing the
+    /// caller's plan_cache_mode: through memori_search, and statement by statement (where no
+    /// function's SET clause would put it back).
+    #[pg_test]
+    fn generic_plans_are_the_searchs_own_setting() {
+        crate::tests::support::synthetic("gp", 30, "{}");
+        run("SET LOCAL plan_cache_mode = force_custom_plan");
+        let unchanged = |what: &str| {
+            assert_eq!(
+                one::<String>("SELECT current_setting('plan_cache_mode')"),
+                "force_custom_plan",
+                "{what}"
+            )
+        };
+        for mode in ["vector", "hybrid", "text"] {
+            run(&format!(
+                "SELECT count(*) FROM memori_search('synthetic', k => 5, user_id => 'gp', mode => '{mode}')"
+            ));
+            unchanged(mode);
+        }
+        assert_eq!(crate::memories::search::user_rows("gp").unwrap(), 30);
+        unchanged("user_rows");
+        assert!(!crate::memories::search::text_terms("synthetic memories")
+            .unwrap()
+            .is_empty());
+        unchanged("text_terms");
+    }
+
     /// A hybrid search calls only the extension's own memori_term_mask: one that another role
     /// put in memori's schema (as before ALTER EXTENSION UPDATE, when the update has not made it
     /// yet) never runs, and the search gives the same rows by the two rankings apart.
