@@ -56,17 +56,37 @@ impl Drop for Borrowed {
 /// How a kept statement is planned when it runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Planning {
-    /// One generic plan, made at the first run and reused (`plan_cache_mode =
-    /// force_generic_plan` for the run): for statements whose best plan does not depend on
-    /// their arguments' values (a row by its key, a user's rows through the user index, a
-    /// scope searched exactly). PostgreSQL would otherwise plan them again at every run, since a
-    /// generic plan's estimates (an average user) never look cheaper than a plan for the values:
-    /// planning was about a quarter of a 100-memory user's hybrid search.
+    /// One generic plan, made at the first run and reused: for statements whose best plan does
+    /// not depend on their arguments' values (a row by its key, the rows of a user known to be
+    /// small). PostgreSQL would otherwise plan them again at every run, since a generic plan's
+    /// estimates (an average user) never look cheaper than a plan for the values: with `perf`,
+    /// 28% of a 100-memory user's hybrid search was planning. The plan is made with the
+    /// settings that keep it on the indexes whatever the table's statistics say of an average
+    /// user (sequential scans off, index and bitmap scans and sorting on, no JIT), not with the
+    /// caller's or an HNSW pass's.
     Generic,
-    /// PostgreSQL's own choice, a plan for the arguments' values at each run unless a generic
-    /// one costs as little: for statements whose plan should follow the values or the settings
-    /// of the run (the HNSW pass, a large user's terms through the GIN index).
+    /// A plan for the arguments' values and the settings of each run: for statements whose plan
+    /// should follow them (a large user, the HNSW pass, a large user's terms through the GIN
+    /// index, the store's checks).
     ByValues,
+}
+
+/// The settings of a run (see `Planning`), in a GUC nest level the caller closes.
+pub(crate) fn plan_settings(planning: Planning) {
+    use crate::base::gucs::set_in_nest_level as set;
+    match planning {
+        Planning::Generic => {
+            set(c"plan_cache_mode", c"force_generic_plan");
+            set(c"enable_seqscan", c"off");
+            set(c"enable_indexscan", c"on");
+            set(c"enable_bitmapscan", c"on");
+            set(c"enable_sort", c"on");
+            set(c"jit", c"off");
+        }
+        Planning::ByValues => {
+            set(c"plan_cache_mode", c"force_custom_plan");
+        }
+    }
 }
 
 /// Runs a read-only statement through a plan kept for the life of the backend, planned once
@@ -90,13 +110,15 @@ pub fn select_kept<'conn>(
         plan: Some(plan),
     };
     let plan = borrowed.plan.as_ref().expect("set above");
-    if planning == Planning::ByValues {
+    // Citus plans a distributed statement for its values only (a generic plan cannot route
+    // `user_id = $1` to a shard): there, PostgreSQL's own choice, as for any statement.
+    if crate::base::catalog::distributed().unwrap_or(true) {
         return client.select(plan, None, args);
     }
     // SAFETY: opens a GUC nest level, closed below (or by the abort of an ERROR, as for a
-    // function's SET clause). The plan cache reads the setting when the run gets its plan.
+    // function's SET clause). The plan cache reads the settings when the run gets its plan.
     let nest = unsafe { pg_sys::NewGUCNestLevel() };
-    crate::base::gucs::set_in_nest_level(c"plan_cache_mode", c"force_generic_plan");
+    plan_settings(planning);
     let out = client.select(plan, None, args);
     // SAFETY: closes the nest level opened above.
     unsafe { pg_sys::AtEOXact_GUC(true, nest) };

@@ -273,12 +273,11 @@ fn set_for_query(name: &std::ffi::CStr, value: &str) {
     gucs::set_in_nest_level(name, &value);
 }
 
-/// Up to this many memories, a user's search statements run their generic plans: planning
-/// costs as much as running there (about a quarter of a 100-memory user's hybrid search), and
-/// every plan reads the user's rows through the user index. Above, PostgreSQL plans each run for
-/// the user's size: a user holding most of the table is read faster by a sequential scan (on a
-/// 32,000-memory table, the 20,000-memory user's vector search took 25 ms with the generic plan,
-/// 18 with its own).
+/// Up to this many memories, a user's search statements run their generic plans (see
+/// `Planning::Generic`): planning costs about as much as running there (28% of a 100-memory
+/// user's hybrid search, with `perf`), and reading the user's rows through the user index is
+/// right whatever the table holds. Above, each run is planned for the user's size (a user
+/// holding most of the table is read faster by a sequential scan).
 pub const GENERIC_PLAN_ROWS: i64 = 5_000;
 
 fn planning_for(user_rows: i64) -> Planning {
@@ -395,6 +394,8 @@ pub fn vector_candidates(
 /// costs an index scan, and a question is a few dozen words. A 60 kB question of distinct words
 /// took 28 s with all of them.
 pub const MAX_QUERY_TERMS: i64 = 64;
+// memori_term_mask has one bit per term.
+const _: () = assert!(MAX_QUERY_TERMS <= 64);
 
 /// The query's full-text terms, as tsquery literals (memori_text_document of the query): its
 /// first `MAX_QUERY_TERMS` distinct ones, in the order the question names them.
@@ -564,13 +565,13 @@ pub fn hybrid_exact(
               terms AS (SELECT pg_catalog.array_to_tsvector(l.array_agg) AS v FROM lexemes l),
               scope AS MATERIALIZED (
               SELECT m.id, 1::pg_catalog.float8 - (m.embedding::{cast} <=> {q_vector}) AS similarity,
-                     memori_term_mask(m.content_tsv, (SELECT t.v FROM terms t)) AS mask
+                     {nsp}.memori_term_mask(m.content_tsv, (SELECT t.v FROM terms t)) AS mask
                 FROM memori_memories m
                WHERE {filters}
                  AND m.embedding_model OPERATOR(pg_catalog.=) $8::pg_catalog.text
                  AND m.embedding_dims OPERATOR(pg_catalog.=) {dims}),
-              -- The memories matching some term, counted by the set of terms they hold: a few
-              -- dozen sets, however many memories.
+              -- The memories matching some term, counted by the set of terms they hold: at most
+              -- one set per memory, usually a few dozen.
               masks AS MATERIALIZED (
               SELECT s.mask, pg_catalog.count(*)::pg_catalog.float8 AS n
                 FROM scope s WHERE s.mask OPERATOR(pg_catalog.<>) 0 GROUP BY s.mask),
@@ -610,6 +611,8 @@ pub fn hybrid_exact(
         lexemes = lexemes_sql(13, 14, 15),
         idf = idf_sql("d.n", 16),
         bit = term_bit("l.i"),
+        // Qualified: the function `catalog::has_term_mask` found, whatever the path.
+        nsp = catalog::schema()?.1,
         bit_idf = term_bit("idf.i"),
         columns = row_columns("c.similarity", 11, 12)?,
         filters = scope_filters(q)

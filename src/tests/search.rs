@@ -497,6 +497,48 @@ mod tests {
         unchanged("text_terms");
     }
 
+    /// A small user's generic plan reads its rows through the user index and is not compiled
+    /// (JIT), whatever the caller set: the settings of `Planning::Generic` are those the plan
+    /// is made with. The control: the same generic plan with the caller's settings (index and
+    /// bitmap scans off, JIT for any cost) scans the whole table.
+    #[pg_test]
+    fn generic_plans_stay_on_the_user_index() {
+        crate::tests::support::synthetic("whale", 1000, "{}");
+        crate::tests::support::synthetic("minnow", 20, "{}");
+        run("ANALYZE memori_memories");
+        let plan = || {
+            run(
+                "PREPARE scope(text) AS SELECT count(*) FROM memori_memories m
+                  WHERE m.user_id = $1 AND NOT m.is_archived AND m.embedding_dims = 384",
+            );
+            let p = first_column("EXPLAIN (COSTS OFF) EXECUTE scope('minnow')").join("\n");
+            run("DEALLOCATE scope");
+            p
+        };
+        run("SET LOCAL plan_cache_mode = force_generic_plan");
+        run("SET LOCAL enable_indexscan = off");
+        run("SET LOCAL enable_bitmapscan = off");
+        run("SET LOCAL jit_above_cost = 0");
+        let control = plan();
+        assert!(control.contains("Seq Scan on memori_memories"), "{control}");
+        // SAFETY: a nest level opened and closed around the settings under test.
+        let nest = unsafe { pgrx::pg_sys::NewGUCNestLevel() };
+        crate::base::spi::plan_settings(crate::base::spi::Planning::Generic);
+        let generic = plan();
+        let jit = one::<String>("SELECT current_setting('jit')");
+        unsafe { pgrx::pg_sys::AtEOXact_GUC(true, nest) };
+        assert!(generic.contains("idx_memori_mem_user"), "{generic}");
+        assert!(
+            !generic.contains("Seq Scan on memori_memories"),
+            "{generic}"
+        );
+        assert_eq!(jit, "off");
+        assert_eq!(
+            one::<String>("SELECT current_setting('enable_indexscan')"),
+            "off"
+        );
+    }
+
     /// A hybrid search calls only the extension's own memori_term_mask: one that another role
     /// put in memori's schema (as before ALTER EXTENSION UPDATE, when the update has not made it
     /// yet) never runs, and the search gives the same rows by the two rankings apart.
