@@ -128,8 +128,23 @@ pub fn has_text_search() -> Result<bool> {
     has_column(c"memori_memories", c"content_tsv")
 }
 
+thread_local! {
+    /// The transaction (local xact) in which memori_memories was last found distributed: a
+    /// table once distributed stays so for the transaction, so that answer is kept (a search
+    /// asks once per statement); "not distributed" is asked again, since memori_distribute()
+    /// may run in the same transaction.
+    static DISTRIBUTED_IN: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    /// The last answer of has_term_mask: (local xact, function oid, the extension's own).
+    static TERM_MASK: std::cell::Cell<(u32, pg_sys::Oid, bool)> =
+        const { std::cell::Cell::new((0, pg_sys::InvalidOid, false)) };
+}
+
 /// Whether memori_memories is a Citus distributed table (memori_distribute() ran).
 pub fn distributed() -> Result<bool> {
+    let lxid = gucs::local_xact();
+    if lxid != 0 && DISTRIBUTED_IN.with(|d| d.get()) == lxid {
+        return Ok(true);
+    }
     let (nsp, _) = schema()?;
     // SAFETY: catalog lookups by name; a missing relation is InvalidOid.
     let (dist, rel) = unsafe {
@@ -144,11 +159,15 @@ pub fn distributed() -> Result<bool> {
     if dist == pg_sys::InvalidOid || rel == pg_sys::InvalidOid {
         return Ok(false);
     }
-    Ok(crate::base::spi::read_one::<bool>(
+    let distributed = crate::base::spi::read_one::<bool>(
         "SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition p WHERE p.logicalrelid OPERATOR(pg_catalog.=) $1::pg_catalog.oid::pg_catalog.regclass)",
         &[rel.into()],
     )?
-    .unwrap_or(false))
+    .unwrap_or(false);
+    if distributed {
+        DISTRIBUTED_IN.with(|d| d.set(lxid));
+    }
+    Ok(distributed)
 }
 
 /// Whether the embedding cache is per user (user_id, 0.5.0): a database not yet updated
@@ -176,21 +195,31 @@ pub fn has_term_mask() -> Result<bool> {
     let ext = SCHEMA.with(|s| s.borrow().as_ref().map(|c| c.1));
     let args = [pg_sys::TSVECTOROID, pg_sys::TSVECTOROID];
     // SAFETY: a syscache lookup of a function by name, argument types and namespace (the
-    // argument vector built in the current memory context), then of the extension it belongs to.
-    let owner = unsafe {
+    // argument vector built in the current memory context).
+    let f = unsafe {
         let types = pg_sys::buildoidvector(args.as_ptr(), args.len() as std::ffi::c_int);
-        let f = pg_sys::GetSysCacheOid(
+        pg_sys::GetSysCacheOid(
             pg_sys::SysCacheIdentifier::PROCNAMEARGSNSP as _,
             pg_sys::Anum_pg_proc_oid as pg_sys::AttrNumber,
             pg_sys::Datum::from(c"memori_term_mask".as_ptr()),
             pg_sys::Datum::from(types),
             pg_sys::Datum::from(nsp),
             pg_sys::Datum::from(0),
-        );
-        if f == pg_sys::InvalidOid {
-            return Ok(false);
-        }
-        pg_sys::getExtensionOfObject(pg_sys::ProcedureRelationId, f)
+        )
     };
-    Ok(owner != pg_sys::InvalidOid && Some(owner) == ext)
+    if f == pg_sys::InvalidOid {
+        return Ok(false);
+    }
+    // Whose it is, read from pg_depend once per transaction and function (a search asks every
+    // time).
+    let lxid = gucs::local_xact();
+    let (x, cached_f, own) = TERM_MASK.with(|t| t.get());
+    if lxid != 0 && x == lxid && cached_f == f {
+        return Ok(own);
+    }
+    // SAFETY: a catalog lookup of the extension an existing function belongs to.
+    let owner = unsafe { pg_sys::getExtensionOfObject(pg_sys::ProcedureRelationId, f) };
+    let own = owner != pg_sys::InvalidOid && Some(owner) == ext;
+    TERM_MASK.with(|t| t.set((lxid, f, own)));
+    Ok(own)
 }

@@ -204,7 +204,8 @@ pub fn term_mask(document: &Lexemes, terms: &Lexemes) -> Option<i64> {
 /// lexemes of `terms` the document holds, bit i for the i-th in `terms`' order (`unnest`'s,
 /// from 0; the first 64), as `document @@ lexeme::tsquery` would say: positions and weights
 /// play no part. A hybrid search reads it for every memory in scope (`search::hybrid_exact`):
-/// a binary search per term, nothing copied or converted.
+/// a binary search per term, nothing converted (and nothing copied for a document stored
+/// inline, as a memory's is).
 #[pg_extern(sql = false, immutable, strict, parallel_safe)]
 fn memori_term_mask(document: &[u8], terms: &[u8]) -> i64 {
     Lexemes::of(document)
@@ -213,8 +214,9 @@ fn memori_term_mask(document: &[u8], terms: &[u8]) -> i64 {
         .unwrap_or_else(|| {
             crate::base::errors::MemoriError::new(
                 crate::base::errors::Code::DataException,
-                "not a well-formed tsvector",
+                "memori_term_mask: not a well-formed tsvector",
             )
+            .hint("The value is damaged (PostgreSQL's own tsvectors are always well formed). For a memory, write its document again: UPDATE memori_memories SET content_tsv = memori_text_document(content, '<configuration>') WHERE ...")
             .raise()
         })
 }

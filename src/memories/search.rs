@@ -528,7 +528,7 @@ pub fn text_candidates(
 /// took 137; 64 ms with `memori_term_mask`).
 ///
 /// A memory's matched terms are the question's lexemes in its document, one bit each
-/// (`memori_term_mask`: a binary search per term on the stored document, nothing copied), as
+/// (`memori_term_mask`: a binary search per term on the stored document, read in place), as
 /// `@@` of each lexeme says. The text ranking then works on the distinct sets of terms, not on
 /// one row per memory and term: the memories holding the same terms score the same. (The
 /// matched lexemes as arrays, `ts_delete` twice and a row per memory and term, took 4.4 ms of
