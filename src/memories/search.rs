@@ -144,20 +144,41 @@ pub fn vector_sql(q: &Query, dims: usize, exact: bool) -> Result<String> {
     } else {
         format!("m.embedding::{cast} <=> {q_vector}")
     };
-    // The ranking reads only the embeddings; the `limit` rows it keeps are then read whole by
-    // their key, in the same statement.
+    // The ranking reads only the embeddings; the `limit` rows it keeps are then read whole
+    // where it found them, in the same statement.
+    let (loc, join) = read_back("c")?;
     Ok(format!(
         "SELECT {columns}
-           FROM (SELECT m.id, 1::pg_catalog.float8 - (m.embedding::{cast} <=> {q_vector}) AS similarity
+           FROM (SELECT m.id, {loc}, 1::pg_catalog.float8 - (m.embedding::{cast} <=> {q_vector}) AS similarity
                    FROM memori_memories m
                   WHERE {filters}
                     AND m.embedding_model = $8::pg_catalog.text AND m.embedding_dims = {dims}
                   ORDER BY {order}
                   LIMIT $10) c
-           JOIN memori_memories m ON m.user_id OPERATOR(pg_catalog.=) $1::pg_catalog.text AND m.id = c.id",
+           JOIN memori_memories m ON {join}",
         columns = row_columns("c.similarity", 11, 12)?,
         filters = scope_filters(q)
     ))
+}
+
+/// How a statement reads again, whole, the rows its ranking kept (in relation `c`, of user $1):
+/// the column to keep (`m.ctid AS loc`) and the join condition. By row position, a TID scan:
+/// in the same statement and snapshot, the version the ranking read (a primary key lookup per
+/// row cost about 10% of a 100-memory user's vector statement). `ctid = ...` is leakproof, so row-level
+/// security lets it through to the TID scan. On Citus, by key: a shard's row positions mean
+/// nothing to the coordinator's plan.
+fn read_back(c: &str) -> Result<(&'static str, String)> {
+    Ok(if catalog::distributed()? {
+        (
+            "m.id AS loc",
+            format!("m.user_id OPERATOR(pg_catalog.=) $1::pg_catalog.text AND m.id OPERATOR(pg_catalog.=) {c}.loc"),
+        )
+    } else {
+        (
+            "m.ctid AS loc",
+            format!("m.ctid OPERATOR(pg_catalog.=) {c}.loc AND m.user_id OPERATOR(pg_catalog.=) $1::pg_catalog.text"),
+        )
+    })
 }
 
 /// The columns a search reads of each memory, in `found_of`'s order: `similarity` the SQL of its
@@ -173,16 +194,25 @@ fn row_columns(similarity: &str, wr: usize, half_life: usize) -> Result<String> 
     Ok(format!(
         "m.id, m.memory_id, m.content, m.memory_type::pg_catalog.text, {similarity} AS similarity,
                 m.importance_score, m.context_tags, m.metadata, m.conversation_id, m.created_at,
-                -- 0.5 ^ (age / half-life), as exp(), clamped: never an underflow error,
-                -- whatever the age (also for timestamps at -infinity).
-                CASE WHEN ${wr}::pg_catalog.float8 > 0::pg_catalog.float8
+                {recency} AS recency,
+                {event_at} AS event_at",
+        recency = recency_sql("m.updated_at", wr, half_life)
+    ))
+}
+
+/// The SQL of a memory's recency, 0.5 ^ (age / half-life), from `updated_at` (the SQL of its
+/// last update), `$wr` the recency weight (0: no recency, 0) and `$half_life` (days).
+fn recency_sql(updated_at: &str, wr: usize, half_life: usize) -> String {
+    // As exp(), clamped: never an underflow error, whatever the age (also for timestamps at
+    // -infinity).
+    format!(
+        "CASE WHEN ${wr}::pg_catalog.float8 > 0::pg_catalog.float8
                      THEN pg_catalog.exp(least(0::pg_catalog.float8, greatest(-700::pg_catalog.float8,
-                            (pg_catalog.date_part('epoch'::pg_catalog.text, m.updated_at)
+                            (pg_catalog.date_part('epoch'::pg_catalog.text, {updated_at})
                              - pg_catalog.date_part('epoch'::pg_catalog.text, now()))
                             * pg_catalog.ln(2::pg_catalog.float8) / (86400::pg_catalog.float8 * ${half_life}::pg_catalog.float8))))
-                     ELSE 0::pg_catalog.float8 END AS recency,
-                {event_at} AS event_at"
-    ))
+                     ELSE 0::pg_catalog.float8 END"
+    )
 }
 
 /// A memory as `row_columns` reads it, unranked.
@@ -390,6 +420,43 @@ pub fn vector_candidates(
     Ok((found, path))
 }
 
+/// A vector search over a scope searched exactly: the k best of its `limit` nearest memories,
+/// ranked (`rank`), each with its rank among them. What `vector_candidates` and `rank` give
+/// (the pg_test `hybrid_over_an_exact_scope_is_both_rankings_apart`), in one statement
+/// that reads only the k best whole.
+pub fn vector_exact(
+    q: &Query,
+    user_rows: i64,
+    label: &str,
+    vector: &[f32],
+    limit: i32,
+) -> Result<Vec<Found>> {
+    let dims = vector.len();
+    let (cast, q_vector) = (indexed_cast(dims), query_vector(9, dims));
+    let mut args = vector_args(q, label, vector, limit);
+    // $1-$12 as `vector_args`, $13-$16 `rank_args`.
+    let sql = format!(
+        "WITH c AS (
+              SELECT n.*, pg_catalog.row_number() OVER (ORDER BY n.similarity DESC, n.id) AS vector_rank,
+                     NULL::pg_catalog.int8 AS text_rank, NULL::pg_catalog.float8 AS score
+                FROM (SELECT m.id, {loc}, 1::pg_catalog.float8 - (m.embedding::{cast} <=> {q_vector}) AS similarity,
+                             coalesce(m.importance_score, 0::pg_catalog.float4)::pg_catalog.float8 AS importance,
+                             m.updated_at
+                        FROM memori_memories m
+                       WHERE {filters}
+                         AND m.embedding_model OPERATOR(pg_catalog.=) $8::pg_catalog.text
+                         AND m.embedding_dims OPERATOR(pg_catalog.=) {dims}
+                       ORDER BY similarity DESC, m.id
+                       LIMIT $10) n),
+              {ranked}",
+        loc = read_back("top")?.0,
+        ranked = ranked_sql(SearchMode::Vector, 13, 11, 12)?,
+        filters = scope_filters(q)
+    );
+    rank_args(q, &mut args);
+    ranked_rows(q, &sql, &args, planning_for(user_rows))
+}
+
 /// At most this many terms of a question are searched for (the first ones it names): each
 /// costs an index scan, and a question is a few dozen words. A 60 kB question of distinct words
 /// took 28 s with all of them.
@@ -518,14 +585,15 @@ pub fn text_candidates(
     id_scores(&sql, &args, planning_for(user_rows))
 }
 
-/// The two candidate lists of a hybrid search over a scope searched exactly, from one read of
-/// the scope: the `limit` nearest memories (nearest first, read whole), the `limit` best text
-/// matches (best first, with their scores) and the rows of those text matches that are not
-/// among the nearest. The same lists as `vector_candidates` (exact) and `text_candidates` with
-/// `same_model` give, in one statement instead of four (the question's terms, the vector
-/// candidates, the text candidates, the text-only rows): the scope's rows are read once, not
-/// once per ranking (`make bench`, 20,000 memories: 94 ms a search, where the two rankings apart
-/// took 137; 64 ms with `memori_term_mask`).
+/// A hybrid search over a scope searched exactly, from one read of the scope: its k best
+/// memories, ranked (`rank`), each with its ranks in the two candidate lists. The lists are the
+/// ones `vector_candidates` (exact) and `text_candidates` with `same_model` give: the `limit`
+/// nearest memories and the `limit` best text matches. One statement instead of four (the
+/// question's terms, the vector candidates, the text candidates, the text-only rows): the
+/// scope's rows are read once, not once per ranking (`make bench`, 20,000 memories: 94 ms a
+/// search, where the two rankings apart took 137; 64 ms with `memori_term_mask`), and only the k
+/// best whole. The pg_test `hybrid_over_an_exact_scope_is_both_rankings_apart` holds the result
+/// equal to ranking the two lists apart (`find_apart`).
 ///
 /// A memory's matched terms are the question's lexemes in its document, one bit each
 /// (`memori_term_mask`: a binary search per term on the stored document, read in place), as
@@ -533,12 +601,6 @@ pub fn text_candidates(
 /// one row per memory and term: the memories holding the same terms score the same. (The
 /// matched lexemes as arrays, `ts_delete` twice and a row per memory and term, took 4.4 ms of
 /// the 2,000-memory user's 6.2: `make bench`'s texts.)
-pub struct HybridExact {
-    pub nearest: Vec<Found>,
-    pub text: Vec<(i64, f64)>,
-    pub text_only: Vec<Found>,
-}
-
 pub fn hybrid_exact(
     q: &Query,
     user_rows: i64,
@@ -546,9 +608,10 @@ pub fn hybrid_exact(
     vector: &[f32],
     query_text: &str,
     limit: i32,
-) -> Result<HybridExact> {
+) -> Result<Vec<Found>> {
     let dims = vector.len();
     let (cast, q_vector) = (indexed_cast(dims), query_vector(9, dims));
+    let loc = read_back("top")?.0;
     let mut args = vector_args(q, label, vector, limit);
     args.push(query_text.to_string().into());
     args.push(gucs::text_search_config().into());
@@ -556,16 +619,17 @@ pub fn hybrid_exact(
     args.push((user_rows as f64).into());
     // $1-$7 the scope, $8 the model's label, $9 the query vector, $10 the limit, $11 and $12
     // the recency weight and half-life, $13 the question, $14 the text search configuration,
-    // $15 MAX_QUERY_TERMS, $16 N (the user's memories). The terms and the text score are
-    // `text_terms`' and `text_candidates`' (the pg_test `hybrid_over_an_exact_scope_is_both_
-    // rankings_apart` holds them equal).
+    // $15 MAX_QUERY_TERMS, $16 N (the user's memories), $17 k, $18-$19 the weights of
+    // relevance and importance, $20 min_similarity. The terms and the text score are
+    // `text_terms`' and `text_candidates`'.
     let sql = format!(
         "WITH lexemes AS ({lexemes}),
               -- The question's terms as a tsvector: memori_term_mask reads them in place.
               terms AS (SELECT pg_catalog.array_to_tsvector(l.array_agg) AS v FROM lexemes l),
               scope AS MATERIALIZED (
-              SELECT m.id, 1::pg_catalog.float8 - (m.embedding::{cast} <=> {q_vector}) AS similarity,
-                     {nsp}.memori_term_mask(m.content_tsv, (SELECT t.v FROM terms t)) AS mask
+              SELECT m.id, {loc}, 1::pg_catalog.float8 - (m.embedding::{cast} <=> {q_vector}) AS similarity,
+                     {nsp}.memori_term_mask(m.content_tsv, (SELECT t.v FROM terms t)) AS mask,
+                     m.importance_score AS importance, m.updated_at
                 FROM memori_memories m
                WHERE {filters}
                  AND m.embedding_model OPERATOR(pg_catalog.=) $8::pg_catalog.text
@@ -590,60 +654,36 @@ pub fn hybrid_exact(
                      / (SELECT pg_catalog.sum(idf.w ORDER BY idf.i) FROM idf) AS score
                 FROM masks k),
               nearest AS (
-              SELECT s.id, s.similarity FROM scope s ORDER BY s.similarity DESC, s.id LIMIT $10),
+              SELECT s.* FROM scope s ORDER BY s.similarity DESC, s.id LIMIT $10),
               best_text AS (
-              SELECT s.id, s.similarity, sc.score
+              SELECT s.*, sc.score
                 FROM scope s JOIN scores sc ON sc.mask OPERATOR(pg_catalog.=) s.mask
                ORDER BY sc.score DESC, s.id
                LIMIT $10),
-              -- MATERIALIZED: each row is then read by its key. Inlined, the key is a
-              -- coalesce() over the full join, which row-level security does not let through
-              -- to an index (not known to be leakproof): PostgreSQL read all the user's rows
-              -- into a hash instead (make bench, under RLS: 240 ms for the 20,000-memory user,
-              -- 20 ms for the 2,000-memory one).
-              c AS MATERIALIZED (
-              SELECT coalesce(n.id, t.id) AS id, coalesce(n.similarity, t.similarity) AS similarity,
-                     n.id IS NOT NULL AS is_nearest, t.score
-                FROM nearest n FULL JOIN best_text t ON t.id OPERATOR(pg_catalog.=) n.id)
-         SELECT {columns}, c.is_nearest, c.score
-           FROM c JOIN memori_memories m ON m.user_id OPERATOR(pg_catalog.=) $1::pg_catalog.text
-                                        AND m.id OPERATOR(pg_catalog.=) c.id",
+              -- The candidates: each ranking's, with its rank there (numbered after the cut).
+              c AS (
+              SELECT coalesce(n.id, t.id) AS id, coalesce(n.loc, t.loc) AS loc,
+                     coalesce(n.similarity, t.similarity) AS similarity,
+                     coalesce(n.importance, t.importance, 0::pg_catalog.float4)::pg_catalog.float8 AS importance,
+                     coalesce(n.updated_at, t.updated_at) AS updated_at,
+                     n.r AS vector_rank, t.r AS text_rank, t.score
+                FROM (SELECT n.*, pg_catalog.row_number() OVER (ORDER BY n.similarity DESC, n.id) AS r
+                        FROM nearest n) n
+                FULL JOIN (SELECT t.*, pg_catalog.row_number() OVER (ORDER BY t.score DESC, t.id) AS r
+                             FROM best_text t) t
+                       ON t.id OPERATOR(pg_catalog.=) n.id),
+              {ranked}",
         lexemes = lexemes_sql(13, 14, 15),
         idf = idf_sql("d.n", 16),
         bit = term_bit("l.i"),
         // Qualified: the function `catalog::has_term_mask` found, whatever the path.
         nsp = catalog::schema()?.1,
         bit_idf = term_bit("idf.i"),
-        columns = row_columns("c.similarity", 11, 12)?,
+        ranked = ranked_sql(SearchMode::Hybrid, 17, 11, 12)?,
         filters = scope_filters(q)
     );
-    let rows = Spi::connect(|client| {
-        select_kept(client, &sql, &args, planning_for(user_rows))?
-            .map(|r| {
-                let nearest = r.get::<bool>(13)?.unwrap_or(false);
-                let score = r.get::<f64>(14)?;
-                Ok((found_of(r)?, nearest, score))
-            })
-            .collect::<std::result::Result<Vec<_>, pgrx::spi::Error>>()
-    })
-    .map_err(spi)?;
-    let mut text: Vec<(i64, f64)> = rows
-        .iter()
-        .filter_map(|(f, _, score)| score.map(|s| (f.ranked.id, s)))
-        .collect();
-    text.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    let (mut nearest, text_only): (Vec<_>, Vec<_>) = rows.into_iter().partition(|(_, n, _)| *n);
-    nearest.sort_by(|a, b| {
-        let similarity = |f: &Found| f.ranked.similarity.unwrap_or(-2.0);
-        similarity(&b.0)
-            .total_cmp(&similarity(&a.0))
-            .then(a.0.ranked.id.cmp(&b.0.ranked.id))
-    });
-    Ok(HybridExact {
-        nearest: nearest.into_iter().map(|(f, _, _)| f).collect(),
-        text,
-        text_only: text_only.into_iter().map(|(f, _, _)| f).collect(),
-    })
+    rank_args(q, &mut args);
+    ranked_rows(q, &sql, &args, planning_for(user_rows))
 }
 
 /// One candidate, with what ranks it.
@@ -683,6 +723,92 @@ pub fn relevance(mode: SearchMode, r: &Ranked) -> f64 {
             r.similarity.unwrap_or(-1.0) + TEXT_WEIGHT * r.text_score.unwrap_or(0.0).clamp(0.0, 1.0)
         }
     }
+}
+
+/// The SQL of a candidate's score in vector or hybrid mode as `relevance` and `rank` compute
+/// it, the same floating point operations in the same order (so that SQL and `rank` make the
+/// same cut): over relation `c` (`ranked_sql`), `$w` the first of the parameters `rank_args`
+/// gives, `$wr` the recency weight's and `$half_life` the half-life's.
+fn score_sql(mode: SearchMode, w: usize, wr: usize, half_life: usize) -> String {
+    let f8 = "pg_catalog.float8";
+    let relevance = match mode {
+        SearchMode::Hybrid => format!(
+            "coalesce(c.similarity, -1::{f8})
+              + {TEXT_WEIGHT:?}::{f8} * least(greatest(coalesce(c.score, 0::{f8}), 0::{f8}), 1::{f8})"
+        ),
+        _ => format!("coalesce(c.similarity, -1::{f8})"),
+    };
+    format!(
+        "({relevance}) * ${w_relevance}::{f8} + ${wi}::{f8} * c.importance + ${wr}::{f8} * ({recency})",
+        w_relevance = w + 1,
+        wi = w + 2,
+        recency = recency_sql("c.updated_at", wr, half_life)
+    )
+}
+
+/// The end of a statement that ranks in SQL as `rank` does, its candidates in relation `c` (id,
+/// loc as `read_back` keeps it, similarity, importance as float8, updated_at, vector_rank,
+/// text_rank, score: the text score): the k best of them read whole (`row_columns`, then
+/// vector_rank, text_rank, score). `$w` is the first of the parameters `rank_args` gives, `$wr`
+/// and `$half_life` those of the recency weight and half-life.
+fn ranked_sql(mode: SearchMode, w: usize, wr: usize, half_life: usize) -> Result<String> {
+    let (k, min) = (w, w + 3);
+    Ok(format!(
+        "-- The k best by `rank`'s score. Only these are read whole (a 100-memory user's hybrid
+              -- search read 60 rows for 10). MATERIALIZED: each row is then read where it was
+              -- found (`read_back`). Inlined, the position is a coalesce() over a full join
+              -- (hybrid), which row-level security does not let through to a TID scan or an
+              -- index (not known to be leakproof): PostgreSQL read all the user's rows into a
+              -- hash instead (make bench, under RLS: 240 ms for the 20,000-memory user, 20 ms
+              -- for the 2,000-memory one).
+              top AS MATERIALIZED (
+              SELECT c.* FROM c
+               WHERE ${min}::pg_catalog.float8 IS NULL OR c.similarity OPERATOR(pg_catalog.>=) ${min}::pg_catalog.float8
+               ORDER BY {score} DESC, c.similarity DESC, c.id
+               LIMIT ${k})
+         SELECT {columns}, top.vector_rank, top.text_rank, top.score
+           FROM top JOIN memori_memories m ON {join}",
+        score = score_sql(mode, w, wr, half_life),
+        columns = row_columns("top.similarity", wr, half_life)?,
+        join = read_back("top")?.1,
+    ))
+}
+
+/// The parameters of `ranked_sql`, in order: k, the relevance weight (1 - wi - wr, as `rank`
+/// computes it), the importance weight, min_similarity.
+fn rank_args(q: &Query, args: &mut Vec<pgrx::datum::DatumWithOid<'static>>) {
+    let (wi, wr) = gucs::score_weights();
+    args.push((q.k as i64).into());
+    args.push((1.0 - wi - wr).into());
+    args.push(wi.into());
+    args.push(q.min_similarity.into());
+}
+
+/// The rows `ranked_sql` returns, with their ranks, ranked (`rank`).
+fn ranked_rows(
+    q: &Query,
+    sql: &str,
+    args: &[pgrx::datum::DatumWithOid],
+    planning: Planning,
+) -> Result<Vec<Found>> {
+    let found = Spi::connect(|client| {
+        select_kept(client, sql, args, planning)?
+            .map(|r| {
+                let rank = |n: usize| -> std::result::Result<Option<usize>, pgrx::spi::Error> {
+                    Ok(r.get::<i64>(n)?.map(|v| v as usize))
+                };
+                let (vector_rank, text_rank) = (rank(13)?, rank(14)?);
+                let text_score = r.get::<f64>(15)?;
+                let mut f = found_of(r)?;
+                f.ranked.vector_rank = vector_rank;
+                f.ranked.text_rank = text_rank;
+                f.ranked.text_score = text_score;
+                Ok(f)
+            })
+            .collect::<std::result::Result<Vec<_>, pgrx::spi::Error>>()
+    })
+    .map_err(spi)?;
+    Ok(ranked(q, found))
 }
 
 /// Scores, filters by min_similarity and orders the candidates; keeps the best k.
@@ -797,47 +923,62 @@ fn find_as_reader(q: &Query, query_text: &str) -> Result<Outcome> {
         Some((target.label(), batch.vectors.remove(0)))
     };
     let n = user_rows(&q.user)?;
-    let exact = n <= gucs::exact_search_rows();
-    // (vector candidates, their path, text candidates, rows of text candidates already read)
-    let (vector_hits, path, text_hits, text_rows) = match &embedded {
-        // Hybrid over a scope searched exactly: both rankings from one read of the scope (a
-        // database not yet updated to 0.5.0 lacks its term match: the rankings apart).
-        Some((label, v)) if q.mode == SearchMode::Hybrid && exact && catalog::has_term_mask()? => {
-            let h = hybrid_exact(q, n, label, v, query_text, limit)?;
-            (h.nearest, Path::Exact, h.text, h.text_only)
-        }
-        _ => {
-            let (vector_hits, path) = match &embedded {
-                Some((label, v)) => vector_candidates(q, n, label, v, limit)?,
-                None => (Vec::new(), Path::None),
+    // A scope searched exactly, ranked in SQL: vector mode; hybrid, both rankings from one
+    // read of the scope (a database not yet updated to 0.5.0 lacks its term match: the
+    // rankings apart).
+    if let Some((label, v)) = &embedded {
+        if n <= gucs::exact_search_rows() {
+            let found = match q.mode {
+                SearchMode::Vector => Some(vector_exact(q, n, label, v, limit)?),
+                SearchMode::Hybrid if catalog::has_term_mask()? => {
+                    Some(hybrid_exact(q, n, label, v, query_text, limit)?)
+                }
+                _ => None,
             };
-            let text_hits = if q.mode == SearchMode::Vector {
-                Vec::new()
-            } else {
-                let terms = text_terms(query_text)?;
-                let same_model = embedded.as_ref().map(|(l, v)| (l.as_str(), v.len()));
-                text_candidates(q, n, &terms, limit, same_model)?
-            };
-            (vector_hits, path, text_hits, Vec::new())
+            if let Some(found) = found {
+                return Ok(Outcome {
+                    found,
+                    path: Path::Exact,
+                });
+            }
         }
+    }
+    let embedded = embedded.as_ref().map(|(l, v)| (l.as_str(), v.as_slice()));
+    find_apart(q, n, embedded, query_text, limit)
+}
+
+/// A search with its rankings apart: the `limit` vector candidates of the query's embedding
+/// (`embedded`: its model's label and vector; none in text mode), the `limit` text candidates
+/// (not in vector mode), the rows of the text candidates the vector pass did not read, ranked.
+/// `n`: the user's memories (`user_rows`).
+pub fn find_apart(
+    q: &Query,
+    n: i64,
+    embedded: Option<(&str, &[f32])>,
+    query_text: &str,
+    limit: i32,
+) -> Result<Outcome> {
+    let (vector_hits, path) = match embedded {
+        Some((label, v)) => vector_candidates(q, n, label, v, limit)?,
+        None => (Vec::new(), Path::None),
+    };
+    let text_hits = if q.mode == SearchMode::Vector {
+        Vec::new()
+    } else {
+        let terms = text_terms(query_text)?;
+        let same_model = embedded.map(|(l, v)| (l, v.len()));
+        text_candidates(q, n, &terms, limit, same_model)?
     };
     let vector_ids: Vec<i64> = vector_hits.iter().map(|f| f.ranked.id).collect();
-    let mut rows: std::collections::HashMap<i64, Found> = vector_hits
-        .into_iter()
-        .chain(text_rows)
-        .map(|f| (f.ranked.id, f))
-        .collect();
+    let mut rows: std::collections::HashMap<i64, Found> =
+        vector_hits.into_iter().map(|f| (f.ranked.id, f)).collect();
     // Only the text candidates the vector pass did not read already.
     let missing: Vec<i64> = text_hits
         .iter()
         .map(|(id, _)| *id)
         .filter(|id| !rows.contains_key(id))
         .collect();
-    for f in fetch(
-        &q.user,
-        &missing,
-        embedded.as_ref().map(|(l, v)| (l.as_str(), v.as_slice())),
-    )? {
+    for f in fetch(&q.user, &missing, embedded)? {
         rows.insert(f.ranked.id, f);
     }
     for (n, id) in vector_ids.iter().enumerate() {
@@ -851,14 +992,24 @@ fn find_as_reader(q: &Query, query_text: &str) -> Result<Outcome> {
             f.ranked.text_score = Some(*score);
         }
     }
-    let ranked = rank(
+    Ok(Outcome {
+        found: ranked(q, rows.into_values().collect()),
+        path,
+    })
+}
+
+/// The candidates ranked (`rank`): the best k, best first.
+fn ranked(q: &Query, found: Vec<Found>) -> Vec<Found> {
+    let order = rank(
         q.mode,
-        rows.values().map(|f| f.ranked.clone()).collect(),
+        found.iter().map(|f| f.ranked.clone()).collect(),
         gucs::score_weights(),
         q.min_similarity,
         q.k as usize,
     );
-    let found = ranked
+    let mut rows: std::collections::HashMap<i64, Found> =
+        found.into_iter().map(|f| (f.ranked.id, f)).collect();
+    order
         .into_iter()
         .filter_map(|r| {
             rows.remove(&r.id).map(|mut f| {
@@ -866,8 +1017,7 @@ fn find_as_reader(q: &Query, query_text: &str) -> Result<Outcome> {
                 f
             })
         })
-        .collect();
-    Ok(Outcome { found, path })
+        .collect()
 }
 
 /// Why a row ranked where it did (memori_search's explain column).

@@ -280,18 +280,22 @@ mod tests {
         );
     }
 
-    /// Hybrid mode over a scope searched exactly reads the scope once (`hybrid_exact`); its two
-    /// candidate lists are the ones the rankings apart give (`vector_candidates`, exact, and
-    /// `text_candidates` over `text_terms` with the same model): the same memories in the same
-    /// order, the same similarities and text scores. Memories outside the scope are there to
-    /// be left out: another user's, another model's, an archived one, another type, and
-    /// memories without any of the question's words. Two documents written by hand match as
-    /// `@@` matches them: one with weights, one stripped of its positions.
+    /// Hybrid mode over a scope searched exactly reads the scope once and ranks in SQL
+    /// (`hybrid_exact`); it returns what ranking its two candidate lists apart returns
+    /// (`find_apart`: `vector_candidates`, exact, `text_candidates` over `text_terms` with the
+    /// same model, `rank`): the same memories, read whole, in the same order, with the same
+    /// ranks in each list, similarities, text scores and scores. So does vector mode
+    /// (`vector_exact` against `vector_candidates` and `rank`). Over pools of 40 and 1000,
+    /// k from 1 to 40, with and without min_similarity, and with importance and recency
+    /// weights that reorder the candidates. Memories outside the scope are there to be left
+    /// out: another user's, another model's, an archived one, another type, and memories
+    /// without any of the question's words. Two documents written by hand match as `@@`
+    /// matches them: one with weights, one stripped of its positions.
     #[pg_test]
     fn hybrid_over_an_exact_scope_is_both_rankings_apart() {
         run("SELECT setseed(0.23)");
         use crate::memories::search::{
-            hybrid_exact, query, text_candidates, text_terms, user_rows, vector_candidates,
+            find_apart, hybrid_exact, query, user_rows, vector_exact, Found,
         };
         // Texts of 3 to 10 words from a 12-word vocabulary (with an identifier), so that many
         // share words and scores tie; documents as memori writes them.
@@ -335,71 +339,84 @@ mod tests {
         )
         .unwrap()
         .unwrap();
+        // Importance and age that reorder the candidates when weighted.
+        run(
+            "UPDATE memori_memories SET importance_score = (id * 7 % 11) / 10.0,
+                    updated_at = now() - (id * 13 % 29) * interval '1 day'",
+        );
         let question = "Which tables does the user prefer for orders.customer_id reports?";
         let round = |x: f64| (x * 1e9).round() as i64;
-        for (types, limit) in [(None, 1000), (None, 40), (Some("long_term"), 40)] {
-            let q = query(
-                Some(10),
-                None,
-                types.map(|t: &str| vec![Some(t.to_string())]),
-                None,
-                None,
-                None,
-                Some("h"),
-                Some("hybrid"),
-                None,
-                (None, None),
-            )
-            .unwrap();
-            let n = user_rows("h").unwrap();
-            let got = hybrid_exact(&q, n, label, &vector, question, limit).unwrap();
-            let (nearest, _) = vector_candidates(&q, n, label, &vector, limit).unwrap();
-            let terms = text_terms(question).unwrap();
-            let text = text_candidates(&q, n, &terms, limit, Some((label, vector.len()))).unwrap();
-            let ids_sims = |f: &[crate::memories::search::Found]| {
-                f.iter()
-                    .map(|f| (f.ranked.id, round(f.ranked.similarity.unwrap())))
-                    .collect::<Vec<_>>()
-            };
-            assert_eq!(
-                ids_sims(&got.nearest),
-                ids_sims(&nearest),
-                "{types:?} {limit}"
-            );
-            assert!(!text.is_empty() && text.len() <= limit as usize);
-            // The same memories with the same scores, in the same order: by score, then by id
-            // (which decides who makes the cut among equal scores). The two paths add the same
-            // weights in other orders, so the scores are compared to 1e-9.
-            let scored =
-                |t: &[(i64, f64)]| t.iter().map(|(id, s)| (round(*s), *id)).collect::<Vec<_>>();
-            assert_eq!(scored(&got.text), scored(&text), "{types:?} {limit}");
-            if limit == 40 {
-                assert_eq!(text.len(), 40);
-                assert!(!got.text_only.is_empty(), "{types:?}");
-            }
-            // The text-only rows are the text candidates that are not among the nearest, read
-            // whole with their similarity.
-            let mut only: Vec<i64> = got.text_only.iter().map(|f| f.ranked.id).collect();
-            let mut expected: Vec<i64> = got
-                .text
-                .iter()
-                .map(|(id, _)| *id)
-                .filter(|id| !got.nearest.iter().any(|f| f.ranked.id == *id))
-                .collect();
-            only.sort();
-            expected.sort();
-            assert_eq!(only, expected);
-            // Their similarities are the exact pass's (which at limit 1000 holds every memory
-            // in scope).
-            let (all, _) = vector_candidates(&q, n, label, &vector, 1000).unwrap();
-            for f in &got.text_only {
-                let exact = all.iter().find(|a| a.ranked.id == f.ranked.id).unwrap();
-                assert_eq!(
-                    (round(f.ranked.similarity.unwrap()), &f.content),
-                    (round(exact.ranked.similarity.unwrap()), &exact.content)
-                );
+        let key = |f: &[Found]| {
+            f.iter()
+                .map(|f| {
+                    let r = &f.ranked;
+                    (
+                        (r.id, f.memory_id, f.content.clone()),
+                        (r.vector_rank, r.text_rank),
+                        (
+                            round(r.similarity.unwrap()),
+                            r.text_score.map(round),
+                            round(r.score),
+                        ),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        let mut text_only = 0;
+        for (types, k, limit, min, weights) in [
+            (None, 10, 1000, None, "0, 0"),
+            (None, 10, 40, None, "0, 0"),
+            (None, 40, 40, None, "0.3, 0.4"),
+            (None, 1, 40, None, "0.5, 0.5"),
+            (Some("long_term"), 10, 40, Some(0.05), "0.2, 0.1"),
+            (None, 25, 40, Some(-0.02), "0, 0.6"),
+            // Weights small enough that the similarities (about 0.05 apart: random vectors)
+            // still count.
+            (None, 10, 40, None, "0.02, 0.01"),
+            (None, 5, 1000, Some(0.0), "0.03, 0.02"),
+        ] {
+            let (wi, wr) = weights.split_once(", ").unwrap();
+            run(&format!("SET memori.importance_weight = {wi}"));
+            run(&format!("SET memori.recency_weight = {wr}"));
+            for mode in ["hybrid", "vector"] {
+                let q = query(
+                    Some(k),
+                    None,
+                    types.map(|t: &str| vec![Some(t.to_string())]),
+                    None,
+                    min,
+                    None,
+                    Some("h"),
+                    Some(mode),
+                    None,
+                    (None, None),
+                )
+                .unwrap();
+                let n = user_rows("h").unwrap();
+                let got = if mode == "hybrid" {
+                    hybrid_exact(&q, n, label, &vector, question, limit).unwrap()
+                } else {
+                    vector_exact(&q, n, label, &vector, limit).unwrap()
+                };
+                let apart = find_apart(&q, n, Some((label, &vector)), question, limit)
+                    .unwrap()
+                    .found;
+                let case =
+                    format!("{mode} {types:?} k {k} pool {limit} min {min:?} weights {weights}");
+                assert_eq!(got.len(), apart.len(), "{case}");
+                assert!(!got.is_empty() && got.len() <= k as usize, "{case}");
+                // Scores to 1e-9: the two paths add the text weights in other orders.
+                assert_eq!(key(&got), key(&apart), "{case}");
+                text_only += got
+                    .iter()
+                    .filter(|f| f.ranked.vector_rank.is_none())
+                    .count();
             }
         }
+        run("RESET memori.importance_weight");
+        run("RESET memori.recency_weight");
+        // The text list brought in memories the nearest did not.
+        assert!(text_only > 0);
     }
 
     /// memori_term_mask says what membership in the document's lexemes says, bit by bit, over
