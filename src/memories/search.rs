@@ -8,8 +8,9 @@
 //!   an exact pass replaces it. Either way min(k, matching) rows come back.
 //! - text: full-text search over `content_tsv` (see `text`), scored BM25-style within the scope.
 //!
-//! Hybrid mode over a scope searched exactly takes both rankings from one read of the scope
-//! (`hybrid_exact`); over a larger one, the two rankings run apart.
+//! Over a scope searched exactly, one statement ranks and reads only the k best rows whole
+//! (`vector_exact`; `hybrid_exact` takes both rankings from one read of the scope); over a
+//! larger one, the two rankings run apart and are ranked here (`find_apart`).
 //!
 //! Hybrid mode adds the weighted text score to the similarity (see `relevance`); the fused
 //! relevance is blended with importance and recency into the score. Each returned memory's
@@ -161,12 +162,12 @@ pub fn vector_sql(q: &Query, dims: usize, exact: bool) -> Result<String> {
     ))
 }
 
-/// How a statement reads again, whole, the rows its ranking kept (in relation `c`, of user $1):
-/// the column to keep (`m.ctid AS loc`) and the join condition. By row position, a TID scan:
-/// in the same statement and snapshot, the version the ranking read (a primary key lookup per
-/// row cost about 10% of a 100-memory user's vector statement). `ctid = ...` is leakproof, so row-level
-/// security lets it through to the TID scan. On Citus, by key: a shard's row positions mean
-/// nothing to the coordinator's plan.
+/// How a statement reads again, whole, the rows its ranking kept (in relation `c`, of user
+/// $1): the column to keep (`m.ctid AS loc`) and the join condition. By row position, a TID
+/// scan: in the same statement and snapshot, the version the ranking read (a primary key
+/// lookup per row cost about 10% of a 100-memory user's vector statement). `ctid = ...` is
+/// leakproof, so row-level security lets it through to the TID scan. On Citus, by key: a
+/// shard's row positions mean nothing to the coordinator's plan.
 fn read_back(c: &str) -> Result<(&'static str, String)> {
     Ok(if catalog::distributed()? {
         (
@@ -654,9 +655,10 @@ pub fn hybrid_exact(
                      / (SELECT pg_catalog.sum(idf.w ORDER BY idf.i) FROM idf) AS score
                 FROM masks k),
               nearest AS (
-              SELECT s.* FROM scope s ORDER BY s.similarity DESC, s.id LIMIT $10),
+              SELECT s.id, s.loc, s.similarity, s.importance, s.updated_at
+                FROM scope s ORDER BY s.similarity DESC, s.id LIMIT $10),
               best_text AS (
-              SELECT s.*, sc.score
+              SELECT s.id, s.loc, s.similarity, s.importance, s.updated_at, sc.score
                 FROM scope s JOIN scores sc ON sc.mask OPERATOR(pg_catalog.=) s.mask
                ORDER BY sc.score DESC, s.id
                LIMIT $10),
