@@ -319,7 +319,7 @@ pub fn init() {
     GucRegistry::define_float_guc(
         c"memori.importance_weight",
         c"Weight of importance in a search result's score.",
-        c"score = similarity * (1 - importance_weight - recency_weight) + importance_weight * importance + recency_weight * recency. The two weights add up to at most 1.",
+        c"score = similarity * (1 - importance_weight - recency_weight) + importance_weight * importance + recency_weight * recency. The two weights add up to at most 1; a weight below 1e-9 counts as 0.",
         &IMPORTANCE_WEIGHT,
         0.0,
         1.0,
@@ -800,13 +800,19 @@ pub fn dedup_threshold() -> f64 {
 }
 /// (importance weight, recency weight), scaled down together if they add up to more than 1.
 pub fn score_weights() -> (f64, f64) {
-    let (i, r) = (IMPORTANCE_WEIGHT.get(), RECENCY_WEIGHT.get());
+    // A weight below MIN_SCORE_WEIGHT counts as 0: a search scores in SQL too, where a product
+    // that rounds to 0 is an underflow error (22003), and the smallest recency is exp(-700).
+    let floor = |w: f64| if w < MIN_SCORE_WEIGHT { 0.0 } else { w };
+    let (i, r) = (floor(IMPORTANCE_WEIGHT.get()), floor(RECENCY_WEIGHT.get()));
     if i + r > 1.0 {
         (i / (i + r), r / (i + r))
     } else {
         (i, r)
     }
 }
+
+/// The smallest importance or recency weight that counts (see `score_weights`).
+pub const MIN_SCORE_WEIGHT: f64 = 1e-9;
 pub fn recency_half_life_days() -> f64 {
     RECENCY_HALF_LIFE_DAYS.get()
 }

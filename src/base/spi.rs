@@ -62,8 +62,8 @@ pub enum Planning {
     /// estimates (an average user) never look cheaper than a plan for the values: with `perf`,
     /// 28% of a 100-memory user's hybrid search was planning. The plan is made with the
     /// settings that keep it on the indexes whatever the table's statistics say of an average
-    /// user (sequential scans off, index and bitmap scans and sorting on, no JIT), not with the
-    /// caller's or an HNSW pass's.
+    /// user (sequential scans off, index, bitmap and TID scans and sorting on, no JIT), not with
+    /// the caller's or an HNSW pass's.
     Generic,
     /// A plan for the arguments' values and the settings of each run: for statements whose plan
     /// should follow them (a large user, the HNSW pass, a large user's terms through the GIN
@@ -80,6 +80,8 @@ pub(crate) fn plan_settings(planning: Planning) {
             set(c"enable_seqscan", c"off");
             set(c"enable_indexscan", c"on");
             set(c"enable_bitmapscan", c"on");
+            // A search reads its k best rows back by position (`search::read_back`).
+            set(c"enable_tidscan", c"on");
             set(c"enable_sort", c"on");
             set(c"jit", c"off");
         }

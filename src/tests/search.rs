@@ -298,11 +298,12 @@ mod tests {
             find_apart, hybrid_exact, query, user_rows, vector_exact, Found,
         };
         // Texts of 3 to 10 words from a 12-word vocabulary (with an identifier), so that many
-        // share words and scores tie; documents as memori writes them.
-        let insert = |user: &str, n: i32, model: &str, kind: &str| {
+        // share words and scores tie; documents as memori writes them. Ids given, so that the
+        // data is the same whatever other tests took from the sequence.
+        let insert = |first: i64, user: &str, n: i32, model: &str, kind: &str| {
             run(&format!(
-                "INSERT INTO memori_memories (user_id, content, memory_type, embedding, embedding_model)
-                 SELECT '{user}', (SELECT string_agg((ARRAY['orders.customer_id', 'prefers', 'joins',
+                "INSERT INTO memori_memories (id, user_id, content, memory_type, embedding, embedding_model)
+                 SELECT {first} + g, '{user}', (SELECT string_agg((ARRAY['orders.customer_id', 'prefers', 'joins',
                                          'weather', 'lisbon', 'invoices', 'cents', 'report', 'weekly',
                                          'alias', 'tables', 'sunny'])[1 + (g * 7 + i * i * 3 + i * g) % 12], ' ')
                                      FROM generate_series(1, 3 + g % 8) i),
@@ -313,12 +314,18 @@ mod tests {
                    FROM generate_series(1, {n}) g"
             ));
         };
-        insert("h", 150, "local/all-MiniLM-L6-v2", "long_term");
-        insert("h", 20, "local/all-MiniLM-L6-v2", "short_term");
-        insert("h", 20, "openai/other", "long_term");
-        insert("other", 50, "local/all-MiniLM-L6-v2", "long_term");
-        run("INSERT INTO memori_memories (user_id, content, memory_type, embedding, embedding_model)
-             SELECT 'h', 'nothing in common ' || g, 'long_term',
+        insert(9_000_000, "h", 150, "local/all-MiniLM-L6-v2", "long_term");
+        insert(9_001_000, "h", 20, "local/all-MiniLM-L6-v2", "short_term");
+        insert(9_002_000, "h", 20, "openai/other", "long_term");
+        insert(
+            9_003_000,
+            "other",
+            50,
+            "local/all-MiniLM-L6-v2",
+            "long_term",
+        );
+        run("INSERT INTO memori_memories (id, user_id, content, memory_type, embedding, embedding_model)
+             SELECT 9004000 + g, 'h', 'nothing in common ' || g, 'long_term',
                     (SELECT l2_normalize(array_agg(random() - 0.5)::real[]::vector) FROM generate_series(1, 384) WHERE g > 0),
                     'local/all-MiniLM-L6-v2'
                FROM generate_series(1, 30) g");
@@ -413,10 +420,63 @@ mod tests {
                     .count();
             }
         }
-        run("RESET memori.importance_weight");
-        run("RESET memori.recency_weight");
         // The text list brought in memories the nearest did not.
         assert!(text_only > 0);
+
+        // Vector mode at its edges (its SQL ends as hybrid's does, `ranked_sql`):
+        let vector_mode = |k: i32, min: Option<f64>| {
+            let q = query(
+                Some(k),
+                None,
+                None,
+                None,
+                min,
+                None,
+                Some("h"),
+                Some("vector"),
+                None,
+                (None, None),
+            )
+            .unwrap();
+            let n = user_rows("h").unwrap();
+            let got = vector_exact(&q, n, label, &vector, 40).unwrap();
+            let apart = find_apart(&q, n, Some((label, &vector)), question, 40)
+                .unwrap()
+                .found;
+            assert_eq!(key(&got), key(&apart), "k {k} min {min:?}");
+            got
+        };
+        run("RESET memori.importance_weight");
+        run("RESET memori.recency_weight");
+        // - min_similarity equal to a similarity found: that memory is kept (>=);
+        let fifth = vector_mode(10, None)[4].ranked.similarity.unwrap();
+        let got = vector_mode(10, Some(fifth));
+        assert!(got.iter().any(|f| f.ranked.similarity == Some(fifth)));
+        // - ties: three copies of the nearest memory (embedding, importance, age), the same
+        //   score: the id decides at the cut of k = 2.
+        let nearest = vector_mode(1, None)[0].ranked.id;
+        run(&format!(
+            "INSERT INTO memori_memories (id, user_id, content, memory_type, embedding, embedding_model,
+                                          importance_score, content_tsv)
+             SELECT 9005000 + g, 'h', m.content, m.memory_type, m.embedding, m.embedding_model,
+                    m.importance_score, m.content_tsv
+               FROM generate_series(1, 3) g, memori_memories m WHERE m.user_id = 'h' AND m.id = {nearest}"
+        ));
+        run(&format!(
+            "UPDATE memori_memories SET updated_at = (SELECT updated_at FROM memori_memories
+                                                       WHERE user_id = 'h' AND id = {nearest})
+              WHERE user_id = 'h' AND id > 9005000"
+        ));
+        let got = vector_mode(2, None);
+        assert_eq!(got[0].ranked.score, got[1].ranked.score);
+        assert_eq!((got[0].ranked.id, got[1].ranked.id), (nearest, 9_005_001));
+        // - a recency weight so small that its product with the smallest recency (exp(-700),
+        //   a memory 80 years old) rounds to 0: in SQL an underflow error (22003), unless the
+        //   weight counts as 0 (`gucs::score_weights`).
+        run("UPDATE memori_memories SET updated_at = '1900-01-01' WHERE user_id = 'h'");
+        run("SET memori.recency_weight = 1e-20");
+        vector_mode(10, None);
+        run("RESET memori.recency_weight");
     }
 
     /// memori_term_mask says what membership in the document's lexemes says, bit by bit, over
