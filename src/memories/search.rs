@@ -167,8 +167,8 @@ pub fn vector_sql(q: &Query, dims: usize, exact: bool) -> Result<String> {
 /// scan: in the same statement and snapshot, the version the ranking read (a primary key
 /// lookup per row cost about 10% of a 100-memory user's vector statement: 0.19 against 0.17 ms
 /// with pgbench, the statement alone). `ctid = ...` is leakproof, so row-level security lets
-/// it through to the TID scan (`make bench` under RLS: no search reads a user's rows twice). On Citus, by key: a
-/// shard's row positions mean nothing to the coordinator's plan.
+/// it through to the TID scan (`make bench` under RLS: no search reads a user's rows twice).
+/// On Citus, by key: a shard's row positions mean nothing to the coordinator's plan.
 fn read_back(c: &str) -> Result<(&'static str, String)> {
     Ok(if catalog::distributed()? {
         (
@@ -594,8 +594,8 @@ pub fn text_candidates(
 /// question's terms, the vector candidates, the text candidates, the text-only rows): the
 /// scope's rows are read once, not once per ranking (`make bench`, 20,000 memories, when it
 /// came: 94 ms a search, where the two rankings apart took 137; 64 ms with `memori_term_mask`),
-/// and only the k best whole. The pg_test `hybrid_over_an_exact_scope_is_both_rankings_apart` holds the result
-/// equal to ranking the two lists apart (`find_apart`).
+/// and only the k best whole. The pg_test `hybrid_over_an_exact_scope_is_both_rankings_apart`
+/// holds the result equal to ranking the two lists apart (`find_apart`).
 ///
 /// A memory's matched terms are the question's lexemes in its document, one bit each
 /// (`memori_term_mask`: a binary search per term on the stored document, read in place), as
@@ -752,8 +752,9 @@ fn score_sql(mode: SearchMode, w: usize, wr: usize, half_life: usize) -> String 
 /// The end of a statement that ranks in SQL as `rank` does, its candidates in relation `c` (id,
 /// loc as `read_back` keeps it, similarity, importance as float8, updated_at, vector_rank,
 /// text_rank, score: the text score): the k best of them read whole (`row_columns`, then
-/// vector_rank, text_rank, score), `join` the condition `read_back("top")` gives. `$w` is the first of the parameters `rank_args` gives, `$wr`
-/// and `$half_life` those of the recency weight and half-life.
+/// vector_rank, text_rank, score), `join` the condition `read_back("top")` gives. `$w` is the
+/// first of the parameters `rank_args` gives, `$wr` and `$half_life` those of the recency
+/// weight and half-life.
 fn ranked_sql(
     mode: SearchMode,
     join: &str,
@@ -820,7 +821,9 @@ fn ranked_rows(
 }
 
 /// Scores, filters by min_similarity and orders the candidates; keeps the best k.
-/// score = relevance * (1 - wi - wr) + wi * importance + wr * recency.
+/// score = relevance * (1 - wi - wr) + wi * importance + wr * recency. Its SQL twin is
+/// `score_sql` and `ranked_sql` (a scope searched exactly): change them together (the pg_test
+/// `hybrid_over_an_exact_scope_is_both_rankings_apart` compares them).
 pub fn rank(
     mode: SearchMode,
     mut cands: Vec<Ranked>,
