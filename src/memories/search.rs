@@ -467,7 +467,9 @@ pub const MAX_QUERY_TERMS: i64 = 64;
 const _: () = assert!(MAX_QUERY_TERMS <= 64);
 
 /// The query's full-text terms, as tsquery literals (memori_text_document of the query): its
-/// first `MAX_QUERY_TERMS` distinct ones, in the order the question names them.
+/// first `MAX_QUERY_TERMS` distinct ones (in the order the question names them), in a
+/// tsvector's order, bytewise by lexeme: `text_candidates` sums their weights in this order,
+/// as `hybrid_exact` sums them in its tsvector's.
 pub fn text_terms(query: &str) -> Result<Vec<String>> {
     let lexemes = crate::base::spi::read_one_kept::<Vec<Option<String>>>(
         &lexemes_sql(1, 2, 3),
@@ -479,10 +481,13 @@ pub fn text_terms(query: &str) -> Result<Vec<String>> {
         Planning::Generic,
     )?
     .unwrap_or_default();
+    let mut lexemes: Vec<String> = lexemes.into_iter().flatten().collect();
+    // tsvector orders its lexemes as memcmp, the shorter first on a common prefix: as Rust
+    // orders the bytes of a String.
+    lexemes.sort_unstable();
     Ok(lexemes
-        .into_iter()
-        .flatten()
-        .map(|l| crate::base::text::tsquery_literal(&l))
+        .iter()
+        .map(|l| crate::base::text::tsquery_literal(l))
         .collect())
 }
 
@@ -526,7 +531,8 @@ fn term_bit(i: &str) -> String {
 /// matches in scope). Memories are short, so term frequency and length are left out.
 /// Identifier tokens are rare, so they weigh most; a memory sharing one common word with a
 /// long question scores low. `same_model` keeps only memories embedded like the query (hybrid
-/// mode: label and width).
+/// mode: label and width). Weights are summed in the order of `terms` (`text_terms` gives them
+/// in `hybrid_exact`'s), so that the same terms give the same score to the last bit.
 pub fn text_candidates(
     q: &Query,
     user_rows: i64,
@@ -570,14 +576,16 @@ pub fn text_candidates(
         )
     };
     let sql = format!(
-        "WITH terms AS (SELECT DISTINCT t::pg_catalog.tsquery AS t FROM pg_catalog.unnest($8::pg_catalog.text[]) AS t),
+        "WITH terms AS (SELECT u.t::pg_catalog.tsquery AS t, pg_catalog.min(u.i) AS i
+                          FROM pg_catalog.unnest($8::pg_catalog.text[]) WITH ORDINALITY AS u(t, i)
+                         GROUP BY 1),
               {hits},
-              idf AS (SELECT terms.t::pg_catalog.text AS t, {idf} AS w
+              idf AS (SELECT terms.t::pg_catalog.text AS t, terms.i, {idf} AS w
                         FROM terms
                         LEFT JOIN (SELECT h.t, count(*)::pg_catalog.float8 AS n FROM hits h GROUP BY h.t) d
                                ON d.t OPERATOR(pg_catalog.=) terms.t::pg_catalog.text),
-              total AS (SELECT sum(idf.w) AS w FROM idf)
-         SELECT h.id, sum(idf.w) / max(total.w) AS score
+              total AS (SELECT pg_catalog.sum(idf.w ORDER BY idf.i) AS w FROM idf)
+         SELECT h.id, pg_catalog.sum(idf.w ORDER BY idf.i) / max(total.w) AS score
            FROM hits h JOIN idf ON idf.t OPERATOR(pg_catalog.=) h.t CROSS JOIN total
           GROUP BY h.id
           ORDER BY score DESC, h.id
