@@ -178,19 +178,25 @@ fn merge_reach(
     let cast = indexed_cast(dims);
     // The elements as one flat real[], sliced back into vectors of the width; the memories'
     // side computed as write() computes it (same casts, same expression), so a pair that
-    // reaches the threshold there reaches it here.
+    // reaches the threshold there reaches it here. The memories are read once, each compared
+    // with the batch's elements (a lateral subquery the planner cannot flatten): joined the
+    // other way round, the user's memories were kept in a tuplestore (on disk past work_mem:
+    // 30 MB for 20,000 of 384 dimensions) and read again for every element, most of the pass's
+    // time.
     let sql = format!(
         "WITH q AS MATERIALIZED (
            SELECT i AS ord, (($1::pg_catalog.float4[])[(i - 1) * {dims} + 1 : i * {dims}])::{cast} AS v
              FROM pg_catalog.generate_series(1, $2::pg_catalog.int4) i)
-         SELECT q.ord, 0 FROM q, (SELECT m.embedding::{cast} AS e FROM memori_memories m
+         SELECT r.ord, 0 FROM (SELECT m.embedding::{cast} AS e FROM memori_memories m
                  WHERE m.user_id OPERATOR(pg_catalog.=) $3::pg_catalog.text
                    AND m.memory_type::pg_catalog.text = $4::pg_catalog.text
                    AND m.conversation_id IS NOT DISTINCT FROM $5::pg_catalog.uuid
                    AND m.embedding_model = $6::pg_catalog.text AND m.embedding_dims = {dims}
                    AND {live} OFFSET 0) m
-          WHERE 1::pg_catalog.float8 - (m.e <=> q.v) >= $7::pg_catalog.float8
-          GROUP BY q.ord
+          CROSS JOIN LATERAL (SELECT q.ord FROM q
+                               WHERE 1::pg_catalog.float8 - (m.e <=> q.v) >= $7::pg_catalog.float8
+                              OFFSET 0) r
+          GROUP BY r.ord
          UNION ALL
          SELECT a.ord, b.ord FROM q a, q b
           WHERE b.ord < a.ord AND 1::pg_catalog.float8 - (a.v <=> b.v) >= $7::pg_catalog.float8
