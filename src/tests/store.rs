@@ -392,9 +392,12 @@ mod tests {
     fn a_wide_batch_merges_its_repeated_texts() {
         let _s = mock_embeddings(3000);
         let first = store("SELECT memori_store('zero', 'rule')");
+        // The batch's pass holds the batch in work_mem for its statement only.
+        run("SET LOCAL work_mem = '64kB'");
         let ids = first_column(
             "SELECT id::text FROM memori_store_batch(ARRAY['one', 'two', 'one', 'zero', 'two'], 'rule') id",
         );
+        assert_eq!(one::<String>("SELECT current_setting('work_mem')"), "64kB");
         assert_eq!(ids.len(), 5);
         assert!(ids[0] != ids[1] && ids[0] == ids[2] && ids[1] == ids[4]);
         assert_eq!(
