@@ -121,10 +121,39 @@ pub fn select_kept<'conn>(
     // function's SET clause). The plan cache reads the settings when the run gets its plan.
     let nest = unsafe { pg_sys::NewGUCNestLevel() };
     plan_settings(planning);
+    #[cfg(feature = "pg_test")]
+    capture_plan(client, sql, args);
     let out = client.select(plan, None, args);
     // SAFETY: closes the nest level opened above.
     unsafe { pg_sys::AtEOXact_GUC(true, nest) };
     out
+}
+
+#[cfg(feature = "pg_test")]
+thread_local! {
+    /// Tests only: while set, the plan of each statement `select_kept` runs on a single server
+    /// (`EXPLAIN (COSTS OFF)` for its arguments, under the run's settings and role).
+    pub static PLANS: RefCell<Option<Vec<String>>> = const { RefCell::new(None) };
+}
+
+#[cfg(feature = "pg_test")]
+fn capture_plan(client: &SpiClient, sql: &str, args: &[DatumWithOid]) {
+    if PLANS.with(|p| p.borrow().is_none()) {
+        return;
+    }
+    let plan = client
+        .select(&format!("EXPLAIN (COSTS OFF) {sql}"), None, args)
+        .map(|t| {
+            t.filter_map(|r| r.get::<String>(1).ok().flatten())
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_else(|e| format!("EXPLAIN failed: {e}"));
+    PLANS.with(|p| {
+        if let Some(v) = p.borrow_mut().as_mut() {
+            v.push(plan);
+        }
+    });
 }
 
 /// `select_kept` for a statement that writes (the store path's INSERT and merge UPDATE).

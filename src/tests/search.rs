@@ -616,6 +616,61 @@ mod tests {
         );
     }
 
+    /// Under row-level security (an app role acting for a user), a search over a scope searched
+    /// exactly reads its k best rows back by position: `ctid = ...` is leakproof, so the
+    /// policy lets it through to a TID scan (`search::read_back`), and no plan reads the whole
+    /// table. The rows are those the DBA finds. (Mutation-checked: with `m.ctid::text =
+    /// loc::text`, not leakproof, the plans read the rows back otherwise and this fails.)
+    #[pg_test]
+    fn under_row_level_security_the_best_rows_are_read_back_by_position() {
+        run("CREATE ROLE memori_test_app");
+        run("SELECT memori_grant('memori_test_app', 'app')");
+        run(
+            "SELECT memori_store_batch(ARRAY['User prefers JOINs over subqueries',
+                 'orders.customer_id references customers.id', 'The weekly report runs on Monday',
+                 'Invoices are stored in cents', 'Use explicit JOIN syntax in reports',
+                 'customer_id is indexed on orders', 'Lisbon is sunny in June'],
+                 'long_term', user_id => 'memori_test_app/tid')",
+        );
+        synthetic("crowd", 500, "{}");
+        run("ANALYZE memori_memories");
+        // The DBA names the memori user; the app its end user, in its namespace (its name).
+        let search = |mode: &str, user: &str| {
+            one::<String>(&format!(
+                "SELECT string_agg(content, '|' ORDER BY score DESC, content)
+                   FROM memori_search('How does the user like joins on orders?', k => 3, mode => '{mode}'{user})"
+            ))
+        };
+        let modes = ["vector", "hybrid"];
+        let dba: Vec<String> = modes
+            .iter()
+            .map(|m| search(m, ", user_id => 'memori_test_app/tid'"))
+            .collect();
+        run("SET LOCAL ROLE memori_test_app");
+        run("SET LOCAL memori.user_id = 'tid'");
+        crate::base::spi::PLANS.with(|p| *p.borrow_mut() = Some(Vec::new()));
+        let app: Vec<String> = modes.iter().map(|m| search(m, "")).collect();
+        let plans = crate::base::spi::PLANS
+            .with(|p| p.borrow_mut().take())
+            .unwrap();
+        run("RESET ROLE");
+        assert_eq!(app, dba);
+        assert!(dba.iter().all(|r| r.split('|').count() == 3), "{dba:?}");
+        // The ranking statements (one per search): those that number their candidates.
+        let ranking: Vec<&String> = plans.iter().filter(|p| p.contains("WindowAgg")).collect();
+        assert_eq!(ranking.len(), modes.len(), "{plans:#?}");
+        for p in ranking {
+            assert!(p.contains("Tid Scan on memori_memories m"), "{p}");
+            assert!(
+                p.contains("memori_acting_user()"),
+                "not under the policy: {p}"
+            );
+        }
+        for p in &plans {
+            assert!(!p.contains("Seq Scan on memori_memories"), "{p}");
+        }
+    }
+
     /// A hybrid search calls only the extension's own memori_term_mask: one that another role
     /// put in memori's schema (as before ALTER EXTENSION UPDATE, when the update has not made it
     /// yet) never runs, and the search gives the same rows by the two rankings apart.
