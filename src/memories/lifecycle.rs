@@ -128,21 +128,21 @@ impl Step {
                              LIMIT $2 FOR UPDATE SKIP LOCKED),
                       p AS (UPDATE memori_memories m SET memory_type = '{long_term}', expires_at = NULL, updated_at = now()
                               FROM c WHERE m.user_id OPERATOR(pg_catalog.=) c.user_id AND m.id = c.id RETURNING 1)
-                 SELECT count(*) FROM p"),
+                 SELECT pg_catalog.count(*) FROM p"),
                 vec![gucs::promote_after_accesses().into(), limit.into()],
             ),
             Step::Expire if gucs::keep_expired() => (
                 "WITH c AS (SELECT id, user_id FROM memori_memories WHERE expires_at <= now() AND NOT is_archived
                              LIMIT $1 FOR UPDATE SKIP LOCKED),
                       e AS (UPDATE memori_memories m SET is_archived = true, updated_at = now() FROM c WHERE m.user_id OPERATOR(pg_catalog.=) c.user_id AND m.id = c.id RETURNING 1)
-                 SELECT count(*) FROM e".to_string(),
+                 SELECT pg_catalog.count(*) FROM e".to_string(),
                 vec![limit.into()],
             ),
             Step::Expire => (
                 "WITH c AS (SELECT id, user_id FROM memori_memories WHERE expires_at <= now()
                              LIMIT $1 FOR UPDATE SKIP LOCKED),
                       e AS (DELETE FROM memori_memories m USING c WHERE m.user_id OPERATOR(pg_catalog.=) c.user_id AND m.id = c.id RETURNING 1)
-                 SELECT count(*) FROM e".to_string(),
+                 SELECT pg_catalog.count(*) FROM e".to_string(),
                 vec![limit.into()],
             ),
             Step::Archive => (
@@ -151,7 +151,7 @@ impl Step {
                                AND coalesce(last_accessed_at, updated_at) < now() - make_interval(days => $1)
                              LIMIT $2 FOR UPDATE SKIP LOCKED),
                       a AS (UPDATE memori_memories m SET is_archived = true, updated_at = now() FROM c WHERE m.user_id OPERATOR(pg_catalog.=) c.user_id AND m.id = c.id RETURNING 1)
-                 SELECT count(*) FROM a"),
+                 SELECT pg_catalog.count(*) FROM a"),
                 vec![gucs::archive_threshold_days().into(), limit.into()],
             ),
             Step::Accesses => unreachable!("counted above"),
@@ -160,7 +160,7 @@ impl Step {
                              WHERE created_at <= now() - make_interval(secs => $1)
                              LIMIT $2 FOR UPDATE SKIP LOCKED),
                       d AS (DELETE FROM memori_embedding_cache e USING c WHERE e.ctid = c.ctid RETURNING 1)
-                 SELECT count(*) FROM d".to_string(),
+                 SELECT pg_catalog.count(*) FROM d".to_string(),
                 vec![(gucs::embedding_cache_ttl().max(0) as f64).into(), limit.into()],
             ),
         };

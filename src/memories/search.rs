@@ -327,7 +327,7 @@ pub const MAX_COUNTED: i64 = 1_000_000;
 
 pub fn user_rows(user: &str) -> Result<i64> {
     Ok(crate::base::spi::read_one_kept::<i64>(
-        "SELECT count(*) FROM (SELECT 1 FROM memori_memories m WHERE m.user_id OPERATOR(pg_catalog.=) $1::pg_catalog.text LIMIT $2) s",
+        "SELECT pg_catalog.count(*) FROM (SELECT 1 FROM memori_memories m WHERE m.user_id OPERATOR(pg_catalog.=) $1::pg_catalog.text LIMIT $2) s",
         &[user.into(), MAX_COUNTED.into()],
         Planning::Generic,
     )?
@@ -543,6 +543,8 @@ pub fn text_candidates(
     if terms.is_empty() {
         return Ok(Vec::new());
     }
+    // One bit per term (`text_terms` gives at most these).
+    let terms = &terms[..terms.len().min(MAX_QUERY_TERMS as usize)];
     let mut filters = scope_filters(q);
     // $8 terms, $9 limit, $10 N, $11 the model's label.
     let mut args = scope_args(q);
@@ -582,15 +584,27 @@ pub fn text_candidates(
               {hits},
               idf AS (SELECT terms.t::pg_catalog.text AS t, terms.i, {idf} AS w
                         FROM terms
-                        LEFT JOIN (SELECT h.t, count(*)::pg_catalog.float8 AS n FROM hits h GROUP BY h.t) d
+                        LEFT JOIN (SELECT h.t, pg_catalog.count(*)::pg_catalog.float8 AS n FROM hits h GROUP BY h.t) d
                                ON d.t OPERATOR(pg_catalog.=) terms.t::pg_catalog.text),
-              total AS (SELECT pg_catalog.sum(idf.w ORDER BY idf.i) AS w FROM idf)
-         SELECT h.id, pg_catalog.sum(idf.w ORDER BY idf.i) / max(total.w) AS score
-           FROM hits h JOIN idf ON idf.t OPERATOR(pg_catalog.=) h.t CROSS JOIN total
-          GROUP BY h.id
-          ORDER BY score DESC, h.id
+              -- Each memory's terms as bits (bit_or: exact in any order, and hashed, where an
+              -- ordered sum per memory sorted every memory's few rows apart).
+              masks AS MATERIALIZED (
+                SELECT h.id, pg_catalog.bit_or({bit}) AS mask
+                  FROM hits h JOIN idf ON idf.t OPERATOR(pg_catalog.=) h.t
+                 GROUP BY h.id),
+              -- A set's score, its terms' weights summed in one order, as hybrid_exact's.
+              scores AS MATERIALIZED (
+                SELECT k.mask,
+                       (SELECT pg_catalog.sum(idf.w ORDER BY idf.i) FROM idf
+                         WHERE k.mask OPERATOR(pg_catalog.&) {bit} OPERATOR(pg_catalog.<>) 0)
+                       / (SELECT pg_catalog.sum(idf.w ORDER BY idf.i) FROM idf) AS score
+                  FROM (SELECT DISTINCT k.mask FROM masks k) k)
+         SELECT k.id, s.score
+           FROM masks k JOIN scores s ON s.mask OPERATOR(pg_catalog.=) k.mask
+          ORDER BY s.score DESC, k.id
           LIMIT $9",
-        idf = idf_sql("d.n", 10)
+        idf = idf_sql("d.n", 10),
+        bit = term_bit("idf.i")
     );
     id_scores(&sql, &args, planning_for(user_rows))
 }
