@@ -525,6 +525,19 @@ fn term_bit(i: &str) -> String {
     format!("(1::pg_catalog.int8 OPERATOR(pg_catalog.<<) ({i} OPERATOR(pg_catalog.-) 1)::pg_catalog.int4)")
 }
 
+/// The SQL of the text score of a set of terms (`mask`, bits as `term_bit`; over relation `idf`
+/// of the terms' `i` and weight `w`): the weights of its terms over those of all terms, each
+/// sum in the terms' order. `text_candidates` and `hybrid_exact` both score with it, so the
+/// same terms give the same score to the last bit.
+fn set_score_sql(mask: &str) -> String {
+    let bit = term_bit("idf.i");
+    format!(
+        "((SELECT pg_catalog.sum(idf.w ORDER BY idf.i) FROM idf
+            WHERE {mask} OPERATOR(pg_catalog.&) {bit} OPERATOR(pg_catalog.<>) 0)
+          / (SELECT pg_catalog.sum(idf.w ORDER BY idf.i) FROM idf))"
+    )
+}
+
 /// The `limit` memories in scope best matching the query's terms, best first, with a BM25-style
 /// score in (0, 1]: the inverse document frequencies of the query terms a memory holds, over
 /// those of all the query's terms (N: the user's memories, `user_rows`; a term's frequency: its
@@ -594,17 +607,14 @@ pub fn text_candidates(
                  GROUP BY h.id),
               -- A set's score, its terms' weights summed in one order, as hybrid_exact's.
               scores AS MATERIALIZED (
-                SELECT k.mask,
-                       (SELECT pg_catalog.sum(idf.w ORDER BY idf.i) FROM idf
-                         WHERE k.mask OPERATOR(pg_catalog.&) {bit} OPERATOR(pg_catalog.<>) 0)
-                       / (SELECT pg_catalog.sum(idf.w ORDER BY idf.i) FROM idf) AS score
-                  FROM (SELECT DISTINCT k.mask FROM masks k) k)
+                SELECT k.mask, {score} AS score FROM (SELECT DISTINCT k.mask FROM masks k) k)
          SELECT k.id, s.score
            FROM masks k JOIN scores s ON s.mask OPERATOR(pg_catalog.=) k.mask
           ORDER BY s.score DESC, k.id
           LIMIT $9",
         idf = idf_sql("d.n", 10),
-        bit = term_bit("idf.i")
+        bit = term_bit("idf.i"),
+        score = set_score_sql("k.mask")
     );
     id_scores(&sql, &args, planning_for(user_rows))
 }
@@ -672,11 +682,7 @@ pub fn hybrid_exact(
               -- holding the same terms score the same, to the last bit. MATERIALIZED: once per
               -- set, not once per memory.
               scores AS MATERIALIZED (
-              SELECT k.mask,
-                     (SELECT pg_catalog.sum(idf.w ORDER BY idf.i) FROM idf
-                       WHERE k.mask OPERATOR(pg_catalog.&) {bit_idf} OPERATOR(pg_catalog.<>) 0)
-                     / (SELECT pg_catalog.sum(idf.w ORDER BY idf.i) FROM idf) AS score
-                FROM masks k),
+              SELECT k.mask, {score} AS score FROM masks k),
               nearest AS (
               SELECT s.id, s.loc, s.similarity, s.importance, s.updated_at
                 FROM scope s ORDER BY s.similarity DESC, s.id LIMIT $10),
@@ -703,7 +709,7 @@ pub fn hybrid_exact(
         bit = term_bit("l.i"),
         // Qualified: the function `catalog::has_term_mask` found, whatever the path.
         nsp = catalog::schema()?.1,
-        bit_idf = term_bit("idf.i"),
+        score = set_score_sql("k.mask"),
         ranked = ranked_sql(SearchMode::Hybrid, &join, 17, 11, 12)?,
         filters = scope_filters(q)
     );

@@ -14,6 +14,17 @@ mod tests {
         one::<Uuid>(sql)
     }
 
+    /// Seven memories of `user` about joins, orders and other things, in one batch.
+    fn store_joins_and_orders(user: &str) {
+        run(&format!(
+            "SELECT memori_store_batch(ARRAY['User prefers JOINs over subqueries',
+                 'orders.customer_id references customers.id', 'The weekly report runs on Monday',
+                 'Invoices are stored in cents', 'Use explicit JOIN syntax in reports',
+                 'customer_id is indexed on orders', 'Lisbon is sunny in June'],
+                 'long_term', user_id => '{user}')"
+        ));
+    }
+
     fn seed_memories() -> Uuid {
         let conv = one::<Uuid>("SELECT memori_conversation_create('Test Conversation')");
         run(&format!(
@@ -627,13 +638,7 @@ mod tests {
     fn under_row_level_security_the_best_rows_are_read_back_by_position() {
         run("CREATE ROLE memori_test_app");
         run("SELECT memori_grant('memori_test_app', 'app')");
-        run(
-            "SELECT memori_store_batch(ARRAY['User prefers JOINs over subqueries',
-                 'orders.customer_id references customers.id', 'The weekly report runs on Monday',
-                 'Invoices are stored in cents', 'Use explicit JOIN syntax in reports',
-                 'customer_id is indexed on orders', 'Lisbon is sunny in June'],
-                 'long_term', user_id => 'memori_test_app/tid')",
-        );
+        store_joins_and_orders("memori_test_app/tid");
         synthetic("crowd", 500, "{}");
         run("ANALYZE memori_memories");
         // The DBA names the memori user; the app its end user, in its namespace (its name).
@@ -678,13 +683,7 @@ mod tests {
     /// yet) never runs, and the search gives the same rows by the two rankings apart.
     #[pg_test]
     fn hybrid_runs_only_the_extensions_own_term_match() {
-        run(
-            "SELECT memori_store_batch(ARRAY['User prefers JOINs over subqueries',
-                 'orders.customer_id references customers.id', 'The weekly report runs on Monday',
-                 'Invoices are stored in cents', 'Use explicit JOIN syntax in reports',
-                 'customer_id is indexed on orders', 'Lisbon is sunny in June'],
-                 'long_term', user_id => 'tm')",
-        );
+        store_joins_and_orders("tm");
         let search = "SELECT string_agg(content, '|' ORDER BY score DESC, content)
                         FROM memori_search('How does the user like joins on orders.customer_id?',
                                            k => 5, user_id => 'tm')";
