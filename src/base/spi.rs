@@ -131,7 +131,7 @@ pub fn select_kept<'conn>(
 
 #[cfg(feature = "pg_test")]
 thread_local! {
-    /// Tests only: while set, the plan of each statement `select_kept` runs on a single server
+    /// Tests only: while set, the plan of each statement `select_kept` or `write_kept` runs on a single server
     /// (`EXPLAIN (COSTS OFF)` for its arguments, under the run's settings and role).
     pub static PLANS: RefCell<Option<Vec<String>>> = const { RefCell::new(None) };
 }
@@ -173,6 +173,8 @@ pub fn write_kept<'conn>(
         plan: Some(plan),
     };
     let plan = borrowed.plan.as_ref().expect("set above");
+    #[cfg(feature = "pg_test")]
+    capture_plan(client, sql, args);
     client.update(plan, None, args)
 }
 

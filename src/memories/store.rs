@@ -183,20 +183,64 @@ fn merge_reach(
     // other way round, the user's memories were kept in a tuplestore (on disk past work_mem:
     // 30 MB for 20,000 of 384 dimensions) and read again for every element, most of the pass's
     // time.
+    //
+    // With sketches (0.5.0), the pass reads the memories' sketches from idx_memori_mem_dedup
+    // alone and compares each with the elements' (see sketch_prefilter); only the pairs they do
+    // not rule out read the memory's row and compare whole.
+    let (sketched, old_side) = if catalog::has_dedup_sketch()? {
+        let nsp = catalog::schema()?.1;
+        let live_s = memory::live(
+            "s.",
+            memory::At::Now,
+            catalog::has_validity()?,
+            memory::Archived::Included,
+        );
+        let margin = sketch_margin(dims);
+        (
+            format!(
+                ", q1 AS MATERIALIZED (
+                   SELECT i AS ord, {nsp}.memori_dedup_sketch((($1::pg_catalog.float4[])[(i - 1) * {dims} + 1 : i * {dims}])::vector) AS s
+                     FROM pg_catalog.generate_series(1, $2::pg_catalog.int4) i),
+                 p AS MATERIALIZED (
+                   SELECT m.id, r.ord FROM (SELECT s.id, s.dedup_sketch FROM memori_memories s
+                     WHERE s.user_id OPERATOR(pg_catalog.=) $3::pg_catalog.text
+                       AND s.memory_type::pg_catalog.text = $4::pg_catalog.text
+                       AND s.conversation_id IS NOT DISTINCT FROM $5::pg_catalog.uuid
+                       AND s.embedding_dims = {dims} AND {live_s} OFFSET 0) m
+                   CROSS JOIN LATERAL (SELECT q1.ord FROM q1
+                                        WHERE (m.dedup_sketch <#> q1.s) <= {margin}::pg_catalog.float8 - $7::pg_catalog.float8
+                                       OFFSET 0) r)"
+            ),
+            format!(
+                "SELECT p.ord, 0 FROM p JOIN q ON q.ord = p.ord JOIN memori_memories m
+                     ON m.user_id OPERATOR(pg_catalog.=) $3::pg_catalog.text AND m.id = p.id
+                  WHERE m.embedding_model = $6::pg_catalog.text
+                    AND 1::pg_catalog.float8 - (m.embedding::{cast} <=> q.v) >= $7::pg_catalog.float8
+                  GROUP BY p.ord"
+            ),
+        )
+    } else {
+        (
+            String::new(),
+            format!(
+                "SELECT r.ord, 0 FROM (SELECT m.embedding::{cast} AS e FROM memori_memories m
+                     WHERE m.user_id OPERATOR(pg_catalog.=) $3::pg_catalog.text
+                       AND m.memory_type::pg_catalog.text = $4::pg_catalog.text
+                       AND m.conversation_id IS NOT DISTINCT FROM $5::pg_catalog.uuid
+                       AND m.embedding_model = $6::pg_catalog.text AND m.embedding_dims = {dims}
+                       AND {live} OFFSET 0) m
+                 CROSS JOIN LATERAL (SELECT q.ord FROM q
+                                      WHERE 1::pg_catalog.float8 - (m.e <=> q.v) >= $7::pg_catalog.float8
+                                     OFFSET 0) r
+                 GROUP BY r.ord"
+            ),
+        )
+    };
     let sql = format!(
         "WITH q AS MATERIALIZED (
            SELECT i AS ord, (($1::pg_catalog.float4[])[(i - 1) * {dims} + 1 : i * {dims}])::{cast} AS v
-             FROM pg_catalog.generate_series(1, $2::pg_catalog.int4) i)
-         SELECT r.ord, 0 FROM (SELECT m.embedding::{cast} AS e FROM memori_memories m
-                 WHERE m.user_id OPERATOR(pg_catalog.=) $3::pg_catalog.text
-                   AND m.memory_type::pg_catalog.text = $4::pg_catalog.text
-                   AND m.conversation_id IS NOT DISTINCT FROM $5::pg_catalog.uuid
-                   AND m.embedding_model = $6::pg_catalog.text AND m.embedding_dims = {dims}
-                   AND {live} OFFSET 0) m
-          CROSS JOIN LATERAL (SELECT q.ord FROM q
-                               WHERE 1::pg_catalog.float8 - (m.e <=> q.v) >= $7::pg_catalog.float8
-                              OFFSET 0) r
-          GROUP BY r.ord
+             FROM pg_catalog.generate_series(1, $2::pg_catalog.int4) i){sketched}
+         {old_side}
          UNION ALL
          SELECT a.ord, b.ord FROM q a, q b
           WHERE b.ord < a.ord AND 1::pg_catalog.float8 - (a.v <=> b.v) >= $7::pg_catalog.float8
@@ -263,6 +307,53 @@ fn merge_reach(
     Ok(Some(reach))
 }
 
+/// How far below the threshold a sketch's bound may fall and its memory still be compared:
+/// the bound and the similarity are both computed in float4 (sums of at most 65 and of the
+/// width's products of unit-length coordinates, each off by well under 1e-4), and a memory
+/// wrongly ruled out would be a near-duplicate missed, so the margin is ten times that.
+/// Wider embeddings are compared as halfvec (see `indexed_cast`), whose rounding moves a
+/// similarity near the threshold by up to about 3e-4 from the float4 sketches' bound.
+fn sketch_margin(dims: usize) -> f64 {
+    if dims <= 2000 {
+        1e-3
+    } else {
+        5e-3
+    }
+}
+
+/// `AND m.id = ANY (...)`: the ids of the memories of one user, type, conversation and width,
+/// live, whose sketch (`memori_dedup_sketch`, sql/schema.sql) does not rule them out at the
+/// threshold, read from idx_memori_mem_dedup alone (an index-only scan; the rows are read only
+/// for the ids it gives). The sketches' inner product bounds the cosine similarity from above,
+/// so every memory within the threshold is among them. The arguments name the parameters
+/// holding the user, the type, the conversation, the embedding (real[]) and the threshold.
+fn sketch_prefilter(
+    user: &str,
+    memory_type: &str,
+    conversation: &str,
+    embedding: &str,
+    threshold: &str,
+    dims: usize,
+) -> Result<String> {
+    let live = memory::live(
+        "s.",
+        memory::At::Now,
+        catalog::has_validity()?,
+        memory::Archived::Included,
+    );
+    let nsp = catalog::schema()?.1;
+    Ok(format!(
+        "AND m.id OPERATOR(pg_catalog.=) ANY (ARRAY(
+           SELECT s.id FROM memori_memories s
+            WHERE s.user_id OPERATOR(pg_catalog.=) {user}::pg_catalog.text AND s.memory_type::pg_catalog.text = {memory_type}::pg_catalog.text
+              AND s.embedding_dims = {dims} AND s.conversation_id IS NOT DISTINCT FROM {conversation}::pg_catalog.uuid
+              AND {live}
+              AND (s.dedup_sketch <#> (SELECT {nsp}.memori_dedup_sketch({embedding}::real[]::vector)))
+                  <= {margin}::pg_catalog.float8 - {threshold}::pg_catalog.float8))",
+        margin = sketch_margin(dims)
+    ))
+}
+
 /// Writes one memory, or merges it into a near-duplicate; returns the id and what happened.
 /// A near-duplicate is a memory of the same user, type and conversation (or both without
 /// one), embedded by the same model, not expired, whose similarity is at least
@@ -317,13 +408,22 @@ fn write(target: &Target, m: &NewMemory, with_text: bool, scope: Scope) -> Resul
               ORDER BY m.id LIMIT 1"
             )
         } else {
+            // Every memory of the scope, unless its sketch rules it out (a bound on the
+            // similarity, read from idx_memori_mem_dedup alone: see sketch_prefilter); the
+            // rows left are read whole and compared.
+            let prefilter = match scope {
+                Scope::All if catalog::has_dedup_sketch()? => {
+                    sketch_prefilter("$1", "$3", "$4", "$5", "$13", dims)?
+                }
+                _ => String::new(),
+            };
             format!(
                 "SELECT id, 1::pg_catalog.float8 - (m.embedding::{cast} <=> {q_vector}) AS similarity
                    FROM memori_memories m
                   WHERE m.user_id OPERATOR(pg_catalog.=) $1::pg_catalog.text AND m.memory_type::pg_catalog.text = $3::pg_catalog.text
                     AND m.conversation_id IS NOT DISTINCT FROM $4::pg_catalog.uuid
                     AND m.embedding_model = $6::pg_catalog.text AND m.embedding_dims = {dims}
-                    AND {live} {among}
+                    AND {live} {among} {prefilter}
                   ORDER BY similarity DESC, m.id
                   LIMIT 1"
             )

@@ -513,4 +513,215 @@ mod tests {
         assert!(!one::<bool>(&format!("SELECT memori_forget('{id}')")));
         assert_eq!(count("true"), 0);
     }
+
+    /// Pseudo-random vectors for the sketch's tests: `count` of `dims` coordinates, each the sum
+    /// of three uniforms (roughly normal), from `seed`.
+    fn vectors(seed: u64, count: usize, dims: usize) -> Vec<Vec<f32>> {
+        let mut state = seed;
+        let mut uniform = move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 11) as f64 / (1u64 << 53) as f64) - 0.5
+        };
+        (0..count)
+            .map(|_| {
+                (0..dims)
+                    .map(|_| (uniform() + uniform() + uniform()) as f32)
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn literal(v: &[f32]) -> String {
+        let parts: Vec<String> = v.iter().map(|x| format!("{x:e}")).collect();
+        format!("'[{}]'", parts.join(","))
+    }
+
+    /// The near-duplicate check reads only the memories whose sketch does not rule them out:
+    /// the sketches' inner product must bound the similarity (as the check computes it: halfvec
+    /// past 2,000 dimensions) from above, within a small part of the margin, for every pair;
+    /// at 64 dimensions or fewer it is the similarity. Pairs of every kind: random; close
+    /// (similarities from 0.6 to 0.9999); differing only past the 64th coordinate; alike only
+    /// there; and long in the first 64 coordinates. And it must rule strangers out: no pair of
+    /// unrelated 384-dimension vectors reaches a bound of 0.95.
+    #[pg_test]
+    fn the_dedup_sketch_bounds_the_similarity_from_above() {
+        for (k, dims) in [3usize, 64, 65, 384, 1536, 2500].into_iter().enumerate() {
+            let base = vectors(k as u64 + 1, 12, dims);
+            let noise = vectors(k as u64 + 100, 12, dims);
+            let mut set: Vec<Vec<f32>> = base.clone();
+            for (i, (b, n)) in base.iter().zip(&noise).enumerate() {
+                let eps = [0.01f32, 0.05, 0.1, 0.2, 0.4, 0.8][i % 6];
+                // Close to b; differing only in the tail; alike only in the tail; head-heavy.
+                set.push(b.iter().zip(n).map(|(x, y)| x + eps * y).collect());
+                set.push(
+                    b.iter()
+                        .zip(n)
+                        .enumerate()
+                        .map(|(j, (x, y))| if j < 64 { *x } else { x + eps * y })
+                        .collect(),
+                );
+                set.push(
+                    b.iter()
+                        .zip(n)
+                        .enumerate()
+                        .map(|(j, (x, y))| if j < 64 { *y } else { x + eps * y })
+                        .collect(),
+                );
+                set.push(
+                    b.iter()
+                        .enumerate()
+                        .map(|(j, x)| if j < 64 { x * 20.0 } else { *x })
+                        .collect(),
+                );
+            }
+            run("DROP TABLE IF EXISTS sketch_pairs");
+            run("CREATE TEMP TABLE sketch_pairs (i int, v vector)");
+            for (i, v) in set.iter().enumerate() {
+                run(&format!(
+                    "INSERT INTO sketch_pairs VALUES ({i}, {})",
+                    literal(v)
+                ));
+            }
+            let cast = crate::base::vector::indexed_cast(dims);
+            // The largest excess of the similarity over the bound, and at 64 or fewer the
+            // largest gap either way; the highest similarity compared (close pairs were).
+            let (excess, gap, highest) = Spi::connect(|c| {
+                let row = c
+                    .select(
+                        &format!(
+                            "SELECT max(s - b), max(abs(s - b)), max(s)
+                               FROM (SELECT 1 - (a.v::{cast} <=> o.v::{cast}) AS s,
+                                            -(memori_dedup_sketch(a.v) <#> memori_dedup_sketch(o.v)) AS b
+                                       FROM sketch_pairs a, sketch_pairs o WHERE a.i < o.i) p"
+                        ),
+                        None,
+                        &[],
+                    )?
+                    .first();
+                Ok::<_, pgrx::spi::Error>((
+                    row.get::<f64>(1)?.unwrap(),
+                    row.get::<f64>(2)?.unwrap(),
+                    row.get::<f64>(3)?.unwrap(),
+                ))
+            })
+            .unwrap();
+            let margin = if dims <= 2000 { 1e-3 } else { 5e-3 };
+            assert!(
+                excess < margin / 4.0,
+                "{dims}: similarity over the bound by {excess}"
+            );
+            if dims <= 64 {
+                assert!(
+                    gap < 1e-5,
+                    "{dims}: the bound is the similarity, off by {gap}"
+                );
+            }
+            assert!(highest > 0.999, "{dims}: no close pair ({highest})");
+        }
+        run("DROP TABLE sketch_pairs");
+        // Strangers: 40 random unit vectors of 384 dimensions, every pair.
+        run("CREATE TEMP TABLE strangers AS SELECT g, (SELECT l2_normalize(array_agg(random() - 0.5)::real[]::vector) FROM generate_series(1, 384) WHERE g > 0) AS v FROM generate_series(1, 40) g");
+        let reached = one::<i64>(
+            "SELECT count(*) FROM strangers a, strangers b
+              WHERE a.g < b.g AND -(memori_dedup_sketch(a.v) <#> memori_dedup_sketch(b.v)) >= 0.95 - 0.001",
+        );
+        assert_eq!(
+            reached, 0,
+            "pairs of strangers the sketch does not rule out"
+        );
+    }
+
+    /// The near-duplicate check through the sketches, for a user of 1,000 memories (another
+    /// has 6,000): a memory crafted at a similarity of 0.9505 to the new one is merged into at
+    /// the default threshold of 0.95, and one at 0.9495 is not, whether the two differ past the
+    /// 64th coordinate (the sketch's bound is loose there) or within the first 64 (where it is
+    /// tight). The statement reads the user's memories from idx_memori_mem_dedup alone (an
+    /// index-only scan).
+    #[pg_test]
+    fn a_near_duplicate_is_found_through_the_sketches() {
+        let text = "User prefers dark mode";
+        let e = one::<Vec<f32>>(&format!("SELECT memori_embed('{text}')::real[]"));
+        let dims = e.len();
+        let unit = |v: Vec<f32>| {
+            let n = v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+            v.into_iter()
+                .map(|x| (x as f64 / n) as f32)
+                .collect::<Vec<f32>>()
+        };
+        let e = unit(e);
+        let mut outcome = Vec::new();
+        synthetic("others", 6000, "{}");
+        for (k, (similarity, head)) in [
+            (0.9505f64, false),
+            (0.9495, false),
+            (0.9505, true),
+            (0.9495, true),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            // A unit direction orthogonal to e, in the tail only or the head only.
+            let r = vectors(k as u64 + 7, 1, dims).remove(0);
+            let r: Vec<f32> = r
+                .iter()
+                .enumerate()
+                .map(|(j, x)| if (j < 64) == head { *x } else { 0.0 })
+                .collect();
+            let dot: f64 = r.iter().zip(&e).map(|(a, b)| *a as f64 * *b as f64).sum();
+            let d = unit(
+                r.iter()
+                    .zip(&e)
+                    .map(|(a, b)| (*a as f64 - dot * *b as f64) as f32)
+                    .collect(),
+            );
+            let s = (1.0 - similarity * similarity).sqrt();
+            let w: Vec<f32> = e
+                .iter()
+                .zip(&d)
+                .map(|(a, b)| (similarity * *a as f64 + s * *b as f64) as f32)
+                .collect();
+            let user = format!("crafted{k}");
+            synthetic(&user, 1000, "{}");
+            run(&format!(
+                "UPDATE memori_memories SET memory_type = 'rule' WHERE user_id = '{user}'"
+            ));
+            let crafted = one::<Uuid>(&format!(
+                "INSERT INTO memori_memories (user_id, content, memory_type, embedding, embedding_model)
+                 VALUES ('{user}', 'crafted', 'rule', {}, 'local/all-MiniLM-L6-v2') RETURNING memory_id",
+                literal(&w)
+            ));
+            assert!(
+                (one::<f64>(&format!(
+                    "SELECT 1 - (embedding::vector({dims}) <=> memori_embed('{text}')::vector({dims})) FROM memori_memories WHERE memory_id = '{crafted}'"
+                )) - similarity)
+                    .abs()
+                    < 2e-5
+            );
+            // The planner's view after a vacuum (which cannot run in a test's transaction): the
+            // pages all visible, so that an index-only scan reads no rows.
+            run("ANALYZE memori_memories");
+            run("UPDATE pg_class SET relallvisible = relpages WHERE oid = 'memori_memories'::regclass");
+            crate::base::spi::PLANS.with(|p| *p.borrow_mut() = Some(Vec::new()));
+            let id = store(&format!(
+                "SELECT memori_store('{text}', 'rule', user_id => '{user}')"
+            ));
+            let plans = crate::base::spi::PLANS
+                .with(|p| p.borrow_mut().take())
+                .unwrap();
+            let check: Vec<&String> = plans
+                .iter()
+                .filter(|p| p.contains("Update on memori_memories"))
+                .collect();
+            assert_eq!(check.len(), 1, "{plans:#?}");
+            assert!(
+                check[0].contains("Index Only Scan using idx_memori_mem_dedup"),
+                "{}",
+                check[0]
+            );
+            outcome.push(id == crafted);
+        }
+        assert_eq!(outcome, [true, false, true, false]);
+    }
 }
