@@ -561,23 +561,25 @@ $$;
 -- sql/schema.sql): a generated column, which rewrites the table once. Rows move to TOAST past
 -- 4 kB, as on a fresh install (the rewrite applies it to the rows already there).
 -- The near-duplicate check's prefilter (src/memories/store.rs): of a unit-length copy u of an
--- embedding, its first 64 coordinates and, as a 65th, the length of the rest. For two
--- embeddings of one width, the inner product of their sketches is at least their cosine
--- similarity (Cauchy-Schwarz on the coordinates past the 64th; equal at 64 or fewer), so a
--- memory whose sketch falls short of the threshold cannot be a near-duplicate and its row is
--- never read: the sketches are read from idx_memori_mem_dedup alone.
+-- embedding of n dimensions, its first h coordinates (h = n/6 rounded up, at least 64 and at
+-- most 256) and, as one more, the length of the rest. For two embeddings of one width, the
+-- inner product of their sketches is at least their cosine similarity (Cauchy-Schwarz on the
+-- coordinates past the h-th; equal when n <= h), so a memory whose sketch falls short of the
+-- threshold cannot be a near-duplicate and its row is never read: the sketches are read from
+-- idx_memori_mem_dedup alone.
 CREATE FUNCTION memori_dedup_sketch(embedding vector) RETURNS vector
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
 SET search_path = pg_catalog, @extschema@, pg_temp
 AS $$
-SELECT CASE WHEN @extschema@.vector_dims(u) OPERATOR(pg_catalog.>) 64
-            THEN @extschema@.subvector(u, 1, 64) OPERATOR(@extschema@.||)
-                 ARRAY[@extschema@.vector_norm(@extschema@.subvector(u, 65, @extschema@.vector_dims(u) OPERATOR(pg_catalog.-) 64))]::pg_catalog.float4[]::@extschema@.vector
-            ELSE u OPERATOR(@extschema@.||) '[0]'::@extschema@.vector END
-  FROM (SELECT @extschema@.l2_normalize(embedding) AS u) s
+SELECT CASE WHEN s.n OPERATOR(pg_catalog.>) s.h
+            THEN @extschema@.subvector(s.u, 1, s.h) OPERATOR(@extschema@.||)
+                 ARRAY[@extschema@.vector_norm(@extschema@.subvector(s.u, s.h OPERATOR(pg_catalog.+) 1, s.n OPERATOR(pg_catalog.-) s.h))]::pg_catalog.float4[]::@extschema@.vector
+            ELSE s.u OPERATOR(@extschema@.||) '[0]'::@extschema@.vector END
+  FROM (SELECT @extschema@.l2_normalize(embedding) AS u, @extschema@.vector_dims(embedding) AS n,
+               LEAST(256, GREATEST(64, (@extschema@.vector_dims(embedding) OPERATOR(pg_catalog.+) 5) OPERATOR(pg_catalog./) 6)) AS h) s
 $$;
 COMMENT ON FUNCTION memori_dedup_sketch(vector) IS
-    'memori: the near-duplicate prefilter''s sketch of an embedding (memori_memories.dedup_sketch): its unit-length copy''s first 64 coordinates and the length of the rest; the inner product of two sketches of one width bounds the cosine similarity from above.';
+    'memori: the near-duplicate prefilter''s sketch of an embedding (memori_memories.dedup_sketch): its unit-length copy''s first n/6 coordinates (at least 64, at most 256) and the length of the rest; the inner product of two sketches of one width bounds the cosine similarity from above.';
 
 -- As a fresh install leaves it: revoked with every memori function.
 REVOKE EXECUTE ON FUNCTION memori_dedup_sketch(vector) FROM PUBLIC;
@@ -585,7 +587,8 @@ ALTER TABLE memori_memories SET (toast_tuple_target = 4080);
 ALTER TABLE memori_memories ADD COLUMN dedup_sketch vector GENERATED ALWAYS AS (memori_dedup_sketch(embedding)) STORED;
 COMMENT ON COLUMN memori_memories.dedup_sketch IS 'memori_dedup_sketch(embedding) (generated): what the near-duplicate check reads first, from idx_memori_mem_dedup; a memory it rules out is never read whole.';
 -- The near-duplicate check (src/memories/store.rs) reads one user's memories of one type and
--- width from this index alone (an index-only scan): their sketches, and what it filters on but
--- the model, whose name has no bound (a btree entry has: checked on the rows read whole).
+-- width from this index alone (an index-only scan): their ids and sketches. The rest of what it
+-- filters on (conversation, model, expiry, validity) is checked on the rows read whole: here it
+-- would cost every entry its bytes, and an update of a memory's validity its HOT update.
 CREATE INDEX idx_memori_mem_dedup ON memori_memories (user_id, memory_type, embedding_dims)
-    INCLUDE (conversation_id, expires_at, valid_to, id, dedup_sketch);
+    INCLUDE (id, dedup_sketch);

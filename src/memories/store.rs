@@ -184,17 +184,14 @@ fn merge_reach(
     // 30 MB for 20,000 of 384 dimensions) and read again for every element, most of the pass's
     // time.
     //
-    // With sketches (0.5.0), the pass reads the memories' sketches from idx_memori_mem_dedup
-    // alone and compares each with the elements' (see sketch_prefilter); only the pairs they do
-    // not rule out read the memory's row and compare whole.
-    let (sketched, old_side) = if catalog::has_dedup_sketch()? {
+    // With sketches (0.5.0, at widths where they rule unrelated memories out: `sketch_prunes`),
+    // the pass first reads the memories' sketches from idx_memori_mem_dedup alone and compares
+    // each with the elements' (see sketch_prefilter); then only the memories some element's
+    // sketch does not rule out are read whole, each once, and compared with those elements.
+    let (sketched, reach, ords, among) = if sketch_prunes(dims, gucs::dedup_threshold())
+        && catalog::has_dedup_sketch()?
+    {
         let nsp = catalog::schema()?.1;
-        let live_s = memory::live(
-            "s.",
-            memory::At::Now,
-            catalog::has_validity()?,
-            memory::Archived::Included,
-        );
         let margin = sketch_margin(dims);
         (
             format!(
@@ -202,45 +199,37 @@ fn merge_reach(
                    SELECT i AS ord, {nsp}.memori_dedup_sketch((($1::pg_catalog.float4[])[(i - 1) * {dims} + 1 : i * {dims}])::vector) AS s
                      FROM pg_catalog.generate_series(1, $2::pg_catalog.int4) i),
                  p AS MATERIALIZED (
-                   SELECT m.id, r.ord FROM (SELECT s.id, s.dedup_sketch FROM memori_memories s
-                     WHERE s.user_id OPERATOR(pg_catalog.=) $3::pg_catalog.text
-                       AND s.memory_type::pg_catalog.text = $4::pg_catalog.text
-                       AND s.conversation_id IS NOT DISTINCT FROM $5::pg_catalog.uuid
-                       AND s.embedding_dims = {dims} AND {live_s} OFFSET 0) m
-                   CROSS JOIN LATERAL (SELECT q1.ord FROM q1
-                                        WHERE (m.dedup_sketch <#> q1.s) <= {margin}::pg_catalog.float8 - $7::pg_catalog.float8
-                                       OFFSET 0) r)"
+                   SELECT m.id, pg_catalog.array_agg(r.ord) AS ords
+                     FROM (SELECT m.id, m.dedup_sketch FROM memori_memories m
+                            WHERE m.user_id OPERATOR(pg_catalog.=) $3::pg_catalog.text
+                              AND m.memory_type::pg_catalog.text = $4::pg_catalog.text
+                              AND m.embedding_dims = {dims} OFFSET 0) m
+                    CROSS JOIN LATERAL (SELECT q1.ord FROM q1
+                                         WHERE (m.dedup_sketch <#> q1.s) <= {margin}::pg_catalog.float8 - $7::pg_catalog.float8
+                                        OFFSET 0) r
+                    GROUP BY m.id)"
             ),
-            format!(
-                "SELECT p.ord, 0 FROM p JOIN q ON q.ord = p.ord JOIN memori_memories m
-                     ON m.user_id OPERATOR(pg_catalog.=) $3::pg_catalog.text AND m.id = p.id
-                  WHERE m.embedding_model = $6::pg_catalog.text
-                    AND 1::pg_catalog.float8 - (m.embedding::{cast} <=> q.v) >= $7::pg_catalog.float8
-                  GROUP BY p.ord"
-            ),
+            " JOIN p ON p.id = m.id",
+            ", p.ords",
+            "q.ord OPERATOR(pg_catalog.=) ANY (m.ords) AND",
         )
     } else {
-        (
-            String::new(),
-            format!(
-                "SELECT r.ord, 0 FROM (SELECT m.embedding::{cast} AS e FROM memori_memories m
-                     WHERE m.user_id OPERATOR(pg_catalog.=) $3::pg_catalog.text
-                       AND m.memory_type::pg_catalog.text = $4::pg_catalog.text
-                       AND m.conversation_id IS NOT DISTINCT FROM $5::pg_catalog.uuid
-                       AND m.embedding_model = $6::pg_catalog.text AND m.embedding_dims = {dims}
-                       AND {live} OFFSET 0) m
-                 CROSS JOIN LATERAL (SELECT q.ord FROM q
-                                      WHERE 1::pg_catalog.float8 - (m.e <=> q.v) >= $7::pg_catalog.float8
-                                     OFFSET 0) r
-                 GROUP BY r.ord"
-            ),
-        )
+        (String::new(), "", "", "")
     };
     let sql = format!(
         "WITH q AS MATERIALIZED (
            SELECT i AS ord, (($1::pg_catalog.float4[])[(i - 1) * {dims} + 1 : i * {dims}])::{cast} AS v
              FROM pg_catalog.generate_series(1, $2::pg_catalog.int4) i){sketched}
-         {old_side}
+         SELECT r.ord, 0 FROM (SELECT m.embedding::{cast} AS e{ords} FROM memori_memories m{reach}
+                 WHERE m.user_id OPERATOR(pg_catalog.=) $3::pg_catalog.text
+                   AND m.memory_type::pg_catalog.text = $4::pg_catalog.text
+                   AND m.conversation_id IS NOT DISTINCT FROM $5::pg_catalog.uuid
+                   AND m.embedding_model = $6::pg_catalog.text AND m.embedding_dims = {dims}
+                   AND {live} OFFSET 0) m
+          CROSS JOIN LATERAL (SELECT q.ord FROM q
+                               WHERE {among} 1::pg_catalog.float8 - (m.e <=> q.v) >= $7::pg_catalog.float8
+                              OFFSET 0) r
+          GROUP BY r.ord
          UNION ALL
          SELECT a.ord, b.ord FROM q a, q b
           WHERE b.ord < a.ord AND 1::pg_catalog.float8 - (a.v <=> b.v) >= $7::pg_catalog.float8
@@ -321,35 +310,40 @@ fn sketch_margin(dims: usize) -> f64 {
     }
 }
 
-/// `AND m.id = ANY (...)`: the ids of the memories of one user, type, conversation and width,
-/// live, whose sketch (`memori_dedup_sketch`, sql/schema.sql) does not rule them out at the
-/// threshold, read from idx_memori_mem_dedup alone (an index-only scan; the rows are read only
-/// for the ids it gives). The sketches' inner product bounds the cosine similarity from above,
-/// so every memory within the threshold is among them. The arguments name the parameters
-/// holding the user, the type, the conversation, the embedding (real[]) and the threshold.
-fn sketch_prefilter(
-    user: &str,
-    memory_type: &str,
-    conversation: &str,
-    embedding: &str,
-    threshold: &str,
-    dims: usize,
-) -> Result<String> {
-    let live = memory::live(
-        "s.",
-        memory::At::Now,
-        catalog::has_validity()?,
-        memory::Archived::Included,
-    );
+/// How many leading coordinates a sketch keeps (`memori_dedup_sketch`, sql/schema.sql): a sixth
+/// of the width, at least 64 and at most 256 (a btree entry holds at most 2,704 bytes).
+fn sketch_head(dims: usize) -> usize {
+    dims.div_ceil(6).clamp(64, 256)
+}
+
+/// Whether the sketches can rule unrelated memories out at this width and threshold, so that
+/// reading them first pays. Two unrelated unit vectors of n dimensions have about h/n of their
+/// length in the first h coordinates, so their sketches' bound is about 1 - h/n (0.83 at 384
+/// and 1,536 dimensions, 0.92 at 3,072); it must stay clear of the threshold (by 0.05, several
+/// standard deviations at these widths), or most memories would pass it and be read twice.
+/// Else the check reads every memory whole, as before 0.5.0. At most h dimensions the bound is
+/// the similarity itself.
+pub fn sketch_prunes(dims: usize, threshold: f64) -> bool {
+    let head = sketch_head(dims);
+    dims <= head || 1.0 - head as f64 / dims as f64 + 0.05 < threshold - sketch_margin(dims)
+}
+
+/// `AND m.id = ANY (...)`: the ids of the memories of one user, type and width whose sketch
+/// (`memori_dedup_sketch`, sql/schema.sql) does not rule them out at the threshold, read from
+/// idx_memori_mem_dedup alone (an index-only scan); the statement reads only those rows whole,
+/// and checks the rest of the scope (conversation, model, live) on them. The sketches' inner
+/// product bounds the cosine similarity from above, so every memory within the threshold is
+/// among them. It reads write()'s parameters: $1 the user, $3 the type, $5 the embedding
+/// (real[]), $13 the threshold.
+pub(crate) fn sketch_prefilter(dims: usize) -> Result<String> {
     let nsp = catalog::schema()?.1;
     Ok(format!(
         "AND m.id OPERATOR(pg_catalog.=) ANY (ARRAY(
            SELECT s.id FROM memori_memories s
-            WHERE s.user_id OPERATOR(pg_catalog.=) {user}::pg_catalog.text AND s.memory_type::pg_catalog.text = {memory_type}::pg_catalog.text
-              AND s.embedding_dims = {dims} AND s.conversation_id IS NOT DISTINCT FROM {conversation}::pg_catalog.uuid
-              AND {live}
-              AND (s.dedup_sketch <#> (SELECT {nsp}.memori_dedup_sketch({embedding}::real[]::vector)))
-                  <= {margin}::pg_catalog.float8 - {threshold}::pg_catalog.float8))",
+            WHERE s.user_id OPERATOR(pg_catalog.=) $1::pg_catalog.text AND s.memory_type::pg_catalog.text = $3::pg_catalog.text
+              AND s.embedding_dims = {dims}
+              AND (s.dedup_sketch <#> (SELECT {nsp}.memori_dedup_sketch($5::real[]::vector)))
+                  <= {margin}::pg_catalog.float8 - $13::pg_catalog.float8))",
         margin = sketch_margin(dims)
     ))
 }
@@ -412,8 +406,8 @@ fn write(target: &Target, m: &NewMemory, with_text: bool, scope: Scope) -> Resul
             // similarity, read from idx_memori_mem_dedup alone: see sketch_prefilter); the
             // rows left are read whole and compared.
             let prefilter = match scope {
-                Scope::All if catalog::has_dedup_sketch()? => {
-                    sketch_prefilter("$1", "$3", "$4", "$5", "$13", dims)?
+                Scope::All if sketch_prunes(dims, threshold) && catalog::has_dedup_sketch()? => {
+                    sketch_prefilter(dims)?
                 }
                 _ => String::new(),
             };
@@ -897,4 +891,36 @@ fn memori_forget(memory_id: Option<Uuid>) -> bool {
     })
     .or_raise()
     .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{sketch_head, sketch_prunes};
+
+    #[test]
+    fn sketches_are_read_first_only_where_they_rule_unrelated_memories_out() {
+        assert_eq!(
+            [3, 64, 65, 384, 385, 768, 1536, 3072].map(sketch_head),
+            [64, 64, 64, 64, 65, 128, 256, 256]
+        );
+        // The default local model and OpenAI's default width at the default threshold, and at
+        // 0.9; not where unrelated memories' bound comes near the threshold (3,072 dimensions
+        // at 0.95, 384 at 0.85); always where the sketch is the whole vector.
+        for (dims, threshold, prunes) in [
+            (384, 0.95, true),
+            (1536, 0.95, true),
+            (384, 0.9, true),
+            (3072, 0.95, false),
+            (384, 0.85, false),
+            (1536, 0.0, false),
+            (64, 0.0, true),
+            (3, 0.5, true),
+        ] {
+            assert_eq!(
+                sketch_prunes(dims, threshold),
+                prunes,
+                "{dims} at {threshold}"
+            );
+        }
+    }
 }

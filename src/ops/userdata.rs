@@ -37,8 +37,8 @@ fn required_user(user_id: Option<&str>) -> Result<String> {
 }
 
 /// Which memory records keep their exported embedding: those embedded by `label` (the current
-/// model) that carry a usable one: numbers only, not all zero, of the model's width (`dims`, when
-/// known). The others are embedded again, so a damaged export can never store a vector that
+/// model) that carry a usable one: numbers only, not all zero, of a length pgvector can compare
+/// (`comparable_length`), of the model's width (`dims`, when known). The others are embedded again, so a damaged export can never store a vector that
 /// searches would misread.
 pub fn keeps_embedding(record: &serde_json::Value, label: &str, dims: usize) -> bool {
     if record.get("embedding_model").and_then(|m| m.as_str()) != Some(label) {
@@ -56,6 +56,9 @@ pub fn keeps_embedding(record: &serde_json::Value, label: &str, dims: usize) -> 
             .iter()
             .all(|x| x.is_finite() && x.abs() <= f32::MAX as f64)
         && numbers.iter().any(|x| *x != 0.0)
+        && crate::providers::comparable_length(
+            &numbers.iter().map(|x| *x as f32).collect::<Vec<_>>(),
+        )
 }
 
 /// Sorts import records by kind, refusing anything else.
@@ -399,6 +402,11 @@ mod tests {
         ));
         assert!(!keeps_embedding(
             &json!({"embedding_model": local, "embedding": [0.1, "x"]}),
+            local,
+            2
+        ));
+        assert!(!keeps_embedding(
+            &json!({"embedding_model": local, "embedding": [1e-23, 1e-23]}),
             local,
             2
         ));

@@ -55,11 +55,27 @@ pub fn normalize_width(vectors: &[Vec<f32>], expected: Option<usize>) -> Result<
         if v.iter().all(|x| *x == 0.0) {
             return Err(format!("vector {} is all zeros", n + 1));
         }
+        if !comparable_length(v) {
+            return Err(format!(
+                "vector {} is too short or too long to compare (its length must be between 1e-15 and 1e15)",
+                n + 1
+            ));
+        }
     }
     if width == 0 && !vectors.is_empty() {
         return Err("the vectors are empty".into());
     }
     Ok(width)
+}
+
+/// Whether pgvector can compare `v`: its squared length, summed in float4 as pgvector sums it,
+/// between 1e-30 and 1e30. Outside, the sum underflows or overflows, and a cosine with it comes
+/// out as NaN or as 1 whatever the direction (NaN passes every threshold), where the
+/// near-duplicate check's sketch of its unit-length copy says otherwise. Real embeddings have a
+/// length near 1.
+pub fn comparable_length(v: &[f32]) -> bool {
+    let squared: f32 = v.iter().map(|x| x * x).sum();
+    (1e-30..=1e30).contains(&squared)
 }
 
 /// Scales `v` to unit length (a zero vector stays zero).
@@ -108,6 +124,18 @@ mod tests {
         assert!(normalize_width(&[vec![1.0, 2.0], vec![3.0]], None).is_err());
         assert!(normalize_width(&[vec![1.0, 2.0]], Some(3)).is_err());
         assert!(normalize_width(&[vec![f32::NAN]], None).is_err());
+        for bad in [
+            vec![1e-16f32; 4],
+            vec![1e-23; 384],
+            vec![1e16, 1.0],
+            vec![3e19; 2],
+        ] {
+            let e = normalize_width(&[bad.clone(), bad], None).unwrap_err();
+            assert!(e.contains("vector 1 is too short or too long"), "{e}");
+        }
+        for fine in [vec![1e-14f32; 4], vec![0.05; 384], vec![1e14, 1.0]] {
+            assert!(normalize_width(&[fine], None).is_ok());
+        }
         assert!(normalize_width(&[vec![1.0, 0.0], vec![0.0, 0.0]], None)
             .unwrap_err()
             .contains("vector 2 is all zeros"));

@@ -622,6 +622,7 @@ mod tests {
         }
         run("DROP TABLE sketch_pairs");
         // Strangers: 40 random unit vectors of 384 dimensions, every pair.
+        run("SELECT setseed(0.23)");
         run("CREATE TEMP TABLE strangers AS SELECT g, (SELECT l2_normalize(array_agg(random() - 0.5)::real[]::vector) FROM generate_series(1, 384) WHERE g > 0) AS v FROM generate_series(1, 40) g");
         let reached = one::<i64>(
             "SELECT count(*) FROM strangers a, strangers b
@@ -638,7 +639,7 @@ mod tests {
     /// the default threshold of 0.95, and one at 0.9495 is not, whether the two differ past the
     /// 64th coordinate (the sketch's bound is loose there) or within the first 64 (where it is
     /// tight). The statement reads the user's memories from idx_memori_mem_dedup alone (an
-    /// index-only scan).
+    /// index-only scan), and of them only the crafted one is read whole.
     #[pg_test]
     fn a_near_duplicate_is_found_through_the_sketches() {
         let text = "User prefers dark mode";
@@ -721,6 +722,39 @@ mod tests {
                 check[0]
             );
             outcome.push(id == crafted);
+            // The sketches rule out every memory but the crafted one (the 1,000 others are
+            // random) and, when it was not merged into, the new one: the statement's
+            // prefilter, run on its own with write()'s parameters.
+            let prefilter = crate::memories::store::sketch_prefilter(dims).unwrap();
+            let none = || Option::<String>::None.into();
+            let mut args: Vec<pgrx::datum::DatumWithOid> = vec![
+                user.as_str().into(),
+                none(),
+                "rule".into(),
+                none(),
+                e.clone().into(),
+            ];
+            args.extend((6..=12).map(|_| none()));
+            args.push(0.95f64.into());
+            let read = Spi::connect(|c| {
+                c.select(
+                    &format!(
+                        "SELECT count(*) FROM memori_memories m
+                          WHERE m.user_id OPERATOR(pg_catalog.=) $1::text {prefilter}"
+                    ),
+                    None,
+                    &args,
+                )?
+                .first()
+                .get::<i64>(1)
+            })
+            .unwrap();
+            let expected = if id == crafted { 1 } else { 2 };
+            assert_eq!(
+                read,
+                Some(expected),
+                "{user}: memories the sketches did not rule out"
+            );
         }
         assert_eq!(outcome, [true, false, true, false]);
     }
