@@ -109,7 +109,7 @@ mod tests {
         assert_eq!(col("is_archived").3.as_deref(), Some("false"));
         assert_eq!(
         one::<String>("SELECT array_to_string(reloptions, ',') FROM pg_class WHERE relname = 'memori_memories'"),
-        "fillfactor=60"
+        "fillfactor=60,toast_tuple_target=4080"
     );
         // The embedding column takes any width: no typmod.
         assert_eq!(
