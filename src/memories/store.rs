@@ -297,11 +297,11 @@ fn merge_reach(
 }
 
 /// How far below the threshold a sketch's bound may fall and its memory still be compared:
-/// the bound and the similarity are both computed in float4 (sums of at most 65 and of the
+/// the bound and the similarity are both computed in float4 (sums of at most 257 and of the
 /// width's products of unit-length coordinates, each off by well under 1e-4), and a memory
 /// wrongly ruled out would be a near-duplicate missed, so the margin is ten times that.
 /// Wider embeddings are compared as halfvec (see `indexed_cast`), whose rounding moves a
-/// similarity near the threshold by up to about 3e-4 from the float4 sketches' bound.
+/// similarity by up to about 2e-3 at worst from the float4 sketches' bound.
 fn sketch_margin(dims: usize) -> f64 {
     if dims <= 2000 {
         1e-3
