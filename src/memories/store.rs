@@ -312,7 +312,7 @@ fn sketch_margin(dims: usize) -> f64 {
 
 /// How many leading coordinates a sketch keeps (`memori_dedup_sketch`, sql/schema.sql): a sixth
 /// of the width, at least 64 and at most 256 (a btree entry holds at most 2,704 bytes).
-fn sketch_head(dims: usize) -> usize {
+pub(crate) fn sketch_head(dims: usize) -> usize {
     dims.div_ceil(6).clamp(64, 256)
 }
 

@@ -621,6 +621,15 @@ mod tests {
             assert!(highest > 0.999, "{dims}: no close pair ({highest})");
         }
         run("DROP TABLE sketch_pairs");
+        // The SQL function and the Rust rule that decides when to read sketches first keep
+        // the same number of leading coordinates (plus one for the rest's length).
+        for dims in [3usize, 64, 65, 384, 385, 768, 1536, 3072] {
+            let width = one::<i32>(&format!(
+                "SELECT vector_dims(memori_dedup_sketch(array_fill(1::real, ARRAY[{dims}])::vector))"
+            ));
+            let head = crate::memories::store::sketch_head(dims).min(dims);
+            assert_eq!(width as usize, head + 1, "{dims} dimensions");
+        }
         // Strangers: 40 random unit vectors of 384 dimensions, every pair.
         run("SELECT setseed(0.23)");
         run("CREATE TEMP TABLE strangers AS SELECT g, (SELECT l2_normalize(array_agg(random() - 0.5)::real[]::vector) FROM generate_series(1, 384) WHERE g > 0) AS v FROM generate_series(1, 40) g");
