@@ -560,35 +560,40 @@ $$;
 -- The near-duplicate check reads a sketch of each embedding from an index first (see
 -- sql/schema.sql): a generated column, which rewrites the table once. Rows move to TOAST past
 -- 4 kB, as on a fresh install (the rewrite applies it to the rows already there).
--- The near-duplicate check's prefilter (src/memories/store.rs): of a unit-length copy u of an
+-- The near-duplicate check's prefilter (src/memories/sketch.rs): of a unit-length copy u of an
 -- embedding of n dimensions, its first h coordinates (h = n/6 rounded up, at least 64 and at
 -- most 256) and, as one more, the length of the rest. For two embeddings of one width, the
 -- inner product of their sketches is at least their cosine similarity (Cauchy-Schwarz on the
 -- coordinates past the h-th; equal when n <= h), so a memory whose sketch falls short of the
 -- threshold cannot be a near-duplicate and its row is never read: the sketches are read from
--- idx_memori_mem_dedup alone.
+-- idx_memori_mem_dedup alone. In Rust, reading the vector in place: it generates a column, so it
+-- runs at every INSERT (a SQL function was planned at each call); it runs no SQL and resolves
+-- no name, so it has no SET clause.
 CREATE FUNCTION memori_dedup_sketch(embedding vector) RETURNS vector
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, @extschema@, pg_temp
-AS $$
-SELECT CASE WHEN s.n OPERATOR(pg_catalog.>) s.h
-            THEN @extschema@.subvector(s.u, 1, s.h) OPERATOR(@extschema@.||)
-                 ARRAY[@extschema@.vector_norm(@extschema@.subvector(s.u, s.h OPERATOR(pg_catalog.+) 1, s.n OPERATOR(pg_catalog.-) s.h))]::pg_catalog.float4[]::@extschema@.vector
-            ELSE s.u OPERATOR(@extschema@.||) '[0]'::@extschema@.vector END
-  FROM (SELECT @extschema@.l2_normalize(embedding) AS u, @extschema@.vector_dims(embedding) AS n,
-               LEAST(256, GREATEST(64, (@extschema@.vector_dims(embedding) OPERATOR(pg_catalog.+) 5) OPERATOR(pg_catalog./) 6)) AS h) s
-$$;
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'memori_dedup_sketch_wrapper';
 COMMENT ON FUNCTION memori_dedup_sketch(vector) IS
     'memori: the near-duplicate prefilter''s sketch of an embedding (memori_memories.dedup_sketch): its unit-length copy''s first n/6 coordinates (at least 64, at most 256) and the length of the rest; the inner product of two sketches of one width bounds the cosine similarity from above.';
+-- The key of a user's memories of one type and width in idx_memori_mem_dedup: one bigint compared
+-- per entry where two texts were (a third of the check's time went to comparing them).
+CREATE FUNCTION memori_dedup_scope(user_id text, memory_type text, dims integer) RETURNS bigint
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'memori_dedup_scope_wrapper';
+COMMENT ON FUNCTION memori_dedup_scope(text, text, integer) IS
+    'memori: the near-duplicate check''s key of a user''s memories of one type and width (memori_memories.dedup_scope): a 64-bit FNV-1a hash of the three; memories that share a key by chance are told apart by their rows.';
 
 -- As a fresh install leaves it: revoked with every memori function.
 REVOKE EXECUTE ON FUNCTION memori_dedup_sketch(vector) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION memori_dedup_scope(text, text, integer) FROM PUBLIC;
 ALTER TABLE memori_memories SET (toast_tuple_target = 4080);
-ALTER TABLE memori_memories ADD COLUMN dedup_sketch vector GENERATED ALWAYS AS (memori_dedup_sketch(embedding)) STORED;
-COMMENT ON COLUMN memori_memories.dedup_sketch IS 'memori_dedup_sketch(embedding) (generated): what the near-duplicate check reads first, from idx_memori_mem_dedup; a memory it rules out is never read whole.';
+ALTER TABLE memori_memories
+    ADD COLUMN dedup_scope bigint GENERATED ALWAYS AS (memori_dedup_scope(user_id, memory_type, vector_dims(embedding))) STORED,
+    ADD COLUMN dedup_sketch halfvec GENERATED ALWAYS AS (memori_dedup_sketch(embedding)::halfvec) STORED;
+COMMENT ON COLUMN memori_memories.dedup_scope IS 'memori_dedup_scope(user_id, memory_type, vector_dims(embedding)) (generated): the key under which the near-duplicate check finds a user''s memories of one type and width in idx_memori_mem_dedup.';
+COMMENT ON COLUMN memori_memories.dedup_sketch IS 'memori_dedup_sketch(embedding) as halfvec (generated): what the near-duplicate check reads first, from idx_memori_mem_dedup; a memory it rules out is never read whole.';
 -- The near-duplicate check (src/memories/store.rs) reads one user's memories of one type and
--- width from this index alone (an index-only scan): their ids and sketches. The rest of what it
--- filters on (conversation, model, expiry, validity) is checked on the rows read whole: here it
--- would cost every entry its bytes, and an update of a memory's validity its HOT update.
-CREATE INDEX idx_memori_mem_dedup ON memori_memories (user_id, memory_type, embedding_dims)
-    INCLUDE (id, dedup_sketch);
+-- width (their key, dedup_scope) from this index alone (an index-only scan): their ids and
+-- sketches (and, on Citus, the user: the statement's route to the user's shard). The rest of
+-- what it filters on (conversation, model, expiry, validity) is checked on the rows read whole:
+-- here it would cost every entry its bytes, and an update of a memory's validity its HOT update.
+CREATE INDEX idx_memori_mem_dedup ON memori_memories (dedup_scope) INCLUDE (id, dedup_sketch, user_id);

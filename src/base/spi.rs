@@ -58,7 +58,7 @@ impl Drop for Borrowed {
 pub enum Planning {
     /// One generic plan, made at the first run and reused: for statements whose best plan does
     /// not depend on their arguments' values (a row by its key, the rows of a user known to be
-    /// small). PostgreSQL would otherwise plan them again at every run, since a generic plan's
+    /// small, the near-duplicate check through the sketches' index). PostgreSQL would otherwise plan them again at every run, since a generic plan's
     /// estimates (an average user) never look cheaper than a plan for the values: with `perf`,
     /// 28% of a 100-memory user's hybrid search was planning. The plan is made with the
     /// settings that keep it on the indexes whatever the table's statistics say of an average
@@ -67,7 +67,7 @@ pub enum Planning {
     Generic,
     /// A plan for the arguments' values and the settings of each run: for statements whose plan
     /// should follow them (a large user, the HNSW pass, a large user's terms through the GIN
-    /// index, the store's checks).
+    /// index).
     ByValues,
 }
 
@@ -156,11 +156,14 @@ fn capture_plan(client: &SpiClient, sql: &str, args: &[DatumWithOid]) {
     });
 }
 
-/// `select_kept` for a statement that writes (the store path's INSERT and merge UPDATE).
+/// `select_kept` for a statement that writes (the store path's INSERT and merge UPDATE), with
+/// `planning`'s settings, or PostgreSQL's own choice (None: custom plans until a generic one
+/// looks as cheap).
 pub fn write_kept<'conn>(
     client: &mut SpiClient<'conn>,
     sql: &str,
     args: &[DatumWithOid],
+    planning: Option<Planning>,
 ) -> SpiResult<SpiTupleTable<'conn>> {
     let (key, oids) = plan_key(sql, args, true);
     let kept = KEPT.with(|k| k.borrow_mut().remove(&key));
@@ -173,9 +176,22 @@ pub fn write_kept<'conn>(
         plan: Some(plan),
     };
     let plan = borrowed.plan.as_ref().expect("set above");
+    // As in select_kept: on Citus, PostgreSQL's own choice.
+    let planning = planning.filter(|_| !crate::base::catalog::distributed().unwrap_or(true));
+    let nest = planning.map(|p| {
+        // SAFETY: opens a GUC nest level, closed below (or by the abort of an ERROR).
+        let nest = unsafe { pg_sys::NewGUCNestLevel() };
+        plan_settings(p);
+        nest
+    });
     #[cfg(feature = "pg_test")]
     capture_plan(client, sql, args);
-    client.update(plan, None, args)
+    let out = client.update(plan, None, args);
+    if let Some(nest) = nest {
+        // SAFETY: closes the nest level opened above.
+        unsafe { pg_sys::AtEOXact_GUC(true, nest) };
+    }
+    out
 }
 
 /// A kept plan's key: whether it writes, its argument types and its text.

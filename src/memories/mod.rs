@@ -1,6 +1,7 @@
 //! The memory core: storing and searching memories, and what is built on them.
 //!
-//! - `store`: memori_store, memori_store_batch, memori_update, memori_forget;
+//! - `store`: memori_store, memori_store_batch, memori_update, memori_forget; `sketch`: what
+//!   its near-duplicate check reads first;
 //! - `search`: memori_search (vector, text, hybrid ranking) and its access counting (`accesses`);
 //! - `context`: memori_context, the prompt block; `graph`: memori_relate, memori_entity;
 //! - `conversations`: memori_conversation_create and the conversation checks;
@@ -20,4 +21,5 @@ pub mod extract;
 pub mod graph;
 pub mod lifecycle;
 pub mod search;
+pub mod sketch;
 pub mod store;

@@ -6,9 +6,10 @@ use crate::base::catalog;
 use crate::base::errors::{Code, MemoriError, OrRaise, Result};
 use crate::base::gucs;
 use crate::base::memory::{self, MemoryType};
-use crate::base::spi::{opt_one, prevent_if_read_only, spi};
+use crate::base::spi::{opt_one, prevent_if_read_only, spi, Planning};
 use crate::base::vector::{indexed_cast, query_vector};
 use crate::memories::conversations::{metadata_object, touch_conversation, JsonbArg};
+use crate::memories::sketch;
 use crate::providers::embedding::{embed_texts, Target};
 use crate::tenancy::{self, as_owner_of};
 use pgrx::datum::{JsonB, TimestampWithTimeZone, Uuid};
@@ -184,26 +185,25 @@ fn merge_reach(
     // 30 MB for 20,000 of 384 dimensions) and read again for every element, most of the pass's
     // time.
     //
-    // With sketches (0.5.0, at widths where they rule unrelated memories out: `sketch_prunes`),
+    // With sketches (0.5.0, at widths where they rule unrelated memories out: `sketch::prunes`),
     // the pass first reads the memories' sketches from idx_memori_mem_dedup alone and compares
-    // each with the elements' (see sketch_prefilter); then only the memories some element's
+    // each with the elements' (see sketch::prefilter); then only the memories some element's
     // sketch does not rule out are read whole, each once, and compared with those elements.
-    let (sketched, reach, ords, among) = if sketch_prunes(dims, gucs::dedup_threshold())
+    let (sketched, reach, ords, among) = if sketch::prunes(dims, gucs::dedup_threshold())
         && catalog::has_dedup_sketch()?
     {
         let nsp = catalog::schema()?.1;
-        let margin = sketch_margin(dims);
+        let margin = sketch::margin(dims);
+        let scope = sketch::in_scope("m", "$3", "$4", dims)?;
         (
             format!(
                 ", q1 AS MATERIALIZED (
-                   SELECT i AS ord, {nsp}.memori_dedup_sketch((($1::pg_catalog.float4[])[(i - 1) * {dims} + 1 : i * {dims}])::vector) AS s
+                   SELECT i AS ord, {nsp}.memori_dedup_sketch((($1::pg_catalog.float4[])[(i - 1) * {dims} + 1 : i * {dims}])::vector)::{nsp}.halfvec AS s
                      FROM pg_catalog.generate_series(1, $2::pg_catalog.int4) i),
                  p AS MATERIALIZED (
                    SELECT m.id, pg_catalog.array_agg(r.ord) AS ords
                      FROM (SELECT m.id, m.dedup_sketch FROM memori_memories m
-                            WHERE m.user_id OPERATOR(pg_catalog.=) $3::pg_catalog.text
-                              AND m.memory_type::pg_catalog.text = $4::pg_catalog.text
-                              AND m.embedding_dims = {dims} OFFSET 0) m
+                            WHERE {scope} OFFSET 0) m
                     CROSS JOIN LATERAL (SELECT q1.ord FROM q1
                                          WHERE (m.dedup_sketch <#> q1.s) <= {margin}::pg_catalog.float8 - $7::pg_catalog.float8
                                         OFFSET 0) r
@@ -296,60 +296,6 @@ fn merge_reach(
     Ok(Some(reach))
 }
 
-/// How far below the threshold a sketch's bound may fall and its memory still be compared:
-/// the bound and the similarity are both computed in float4 (sums of at most 257 and of the
-/// width's products of unit-length coordinates, each off by well under 1e-4), and a memory
-/// wrongly ruled out would be a near-duplicate missed, so the margin is ten times that.
-/// Wider embeddings are compared as halfvec (see `indexed_cast`), whose rounding moves a
-/// similarity by up to about 2e-3 at worst from the float4 sketches' bound.
-fn sketch_margin(dims: usize) -> f64 {
-    if dims <= 2000 {
-        1e-3
-    } else {
-        5e-3
-    }
-}
-
-/// How many leading coordinates a sketch keeps (`memori_dedup_sketch`, sql/schema.sql): a sixth
-/// of the width, at least 64 and at most 256 (a btree entry holds at most 2,704 bytes).
-pub(crate) fn sketch_head(dims: usize) -> usize {
-    dims.div_ceil(6).clamp(64, 256)
-}
-
-/// Whether the sketches can rule unrelated memories out at this width and threshold, so that
-/// reading them first pays. Two unrelated unit vectors of n dimensions in random directions
-/// have about h/n of their length in the first h coordinates, so their sketches' bound is about
-/// 1 - h/n (0.83 at 384 and 1,536 dimensions, 0.92 at 3,072); it must stay clear of the
-/// threshold by 0.1, or too many memories would pass it and be read twice. Real embeddings lean
-/// more on some coordinates: all-MiniLM-L6-v2's of 788 LoCoMo turns gave a mean bound of 0.88,
-/// and 0.4% of pairs reached 0.95 (23% reached 0.9, where the check reads every memory whole).
-/// Else the check reads every memory whole, as before 0.5.0. At most h dimensions the bound is
-/// the similarity itself.
-pub fn sketch_prunes(dims: usize, threshold: f64) -> bool {
-    let head = sketch_head(dims);
-    dims <= head || 1.0 - head as f64 / dims as f64 + 0.1 < threshold - sketch_margin(dims)
-}
-
-/// `AND m.id = ANY (...)`: the ids of the memories of one user, type and width whose sketch
-/// (`memori_dedup_sketch`, sql/schema.sql) does not rule them out at the threshold, read from
-/// idx_memori_mem_dedup alone (an index-only scan); the statement reads only those rows whole,
-/// and checks the rest of the scope (conversation, model, live) on them. The sketches' inner
-/// product bounds the cosine similarity from above, so every memory within the threshold is
-/// among them. It reads write()'s parameters: $1 the user, $3 the type, $5 the embedding
-/// (real[]), $13 the threshold.
-pub(crate) fn sketch_prefilter(dims: usize) -> Result<String> {
-    let nsp = catalog::schema()?.1;
-    Ok(format!(
-        "AND m.id OPERATOR(pg_catalog.=) ANY (ARRAY(
-           SELECT s.id FROM memori_memories s
-            WHERE s.user_id OPERATOR(pg_catalog.=) $1::pg_catalog.text AND s.memory_type::pg_catalog.text = $3::pg_catalog.text
-              AND s.embedding_dims = {dims}
-              AND (s.dedup_sketch <#> (SELECT {nsp}.memori_dedup_sketch($5::real[]::vector)))
-                  <= {margin}::pg_catalog.float8 - $13::pg_catalog.float8))",
-        margin = sketch_margin(dims)
-    ))
-}
-
 /// Writes one memory, or merges it into a near-duplicate; returns the id and what happened.
 /// A near-duplicate is a memory of the same user, type and conversation (or both without
 /// one), embedded by the same model, not expired, whose similarity is at least
@@ -389,6 +335,10 @@ fn write(target: &Target, m: &NewMemory, with_text: bool, scope: Scope) -> Resul
         }
     };
     if let Some(among) = among.filter(|_| threshold < 1.0) {
+        // The plan, where it does not depend on the user's size: through the sketches' index,
+        // or the batch's few memories by id. PostgreSQL planned these anew at every run (a
+        // generic plan's estimates never look cheaper): 0.6 ms of a store's 15.
+        let mut planning = matches!(scope, Scope::Among(_)).then_some(Planning::Generic);
         let nearest = if m.memory_type == MemoryType::Relationship.as_str() {
             format!("SELECT id, 1::pg_catalog.float8 AS similarity FROM memori_memories m
               WHERE m.user_id OPERATOR(pg_catalog.=) $1::pg_catalog.text AND m.memory_type::pg_catalog.text = $3::pg_catalog.text
@@ -405,11 +355,12 @@ fn write(target: &Target, m: &NewMemory, with_text: bool, scope: Scope) -> Resul
             )
         } else {
             // Every memory of the scope, unless its sketch rules it out (a bound on the
-            // similarity, read from idx_memori_mem_dedup alone: see sketch_prefilter); the
+            // similarity, read from idx_memori_mem_dedup alone: see sketch::prefilter); the
             // rows left are read whole and compared.
             let prefilter = match scope {
-                Scope::All if sketch_prunes(dims, threshold) && catalog::has_dedup_sketch()? => {
-                    sketch_prefilter(dims)?
+                Scope::All if sketch::prunes(dims, threshold) && catalog::has_dedup_sketch()? => {
+                    planning = Some(Planning::Generic);
+                    sketch::prefilter(dims)?
                 }
                 _ => String::new(),
             };
@@ -486,7 +437,7 @@ fn write(target: &Target, m: &NewMemory, with_text: bool, scope: Scope) -> Resul
         }
         // Kept plans: a batch runs this and the INSERT once per memory.
         let merged = Spi::connect_mut(|client| {
-            let rows = crate::base::spi::write_kept(client, &sql, &args)?;
+            let rows = crate::base::spi::write_kept(client, &sql, &args, planning)?;
             if rows.is_empty() {
                 return Ok(None);
             }
@@ -540,7 +491,7 @@ fn write(target: &Target, m: &NewMemory, with_text: bool, scope: Scope) -> Resul
          RETURNING memory_id"
         );
     Spi::connect_mut(|client| {
-        let rows = crate::base::spi::write_kept(client, &sql, &args)?;
+        let rows = crate::base::spi::write_kept(client, &sql, &args, None)?;
         if rows.is_empty() {
             return Ok(None);
         }
@@ -893,37 +844,4 @@ fn memori_forget(memory_id: Option<Uuid>) -> bool {
     })
     .or_raise()
     .unwrap_or(false)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{sketch_head, sketch_prunes};
-
-    #[test]
-    fn sketches_are_read_first_only_where_they_rule_unrelated_memories_out() {
-        assert_eq!(
-            [3, 64, 65, 384, 385, 768, 1536, 3072].map(sketch_head),
-            [64, 64, 64, 64, 65, 128, 256, 256]
-        );
-        // The default local model and OpenAI's default width at the default threshold; not
-        // where unrelated memories' bound comes near the threshold (3,072 dimensions at 0.95,
-        // 384 at 0.9); always where the sketch is the whole vector.
-        for (dims, threshold, prunes) in [
-            (384, 0.95, true),
-            (1536, 0.95, true),
-            (384, 0.94, true),
-            (384, 0.9, false),
-            (3072, 0.95, false),
-            (384, 0.85, false),
-            (1536, 0.0, false),
-            (64, 0.0, true),
-            (3, 0.5, true),
-        ] {
-            assert_eq!(
-                sketch_prunes(dims, threshold),
-                prunes,
-                "{dims} at {threshold}"
-            );
-        }
-    }
 }

@@ -539,9 +539,10 @@ mod tests {
     }
 
     /// The near-duplicate check reads only the memories whose sketch does not rule them out:
-    /// the sketches' inner product must bound the similarity (as the check computes it: halfvec
-    /// past 2,000 dimensions) from above, within a small part of the margin, for every pair;
-    /// at 64 dimensions or fewer it is the similarity. Pairs of every kind: random; close
+    /// the inner product of the sketches as stored (halfvec) must bound the similarity (as the
+    /// check computes it: halfvec past 2,000 dimensions) from above, within the margin's share
+    /// for the halfvec rounding and half the rest, for every pair; at 64 dimensions or fewer it
+    /// is the similarity, up to that rounding. Pairs of every kind: random; close
     /// (similarities from 0.6 to 0.9999); differing only past the 64th coordinate; alike only
     /// there; and long in the first 64 coordinates. And it must rule strangers out: no pair of
     /// unrelated 384-dimension vectors reaches a bound of 0.95.
@@ -593,7 +594,7 @@ mod tests {
                         &format!(
                             "SELECT max(s - b), max(abs(s - b)), max(s)
                                FROM (SELECT 1 - (a.v::{cast} <=> o.v::{cast}) AS s,
-                                            -(memori_dedup_sketch(a.v) <#> memori_dedup_sketch(o.v)) AS b
+                                            -(memori_dedup_sketch(a.v)::halfvec <#> memori_dedup_sketch(o.v)::halfvec) AS b
                                        FROM sketch_pairs a, sketch_pairs o WHERE a.i < o.i) p"
                         ),
                         None,
@@ -607,36 +608,102 @@ mod tests {
                 ))
             })
             .unwrap();
-            let margin = if dims <= 2000 { 1e-3 } else { 5e-3 };
+            // Within the margin's share for the halfvec rounding (2^-10) and half the rest.
+            let margin = crate::memories::sketch::margin(dims);
+            let rounding = 2f64.powi(-10);
             assert!(
-                excess < margin / 4.0,
+                excess < rounding + (margin - rounding) / 2.0,
                 "{dims}: similarity over the bound by {excess}"
             );
             if dims <= 64 {
                 assert!(
-                    gap < 1e-5,
+                    gap < rounding,
                     "{dims}: the bound is the similarity, off by {gap}"
                 );
             }
             assert!(highest > 0.999, "{dims}: no close pair ({highest})");
         }
         run("DROP TABLE sketch_pairs");
-        // The SQL function and the Rust rule that decides when to read sketches first keep
-        // the same number of leading coordinates (plus one for the rest's length).
-        for dims in [3usize, 64, 65, 384, 385, 768, 1536, 3072] {
-            let width = one::<i32>(&format!(
-                "SELECT vector_dims(memori_dedup_sketch(array_fill(1::real, ARRAY[{dims}])::vector))"
-            ));
-            let head = crate::memories::store::sketch_head(dims).min(dims);
-            assert_eq!(width as usize, head + 1, "{dims} dimensions");
+        // The sketch, read from the vector's bytes in place, is pgvector's own arithmetic: its
+        // l2_normalize's first h coordinates, then the rest's vector_norm (rounded up, never
+        // down), h being the width the rule for reading sketches first assumes.
+        for (k, dims) in [3usize, 64, 65, 384, 385, 768, 1536, 3072]
+            .into_iter()
+            .enumerate()
+        {
+            let h = crate::memories::sketch::head(dims).min(dims);
+            let v = literal(&vectors(k as u64 + 500, 1, dims)[0]);
+            let rest = if dims > h {
+                format!("vector_norm(subvector(u, {h} + 1, {dims} - {h}))")
+            } else {
+                "0".into()
+            };
+            let (width, head_off, rest_off) = Spi::connect(|c| {
+                let row = c
+                    .select(
+                        &format!(
+                            "SELECT cardinality(s), (SELECT max(abs(x - y)) FROM unnest(s[1:{h}], subvector(u, 1, {h})::real[]) t(x, y)),
+                                    s[{h} + 1] - {rest}
+                               FROM (SELECT memori_dedup_sketch(v)::real[] AS s, l2_normalize(v) AS u
+                                       FROM (SELECT {v}::vector AS v) i) o"
+                        ),
+                        None,
+                        &[],
+                    )?
+                    .first();
+                Ok::<_, pgrx::spi::Error>((
+                    row.get::<i32>(1)?.unwrap(),
+                    row.get::<f32>(2)?.unwrap(),
+                    row.get::<f64>(3)?.unwrap(),
+                ))
+            })
+            .unwrap();
+            assert_eq!(width as usize, h + 1, "{dims} dimensions");
+            assert!(head_off <= 1e-7, "{dims} dimensions: the head, {head_off}");
+            assert!(
+                (0.0..1e-6).contains(&rest_off),
+                "{dims} dimensions: the rest, {rest_off}"
+            );
         }
+        // Every vector pgvector takes has a sketch: the widest, a zero vector, the largest and
+        // smallest coordinates; and any user and type a key.
+        for (v, width) in [
+            ("array_fill(0.5::real, ARRAY[16000])::vector", 257),
+            ("array_fill(0::real, ARRAY[384])::vector", 65),
+            ("array_fill(3e38::real, ARRAY[1536])::vector", 257),
+            ("array_fill(1e-45::real, ARRAY[1536])::vector", 257),
+            ("'[5]'::vector", 2),
+        ] {
+            let got = one::<i32>(&format!("SELECT vector_dims(memori_dedup_sketch({v}))"));
+            assert_eq!(got, width, "{v}");
+        }
+        assert_ne!(
+            one::<i64>(
+                "SELECT memori_dedup_scope(repeat('u', 1000000), repeat('t', 1000000), 384)"
+            ),
+            one::<i64>(
+                "SELECT memori_dedup_scope(repeat('u', 1000000), repeat('t', 1000000), 385)"
+            )
+        );
+        // Bytes that are not a vector's (through a cast a superuser made) are refused with
+        // 22000, never read past their end.
+        run("CREATE CAST (bytea AS vector) WITHOUT FUNCTION");
+        for bytes in ["\\x0300000000", "\\x0000", "\\x01000000000080bf00"] {
+            let e = sql_error(&format!(
+                "SELECT memori_dedup_sketch('{bytes}'::bytea::vector)"
+            ));
+            assert_eq!(e.sqlstate, state("22000"), "{bytes}: {e:?}");
+            assert!(e.message.contains("not a well-formed vector"), "{e:?}");
+        }
+        run("DROP CAST (bytea AS vector)");
         // Strangers: 40 random unit vectors of 384 dimensions, every pair.
         run("SELECT setseed(0.23)");
         run("CREATE TEMP TABLE strangers AS SELECT g, (SELECT l2_normalize(array_agg(random() - 0.5)::real[]::vector) FROM generate_series(1, 384) WHERE g > 0) AS v FROM generate_series(1, 40) g");
-        let reached = one::<i64>(
+        let reached = one::<i64>(&format!(
             "SELECT count(*) FROM strangers a, strangers b
-              WHERE a.g < b.g AND -(memori_dedup_sketch(a.v) <#> memori_dedup_sketch(b.v)) >= 0.95 - 0.001",
-        );
+              WHERE a.g < b.g AND -(memori_dedup_sketch(a.v)::halfvec <#> memori_dedup_sketch(b.v)::halfvec) >= 0.95 - {}",
+            crate::memories::sketch::margin(384)
+        ));
         assert_eq!(
             reached, 0,
             "pairs of strangers the sketch does not rule out"
@@ -734,7 +801,7 @@ mod tests {
             // The sketches rule out every memory but the crafted one (the 1,000 others are
             // random) and, when it was not merged into, the new one: the statement's
             // prefilter, run on its own with write()'s parameters.
-            let prefilter = crate::memories::store::sketch_prefilter(dims).unwrap();
+            let prefilter = crate::memories::sketch::prefilter(dims).unwrap();
             let none = || Option::<String>::None.into();
             let mut args: Vec<pgrx::datum::DatumWithOid> = vec![
                 user.as_str().into(),

@@ -158,7 +158,7 @@ SQL
 # Every column the previous version had, of every row (as tests/system/upgrade.sh).
 kept() {
   pq app "SELECT (SELECT count(*) FROM memori_memories) || ' memories ' ||
-                 (SELECT md5(string_agg((to_jsonb(m) - 'content_tsv' - 'valid_to' - 'superseded_by' - 'event_at' - 'dedup_sketch')::text, '|' ORDER BY id)) FROM memori_memories m) || ' ' ||
+                 (SELECT md5(string_agg((to_jsonb(m) - 'content_tsv' - 'valid_to' - 'superseded_by' - 'event_at' - 'dedup_scope' - 'dedup_sketch')::text, '|' ORDER BY id)) FROM memori_memories m) || ' ' ||
                  (SELECT count(*) FROM memori_conversations) || ' conversations ' ||
                  (SELECT md5(string_agg(c::text, '|' ORDER BY id)) FROM memori_conversations c)"
 }

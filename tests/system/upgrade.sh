@@ -20,7 +20,7 @@ cluster_init $C 5482
 # checked on their own below).
 kept() {
   q "$1" "$2" "SELECT (SELECT count(*) FROM memori_memories) || ' memories ' ||
-                      (SELECT md5(string_agg((to_jsonb(m) - 'content_tsv' - 'valid_to' - 'superseded_by' - 'event_at' - 'dedup_sketch')::text, '|' ORDER BY id)) FROM memori_memories m) || ' ' ||
+                      (SELECT md5(string_agg((to_jsonb(m) - 'content_tsv' - 'valid_to' - 'superseded_by' - 'event_at' - 'dedup_scope' - 'dedup_sketch')::text, '|' ORDER BY id)) FROM memori_memories m) || ' ' ||
                       (SELECT count(*) FROM memori_conversations) || ' conversations ' ||
                       (SELECT md5(string_agg(c::text, '|' ORDER BY id)) FROM memori_conversations c)"
 }
