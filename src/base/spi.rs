@@ -58,9 +58,10 @@ impl Drop for Borrowed {
 pub enum Planning {
     /// One generic plan, made at the first run and reused: for statements whose best plan does
     /// not depend on their arguments' values (a row by its key, the rows of a user known to be
-    /// small, the near-duplicate check through the sketches' index). PostgreSQL would otherwise plan them again at every run, since a generic plan's
-    /// estimates (an average user) never look cheaper than a plan for the values: with `perf`,
-    /// 28% of a 100-memory user's hybrid search was planning. The plan is made with the
+    /// small, the near-duplicate check through the sketches' index). PostgreSQL would
+    /// otherwise plan them again at every run, since a generic plan's estimates (an average
+    /// user) never look cheaper than a plan for the values: with `perf`, 28% of a 100-memory
+    /// user's hybrid search was planning. The plan is made with the
     /// settings that keep it on the indexes whatever the table's statistics say of an average
     /// user (sequential scans off, index, bitmap and TID scans and sorting on, no JIT), not with
     /// the caller's or an HNSW pass's.
