@@ -580,7 +580,7 @@ CREATE FUNCTION memori_dedup_scope(user_id text, memory_type text, dims integer)
 LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'memori_dedup_scope_wrapper';
 COMMENT ON FUNCTION memori_dedup_scope(text, text, integer) IS
-    'memori: the near-duplicate check''s key of a user''s memories of one type and width (memori_memories.dedup_scope): a 64-bit FNV-1a hash of the three; memories that share a key by chance are told apart by their rows.';
+    'memori: the near-duplicate check''s key of a user''s memories of one type and width (memori_memories.dedup_scope): a 64-bit FNV-1a hash of the three; the check also compares the user (in idx_memori_mem_dedup) and the type and width (on the rows it reads).';
 
 -- As a fresh install leaves it: revoked with every memori function.
 REVOKE EXECUTE ON FUNCTION memori_dedup_sketch(vector) FROM PUBLIC;
@@ -593,7 +593,8 @@ COMMENT ON COLUMN memori_memories.dedup_scope IS 'memori_dedup_scope(user_id, me
 COMMENT ON COLUMN memori_memories.dedup_sketch IS 'memori_dedup_sketch(embedding) as halfvec (generated): what the near-duplicate check reads first, from idx_memori_mem_dedup; a memory it rules out is never read whole.';
 -- The near-duplicate check (src/memories/store.rs) reads one user's memories of one type and
 -- width (their key, dedup_scope) from this index alone (an index-only scan): their ids and
--- sketches (and, on Citus, the user: the statement's route to the user's shard). The rest of
--- what it filters on (conversation, model, expiry, validity) is checked on the rows read whole:
--- here it would cost every entry its bytes, and an update of a memory's validity its HOT update.
+-- sketches, and the user (a key shared by chance or by choice never makes another user's entries
+-- pass; on Citus, the statement's route to the user's shard). The rest of what it filters on
+-- (conversation, model, expiry, validity) is checked on the rows read whole: here it would cost
+-- every entry its bytes, and an update of a memory's validity its HOT update.
 CREATE INDEX idx_memori_mem_dedup ON memori_memories (dedup_scope) INCLUDE (id, dedup_sketch, user_id);

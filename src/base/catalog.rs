@@ -181,10 +181,11 @@ pub fn has_event_time() -> Result<bool> {
     has_column(c"memori_memories", c"event_at")
 }
 
-/// Whether memories carry the near-duplicate check's sketch (dedup_sketch, 0.5.0): a database
-/// not yet updated compares a new memory with every row of its scope whole.
+/// Whether memories carry the near-duplicate check's sketch and its key (dedup_sketch and
+/// dedup_scope, 0.5.0): a database not yet updated compares a new memory with every row of its
+/// scope whole.
 pub fn has_dedup_sketch() -> Result<bool> {
-    has_column(c"memori_memories", c"dedup_sketch")
+    has_column(c"memori_memories", c"dedup_scope")
 }
 
 /// Whether memories have a validity (valid_to, 0.4.0): without it, none is superseded.

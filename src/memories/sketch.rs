@@ -30,8 +30,8 @@ pub(crate) fn head(dims: usize) -> usize {
 /// and a 0, when the width is at most `head`), then the length of the rest. The unit-length
 /// copy is pgvector's `l2_normalize`'s (the length summed in double, each coordinate divided
 /// in double and rounded to float4; a zero vector stays zero), so the head is what the check's
-/// similarity reads. The rest's length is summed in double and rounded up, never down: the
-/// bound stays a bound.
+/// similarity reads. The rest's length is summed in double and rounded up to a float4; the
+/// column stores the sketch as halfvec, rounded to nearest, which `margin` covers.
 pub fn sketch(v: &[f32]) -> Vec<f32> {
     let length = v
         .iter()
@@ -121,8 +121,9 @@ pub(crate) fn margin(dims: usize) -> f64 {
 /// The key of a user's memories of one type and width in idx_memori_mem_dedup
 /// (`memori_memories.dedup_scope`): FNV-1a (64 bits) of the user's bytes, 0xFF, the type's
 /// bytes, 0xFF, the width (4 bytes, little-endian). 0xFF is never in UTF-8 text, so two scopes
-/// never give the same bytes; two that share a key (a 64-bit collision) only read each other's
-/// sketches, which the check then filters out by user, type and width on the rows it reads.
+/// never give the same bytes; two that share a key (a 64-bit collision, by chance or chosen)
+/// are told apart by the user in the index (`in_scope`) and by type and width on the rows the
+/// check reads.
 /// Stored, so fixed for good: FNV's published constants, nothing from the Rust version.
 pub fn scope(user: &[u8], memory_type: &[u8], dims: i32) -> i64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -181,18 +182,17 @@ pub(crate) fn prefilter(dims: usize) -> Result<String> {
 }
 
 /// The condition that a memory (`alias`) is in the scope of a user and type given as SQL text
-/// expressions, at a width, as idx_memori_mem_dedup reads it: its key (`scope`). On Citus, the
-/// user too (idx_memori_mem_dedup includes it), so that the statement runs on the user's
-/// shard alone.
+/// expressions, at a width, as idx_memori_mem_dedup reads it: its key (`scope`), then the user
+/// (included in the index: an equality of bytes, no row read). The key alone would let a
+/// tenant that names its own users pick one whose key is another's (FNV-1a is no secret: a
+/// meet-in-the-middle search finds a collision), and then every store of either would scan
+/// the other's entries, its time telling how many memories the other holds. On Citus the user
+/// also routes the statement to the user's shard.
 pub(crate) fn in_scope(alias: &str, user: &str, memory_type: &str, dims: usize) -> Result<String> {
     let nsp = catalog::schema()?.1;
-    let routed = if catalog::distributed()? {
-        format!(" AND {alias}.user_id OPERATOR(pg_catalog.=) {user}::pg_catalog.text")
-    } else {
-        String::new()
-    };
     Ok(format!(
-        "{alias}.dedup_scope OPERATOR(pg_catalog.=) {nsp}.memori_dedup_scope({user}::pg_catalog.text, {memory_type}::pg_catalog.text, {dims}){routed}"
+        "{alias}.dedup_scope OPERATOR(pg_catalog.=) {nsp}.memori_dedup_scope({user}::pg_catalog.text, {memory_type}::pg_catalog.text, {dims})
+         AND {alias}.user_id OPERATOR(pg_catalog.=) {user}::pg_catalog.text"
     ))
 }
 

@@ -356,7 +356,9 @@ fn write(target: &Target, m: &NewMemory, with_text: bool, scope: Scope) -> Resul
         } else {
             // Every memory of the scope, unless its sketch rules it out (a bound on the
             // similarity, read from idx_memori_mem_dedup alone: see sketch::prefilter); the
-            // rows left are read whole and compared.
+            // rows left are read whole and compared. A similarity pgvector cannot give (NaN:
+            // a zero vector, or one too short, stored before 0.5.0 refused them) is none: NaN
+            // is at least any threshold in SQL and sorts first, so such a row was merged into.
             let prefilter = match scope {
                 Scope::All if sketch::prunes(dims, threshold) && catalog::has_dedup_sketch()? => {
                     planning = Some(Planning::Generic);
@@ -365,13 +367,13 @@ fn write(target: &Target, m: &NewMemory, with_text: bool, scope: Scope) -> Resul
                 _ => String::new(),
             };
             format!(
-                "SELECT id, 1::pg_catalog.float8 - (m.embedding::{cast} <=> {q_vector}) AS similarity
+                "SELECT id, NULLIF(1::pg_catalog.float8 - (m.embedding::{cast} <=> {q_vector}), 'NaN'::pg_catalog.float8) AS similarity
                    FROM memori_memories m
                   WHERE m.user_id OPERATOR(pg_catalog.=) $1::pg_catalog.text AND m.memory_type::pg_catalog.text = $3::pg_catalog.text
                     AND m.conversation_id IS NOT DISTINCT FROM $4::pg_catalog.uuid
                     AND m.embedding_model = $6::pg_catalog.text AND m.embedding_dims = {dims}
                     AND {live} {among} {prefilter}
-                  ORDER BY similarity DESC, m.id
+                  ORDER BY similarity DESC NULLS LAST, m.id
                   LIMIT 1"
             )
         };

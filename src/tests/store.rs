@@ -831,7 +831,49 @@ mod tests {
                 Some(expected),
                 "{user}: memories the sketches did not rule out"
             );
+            // The plan the store keeps is a generic one (the captured plan above is made for
+            // the run's values): it too reads the sketches by an index-only scan.
+            let types =
+                "text, text, text, text, real[], text, text, text, text, text, text, text, float8";
+            run(&format!(
+                "PREPARE sketched({types}) AS SELECT count(*) FROM memori_memories m
+                  WHERE m.user_id OPERATOR(pg_catalog.=) $1::text {prefilter}"
+            ));
+            run("SET LOCAL plan_cache_mode = force_generic_plan");
+            let generic = first_column(&format!(
+                "EXPLAIN (COSTS OFF) EXECUTE sketched('{user}', NULL, 'rule', NULL, '{{{}}}', NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0.95)",
+                e.iter().map(|x| format!("{x:e}")).collect::<Vec<_>>().join(",")
+            ))
+            .join("\n");
+            run("RESET plan_cache_mode");
+            run("DEALLOCATE sketched");
+            assert!(
+                generic.contains("Index Only Scan using idx_memori_mem_dedup")
+                    && generic.contains("$1"),
+                "{generic}"
+            );
         }
         assert_eq!(outcome, [true, false, true, false]);
+    }
+
+    /// A memory whose similarity pgvector cannot give (a zero vector, written directly: memori
+    /// refuses them since 0.5.0) is nobody's near-duplicate, through the sketches (0.95) or
+    /// with every memory read whole (0.9): NaN is at least any threshold in SQL, and sorts
+    /// first.
+    #[pg_test]
+    fn a_memory_without_a_similarity_is_nobody_s_near_duplicate() {
+        let zero =
+            store("SELECT memori_store('a memory made degenerate', 'rule', user_id => 'nan')");
+        run(&format!(
+            "UPDATE memori_memories SET embedding = array_fill(0::real, ARRAY[vector_dims(embedding)])::vector
+              WHERE memory_id = '{zero}'"
+        ));
+        for threshold in ["0.95", "0.9"] {
+            run(&format!("SET LOCAL memori.dedup_threshold = {threshold}"));
+            let id =
+                store("SELECT memori_store('a memory made degenerate', 'rule', user_id => 'nan')");
+            assert_ne!(id, zero, "at {threshold}");
+        }
+        assert_eq!(count("user_id = 'nan'"), 2);
     }
 }
