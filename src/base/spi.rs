@@ -103,30 +103,47 @@ pub fn select_kept<'conn>(
     planning: Planning,
 ) -> SpiResult<SpiTupleTable<'conn>> {
     let (key, oids) = plan_key(sql, args, false);
-    let kept = KEPT.with(|k| k.borrow_mut().remove(&key));
-    let plan = match kept {
+    let borrowed = lend(key, || Ok(client.prepare(sql, &oids)?.keep()))?;
+    let plan = borrowed.plan.as_ref().expect("set by lend");
+    planned(Some(planning), || {
+        #[cfg(feature = "pg_test")]
+        capture_plan(client, sql, args);
+        client.select(plan, None, args)
+    })
+}
+
+/// The plan kept for `key`, or the one `prepare` makes, lent for one run.
+fn lend(
+    key: String,
+    prepare: impl FnOnce() -> SpiResult<OwnedPreparedStatement>,
+) -> SpiResult<Borrowed> {
+    let plan = match KEPT.with(|k| k.borrow_mut().remove(&key)) {
         Some(p) => p,
-        None => client.prepare(sql, &oids)?.keep(),
+        None => prepare()?,
     };
-    let borrowed = Borrowed {
+    Ok(Borrowed {
         key,
         plan: Some(plan),
-    };
-    let plan = borrowed.plan.as_ref().expect("set above");
-    // Citus plans a distributed statement for its values only (a generic plan cannot route
-    // `user_id = $1` to a shard): there, PostgreSQL's own choice, as for any statement.
-    if crate::base::catalog::distributed().unwrap_or(true) {
-        return client.select(plan, None, args);
+    })
+}
+
+/// Runs `run` with `planning`'s settings (None: the caller's), in a GUC nest level closed after
+/// it. Citus plans a distributed statement for its values only (a generic plan cannot route
+/// `user_id = $1` to a shard): there, PostgreSQL's own choice, as for any statement.
+fn planned<T>(planning: Option<Planning>, run: impl FnOnce() -> T) -> T {
+    let planning = planning.filter(|_| !crate::base::catalog::distributed().unwrap_or(true));
+    let nest = planning.map(|p| {
+        // SAFETY: opens a GUC nest level, closed below (or by the abort of an ERROR, as for a
+        // function's SET clause). The plan cache reads the settings when the run gets its plan.
+        let nest = unsafe { pg_sys::NewGUCNestLevel() };
+        plan_settings(p);
+        nest
+    });
+    let out = run();
+    if let Some(nest) = nest {
+        // SAFETY: closes the nest level opened above.
+        unsafe { pg_sys::AtEOXact_GUC(true, nest) };
     }
-    // SAFETY: opens a GUC nest level, closed below (or by the abort of an ERROR, as for a
-    // function's SET clause). The plan cache reads the settings when the run gets its plan.
-    let nest = unsafe { pg_sys::NewGUCNestLevel() };
-    plan_settings(planning);
-    #[cfg(feature = "pg_test")]
-    capture_plan(client, sql, args);
-    let out = client.select(plan, None, args);
-    // SAFETY: closes the nest level opened above.
-    unsafe { pg_sys::AtEOXact_GUC(true, nest) };
     out
 }
 
@@ -167,32 +184,13 @@ pub fn write_kept<'conn>(
     planning: Option<Planning>,
 ) -> SpiResult<SpiTupleTable<'conn>> {
     let (key, oids) = plan_key(sql, args, true);
-    let kept = KEPT.with(|k| k.borrow_mut().remove(&key));
-    let plan = match kept {
-        Some(p) => p,
-        None => client.prepare_mut(sql, &oids)?.keep(),
-    };
-    let borrowed = Borrowed {
-        key,
-        plan: Some(plan),
-    };
-    let plan = borrowed.plan.as_ref().expect("set above");
-    // As in select_kept: on Citus, PostgreSQL's own choice.
-    let planning = planning.filter(|_| !crate::base::catalog::distributed().unwrap_or(true));
-    let nest = planning.map(|p| {
-        // SAFETY: opens a GUC nest level, closed below (or by the abort of an ERROR).
-        let nest = unsafe { pg_sys::NewGUCNestLevel() };
-        plan_settings(p);
-        nest
-    });
-    #[cfg(feature = "pg_test")]
-    capture_plan(client, sql, args);
-    let out = client.update(plan, None, args);
-    if let Some(nest) = nest {
-        // SAFETY: closes the nest level opened above.
-        unsafe { pg_sys::AtEOXact_GUC(true, nest) };
-    }
-    out
+    let borrowed = lend(key, || Ok(client.prepare_mut(sql, &oids)?.keep()))?;
+    let plan = borrowed.plan.as_ref().expect("set by lend");
+    planned(planning, || {
+        #[cfg(feature = "pg_test")]
+        capture_plan(client, sql, args);
+        client.update(plan, None, args)
+    })
 }
 
 /// A kept plan's key: whether it writes, its argument types and its text.
