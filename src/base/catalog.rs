@@ -181,10 +181,10 @@ pub fn has_event_time() -> Result<bool> {
     has_column(c"memori_memories", c"event_at")
 }
 
-/// Whether memories carry the near-duplicate check's sketch and its key (dedup_sketch and
-/// dedup_scope, 0.5.0): a database not yet updated compares a new memory with every row of its
-/// scope whole.
-pub fn has_dedup_sketch() -> Result<bool> {
+/// Whether memories carry the key of the near-duplicate check's sketches (dedup_scope, added
+/// with dedup_sketch by 0.5.0): a database not yet updated compares a new memory with every row
+/// of its scope whole.
+pub fn has_dedup_scope() -> Result<bool> {
     has_column(c"memori_memories", c"dedup_scope")
 }
 

@@ -97,6 +97,7 @@ fn memori_dedup_sketch(embedding: &[u8]) -> Vector {
             Code::DataException,
             "memori_dedup_sketch: not a well-formed vector",
         )
+        .hint("The value is damaged (pgvector's own vectors are always well formed). For a memory, embed its content again: UPDATE memori_memories SET embedding = memori_embed(content) WHERE memory_id = ...")
         .raise(),
     }
 }
@@ -196,13 +197,17 @@ pub(crate) fn in_scope(alias: &str, user: &str, memory_type: &str, dims: usize) 
     ))
 }
 
-/// The sketch of a vector given as an SQL expression, as the column stores it (halfvec),
-/// computed once per statement.
-pub(crate) fn sketch_sql(vector: &str) -> Result<String> {
+/// The sketch of a vector given as an SQL expression, as the column stores it (halfvec).
+pub(crate) fn sketch_expr(vector: &str) -> Result<String> {
     let nsp = catalog::schema()?.1;
     Ok(format!(
-        "(SELECT {nsp}.memori_dedup_sketch({vector})::{nsp}.halfvec)"
+        "{nsp}.memori_dedup_sketch({vector})::{nsp}.halfvec"
     ))
+}
+
+/// `sketch_expr`, computed once per statement.
+pub(crate) fn sketch_sql(vector: &str) -> Result<String> {
+    Ok(format!("(SELECT {})", sketch_expr(vector)?))
 }
 
 #[cfg(test)]

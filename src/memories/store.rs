@@ -190,15 +190,17 @@ fn merge_reach(
     // each with the elements' (see sketch::prefilter); then only the memories some element's
     // sketch does not rule out are read whole, each once, and compared with those elements.
     let (sketched, reach, ords, among) = if sketch::prunes(dims, gucs::dedup_threshold())
-        && catalog::has_dedup_sketch()?
+        && catalog::has_dedup_scope()?
     {
-        let nsp = catalog::schema()?.1;
         let margin = sketch::margin(dims);
         let scope = sketch::in_scope("m", "$3", "$4", dims)?;
+        let element = sketch::sketch_expr(&format!(
+            "(($1::pg_catalog.float4[])[(i - 1) * {dims} + 1 : i * {dims}])::vector"
+        ))?;
         (
             format!(
                 ", q1 AS MATERIALIZED (
-                   SELECT i AS ord, {nsp}.memori_dedup_sketch((($1::pg_catalog.float4[])[(i - 1) * {dims} + 1 : i * {dims}])::vector)::{nsp}.halfvec AS s
+                   SELECT i AS ord, {element} AS s
                      FROM pg_catalog.generate_series(1, $2::pg_catalog.int4) i),
                  p AS MATERIALIZED (
                    SELECT m.id, pg_catalog.array_agg(r.ord) AS ords
@@ -360,7 +362,7 @@ fn write(target: &Target, m: &NewMemory, with_text: bool, scope: Scope) -> Resul
             // a zero vector, or one too short, stored before 0.5.0 refused them) is none: NaN
             // is at least any threshold in SQL and sorts first, so such a row was merged into.
             let prefilter = match scope {
-                Scope::All if sketch::prunes(dims, threshold) && catalog::has_dedup_sketch()? => {
+                Scope::All if sketch::prunes(dims, threshold) && catalog::has_dedup_scope()? => {
                     planning = Some(Planning::Generic);
                     sketch::prefilter(dims)?
                 }
