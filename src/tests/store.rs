@@ -694,6 +694,12 @@ mod tests {
             ));
             assert_eq!(e.sqlstate, state("22000"), "{bytes}: {e:?}");
             assert!(e.message.contains("not a well-formed vector"), "{e:?}");
+            assert!(
+                e.hint
+                    .as_deref()
+                    .is_some_and(|h| h.contains("memori_embed(content)")),
+                "{e:?}"
+            );
         }
         run("DROP CAST (bytea AS vector)");
         // Strangers: 40 random unit vectors of 384 dimensions, every pair.
@@ -841,8 +847,8 @@ mod tests {
             ));
             run("SET LOCAL plan_cache_mode = force_generic_plan");
             let generic = first_column(&format!(
-                "EXPLAIN (COSTS OFF) EXECUTE sketched('{user}', NULL, 'rule', NULL, '{{{}}}', NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0.95)",
-                e.iter().map(|x| format!("{x:e}")).collect::<Vec<_>>().join(",")
+                "EXPLAIN (COSTS OFF) EXECUTE sketched('{user}', NULL, 'rule', NULL, {}::vector::real[], NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0.95)",
+                literal(&e)
             ))
             .join("\n");
             run("RESET plan_cache_mode");
