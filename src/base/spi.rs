@@ -149,7 +149,7 @@ fn planned<T>(planning: Option<Planning>, run: impl FnOnce() -> T) -> T {
 
 #[cfg(feature = "pg_test")]
 thread_local! {
-    /// Tests only: while set, the plan of each statement `select_kept` or `write_kept` runs on a single server
+    /// Tests only: while set, the plan of each statement `select_kept` or `write_kept` runs
     /// (`EXPLAIN (COSTS OFF)` for its arguments, under the run's settings and role).
     pub static PLANS: RefCell<Option<Vec<String>>> = const { RefCell::new(None) };
 }

@@ -97,7 +97,7 @@ fn memori_dedup_sketch(embedding: &[u8]) -> Vector {
             Code::DataException,
             "memori_dedup_sketch: not a well-formed vector",
         )
-        .hint("The value is damaged (pgvector's own vectors are always well formed). For a memory, embed its content again: UPDATE memori_memories SET embedding = memori_embed(content) WHERE memory_id = ...")
+        .hint("The value is damaged (pgvector's own vectors are always well formed). For a memory, have it embedded again: UPDATE memori_memories SET embedding = NULL, embedding_model = NULL WHERE memory_id = ...; CALL memori_reembed();")
         .raise(),
     }
 }

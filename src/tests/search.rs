@@ -760,7 +760,7 @@ mod tests {
     fn a_search_stopped_inside_its_statements_leaves_the_next_ones_working() {
         // Statements a search runs every time go through plans kept per backend: one stopped
         // by statement_timeout in the middle must leave them usable (and nothing half-kept).
-        synthetic("kept", 20000, "{}");
+        synthetic("kept", 10000, "{}");
         let search = "SELECT count(*) FROM memori_search('synthetic', k => 10, user_id => 'kept', mode => 'vector')";
         // The question's embedding is then in the cache: what follows is memori's statements.
         assert_eq!(one::<i64>(search), 10);
@@ -777,7 +777,7 @@ mod tests {
         }
         assert!(
             stopped > 0,
-            "an exact scan of 20,000 memories outlasts 1 ms"
+            "an exact scan of 10,000 memories outlasts 1 ms"
         );
     }
 }

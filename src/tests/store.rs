@@ -697,7 +697,7 @@ mod tests {
             assert!(
                 e.hint
                     .as_deref()
-                    .is_some_and(|h| h.contains("memori_embed(content)")),
+                    .is_some_and(|h| h.contains("CALL memori_reembed()")),
                 "{e:?}"
             );
         }

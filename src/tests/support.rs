@@ -141,51 +141,12 @@ pub fn first_column(sql: &str) -> Vec<String> {
     })
 }
 
-/// `n` memories with random 384-d unit vectors, as if the local model made them.
-///
-/// From 1,000 memories on, and unless the table holds more than four times as many, the 384-d
-/// HNSW index is dropped before the INSERT and built again after it, from its own definition, in
-/// the test's transaction: pgvector builds a graph of 20,000 vectors in seconds (about 0.4 ms a
-/// vector here), where inserting them one by one took more than a minute (3-5 ms a vector, the
-/// larger part of the pg_tests' time). Other tests that touch memori_memories wait for this
-/// one's end (DROP INDEX locks the table).
+/// `n` memories with random 384-d unit vectors, as if the local model made them. Each costs a
+/// few milliseconds, most of it inserting into the HNSW index (dropping the index and building it
+/// again after the INSERT would be ten times faster, but DROP INDEX's lock, held to the test's
+/// end, could make two tests running side by side deadlock: one waiting for the table, the other for a
+/// key of the embedding cache the first had written).
 pub fn synthetic(user: &str, n: i32, tags: &str) {
-    let rebuilt = if n >= 1000
-        && one::<i64>("SELECT count(*) FROM memori_memories WHERE embedding_dims = 384")
-            <= 4 * n as i64
-    {
-        hnsw_384()
-    } else {
-        None
-    };
-    if let Some((name, _)) = &rebuilt {
-        run(&format!("DROP INDEX {name}"));
-    }
-    insert_synthetic(user, n, tags);
-    if let Some((_, definition)) = &rebuilt {
-        run("SELECT set_config('maintenance_work_mem', '256MB', true)");
-        run(definition);
-    }
-}
-
-/// The 384-d HNSW index of memori_memories: its name and definition.
-fn hnsw_384() -> Option<(String, String)> {
-    Spi::connect(|c| {
-        c.select(
-            "SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid)
-               FROM pg_index i JOIN pg_class x ON x.oid = i.indexrelid JOIN pg_am a ON a.oid = x.relam
-              WHERE i.indrelid = 'memori_memories'::regclass AND a.amname = 'hnsw'
-                AND pg_get_expr(i.indpred, i.indrelid) LIKE '%= 384)'",
-            None,
-            &[],
-        )
-        .unwrap()
-        .next()
-        .map(|r| (r.get::<String>(1).unwrap().unwrap(), r.get::<String>(2).unwrap().unwrap()))
-    })
-}
-
-fn insert_synthetic(user: &str, n: i32, tags: &str) {
     run(&format!(
         "INSERT INTO memori_memories (user_id, content, memory_type, embedding, embedding_model, context_tags)
          SELECT '{user}', 'synthetic ' || g, 'long_term',
