@@ -23,6 +23,18 @@ STAGE      := $(CURDIR)/target/install-stage
 
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
+# ring (ureq's TLS) runs its build script again, and ring, rustls and ureq are compiled again,
+# whenever these variables differ from its last build. `cargo pgrx test` builds the library it
+# installs from the test binary, where Cargo has set them to memori's: set to the same values
+# here, every cargo command of make test sees them alike (six rebuilds of about 30 s saved).
+MEMORI_VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -1)
+export CARGO_MANIFEST_DIR := $(CURDIR)
+export CARGO_PKG_NAME := memori
+export CARGO_PKG_VERSION_MAJOR := $(word 1,$(subst ., ,$(MEMORI_VERSION)))
+export CARGO_PKG_VERSION_MINOR := $(word 2,$(subst ., ,$(MEMORI_VERSION)))
+export CARGO_PKG_VERSION_PATCH := $(word 3,$(subst ., ,$(MEMORI_VERSION)))
+export CARGO_PKG_VERSION_PRE :=
+
 .PHONY: all setup install package demo test test-pg17 test-pg18 test-rust test-sql test-system soak bench eval cluster stop clean citus citus-build citus-stop citus-demo bench-citus
 
 all: install
