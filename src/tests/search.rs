@@ -174,6 +174,7 @@ mod tests {
 
     #[pg_test]
     fn search_with_a_selective_filter_still_returns_k_exact_results() {
+        crate::tests::support::analyzes();
         // One user with many memories, few tagged 'rare': whatever plan the planner picks
         // (HNSW with iterative scans, or the GIN index and an exact sort), k come back, and
         // they are the exact k nearest.
@@ -191,6 +192,7 @@ mod tests {
 
     #[pg_test]
     fn many_users_each_get_their_own_k_nearest() {
+        crate::tests::support::analyzes();
         for u in 0..60 {
             synthetic(&format!("user{u}"), 50, "{}");
         }
@@ -215,6 +217,7 @@ mod tests {
 
     #[pg_test]
     fn a_scope_above_exact_search_rows_uses_the_hnsw_index() {
+        crate::tests::support::analyzes();
         synthetic("big", 8000, "{}");
         run("ANALYZE memori_memories");
         run("SET LOCAL memori.user_id = 'big'");
@@ -593,6 +596,7 @@ mod tests {
     /// bitmap scans off, JIT for any cost) scans the whole table.
     #[pg_test]
     fn generic_plans_stay_on_the_user_index() {
+        crate::tests::support::analyzes();
         crate::tests::support::synthetic("whale", 1000, "{}");
         crate::tests::support::synthetic("minnow", 20, "{}");
         run("ANALYZE memori_memories");
@@ -636,6 +640,7 @@ mod tests {
     /// loc::text`, not leakproof, the plans read the rows back otherwise and this fails.)
     #[pg_test]
     fn under_row_level_security_the_best_rows_are_read_back_by_position() {
+        crate::tests::support::analyzes();
         run("CREATE ROLE memori_test_app");
         run("SELECT memori_grant('memori_test_app', 'app')");
         store_joins_and_orders("memori_test_app/tid");

@@ -199,6 +199,7 @@ mod tests {
 
     #[pg_test]
     fn dedup_finds_the_twin_whatever_other_users_store() {
+        crate::tests::support::analyzes();
         // Other users' copies of the same sentence crowd its neighbourhood in the shared index,
         // and the user has thousands of other memories (review F10).
         run(
@@ -724,6 +725,7 @@ mod tests {
     /// index-only scan), and of them only the crafted one is read whole.
     #[pg_test]
     fn a_near_duplicate_is_found_through_the_sketches() {
+        crate::tests::support::analyzes();
         let text = "User prefers dark mode";
         let e = one::<Vec<f32>>(&format!("SELECT memori_embed('{text}')::real[]"));
         let dims = e.len();

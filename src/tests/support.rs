@@ -141,6 +141,15 @@ pub fn first_column(sql: &str) -> Vec<String> {
     })
 }
 
+/// Called first by every test that runs `ANALYZE memori_memories`: takes ANALYZE's own lock on
+/// the table (SHARE UPDATE EXCLUSIVE, kept to the test's end) before the test holds anything
+/// else, so that such tests run one after the other. Side by side they could deadlock (a CI run
+/// on PostgreSQL 15: one waiting for the other's ANALYZE lock, the other for the first's
+/// transaction). Tests that only read and write rows are not held up.
+pub fn analyzes() {
+    run("LOCK TABLE memori_memories IN SHARE UPDATE EXCLUSIVE MODE");
+}
+
 /// `n` memories with random 384-d unit vectors, as if the local model made them. Each costs a
 /// few milliseconds, most of it inserting into the HNSW index (dropping the index and building it
 /// again after the INSERT would be ten times faster, but DROP INDEX's lock, held to the test's
