@@ -151,10 +151,10 @@ pub fn analyzes() {
 }
 
 /// `n` memories with random 384-d unit vectors, as if the local model made them. Each costs a
-/// few milliseconds, most of it inserting into the HNSW index (dropping the index and building it
-/// again after the INSERT would be ten times faster, but DROP INDEX's lock, held to the test's
-/// end, could make two tests running side by side deadlock: one waiting for the table, the other for a
-/// key of the embedding cache the first had written).
+/// few milliseconds, most of it inserting into the HNSW index (dropping the index and building
+/// it again after the INSERT would be ten times faster, but DROP INDEX's lock, held to the
+/// test's end, could make two tests running side by side deadlock: one waiting for the table,
+/// the other for a key of the embedding cache the first had written).
 pub fn synthetic(user: &str, n: i32, tags: &str) {
     run(&format!(
         "INSERT INTO memori_memories (user_id, content, memory_type, embedding, embedding_model, context_tags)
@@ -209,4 +209,43 @@ pub fn snapshot(user: &str) -> String {
     )
     .unwrap()
     .unwrap()
+}
+
+#[cfg(test)]
+mod guards {
+    /// `analyzes()` works only if every pg_test that runs ANALYZE on memori_memories calls it
+    /// first: read from the tests' sources, so that a new such test cannot forget it (the markers
+    /// are split here so that this file does not match itself).
+    #[test]
+    fn every_test_that_analyzes_takes_the_lock_first() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/tests");
+        let mut analyzing = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            for test in text.split(concat!("#[pg", "_test]")).skip(1) {
+                let Some(body) = test.split_once(") {\n").map(|(_, b)| b) else {
+                    continue;
+                };
+                // The test's own body: up to the next item at the module's indentation.
+                let body = body.split("\n    }\n").next().unwrap_or(body);
+                if !body.contains(concat!("ANALYZE ", "memori_memories")) {
+                    continue;
+                }
+                analyzing += 1;
+                let first = body
+                    .lines()
+                    .map(str::trim)
+                    .find(|l| !l.is_empty() && !l.starts_with("//"))
+                    .unwrap_or("");
+                assert!(
+                    first.ends_with("analyzes();"),
+                    "{}: a test runs ANALYZE memori_memories without calling analyzes() first: {}",
+                    path.display(),
+                    test.lines().find(|l| l.contains("fn ")).unwrap_or("")
+                );
+            }
+        }
+        assert!(analyzing >= 7, "{analyzing} tests found to analyze");
+    }
 }
