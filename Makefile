@@ -27,13 +27,15 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 # whenever these variables differ from its last build. `cargo pgrx test` builds the library it
 # installs from the test binary, where Cargo has set them to memori's: set to the same values
 # here, every cargo command of make test sees them alike (six rebuilds of about 30 s saved).
+# A version is MAJOR.MINOR.PATCH[-PRE][+BUILD], as Cargo splits it (BUILD is in no variable).
 MEMORI_VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -1)
+MEMORI_CORE    := $(shell echo '$(MEMORI_VERSION)' | sed 's/[-+].*//')
 export CARGO_MANIFEST_DIR := $(CURDIR)
 export CARGO_PKG_NAME := memori
-export CARGO_PKG_VERSION_MAJOR := $(word 1,$(subst ., ,$(MEMORI_VERSION)))
-export CARGO_PKG_VERSION_MINOR := $(word 2,$(subst ., ,$(MEMORI_VERSION)))
-export CARGO_PKG_VERSION_PATCH := $(word 3,$(subst ., ,$(MEMORI_VERSION)))
-export CARGO_PKG_VERSION_PRE :=
+export CARGO_PKG_VERSION_MAJOR := $(word 1,$(subst ., ,$(MEMORI_CORE)))
+export CARGO_PKG_VERSION_MINOR := $(word 2,$(subst ., ,$(MEMORI_CORE)))
+export CARGO_PKG_VERSION_PATCH := $(word 3,$(subst ., ,$(MEMORI_CORE)))
+export CARGO_PKG_VERSION_PRE := $(shell echo '$(MEMORI_VERSION)' | sed -n 's/^[^-+]*-\([^+]*\).*/\1/p')
 
 .PHONY: all setup install package demo test test-pg17 test-pg18 test-rust test-sql test-system soak bench eval cluster stop clean citus citus-build citus-stop citus-demo bench-citus
 
