@@ -800,8 +800,9 @@ pub fn dedup_threshold() -> f64 {
 }
 /// (importance weight, recency weight), scaled down together if they add up to more than 1.
 pub fn score_weights() -> (f64, f64) {
-    // A weight below MIN_SCORE_WEIGHT counts as 0: a search scores in SQL too, where a product
-    // that rounds to 0 is an underflow error (22003), and the smallest recency is exp(-700).
+    // A weight below MIN_SCORE_WEIGHT counts as 0, as the settings' descriptions say (it kept a
+    // product that rounds to 0 from being an underflow error, 22003, while searches scored in
+    // SQL).
     let floor = |w: f64| if w < MIN_SCORE_WEIGHT { 0.0 } else { w };
     let (i, r) = (floor(IMPORTANCE_WEIGHT.get()), floor(RECENCY_WEIGHT.get()));
     if i + r > 1.0 {

@@ -8,9 +8,9 @@
 //!   an exact pass replaces it. Either way min(k, matching) rows come back.
 //! - text: full-text search over `content_tsv` (see `text`), scored BM25-style within the scope.
 //!
-//! Over a scope searched exactly, one statement ranks and reads only the k best rows whole
-//! (`vector_exact`; `hybrid_exact` takes both rankings from one read of the scope); over a
-//! larger one, the two rankings run apart and are ranked here (`find_apart`).
+//! Over a scope searched exactly, one read of the scope gives both rankings, and only the k
+//! best rows are then read whole (`vector_exact`, `hybrid_exact`); over a larger one, the two
+//! rankings run apart (`find_apart`). Either way `rank` ranks.
 //!
 //! Hybrid mode adds the weighted text score to the similarity (see `relevance`); the fused
 //! relevance is blended with importance and recency into the score. Each returned memory's
@@ -203,7 +203,8 @@ fn row_columns(similarity: &str, wr: usize, half_life: usize) -> Result<String> 
 }
 
 /// The SQL of a memory's recency, 0.5 ^ (age / half-life), from `updated_at` (the SQL of its
-/// last update), `$wr` the recency weight (0: no recency, 0) and `$half_life` (days).
+/// last update), `$wr` the recency weight (0: no recency, 0) and `$half_life` (days). Its twin
+/// in Rust is `recency`.
 fn recency_sql(updated_at: &str, wr: usize, half_life: usize) -> String {
     // As exp(), clamped: never an underflow error, whatever the age (also for timestamps at
     // -infinity).
@@ -215,6 +216,41 @@ fn recency_sql(updated_at: &str, wr: usize, half_life: usize) -> String {
                             * pg_catalog.ln(2::pg_catalog.float8) / (86400::pg_catalog.float8 * ${half_life}::pg_catalog.float8))))
                      ELSE 0::pg_catalog.float8 END"
     )
+}
+
+/// `date_part('epoch', ts)` of a timestamptz (microseconds since 2000-01-01), computed as
+/// PostgreSQL computes it: seconds since 1970 as a float8, infinite for an infinite timestamp.
+fn epoch_seconds(ts: i64) -> f64 {
+    // SetEpochTimestamp(): 1970-01-01 in microseconds since 2000-01-01.
+    const EPOCH: i64 = -946_684_800_000_000;
+    match ts {
+        i64::MAX => f64::INFINITY,
+        i64::MIN => f64::NEG_INFINITY,
+        // PostgreSQL's two cases, the second against an overflow of the subtraction.
+        _ if ts < i64::MAX + EPOCH => (ts - EPOCH) as f64 / 1_000_000.0,
+        _ => (ts as f64 - EPOCH as f64) / 1_000_000.0,
+    }
+}
+
+/// A memory's recency as `recency_sql` computes it, the same operations in the same order (so
+/// the same value to the last bit): `updated_at` and `now` timestamptz values (`Fixed`),
+/// `weight` the recency weight (0: no recency, 0), `half_life` in days. Computed here for a
+/// scope read whole: in SQL, for each row of the scan, it took 0.05 ms of a 100-memory user's
+/// 0.34 ms scan (pgbench, the statement alone), mostly `date_part`'s.
+pub fn recency(updated_at: i64, now: i64, weight: f64, half_life: f64) -> f64 {
+    if weight.is_nan() || weight <= 0.0 {
+        return 0.0;
+    }
+    let x = (epoch_seconds(updated_at) - epoch_seconds(now)) * std::f64::consts::LN_2
+        / (86400.0 * half_life);
+    // greatest(-700, x), then least(0, ...), with float8's order (NaN above all).
+    let x = if float8_cmp(x, -700.0).is_lt() {
+        -700.0
+    } else {
+        x
+    };
+    let x = if float8_cmp(x, 0.0).is_gt() { 0.0 } else { x };
+    x.exp()
 }
 
 /// A memory as `row_columns` reads it, unranked.
@@ -424,8 +460,8 @@ pub fn vector_candidates(
 
 /// A vector search over a scope searched exactly: the k best of its `limit` nearest memories,
 /// ranked (`rank`), each with its rank among them. What `vector_candidates` and `rank` give
-/// (the pg_test `hybrid_over_an_exact_scope_is_both_rankings_apart`), in one statement
-/// that reads only the k best whole.
+/// (the pg_test `hybrid_over_an_exact_scope_is_both_rankings_apart`), from one read of the
+/// scope's embeddings (`scan_scope`), then only the k best read whole (`read_ranked`).
 pub fn vector_exact(
     q: &Query,
     user_rows: i64,
@@ -433,30 +469,9 @@ pub fn vector_exact(
     vector: &[f32],
     limit: i32,
 ) -> Result<Vec<Found>> {
-    let dims = vector.len();
-    let (cast, q_vector) = (indexed_cast(dims), query_vector(9, dims));
-    let (loc, join) = read_back("top")?;
-    let mut args = vector_args(q, label, vector, limit);
-    // $1-$12 as `vector_args`, $13-$16 `rank_args`.
-    let sql = format!(
-        "WITH c AS (
-              SELECT n.*, pg_catalog.row_number() OVER (ORDER BY n.similarity DESC, n.id) AS vector_rank,
-                     NULL::pg_catalog.int8 AS text_rank, NULL::pg_catalog.float8 AS score
-                FROM (SELECT m.id, {loc}, 1::pg_catalog.float8 - (m.embedding::{cast} <=> {q_vector}) AS similarity,
-                             coalesce(m.importance_score, 0::pg_catalog.float4)::pg_catalog.float8 AS importance,
-                             m.updated_at
-                        FROM memori_memories m
-                       WHERE {filters}
-                         AND m.embedding_model OPERATOR(pg_catalog.=) $8::pg_catalog.text
-                         AND m.embedding_dims OPERATOR(pg_catalog.=) {dims}
-                       ORDER BY similarity DESC, m.id
-                       LIMIT $10) n),
-              {ranked}",
-        ranked = ranked_sql(SearchMode::Vector, &join, 13, 11, 12)?,
-        filters = scope_filters(q)
-    );
-    rank_args(q, &mut args);
-    ranked_rows(q, &sql, &args, planning_for(user_rows))
+    let (rows, _) = scan_scope(q, user_rows, label, vector, None, limit)?;
+    let candidates = scope_candidates(&rows, 0, 0.0, limit as usize);
+    read_ranked(q, candidates, label, vector)
 }
 
 /// At most this many terms of a question are searched for (the first ones it names): each
@@ -469,7 +484,7 @@ const _: () = assert!(MAX_QUERY_TERMS <= 64);
 /// The query's full-text terms, as tsquery literals (memori_text_document of the query): its
 /// first `MAX_QUERY_TERMS` distinct ones (in the order the question names them), in a
 /// tsvector's order, bytewise by lexeme: `text_candidates` sums their weights in this order,
-/// as `hybrid_exact` sums them in its tsvector's.
+/// as `scope_candidates` sums them in the order of `hybrid_exact`'s tsvector.
 pub fn text_terms(query: &str) -> Result<Vec<String>> {
     let lexemes = crate::base::spi::read_one_kept::<Vec<Option<String>>>(
         &lexemes_sql(1, 2, 3),
@@ -510,7 +525,7 @@ fn lexemes_sql(query: usize, config: usize, limit: usize) -> String {
 
 /// The SQL of a term's inverse document frequency, BM25's ln(1 + (N - n + 0.5) / (n + 0.5)):
 /// `n` the SQL of its matches in scope (NULL for none), `$big_n` the user's memories (at least
-/// n).
+/// n). Its twin in Rust is `idf`.
 fn idf_sql(n: &str, big_n: usize) -> String {
     let n = format!("coalesce({n}, 0::pg_catalog.float8)");
     format!(
@@ -527,8 +542,8 @@ fn term_bit(i: &str) -> String {
 
 /// The SQL of the text score of a set of terms (`mask`, bits as `term_bit`; over relation `idf`
 /// of the terms' `i` and weight `w`): the weights of its terms over those of all terms, each
-/// sum in the terms' order. `text_candidates` and `hybrid_exact` both score with it, so the
-/// same terms give the same score to the last bit.
+/// sum in the terms' order. `scope_candidates` computes the same (with `idf`), the same
+/// operations in the same order, so the same terms give the same score to the last bit.
 fn set_score_sql(mask: &str) -> String {
     let bit = term_bit("idf.i");
     format!(
@@ -605,7 +620,7 @@ pub fn text_candidates(
                 SELECT h.id, pg_catalog.bit_or({bit}) AS mask
                   FROM hits h JOIN idf ON idf.t OPERATOR(pg_catalog.=) h.t
                  GROUP BY h.id),
-              -- A set's score, its terms' weights summed in one order, as hybrid_exact's.
+              -- A set's score, its terms' weights summed in one order, as scope_candidates'.
               scores AS MATERIALIZED (
                 SELECT k.mask, {score} AS score FROM (SELECT DISTINCT k.mask FROM masks k) k)
          SELECT k.id, s.score
@@ -622,19 +637,16 @@ pub fn text_candidates(
 /// A hybrid search over a scope searched exactly, from one read of the scope: its k best
 /// memories, ranked (`rank`), each with its ranks in the two candidate lists. The lists are the
 /// ones `vector_candidates` (exact) and `text_candidates` with `same_model` give: the `limit`
-/// nearest memories and the `limit` best text matches. One statement instead of four (the
-/// question's terms, the vector candidates, the text candidates, the text-only rows): the
-/// scope's rows are read once, not once per ranking (`make bench`, 20,000 memories, when it
-/// came: 94 ms a search, where the two rankings apart took 137; 64 ms with `memori_term_mask`),
-/// and only the k best whole. The pg_test `hybrid_over_an_exact_scope_is_both_rankings_apart`
-/// holds the result equal to ranking the two lists apart (`find_apart`).
+/// nearest memories and the `limit` best text matches (the pg_test
+/// `hybrid_over_an_exact_scope_is_both_rankings_apart` holds the result equal to ranking them
+/// apart, `find_apart`, to the last bit). Two statements: the scope read once, each memory with
+/// its similarity and the question's terms it holds (`scan_scope`), both lists taken from those
+/// (`scope_candidates`), then only the k best read whole (`read_ranked`).
 ///
-/// A memory's matched terms are the question's lexemes in its document, one bit each
-/// (`memori_term_mask`: a binary search per term on the stored document, read in place), as
-/// `@@` of each lexeme says. The text ranking then works on the distinct sets of terms, not on
-/// one row per memory and term: the memories holding the same terms score the same. (The
-/// matched lexemes as arrays, `ts_delete` twice and a row per memory and term, took 4.4 ms of
-/// the 2,000-memory user's 6.2: `make bench`'s texts.)
+/// (Before, one statement ranked in SQL: the same read, then the terms' weights, both lists,
+/// their fusion and the score as CTEs, hash joins and window functions. For the 100-memory
+/// user at 302,000 memories, that statement took 0.38 ms of the search's 0.64
+/// (pg_stat_statements), where the scan alone returns its 100 rows in about 0.1 ms.)
 pub fn hybrid_exact(
     q: &Query,
     user_rows: i64,
@@ -643,78 +655,232 @@ pub fn hybrid_exact(
     query_text: &str,
     limit: i32,
 ) -> Result<Vec<Found>> {
+    let (rows, terms) = scan_scope(q, user_rows, label, vector, Some(query_text), limit)?;
+    let candidates = scope_candidates(&rows, terms, user_rows as f64, limit as usize);
+    read_ranked(q, candidates, label, vector)
+}
+
+/// A memory of a scope searched exactly, as `scan_scope` reads it: what ranks it, not its row.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scanned {
+    pub id: i64,
+    pub similarity: f64,
+    /// The question's terms it holds, bit i-1 for the i-th term in the order of the terms'
+    /// tsvector (`memori_term_mask`); 0 for none.
+    pub mask: u64,
+    pub importance: f64,
+    pub recency: f64,
+}
+
+/// Reads the memories in scope embedded like the query (model `label`, `vector`'s width), each
+/// with its similarity to `vector`, importance and recency (`recency`, as `row_columns` computes
+/// it in SQL) and,
+/// with `question`, the question's terms it holds; also how many terms the question has
+/// (`text_terms`' terms, as a tsvector). Without a question, only the `limit` nearest.
+fn scan_scope(
+    q: &Query,
+    user_rows: i64,
+    label: &str,
+    vector: &[f32],
+    question: Option<&str>,
+    limit: i32,
+) -> Result<(Vec<Scanned>, usize)> {
     let dims = vector.len();
     let (cast, q_vector) = (indexed_cast(dims), query_vector(9, dims));
-    let (loc, join) = read_back("top")?;
     let mut args = vector_args(q, label, vector, limit);
-    args.push(query_text.to_string().into());
-    args.push(gucs::text_search_config().into());
-    args.push(MAX_QUERY_TERMS.into());
-    args.push((user_rows as f64).into());
-    // $1-$7 the scope, $8 the model's label, $9 the query vector, $10 the limit, $11 and $12
-    // the recency weight and half-life, $13 the question, $14 the text search configuration,
-    // $15 MAX_QUERY_TERMS, $16 N (the user's memories), $17 k, $18-$19 the weights of
-    // relevance and importance, $20 min_similarity. The terms and the text score are
-    // `text_terms`' and `text_candidates`'.
+    // $1-$12 as `vector_args`; with a question, $13 the question, $14 the text search
+    // configuration, $15 MAX_QUERY_TERMS.
+    let (with, mask, terms, order) = match question {
+        Some(question) => {
+            args.push(question.to_string().into());
+            args.push(gucs::text_search_config().into());
+            args.push(MAX_QUERY_TERMS.into());
+            (
+                format!(
+                    "WITH lexemes AS ({lexemes}),
+                          terms AS (SELECT pg_catalog.array_to_tsvector(l.array_agg) AS v FROM lexemes l)\n",
+                    lexemes = lexemes_sql(13, 14, 15)
+                ),
+                // Qualified: the function `catalog::has_term_mask` found, whatever the path.
+                format!(
+                    "coalesce({nsp}.memori_term_mask(m.content_tsv, (SELECT t.v FROM terms t)), 0::pg_catalog.int8)",
+                    nsp = catalog::schema()?.1
+                ),
+                "coalesce((SELECT pg_catalog.length(t.v) FROM terms t), 0)",
+                "",
+            )
+        }
+        None => (
+            String::new(),
+            "0::pg_catalog.int8".to_string(),
+            "0",
+            "\n          ORDER BY similarity DESC, m.id\n          LIMIT $10",
+        ),
+    };
     let sql = format!(
-        "WITH lexemes AS ({lexemes}),
-              -- The question's terms as a tsvector: memori_term_mask reads them in place.
-              terms AS (SELECT pg_catalog.array_to_tsvector(l.array_agg) AS v FROM lexemes l),
-              scope AS MATERIALIZED (
-              SELECT m.id, {loc}, 1::pg_catalog.float8 - (m.embedding::{cast} <=> {q_vector}) AS similarity,
-                     {nsp}.memori_term_mask(m.content_tsv, (SELECT t.v FROM terms t)) AS mask,
-                     m.importance_score AS importance, m.updated_at
-                FROM memori_memories m
-               WHERE {filters}
-                 AND m.embedding_model OPERATOR(pg_catalog.=) $8::pg_catalog.text
-                 AND m.embedding_dims OPERATOR(pg_catalog.=) {dims}),
-              -- The memories matching some term, counted by the set of terms they hold: at most
-              -- one set per memory, usually a few dozen.
-              masks AS MATERIALIZED (
-              SELECT s.mask, pg_catalog.count(*)::pg_catalog.float8 AS n
-                FROM scope s WHERE s.mask OPERATOR(pg_catalog.<>) 0 GROUP BY s.mask),
-              idf AS (
-              SELECT l.i, {idf} AS w
-                FROM pg_catalog.unnest((SELECT t.v FROM terms t)) WITH ORDINALITY AS l(t, positions, weights, i)
-                LEFT JOIN LATERAL (SELECT pg_catalog.sum(k.n) AS n FROM masks k
-                                    WHERE k.mask OPERATOR(pg_catalog.&) {bit} OPERATOR(pg_catalog.<>) 0) d ON true),
-              -- A set's score, its terms' weights summed in one order (the terms'): memories
-              -- holding the same terms score the same, to the last bit. MATERIALIZED: once per
-              -- set, not once per memory.
-              scores AS MATERIALIZED (
-              SELECT k.mask, {score} AS score FROM masks k),
-              nearest AS (
-              SELECT s.id, s.loc, s.similarity, s.importance, s.updated_at
-                FROM scope s ORDER BY s.similarity DESC, s.id LIMIT $10),
-              best_text AS (
-              SELECT s.id, s.loc, s.similarity, s.importance, s.updated_at, sc.score
-                FROM scope s JOIN scores sc ON sc.mask OPERATOR(pg_catalog.=) s.mask
-               ORDER BY sc.score DESC, s.id
-               LIMIT $10),
-              -- The candidates: each ranking's, with its rank there (numbered after the cut).
-              c AS (
-              SELECT coalesce(n.id, t.id) AS id, coalesce(n.loc, t.loc) AS loc,
-                     coalesce(n.similarity, t.similarity) AS similarity,
-                     coalesce(n.importance, t.importance, 0::pg_catalog.float4)::pg_catalog.float8 AS importance,
-                     coalesce(n.updated_at, t.updated_at) AS updated_at,
-                     n.r AS vector_rank, t.r AS text_rank, t.score
-                FROM (SELECT n.*, pg_catalog.row_number() OVER (ORDER BY n.similarity DESC, n.id) AS r
-                        FROM nearest n) n
-                FULL JOIN (SELECT t.*, pg_catalog.row_number() OVER (ORDER BY t.score DESC, t.id) AS r
-                             FROM best_text t) t
-                       ON t.id OPERATOR(pg_catalog.=) n.id),
-              {ranked}",
-        lexemes = lexemes_sql(13, 14, 15),
-        idf = idf_sql("d.n", 16),
-        bit = term_bit("l.i"),
-        // Qualified: the function `catalog::has_term_mask` found, whatever the path.
-        nsp = catalog::schema()?.1,
-        score = set_score_sql("k.mask"),
-        ranked = ranked_sql(SearchMode::Hybrid, &join, 17, 11, 12)?,
+        "{with}SELECT m.id, 1::pg_catalog.float8 - (m.embedding::{cast} <=> {q_vector}) AS similarity,
+                {mask} AS mask, m.importance_score, m.updated_at,
+                {terms}::pg_catalog.int4 AS terms
+           FROM memori_memories m
+          WHERE {filters}
+            AND m.embedding_model OPERATOR(pg_catalog.=) $8::pg_catalog.text
+            AND m.embedding_dims OPERATOR(pg_catalog.=) {dims}{order}",
         filters = scope_filters(q)
     );
-    rank_args(q, &mut args);
-    ranked_rows(q, &sql, &args, planning_for(user_rows))
+    let (_, weight) = gucs::score_weights();
+    let half_life = gucs::recency_half_life_days();
+    // SAFETY: a plain read of the current transaction's start timestamp (now()).
+    let now = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
+    let mut terms = 0;
+    let rows = Spi::connect(|client| {
+        let table = select_kept(client, &sql, &args, planning_for(user_rows)).map_err(spi)?;
+        crate::base::spi::fixed_rows(table, |r| {
+            terms = r[5].int4().unwrap_or(0).max(0) as usize;
+            Scanned {
+                id: r[0].int8().unwrap_or_default(),
+                similarity: r[1].float8().unwrap_or(f64::NAN),
+                mask: r[2].int8().unwrap_or(0) as u64,
+                importance: r[3].float4().unwrap_or_default() as f64,
+                recency: r[4]
+                    .timestamptz()
+                    .map_or(0.0, |t| recency(t, now, weight, half_life)),
+            }
+        })
+    })?;
+    Ok((rows, terms))
+}
+
+/// BM25's inverse document frequency of a term, ln(1 + (N - n + 0.5) / (n + 0.5)): `n` its
+/// matches in scope, `big_n` the user's memories (at least n). The same operations in the same
+/// order as `idf_sql`, so the same value to the last bit.
+pub fn idf(n: f64, big_n: f64) -> f64 {
+    (1.0 + (big_n.max(n) - n + 0.5) / (n + 0.5)).ln()
+}
+
+/// PostgreSQL's order of float8 values: NaN equal to itself and above every number.
+fn float8_cmp(a: f64, b: f64) -> std::cmp::Ordering {
+    match (a.is_nan(), b.is_nan()) {
+        (true, true) => std::cmp::Ordering::Equal,
+        (true, false) => std::cmp::Ordering::Greater,
+        (false, true) => std::cmp::Ordering::Less,
+        (false, false) => a.partial_cmp(&b).expect("neither is NaN"),
+    }
+}
+
+/// Keeps the first `limit` of `v` in the order `cmp` (a total order), in that order, without
+/// sorting the rest (a 20,000-memory scope, for 40 candidates).
+fn best_first<T>(v: &mut Vec<T>, limit: usize, mut cmp: impl FnMut(&T, &T) -> std::cmp::Ordering) {
+    if limit == 0 {
+        v.clear();
+        return;
+    }
+    if v.len() > limit {
+        v.select_nth_unstable_by(limit - 1, &mut cmp);
+        v.truncate(limit);
+    }
+    v.sort_unstable_by(cmp);
+}
+
+/// The candidates of a scope searched exactly (`rows`: all of it, or with `terms` 0 at least
+/// its `limit` nearest): its `limit` nearest memories (by similarity, then id) with their
+/// vector ranks, and with `terms` (the question's, one bit each in `Scanned::mask`) its `limit`
+/// best text matches with their text ranks and scores. A text score is `text_candidates`' (a
+/// set of terms' inverse document frequencies over those of all the question's terms, N
+/// `big_n`, a term's frequency its matches among `rows`), each sum taken in the terms' order as
+/// its SQL takes it. Unranked (`rank` ranks them), in no particular order.
+pub fn scope_candidates(rows: &[Scanned], terms: usize, big_n: f64, limit: usize) -> Vec<Ranked> {
+    let mut by_id: std::collections::HashMap<i64, Ranked> = std::collections::HashMap::new();
+    let entry = |r: &Scanned| -> Ranked {
+        Ranked {
+            id: r.id,
+            vector_rank: None,
+            text_rank: None,
+            similarity: Some(r.similarity),
+            text_score: None,
+            importance: r.importance,
+            recency: r.recency,
+            relevance: 0.0,
+            score: 0.0,
+        }
+    };
+    let mut nearest: Vec<&Scanned> = rows.iter().collect();
+    best_first(&mut nearest, limit, |a, b| {
+        float8_cmp(b.similarity, a.similarity).then(a.id.cmp(&b.id))
+    });
+    for (n, r) in nearest.into_iter().enumerate() {
+        let mut c = entry(r);
+        c.vector_rank = Some(n + 1);
+        by_id.insert(r.id, c);
+    }
+    let terms = terms.min(64);
+    if terms > 0 {
+        let bit = |i: usize| 1u64 << i;
+        // Each term's matches, in one pass over the rows.
+        let mut matches = vec![0u64; terms];
+        for r in rows.iter().filter(|r| r.mask != 0) {
+            for (i, n) in matches.iter_mut().enumerate() {
+                *n += u64::from(r.mask & bit(i) != 0);
+            }
+        }
+        let weights: Vec<f64> = matches.iter().map(|n| idf(*n as f64, big_n)).collect();
+        let total = weights.iter().fold(0.0, |s, w| s + w);
+        // Each set of terms scored once: the memories holding the same terms score the same.
+        let mut scores: std::collections::HashMap<u64, f64> = std::collections::HashMap::new();
+        let mut matched: Vec<(&Scanned, f64)> = rows
+            .iter()
+            .filter(|r| r.mask != 0)
+            .map(|r| {
+                let score = *scores.entry(r.mask).or_insert_with(|| {
+                    let held = (0..terms)
+                        .filter(|i| r.mask & bit(*i) != 0)
+                        .fold(0.0, |s, i| s + weights[i]);
+                    held / total
+                });
+                (r, score)
+            })
+            .collect();
+        best_first(&mut matched, limit, |(a, sa), (b, sb)| {
+            float8_cmp(*sb, *sa).then(a.id.cmp(&b.id))
+        });
+        for (n, (r, score)) in matched.into_iter().enumerate() {
+            let c = by_id.entry(r.id).or_insert_with(|| entry(r));
+            c.text_rank = Some(n + 1);
+            c.text_score = Some(score);
+        }
+    }
+    by_id.into_values().collect()
+}
+
+/// The k best of `candidates` (`rank`), read whole (`fetch`), best first. A memory deleted since
+/// it was ranked is left out.
+fn read_ranked(
+    q: &Query,
+    candidates: Vec<Ranked>,
+    label: &str,
+    vector: &[f32],
+) -> Result<Vec<Found>> {
+    let best = rank(
+        q.mode,
+        candidates,
+        gucs::score_weights(),
+        q.min_similarity,
+        q.k as usize,
+    );
+    let ids: Vec<i64> = best.iter().map(|r| r.id).collect();
+    let mut rows: std::collections::HashMap<i64, Found> =
+        fetch(&q.user, &ids, Some((label, vector)))?
+            .into_iter()
+            .map(|f| (f.ranked.id, f))
+            .collect();
+    Ok(best
+        .into_iter()
+        .filter_map(|r| {
+            rows.remove(&r.id).map(|mut f| {
+                f.ranked = r;
+                f
+            })
+        })
+        .collect())
 }
 
 /// One candidate, with what ranks it.
@@ -756,102 +922,9 @@ pub fn relevance(mode: SearchMode, r: &Ranked) -> f64 {
     }
 }
 
-/// The SQL of a candidate's score in vector or hybrid mode as `relevance` and `rank` compute
-/// it, the same floating point operations in the same order (so that SQL and `rank` make the
-/// same cut): over relation `c` (`ranked_sql`), `$w` the first of the parameters `rank_args`
-/// gives, `$wr` the recency weight's and `$half_life` the half-life's.
-fn score_sql(mode: SearchMode, w: usize, wr: usize, half_life: usize) -> String {
-    let f8 = "pg_catalog.float8";
-    let relevance = match mode {
-        SearchMode::Hybrid => format!(
-            "coalesce(c.similarity, -1::{f8})
-              + {TEXT_WEIGHT:?}::{f8} * least(greatest(coalesce(c.score, 0::{f8}), 0::{f8}), 1::{f8})"
-        ),
-        _ => format!("coalesce(c.similarity, -1::{f8})"),
-    };
-    format!(
-        "({relevance}) * ${w_relevance}::{f8} + ${wi}::{f8} * c.importance + ${wr}::{f8} * ({recency})",
-        w_relevance = w + 1,
-        wi = w + 2,
-        recency = recency_sql("c.updated_at", wr, half_life)
-    )
-}
-
-/// The end of a statement that ranks in SQL as `rank` does, its candidates in relation `c` (id,
-/// loc as `read_back` keeps it, similarity, importance as float8, updated_at, vector_rank,
-/// text_rank, score: the text score): the k best of them read whole (`row_columns`, then
-/// vector_rank, text_rank, score), `join` the condition `read_back("top")` gives. `$w` is the
-/// first of the parameters `rank_args` gives, `$wr` and `$half_life` those of the recency
-/// weight and half-life.
-fn ranked_sql(
-    mode: SearchMode,
-    join: &str,
-    w: usize,
-    wr: usize,
-    half_life: usize,
-) -> Result<String> {
-    let (k, min) = (w, w + 3);
-    Ok(format!(
-        "-- The k best by `rank`'s score. Only these are read whole (a 100-memory user's hybrid
-              -- search read 60 rows for 10). MATERIALIZED: each row is then read where it was
-              -- found (`read_back`). Inlined, the position is a coalesce() over a full join
-              -- (hybrid), which row-level security does not let through to a TID scan or an
-              -- index (not known to be leakproof): PostgreSQL read all the user's rows into a
-              -- hash instead (make bench, under RLS: 240 ms for the 20,000-memory user, 20 ms
-              -- for the 2,000-memory one).
-              top AS MATERIALIZED (
-              SELECT c.* FROM c
-               WHERE ${min}::pg_catalog.float8 IS NULL OR c.similarity OPERATOR(pg_catalog.>=) ${min}::pg_catalog.float8
-               ORDER BY {score} DESC, c.similarity DESC, c.id
-               LIMIT ${k})
-         SELECT {columns}, top.vector_rank, top.text_rank, top.score
-           FROM top JOIN memori_memories m ON {join}",
-        score = score_sql(mode, w, wr, half_life),
-        columns = row_columns("top.similarity", wr, half_life)?,
-    ))
-}
-
-/// The parameters of `ranked_sql`, in order: k, the relevance weight (1 - wi - wr, as `rank`
-/// computes it), the importance weight, min_similarity.
-fn rank_args(q: &Query, args: &mut Vec<pgrx::datum::DatumWithOid<'static>>) {
-    let (wi, wr) = gucs::score_weights();
-    args.push((q.k as i64).into());
-    args.push((1.0 - wi - wr).into());
-    args.push(wi.into());
-    args.push(q.min_similarity.into());
-}
-
-/// The rows `ranked_sql` returns, with their ranks, ranked (`rank`).
-fn ranked_rows(
-    q: &Query,
-    sql: &str,
-    args: &[pgrx::datum::DatumWithOid],
-    planning: Planning,
-) -> Result<Vec<Found>> {
-    let found = Spi::connect(|client| {
-        select_kept(client, sql, args, planning)?
-            .map(|r| {
-                let rank = |n: usize| -> std::result::Result<Option<usize>, pgrx::spi::Error> {
-                    Ok(r.get::<i64>(n)?.map(|v| v as usize))
-                };
-                let (vector_rank, text_rank) = (rank(13)?, rank(14)?);
-                let text_score = r.get::<f64>(15)?;
-                let mut f = found_of(r)?;
-                f.ranked.vector_rank = vector_rank;
-                f.ranked.text_rank = text_rank;
-                f.ranked.text_score = text_score;
-                Ok(f)
-            })
-            .collect::<std::result::Result<Vec<_>, pgrx::spi::Error>>()
-    })
-    .map_err(spi)?;
-    Ok(ranked(q, found))
-}
-
 /// Scores, filters by min_similarity and orders the candidates; keeps the best k.
-/// score = relevance * (1 - wi - wr) + wi * importance + wr * recency. Its SQL twin is
-/// `score_sql` and `ranked_sql` (a scope searched exactly): change them together (the pg_test
-/// `hybrid_over_an_exact_scope_is_both_rankings_apart` compares them).
+/// score = relevance * (1 - wi - wr) + wi * importance + wr * recency. Every search ranks here,
+/// whatever its path.
 pub fn rank(
     mode: SearchMode,
     mut cands: Vec<Ranked>,
@@ -922,10 +995,18 @@ fn fetch(user: &str, ids: &[i64], embedded: Option<(&str, &[f32])>) -> Result<Ve
         (Some(l.to_string()), Some(v.to_vec()))
     });
     let (_, wr) = gucs::score_weights();
+    // Each row by its key, whatever the statistics say of an average user (one generic plan:
+    // `m.id = ANY (...)` beside the user's condition could be read through the user index, every
+    // row of the user for a few ids). LIMIT 1: the lookup stays a subquery of its own.
     let sql = format!(
-        "SELECT {columns}
-           FROM memori_memories m
-          WHERE m.user_id OPERATOR(pg_catalog.=) $6::pg_catalog.text AND m.id = ANY ($1::bigint[])",
+        "SELECT r.*
+           FROM pg_catalog.unnest($1::pg_catalog.int8[]) AS k(id)
+          CROSS JOIN LATERAL (
+                SELECT {columns}
+                  FROM memori_memories m
+                 WHERE m.user_id OPERATOR(pg_catalog.=) $6::pg_catalog.text
+                   AND m.id OPERATOR(pg_catalog.=) k.id
+                 LIMIT 1) r",
         columns = row_columns(&similarity, 4, 5)?
     );
     let args: Vec<pgrx::datum::DatumWithOid> = vec![
@@ -1336,6 +1417,117 @@ mod tests {
         );
         assert_eq!(relevance(SearchMode::Vector, &both), 0.6);
         assert!((relevance(SearchMode::Text, &cand(4, None, Some(1), 0.1)) - 1.0).abs() < 1e-12);
+    }
+
+    fn scanned(id: i64, similarity: f64, mask: u64) -> Scanned {
+        Scanned {
+            id,
+            similarity,
+            mask,
+            importance: 0.5,
+            recency: 0.0,
+        }
+    }
+
+    #[test]
+    fn best_first_keeps_what_a_full_sort_keeps() {
+        // Pseudo-random values with many ties, every limit from 0 past the length.
+        let mut x: u64 = 7;
+        for len in [0usize, 1, 2, 5, 40, 41, 300] {
+            let v: Vec<(u64, usize)> = (0..len)
+                .map(|i| {
+                    x = x
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    ((x >> 33) % 7, i)
+                })
+                .collect();
+            for limit in [0, 1, 3, 40, len, len + 3] {
+                let mut sorted = v.clone();
+                sorted.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+                sorted.truncate(limit);
+                let mut got = v.clone();
+                best_first(&mut got, limit, |a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+                assert_eq!(got, sorted, "len {len} limit {limit}");
+            }
+        }
+    }
+
+    #[test]
+    fn recency_halves_each_half_life_and_is_bounded() {
+        let day = 86_400_000_000i64;
+        let now = 900 * day;
+        assert_eq!(recency(now, now, 0.05, 30.0), 1.0);
+        assert!((recency(now - 30 * day, now, 0.05, 30.0) - 0.5).abs() < 1e-12);
+        assert!((recency(now - 60 * day, now, 0.05, 30.0) - 0.25).abs() < 1e-12);
+        // No weight, no recency; a time after now counts as now; the oldest is exp(-700).
+        assert_eq!(recency(now - 30 * day, now, 0.0, 30.0), 0.0);
+        assert_eq!(recency(now + day, now, 0.05, 30.0), 1.0);
+        assert_eq!(recency(i64::MIN, now, 0.05, 30.0), (-700.0f64).exp());
+        assert_eq!(recency(i64::MAX, now, 0.05, 30.0), 1.0);
+        // date_part('epoch', ...): 2000-01-01 is 946684800 s after 1970.
+        assert_eq!(epoch_seconds(0), 946_684_800.0);
+        assert_eq!(epoch_seconds(i64::MAX), f64::INFINITY);
+    }
+
+    #[test]
+    fn idf_is_bm25s_and_rarer_terms_weigh_more() {
+        assert_eq!(idf(0.0, 100.0), (1.0f64 + 100.5 / 0.5).ln());
+        assert_eq!(idf(10.0, 100.0), (1.0f64 + 90.5 / 10.5).ln());
+        assert!(idf(1.0, 100.0) > idf(2.0, 100.0));
+        // n above N (N counted up to a limit): as if n = N, never negative.
+        assert_eq!(idf(150.0, 100.0), idf(150.0, 150.0));
+        assert!(idf(150.0, 100.0) > 0.0);
+    }
+
+    #[test]
+    fn scope_candidates_are_the_nearest_and_the_best_text_matches() {
+        // Terms: bit 0 in three memories, bit 1 in two, bit 2 in none; N = 10.
+        let rows = vec![
+            scanned(1, 0.9, 0),
+            scanned(2, 0.8, 0b01),
+            scanned(3, 0.8, 0b10),
+            scanned(4, 0.1, 0b11),
+            scanned(5, 0.2, 0b01),
+            scanned(6, f64::NAN, 0),
+        ];
+        let by_id = |c: Vec<Ranked>| {
+            let mut c = c;
+            c.sort_by_key(|r| r.id);
+            c
+        };
+        let got = by_id(scope_candidates(&rows, 3, 10.0, 3));
+        let (w0, w1, w2) = (idf(3.0, 10.0), idf(2.0, 10.0), idf(0.0, 10.0));
+        let total = 0.0 + w0 + w1 + w2;
+        // Nearest: NaN first (PostgreSQL's order of float8), then 1, then 2 before 3 (a tie,
+        // the lower id first).
+        let vector: Vec<(i64, Option<usize>)> = got.iter().map(|r| (r.id, r.vector_rank)).collect();
+        assert!(vector.contains(&(6, Some(1))) && vector.contains(&(1, Some(2))));
+        assert!(vector.contains(&(2, Some(3))));
+        assert!(got.iter().all(|r| r.id != 3 || r.vector_rank.is_none()));
+        // Best text: 4 holds the two weighed terms, then 3 (the rarer term) before 2 and 5.
+        let text = |id: i64| {
+            got.iter()
+                .find(|r| r.id == id)
+                .map(|r| (r.text_rank, r.text_score))
+        };
+        assert_eq!(text(4), Some((Some(1), Some((0.0 + w0 + w1) / total))));
+        assert_eq!(text(3), Some((Some(2), Some((0.0 + w1) / total))));
+        assert_eq!(text(2), Some((Some(3), Some((0.0 + w0) / total))));
+        // 5 scores as 2 does, and the cut of 3 leaves it out; 1 and 6 hold no term.
+        assert_eq!(text(5), None);
+        assert_eq!(text(1), Some((None, None)));
+        assert_eq!(got.len(), 5);
+        // Without terms (vector mode): only the nearest, no text.
+        let got = scope_candidates(&rows, 0, 10.0, 2);
+        assert_eq!(got.len(), 2);
+        assert!(got
+            .iter()
+            .all(|r| r.text_rank.is_none() && r.text_score.is_none()));
+        // The 64th term's bit (the sign bit of the int8 mask).
+        let got = scope_candidates(&[scanned(7, 0.5, 1 << 63)], 64, 1.0, 5);
+        assert_eq!(got[0].text_rank, Some(1));
+        assert_eq!(got[0].text_score.map(|s| s > 0.0), Some(true));
     }
 
     #[test]

@@ -295,11 +295,11 @@ mod tests {
         );
     }
 
-    /// Hybrid mode over a scope searched exactly reads the scope once and ranks in SQL
-    /// (`hybrid_exact`); it returns what ranking its two candidate lists apart returns
-    /// (`find_apart`: `vector_candidates`, exact, `text_candidates` over `text_terms` with the
-    /// same model, `rank`): the same memories, read whole, in the same order, with the same
-    /// ranks in each list, similarities, text scores and scores, to the last bit (with the
+    /// Hybrid mode over a scope searched exactly reads the scope once and takes both candidate
+    /// lists from that read (`hybrid_exact`); it returns what ranking its two candidate lists
+    /// apart returns (`find_apart`: `vector_candidates`, exact, `text_candidates` over
+    /// `text_terms` with the same model, `rank`): the same memories, read whole, in the same
+    /// order, with the same ranks in each list, similarities, text scores and scores, to the last bit (with the
     /// question's terms summed in the order they are named instead of a tsvector's, text scores
     /// differ by one unit in the last place and this fails). So does vector mode
     /// (`vector_exact` against `vector_candidates` and `rank`). Over pools of 40 and 1000,
@@ -440,7 +440,7 @@ mod tests {
         // The text list brought in memories the nearest did not.
         assert!(text_only > 0);
 
-        // Vector mode at its edges (its SQL ends as hybrid's does, `ranked_sql`):
+        // Vector mode at its edges:
         let vector_mode = |k: i32, min: Option<f64>| {
             let q = query(
                 Some(k),
@@ -635,12 +635,13 @@ mod tests {
     }
 
     /// Under row-level security (an app role acting for a user), a search over a scope searched
-    /// exactly reads its k best rows back by position: `ctid = ...` is leakproof, so the
-    /// policy lets it through to a TID scan (`search::read_back`), and no plan reads the whole
-    /// table. The rows are those the DBA finds. (Mutation-checked: with `m.ctid::text =
-    /// loc::text`, not leakproof, the plans read the rows back otherwise and this fails.)
+    /// exactly reads the user's rows through the user index, then its k best whole by key (the
+    /// primary key, user and id: `=` on int8 is leakproof, so the policy lets it through to the
+    /// index), every statement under the policy, and no plan reads the whole table. The rows
+    /// are those the DBA finds. (The test's table has many users of a few memories: with
+    /// `m.id = ANY (...)`, the generic plan read the user's rows through the user index.)
     #[pg_test]
-    fn under_row_level_security_the_best_rows_are_read_back_by_position() {
+    fn under_row_level_security_the_best_rows_are_read_by_key() {
         crate::tests::support::analyzes();
         run("CREATE ROLE memori_test_app");
         run("SELECT memori_grant('memori_test_app', 'app')");
@@ -669,11 +670,22 @@ mod tests {
         run("RESET ROLE");
         assert_eq!(app, dba);
         assert!(dba.iter().all(|r| r.split('|').count() == 3), "{dba:?}");
-        // The ranking statements (one per search): those that number their candidates.
-        let ranking: Vec<&String> = plans.iter().filter(|p| p.contains("WindowAgg")).collect();
-        assert_eq!(ranking.len(), modes.len(), "{plans:#?}");
-        for p in ranking {
-            assert!(p.contains("Tid Scan on memori_memories m"), "{p}");
+        let memories: Vec<&String> = plans
+            .iter()
+            .filter(|p| p.contains("on memori_memories m"))
+            .collect();
+        // Per search: the scan of the scope (its model's rows, through the user index) and the
+        // read of its k best (by key); and the count of the user's memories.
+        let scans = memories
+            .iter()
+            .filter(|p| p.contains("embedding_dims = 384") && p.contains("idx_memori_mem_user"));
+        assert_eq!(scans.count(), modes.len(), "{plans:#?}");
+        let reads = memories.iter().filter(|p| {
+            p.contains("Index Scan using memori_memories_pkey on memori_memories m")
+                && p.contains("(id = k.id)")
+        });
+        assert_eq!(reads.count(), modes.len(), "{plans:#?}");
+        for p in &memories {
             assert!(
                 p.contains("memori_acting_user()"),
                 "not under the policy: {p}"
