@@ -112,7 +112,7 @@ pub fn select_kept<'conn>(
     })
 }
 
-/// A value of a column of one of the by-value types `fixed_rows` reads.
+/// A value of a column of one of the by-value types `select_fixed` reads.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Fixed {
     Int4(i32),
@@ -158,70 +158,77 @@ impl Fixed {
     }
 }
 
-/// Every row of `table` (a result `select_kept` returned, not yet iterated), each built by
-/// `row` from its values. For many rows of columns of by-value types only (int4, int8,
-/// float4, float8, timestamptz; checked once, any other type is an error): each row is deformed
-/// once and its values read as they are, where pgrx's row iterator allocates a row of entries
-/// and checks each value's type (for the 20,000 rows of a hybrid search over an exact scope,
-/// 12% of the search with `perf`).
-pub fn fixed_rows<T>(table: SpiTupleTable, mut row: impl FnMut(&[Fixed]) -> T) -> Result<Vec<T>> {
-    let n = table.len();
-    if n == 0 {
-        return Ok(Vec::new());
-    }
-    // SAFETY: SPI_tuptable is the result `table` stands for: the connection's last statement's
-    // (`table` borrows the connection, so no other statement ran since), with SPI_processed =
-    // n rows in `vals`. Each tuple is deformed into arrays of the descriptor's width, and only
-    // values of by-value types, checked against the descriptor first, are read (no pointer is
-    // followed).
-    unsafe {
-        let tt = pg_sys::SPI_tuptable;
-        if tt.is_null() || (*tt).tupdesc.is_null() || (*tt).numvals as usize != n {
-            return Err(MemoriError::new(Code::SystemError, "no result to read"));
+/// Every row a read-only statement returns (run as `select_kept` runs it), each built by `row`
+/// from its values. For many rows of columns of by-value types only (int4, int8, float4,
+/// float8, timestamptz; checked once, any other type is an error): each row is deformed once
+/// and its values read as they are, where pgrx's row iterator allocates a row of entries and
+/// checks each value's type (for the 20,000 rows of a hybrid search over an exact scope, 12% of
+/// the search with `perf`).
+pub fn select_fixed<T>(
+    sql: &str,
+    args: &[DatumWithOid],
+    planning: Planning,
+    mut row: impl FnMut(&[Fixed]) -> T,
+) -> Result<Vec<T>> {
+    pgrx::Spi::connect(|client| {
+        let n = select_kept(client, sql, args, planning).map_err(spi)?.len();
+        if n == 0 {
+            return Ok(Vec::new());
         }
-        let desc = (*tt).tupdesc;
-        let natts = (*desc).natts as usize;
-        let kinds: Vec<pg_sys::Oid> = (1..=natts)
-            .map(|i| pg_sys::SPI_gettypeid(desc, i as _))
-            .collect();
-        if let Some(t) = kinds.iter().find(|t| {
-            ![
+        // SAFETY: SPI_tuptable is the result of the statement just run (nothing ran since, in
+        // this connection or another), with SPI_processed = n rows in `vals`. Each tuple is
+        // deformed into arrays of the descriptor's width, and only values of by-value types,
+        // checked against the descriptor first, are read (no pointer is followed).
+        unsafe {
+            let tt = pg_sys::SPI_tuptable;
+            if tt.is_null() || (*tt).tupdesc.is_null() || (*tt).numvals as usize != n {
+                return Err(MemoriError::new(Code::SystemError, "no result to read"));
+            }
+            let desc = (*tt).tupdesc;
+            let natts = (*desc).natts as usize;
+            let kinds: Vec<pg_sys::Oid> = (1..=natts)
+                .map(|i| pg_sys::SPI_gettypeid(desc, i as _))
+                .collect();
+            let fixed = [
                 pg_sys::INT4OID,
                 pg_sys::INT8OID,
                 pg_sys::FLOAT4OID,
                 pg_sys::FLOAT8OID,
                 pg_sys::TIMESTAMPTZOID,
-            ]
-            .contains(t)
-        }) {
-            return Err(MemoriError::new(
-                Code::SystemError,
-                format!("column of type {t:?} is not read by value"),
-            ));
-        }
-        let tuples = std::slice::from_raw_parts((*tt).vals, n);
-        let mut values = vec![pg_sys::Datum::from(0); natts];
-        let mut nulls = vec![false; natts];
-        let mut columns = Vec::with_capacity(natts);
-        let mut out = Vec::with_capacity(n);
-        for &tuple in tuples {
-            pg_sys::heap_deform_tuple(tuple, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
-            columns.clear();
-            for ((v, null), kind) in values.iter().zip(&nulls).zip(&kinds) {
-                let bits = v.value() as u64;
-                columns.push(match *kind {
-                    _ if *null => Fixed::Null,
-                    pg_sys::INT4OID => Fixed::Int4(bits as u32 as i32),
-                    pg_sys::INT8OID => Fixed::Int8(bits as i64),
-                    pg_sys::FLOAT4OID => Fixed::Float4(f32::from_bits(bits as u32)),
-                    pg_sys::TIMESTAMPTZOID => Fixed::Timestamptz(bits as i64),
-                    _ => Fixed::Float8(f64::from_bits(bits)),
-                });
+            ];
+            if let Some(t) = kinds
+                .iter()
+                .find(|t| !fixed.contains(t) || !pg_sys::get_typbyval(**t))
+            {
+                return Err(MemoriError::new(
+                    Code::SystemError,
+                    format!("column of type {t:?} is not read by value"),
+                ));
             }
-            out.push(row(&columns));
+            let tuples = std::slice::from_raw_parts((*tt).vals, n);
+            let mut values = vec![pg_sys::Datum::from(0); natts];
+            let mut nulls = vec![false; natts];
+            let mut columns = Vec::with_capacity(natts);
+            let mut out = Vec::with_capacity(n);
+            for &tuple in tuples {
+                pg_sys::heap_deform_tuple(tuple, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+                columns.clear();
+                for ((v, null), kind) in values.iter().zip(&nulls).zip(&kinds) {
+                    let bits = v.value() as u64;
+                    columns.push(match *kind {
+                        _ if *null => Fixed::Null,
+                        pg_sys::INT4OID => Fixed::Int4(bits as u32 as i32),
+                        pg_sys::INT8OID => Fixed::Int8(bits as i64),
+                        pg_sys::FLOAT4OID => Fixed::Float4(f32::from_bits(bits as u32)),
+                        pg_sys::TIMESTAMPTZOID => Fixed::Timestamptz(bits as i64),
+                        _ => Fixed::Float8(f64::from_bits(bits)),
+                    });
+                }
+                out.push(row(&columns));
+            }
+            Ok(out)
         }
-        Ok(out)
-    }
+    })
 }
 
 /// The plan kept for `key`, or the one `prepare` makes, lent for one run.

@@ -660,6 +660,11 @@ pub fn hybrid_exact(
     read_ranked(q, candidates, label, vector)
 }
 
+/// The most memories a hybrid search reads whole into memory (`hybrid_exact`: about 150 bytes
+/// each, with SPI's copy of the row); a larger scope searched exactly (memori.exact_search_rows
+/// raised past it) has its rankings apart, through statements that spill to disk.
+pub const MAX_SCANNED: i64 = 100_000;
+
 /// A memory of a scope searched exactly, as `scan_scope` reads it: what ranks it, not its row.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Scanned {
@@ -732,20 +737,17 @@ fn scan_scope(
     // SAFETY: a plain read of the current transaction's start timestamp (now()).
     let now = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
     let mut terms = 0;
-    let rows = Spi::connect(|client| {
-        let table = select_kept(client, &sql, &args, planning_for(user_rows)).map_err(spi)?;
-        crate::base::spi::fixed_rows(table, |r| {
-            terms = r[5].int4().unwrap_or(0).max(0) as usize;
-            Scanned {
-                id: r[0].int8().unwrap_or_default(),
-                similarity: r[1].float8().unwrap_or(f64::NAN),
-                mask: r[2].int8().unwrap_or(0) as u64,
-                importance: r[3].float4().unwrap_or_default() as f64,
-                recency: r[4]
-                    .timestamptz()
-                    .map_or(0.0, |t| recency(t, now, weight, half_life)),
-            }
-        })
+    let rows = crate::base::spi::select_fixed(&sql, &args, planning_for(user_rows), |r| {
+        terms = r[5].int4().unwrap_or(0).max(0) as usize;
+        Scanned {
+            id: r[0].int8().unwrap_or_default(),
+            similarity: r[1].float8().unwrap_or(f64::NAN),
+            mask: r[2].int8().unwrap_or(0) as u64,
+            importance: r[3].float4().unwrap_or_default() as f64,
+            recency: r[4]
+                .timestamptz()
+                .map_or(0.0, |t| recency(t, now, weight, half_life)),
+        }
     })?;
     Ok((rows, terms))
 }
@@ -851,8 +853,8 @@ pub fn scope_candidates(rows: &[Scanned], terms: usize, big_n: f64, limit: usize
     by_id.into_values().collect()
 }
 
-/// The k best of `candidates` (`rank`), read whole (`fetch`), best first. A memory deleted since
-/// it was ranked is left out.
+/// The k best of `candidates` (`rank`), read whole (`fetch`), best first. A memory deleted or
+/// moved out of the scope since it was ranked is left out.
 fn read_ranked(
     q: &Query,
     candidates: Vec<Ranked>,
@@ -867,11 +869,10 @@ fn read_ranked(
         q.k as usize,
     );
     let ids: Vec<i64> = best.iter().map(|r| r.id).collect();
-    let mut rows: std::collections::HashMap<i64, Found> =
-        fetch(&q.user, &ids, Some((label, vector)))?
-            .into_iter()
-            .map(|f| (f.ranked.id, f))
-            .collect();
+    let mut rows: std::collections::HashMap<i64, Found> = fetch(q, &ids, Some((label, vector)))?
+        .into_iter()
+        .map(|f| (f.ranked.id, f))
+        .collect();
     Ok(best
         .into_iter()
         .filter_map(|r| {
@@ -973,19 +974,25 @@ pub struct Outcome {
     pub path: Path,
 }
 
-/// Reads the rows of text candidates the vector pass did not return: similarity to `vector`
-/// (for rows embedded like it), importance, recency. Rows deleted since they were found are
-/// left out.
-fn fetch(user: &str, ids: &[i64], embedded: Option<(&str, &[f32])>) -> Result<Vec<Found>> {
+/// Reads whole the rows of `ids` still in the search's scope: similarity to `vector` (for rows
+/// embedded like it), importance, recency. A second statement after the one that found them,
+/// so with a snapshot of its own (READ COMMITTED): a row deleted or moved out of the scope since
+/// (archived, superseded, expired, another type, tags or conversation) is left out, and a row
+/// changed within it comes back as it is now.
+pub(crate) fn fetch(
+    q: &Query,
+    ids: &[i64],
+    embedded: Option<(&str, &[f32])>,
+) -> Result<Vec<Found>> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
     let similarity = match embedded {
         Some((_, v)) => {
             let dims = v.len();
-            let (cast, q_vector) = (indexed_cast(dims), query_vector(3, dims));
+            let (cast, q_vector) = (indexed_cast(dims), query_vector(10, dims));
             format!(
-                "CASE WHEN m.embedding_model = $2::pg_catalog.text AND m.embedding_dims = {dims}
+                "CASE WHEN m.embedding_model = $9::pg_catalog.text AND m.embedding_dims = {dims}
                       THEN 1::pg_catalog.float8 - (m.embedding::{cast} <=> {q_vector}) END"
             )
         }
@@ -998,25 +1005,26 @@ fn fetch(user: &str, ids: &[i64], embedded: Option<(&str, &[f32])>) -> Result<Ve
     // Each row by its key, whatever the statistics say of an average user (one generic plan:
     // `m.id = ANY (...)` beside the user's condition could be read through the user index, every
     // row of the user for a few ids). LIMIT 1: the lookup stays a subquery of its own.
+    // $1-$7 the scope (`scope_filters`), $8 the ids, $9 the model's label, $10 the query vector,
+    // $11 and $12 the recency weight and half-life.
     let sql = format!(
         "SELECT r.*
-           FROM pg_catalog.unnest($1::pg_catalog.int8[]) AS k(id)
+           FROM pg_catalog.unnest($8::pg_catalog.int8[]) AS k(id)
           CROSS JOIN LATERAL (
                 SELECT {columns}
                   FROM memori_memories m
-                 WHERE m.user_id OPERATOR(pg_catalog.=) $6::pg_catalog.text
+                 WHERE {filters}
                    AND m.id OPERATOR(pg_catalog.=) k.id
                  LIMIT 1) r",
-        columns = row_columns(&similarity, 4, 5)?
+        columns = row_columns(&similarity, 11, 12)?,
+        filters = scope_filters(q)
     );
-    let args: Vec<pgrx::datum::DatumWithOid> = vec![
-        ids.to_vec().into(),
-        label.into(),
-        vector.into(),
-        wr.into(),
-        gucs::recency_half_life_days().into(),
-        user.into(),
-    ];
+    let mut args = scope_args(q);
+    args.push(ids.to_vec().into());
+    args.push(label.into());
+    args.push(vector.into());
+    args.push(wr.into());
+    args.push(gucs::recency_half_life_days().into());
     rows_of(&sql, &args, Planning::Generic)
 }
 
@@ -1043,14 +1051,19 @@ fn find_as_reader(q: &Query, query_text: &str) -> Result<Outcome> {
         Some((target.label(), batch.vectors.remove(0)))
     };
     let n = user_rows(&q.user)?;
-    // A scope searched exactly, ranked in SQL: vector mode; hybrid, both rankings from one
-    // read of the scope (a database not yet updated to 0.5.0 lacks its term match: the
-    // rankings apart).
+    // A scope searched exactly: vector mode; hybrid, both rankings from one read of the scope,
+    // which comes back whole (held in memory, and on Citus sent from the user's worker), so only
+    // up to MAX_SCANNED memories and not on Citus; otherwise, and in a database not yet updated
+    // to 0.5.0 (no term match of its own), the rankings apart.
     if let Some((label, v)) = &embedded {
         if n <= gucs::exact_search_rows() {
             let found = match q.mode {
                 SearchMode::Vector => Some(vector_exact(q, n, label, v, limit)?),
-                SearchMode::Hybrid if catalog::has_term_mask()? => {
+                SearchMode::Hybrid
+                    if n <= MAX_SCANNED
+                        && !catalog::distributed()?
+                        && catalog::has_term_mask()? =>
+                {
                     Some(hybrid_exact(q, n, label, v, query_text, limit)?)
                 }
                 _ => None,
@@ -1098,7 +1111,7 @@ pub fn find_apart(
         .map(|(id, _)| *id)
         .filter(|id| !rows.contains_key(id))
         .collect();
-    for f in fetch(&q.user, &missing, embedded)? {
+    for f in fetch(q, &missing, embedded)? {
         rows.insert(f.ranked.id, f);
     }
     for (n, id) in vector_ids.iter().enumerate() {

@@ -696,6 +696,64 @@ mod tests {
         }
     }
 
+    /// The read of the best rows whole (`search::fetch`, a statement after the one that ranked
+    /// them) keeps to the search's scope: a memory archived, superseded, of another type or
+    /// another user's since it was found is left out, not returned against the search's filters.
+    #[pg_test]
+    fn the_best_rows_are_read_within_the_scope() {
+        use crate::memories::search::{fetch, query};
+        store_joins_and_orders("fs");
+        store_joins_and_orders("fs-other");
+        let ids = |user: &str| -> Vec<i64> {
+            let list = one::<String>(&format!(
+                "SELECT string_agg(id::text, ',' ORDER BY id) FROM memori_memories WHERE user_id = '{user}'"
+            ));
+            list.split(',').map(|i| i.parse().unwrap()).collect()
+        };
+        let (mine, others) = (ids("fs"), ids("fs-other"));
+        assert_eq!(mine.len(), 7);
+        let q = |types: Option<&str>| {
+            query(
+                Some(10),
+                None,
+                types.map(|t| vec![Some(t.to_string())]),
+                None,
+                None,
+                None,
+                Some("fs"),
+                Some("hybrid"),
+                None,
+                (None, None),
+            )
+            .unwrap()
+        };
+        let all: Vec<i64> = mine.iter().chain(&others).copied().collect();
+        let read = |q: &crate::memories::search::Query| {
+            let mut got: Vec<i64> = fetch(q, &all, None)
+                .unwrap()
+                .iter()
+                .map(|f| f.ranked.id)
+                .collect();
+            got.sort();
+            got
+        };
+        assert_eq!(read(&q(None)), mine);
+        run(&format!(
+            "UPDATE memori_memories SET is_archived = true WHERE id = {}",
+            mine[0]
+        ));
+        run(&format!(
+            "UPDATE memori_memories SET valid_to = now() WHERE id = {}",
+            mine[1]
+        ));
+        run(&format!(
+            "UPDATE memori_memories SET memory_type = 'rule' WHERE id = {}",
+            mine[2]
+        ));
+        assert_eq!(read(&q(None)), mine[2..].to_vec());
+        assert_eq!(read(&q(Some("long_term"))), mine[3..].to_vec());
+    }
+
     /// A hybrid search calls only the extension's own memori_term_mask: one that another role
     /// put in memori's schema (as before ALTER EXTENSION UPDATE, when the update has not made it
     /// yet) never runs, and the search gives the same rows by the two rankings apart.
