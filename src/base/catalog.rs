@@ -68,7 +68,7 @@ fn member_relation(name: &std::ffi::CStr) -> Result<Option<pg_sys::Oid>> {
         if rel == pg_sys::InvalidOid {
             return Ok(None);
         }
-        let owner_ext = extension_of(rel);
+        let owner_ext = extension_of(pg_sys::RelationRelationId, rel);
         if owner_ext == pg_sys::InvalidOid {
             return Ok(None);
         }
@@ -85,36 +85,39 @@ fn member_relation(name: &std::ffi::CStr) -> Result<Option<pg_sys::Oid>> {
 }
 
 thread_local! {
-    /// The extension of each relation `extension_of` was asked about, for one transaction:
-    /// (local xact, [(relation, extension)]).
-    static MEMBERS: std::cell::RefCell<(u32, Vec<(pg_sys::Oid, pg_sys::Oid)>)> =
+    /// The extension of each object `extension_of` was asked about, for one transaction:
+    /// (local xact, [((catalog, object), extension)]).
+    #[allow(clippy::type_complexity)]
+    static MEMBERS: std::cell::RefCell<(u32, Vec<((pg_sys::Oid, pg_sys::Oid), pg_sys::Oid)>)> =
         const { std::cell::RefCell::new((0, Vec::new())) };
 }
 
-/// The extension relation `rel` belongs to (pg_depend; InvalidOid for none), looked up once per
-/// transaction and relation: a search asks about several of memori's tables, each time a scan
-/// of pg_depend (with `perf`, 2% of a 100-memory user's vector search). As `has_term_mask`'s,
-/// by oid: a relation dropped and made again is another.
-fn extension_of(rel: pg_sys::Oid) -> pg_sys::Oid {
+/// The extension object `object` of catalog `class` (a relation, a function) belongs to
+/// (pg_depend; InvalidOid for none), looked up once per transaction and object: a search asks
+/// about several of memori's tables and its term match, each time a scan of pg_depend (with
+/// `perf`, 2% of a 100-memory user's vector search). By oid: an object dropped and made again
+/// is another.
+fn extension_of(class: pg_sys::Oid, object: pg_sys::Oid) -> pg_sys::Oid {
+    let key = (class, object);
     let lxid = gucs::local_xact();
     let cached = MEMBERS.with(|m| {
         let m = m.borrow();
         (lxid != 0 && m.0 == lxid)
-            .then(|| m.1.iter().find(|(r, _)| *r == rel).map(|(_, e)| *e))
+            .then(|| m.1.iter().find(|(k, _)| *k == key).map(|(_, e)| *e))
             .flatten()
     });
     if let Some(ext) = cached {
         return ext;
     }
-    // SAFETY: a catalog lookup of the extension an existing relation belongs to.
-    let ext = unsafe { pg_sys::getExtensionOfObject(pg_sys::RelationRelationId, rel) };
+    // SAFETY: a catalog lookup of the extension an existing object belongs to.
+    let ext = unsafe { pg_sys::getExtensionOfObject(class, object) };
     if lxid != 0 {
         MEMBERS.with(|m| {
             let mut m = m.borrow_mut();
             if m.0 != lxid {
                 *m = (lxid, Vec::new());
             }
-            m.1.push((rel, ext));
+            m.1.push((key, ext));
         });
     }
     ext
@@ -164,9 +167,6 @@ thread_local! {
     /// asks once per statement); "not distributed" is asked again, since memori_distribute()
     /// may run in the same transaction.
     static DISTRIBUTED_IN: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
-    /// The last answer of has_term_mask: (local xact, function oid, the extension's own).
-    static TERM_MASK: std::cell::Cell<(u32, pg_sys::Oid, bool)> =
-        const { std::cell::Cell::new((0, pg_sys::InvalidOid, false)) };
 }
 
 /// Whether memori_memories is a Citus distributed table (memori_distribute() ran).
@@ -247,16 +247,7 @@ pub fn has_term_mask() -> Result<bool> {
     if f == pg_sys::InvalidOid {
         return Ok(false);
     }
-    // Whose it is, read from pg_depend once per transaction and function (a search asks every
-    // time).
-    let lxid = gucs::local_xact();
-    let (x, cached_f, own) = TERM_MASK.with(|t| t.get());
-    if lxid != 0 && x == lxid && cached_f == f {
-        return Ok(own);
-    }
-    // SAFETY: a catalog lookup of the extension an existing function belongs to.
-    let owner = unsafe { pg_sys::getExtensionOfObject(pg_sys::ProcedureRelationId, f) };
-    let own = owner != pg_sys::InvalidOid && Some(owner) == ext;
-    TERM_MASK.with(|t| t.set((lxid, f, own)));
-    Ok(own)
+    // Whose it is (a search asks every time: read from pg_depend once per transaction).
+    let owner = extension_of(pg_sys::ProcedureRelationId, f);
+    Ok(owner != pg_sys::InvalidOid && Some(owner) == ext)
 }

@@ -471,7 +471,7 @@ pub fn vector_exact(
 ) -> Result<Vec<Found>> {
     let (rows, _) = scan_scope(q, user_rows, label, vector, None, limit)?;
     let candidates = scope_candidates(&rows, 0, 0.0, limit as usize);
-    read_ranked(q, candidates, label, vector)
+    read_ranked(q, candidates)
 }
 
 /// At most this many terms of a question are searched for (the first ones it names): each
@@ -657,7 +657,7 @@ pub fn hybrid_exact(
 ) -> Result<Vec<Found>> {
     let (rows, terms) = scan_scope(q, user_rows, label, vector, Some(query_text), limit)?;
     let candidates = scope_candidates(&rows, terms, user_rows as f64, limit as usize);
-    read_ranked(q, candidates, label, vector)
+    read_ranked(q, candidates)
 }
 
 /// The most memories a hybrid search reads whole into memory (`hybrid_exact`: about 150 bytes
@@ -855,12 +855,7 @@ pub fn scope_candidates(rows: &[Scanned], terms: usize, big_n: f64, limit: usize
 
 /// The k best of `candidates` (`rank`), read whole (`fetch`), best first. A memory deleted or
 /// moved out of the scope since it was ranked is left out.
-fn read_ranked(
-    q: &Query,
-    candidates: Vec<Ranked>,
-    label: &str,
-    vector: &[f32],
-) -> Result<Vec<Found>> {
+fn read_ranked(q: &Query, candidates: Vec<Ranked>) -> Result<Vec<Found>> {
     let best = rank(
         q.mode,
         candidates,
@@ -869,7 +864,8 @@ fn read_ranked(
         q.k as usize,
     );
     let ids: Vec<i64> = best.iter().map(|r| r.id).collect();
-    let mut rows: std::collections::HashMap<i64, Found> = fetch(q, &ids, Some((label, vector)))?
+    // The rows only: their ranking (similarity included) is `best`'s.
+    let mut rows: std::collections::HashMap<i64, Found> = fetch(q, &ids, None)?
         .into_iter()
         .map(|f| (f.ranked.id, f))
         .collect();
