@@ -635,19 +635,27 @@ mod tests {
     }
 
     /// Under row-level security (an app role acting for a user), a search over a scope searched
-    /// exactly reads the user's rows through the user index, then its k best whole by key (the
-    /// primary key, user and id: `=` on int8 is leakproof, so the policy lets it through to the
-    /// index), every statement under the policy, and no plan reads the whole table. The rows
-    /// are those the DBA finds. (The test's table has many users of a few memories: with
-    /// `m.id = ANY (...)`, the generic plan read the user's rows through the user index.)
+    /// exactly reads the user's rows through the user index, then its k best whole where it
+    /// found them (a TID scan: `=` on tid is leakproof, so the policy lets it through), and a
+    /// row that has moved since by key (the primary key, user and id: `=` on int8 is leakproof
+    /// too), every statement under the policy, and no plan reads the whole table. The rows are
+    /// those the DBA finds. (The test's table has many users of a few memories: with
+    /// `m.id = ANY (...)`, the generic plan of the read by key read the user's rows through the
+    /// user index.)
     #[pg_test]
-    fn under_row_level_security_the_best_rows_are_read_by_key() {
+    fn under_row_level_security_the_best_rows_are_read_by_position_or_key() {
         crate::tests::support::analyzes();
         run("CREATE ROLE memori_test_app");
         run("SELECT memori_grant('memori_test_app', 'app')");
         store_joins_and_orders("memori_test_app/tid");
         synthetic("crowd", 500, "{}");
         run("ANALYZE memori_memories");
+        let ids: Vec<i64> = first_column(
+            "SELECT id::text FROM memori_memories WHERE user_id = 'memori_test_app/tid' ORDER BY id",
+        )
+        .iter()
+        .map(|i| i.parse().unwrap())
+        .collect();
         // The DBA names the memori user; the app its end user, in its namespace (its name).
         let search = |mode: &str, user: &str| {
             one::<String>(&format!(
@@ -664,27 +672,48 @@ mod tests {
         run("SET LOCAL memori.user_id = 'tid'");
         crate::base::spi::PLANS.with(|p| *p.borrow_mut() = Some(Vec::new()));
         let app: Vec<String> = modes.iter().map(|m| search(m, "")).collect();
+        // The read by key of rows that moved, as the app.
+        let q = crate::memories::search::query(
+            Some(3),
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            Some("vector"),
+            None,
+            (None, None),
+        )
+        .unwrap();
+        let by_key = crate::memories::search::fetch(&q, &ids, None).unwrap();
         let plans = crate::base::spi::PLANS
             .with(|p| p.borrow_mut().take())
             .unwrap();
         run("RESET ROLE");
         assert_eq!(app, dba);
         assert!(dba.iter().all(|r| r.split('|').count() == 3), "{dba:?}");
+        assert_eq!(by_key.len(), ids.len());
         let memories: Vec<&String> = plans
             .iter()
             .filter(|p| p.contains("on memori_memories m"))
             .collect();
         // Per search: the scan of the scope (its model's rows, through the user index) and the
-        // read of its k best (by key); and the count of the user's memories.
+        // read of its k best (by position); and the count of the user's memories. Then the read
+        // by key.
         let scans = memories
             .iter()
             .filter(|p| p.contains("embedding_dims = 384") && p.contains("idx_memori_mem_user"));
         assert_eq!(scans.count(), modes.len(), "{plans:#?}");
-        let reads = memories.iter().filter(|p| {
+        let at = memories
+            .iter()
+            .filter(|p| p.contains("Tid Scan on memori_memories m") && p.contains("ctid = ANY"));
+        assert_eq!(at.count(), modes.len(), "{plans:#?}");
+        let by_key = memories.iter().filter(|p| {
             p.contains("Index Scan using memori_memories_pkey on memori_memories m")
                 && p.contains("(id = k.id)")
         });
-        assert_eq!(reads.count(), modes.len(), "{plans:#?}");
+        assert_eq!(by_key.count(), 1, "{plans:#?}");
         for p in &memories {
             assert!(
                 p.contains("memori_acting_user()"),
@@ -752,6 +781,92 @@ mod tests {
         ));
         assert_eq!(read(&q(None)), mine[2..].to_vec());
         assert_eq!(read(&q(Some("long_term"))), mine[3..].to_vec());
+    }
+
+    /// The best rows are read again where the scan found them (`search::fetch_at`, by row
+    /// position); a row updated since (moved) or a position now holding another row gives
+    /// nothing there, and `read_ranked` reads those by key: every row ranked comes back, in the
+    /// ranking's order, never another in its place.
+    #[pg_test]
+    fn the_best_rows_are_read_where_the_scan_found_them_or_by_key() {
+        use crate::memories::search::{fetch_at, query, read_ranked, Found, Ranked};
+        store_joins_and_orders("fa");
+        let q = query(
+            Some(10),
+            None,
+            None,
+            None,
+            None,
+            None,
+            Some("fa"),
+            Some("vector"),
+            None,
+            (None, None),
+        )
+        .unwrap();
+        // Each memory's id and position, the position as the scan reads it.
+        let located = || -> Vec<(i64, u64)> {
+            Spi::connect(|c| {
+                c.select(
+                    "SELECT id, ctid FROM memori_memories WHERE user_id = 'fa' ORDER BY id",
+                    None,
+                    &[],
+                )
+                .unwrap()
+                .map(|r| {
+                    let tid = r.get::<pg_sys::ItemPointerData>(2).unwrap().unwrap();
+                    (
+                        r.get::<i64>(1).unwrap().unwrap(),
+                        crate::base::spi::tid_bits(tid),
+                    )
+                })
+                .collect()
+            })
+        };
+        let ids = |found: Vec<Found>| {
+            let mut v: Vec<i64> = found.iter().map(|f| f.ranked.id).collect();
+            v.sort();
+            v
+        };
+        let before = located();
+        let all: Vec<i64> = before.iter().map(|(id, _)| *id).collect();
+        assert_eq!(all.len(), 7);
+        assert_eq!(ids(fetch_at(&q, &before).unwrap()), all);
+        // A position holding another row than the one ranked: nothing.
+        assert!(fetch_at(&q, &[(before[0].0, before[1].1)])
+            .unwrap()
+            .is_empty());
+        // Updated since: every row has moved.
+        run("UPDATE memori_memories SET importance_score = 0.9 WHERE user_id = 'fa'");
+        let after = located();
+        assert!(before
+            .iter()
+            .zip(&after)
+            .all(|(b, a)| b.0 == a.0 && b.1 != a.1));
+        assert!(fetch_at(&q, &before).unwrap().is_empty());
+        assert_eq!(ids(fetch_at(&q, &after).unwrap()), all);
+        let candidates: Vec<Ranked> = before
+            .iter()
+            .enumerate()
+            .map(|(n, (id, loc))| Ranked {
+                id: *id,
+                vector_rank: Some(n + 1),
+                text_rank: None,
+                similarity: Some(0.9 - n as f64 / 10.0),
+                text_score: None,
+                importance: 0.5,
+                recency: 0.0,
+                relevance: 0.0,
+                score: 0.0,
+                loc: Some(*loc),
+            })
+            .collect();
+        let got: Vec<i64> = read_ranked(&q, candidates)
+            .unwrap()
+            .iter()
+            .map(|f| f.ranked.id)
+            .collect();
+        assert_eq!(got, all);
     }
 
     /// A hybrid search calls only the extension's own memori_term_mask: one that another role
