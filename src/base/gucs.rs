@@ -714,6 +714,15 @@ pub fn set_in_nest_level(name: &std::ffi::CStr, value: &std::ffi::CStr) -> bool 
     }
 }
 
+/// Whether setting `name` has `value` now, as SHOW prints it (false for an unknown setting).
+pub fn is_set_to(name: &std::ffi::CStr, value: &std::ffi::CStr) -> bool {
+    // SAFETY: reads a setting's current value by name; the string is PostgreSQL's, read at once.
+    unsafe {
+        let now = pg_sys::GetConfigOption(name.as_ptr(), true, false);
+        !now.is_null() && std::ffi::CStr::from_ptr(now) == value
+    }
+}
+
 /// This backend's current local transaction id (0 outside a running transaction).
 pub fn local_xact() -> u32 {
     // SAFETY: plain reads of this backend's PGPROC and transaction state.

@@ -616,12 +616,10 @@ mod tests {
         run("SET LOCAL jit_above_cost = 0");
         let control = plan();
         assert!(control.contains("Seq Scan on memori_memories"), "{control}");
-        // SAFETY: a nest level opened and closed around the settings under test.
-        let nest = unsafe { pgrx::pg_sys::NewGUCNestLevel() };
-        crate::base::spi::plan_settings(crate::base::spi::Planning::Generic);
-        let generic = plan();
-        let jit = one::<String>("SELECT current_setting('jit')");
-        unsafe { pgrx::pg_sys::AtEOXact_GUC(true, nest) };
+        let (generic, jit) =
+            crate::base::spi::planned(Some(crate::base::spi::Planning::Generic), || {
+                (plan(), one::<String>("SELECT current_setting('jit')"))
+            });
         assert!(generic.contains("idx_memori_mem_user"), "{generic}");
         assert!(
             !generic.contains("Seq Scan on memori_memories"),
