@@ -9,49 +9,90 @@ use crate::base::gucs;
 use pgrx::prelude::*;
 
 thread_local! {
-    /// memori's schema, for one transaction: (local xact, extension, schema, quoted name).
-    static SCHEMA: std::cell::RefCell<Option<(u32, pg_sys::Oid, pg_sys::Oid, String)>> =
+    /// Counts the invalidations PostgreSQL sent this backend for relations, functions and
+    /// schemas since `epoch` first ran: the answers below hold until the count changes.
+    static EPOCH: std::cell::Cell<u64> = const { std::cell::Cell::new(1) };
+    static WATCHING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Called by PostgreSQL while it processes invalidations of a relation, a function or a schema
+/// (or of all of them): only counts (never fails).
+unsafe extern "C-unwind" fn catalog_changed(_: pg_sys::Datum, _: std::ffi::c_int, _: u32) {
+    let _ = EPOCH.try_with(|e| e.set(e.get().wrapping_add(1)));
+}
+
+/// The catalog answers' epoch (0 outside a transaction: nothing is kept). What this module
+/// finds (memori's schema and extension, which extension a relation or function belongs to) is
+/// kept across transactions until PostgreSQL invalidates a relation, a function or a schema, in
+/// this backend or another: dropping or creating the extension, moving it to another schema,
+/// renaming its schema, replacing a function all do (as do ANALYZE and VACUUM of any table:
+/// only a lookup again). A search asked once per transaction before, and with one search per
+/// transaction that was 2% of a 100-memory user's vector search (`perf`). Not seen: ALTER
+/// EXTENSION ADD or DROP of a member (no invalidation; for the extension's owner only), which
+/// counts from the next invalidation or new session.
+fn epoch() -> u64 {
+    if gucs::local_xact() == 0 {
+        return 0;
+    }
+    if !WATCHING.with(|w| w.replace(true)) {
+        // SAFETY: registers this backend's callbacks once; they only count. On the catalog
+        // caches of pg_class, pg_proc and pg_namespace (64 such callbacks per backend; relation
+        // cache callbacks are only 10).
+        unsafe {
+            for cache in [
+                pg_sys::SysCacheIdentifier::RELOID,
+                pg_sys::SysCacheIdentifier::PROCOID,
+                pg_sys::SysCacheIdentifier::NAMESPACEOID,
+            ] {
+                pg_sys::CacheRegisterSyscacheCallback(
+                    cache as _,
+                    Some(catalog_changed),
+                    pg_sys::Datum::from(0),
+                );
+            }
+        }
+    }
+    EPOCH.with(|e| e.get())
+}
+
+thread_local! {
+    /// memori's schema, for one `epoch`: (epoch, extension, schema, quoted name).
+    static SCHEMA: std::cell::RefCell<Option<(u64, pg_sys::Oid, pg_sys::Oid, String)>> =
         const { std::cell::RefCell::new(None) };
 }
 
 /// memori's schema: its oid and quoted name. Found from pg_extension, never through the
 /// search_path, so it also holds where the caller's search_path is in force (row-level security
-/// policies). Looked up at most once per transaction: a store or search asks for it several
-/// times (tenancy, the cache, the writes).
+/// policies). Looked up again only after an invalidation (`epoch`): a store or search asks for
+/// it several times (tenancy, the cache, the writes).
 pub fn schema() -> Result<(pg_sys::Oid, String)> {
-    let lxid = gucs::local_xact();
+    let now = epoch();
     let cached = SCHEMA.with(|s| s.borrow().clone());
-    if let Some((x, _, nsp, name)) = &cached {
-        if *x == lxid && lxid != 0 {
+    if let Some((e, _, nsp, name)) = &cached {
+        if *e == now && now != 0 {
             return Ok((*nsp, name.clone()));
         }
     }
     // SAFETY: a catalog lookup by a static name.
     let ext = unsafe { pg_sys::get_extension_oid(c"memori".as_ptr(), true) };
-    let (nsp, name) = match cached {
-        Some((_, e, nsp, name)) if e == ext => (nsp, name),
-        _ => {
-            let nsp = crate::base::spi::read_one::<pg_sys::Oid>(
-                "SELECT extnamespace FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'memori'::pg_catalog.name",
-                &[],
-            )?
-            .ok_or_else(|| {
-                MemoriError::new(
-                    Code::ObjectNotInPrerequisiteState,
-                    "the memori extension is not installed in this database",
-                )
-            })?;
-            // SAFETY: the name of an existing namespace, quoted as an identifier.
-            let name = unsafe {
-                let raw = pg_sys::get_namespace_name(nsp);
-                std::ffi::CStr::from_ptr(pg_sys::quote_identifier(raw))
-                    .to_string_lossy()
-                    .into_owned()
-            };
-            (nsp, name)
-        }
+    let nsp = crate::base::spi::read_one::<pg_sys::Oid>(
+        "SELECT extnamespace FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'memori'::pg_catalog.name",
+        &[],
+    )?
+    .ok_or_else(|| {
+        MemoriError::new(
+            Code::ObjectNotInPrerequisiteState,
+            "the memori extension is not installed in this database",
+        )
+    })?;
+    // SAFETY: the name of an existing namespace, quoted as an identifier.
+    let name = unsafe {
+        let raw = pg_sys::get_namespace_name(nsp);
+        std::ffi::CStr::from_ptr(pg_sys::quote_identifier(raw))
+            .to_string_lossy()
+            .into_owned()
     };
-    SCHEMA.with(|s| *s.borrow_mut() = Some((lxid, ext, nsp, name.clone())));
+    SCHEMA.with(|s| *s.borrow_mut() = Some((now, ext, nsp, name.clone())));
     Ok((nsp, name))
 }
 
@@ -85,24 +126,23 @@ fn member_relation(name: &std::ffi::CStr) -> Result<Option<pg_sys::Oid>> {
 }
 
 thread_local! {
-    /// The extension of each object `extension_of` was asked about, for one transaction:
-    /// (local xact, [((catalog, object), extension)]).
+    /// The extension of each object `extension_of` was asked about, for one `epoch`:
+    /// (epoch, [((catalog, object), extension)]).
     #[allow(clippy::type_complexity)]
-    static MEMBERS: std::cell::RefCell<(u32, Vec<((pg_sys::Oid, pg_sys::Oid), pg_sys::Oid)>)> =
+    static MEMBERS: std::cell::RefCell<(u64, Vec<((pg_sys::Oid, pg_sys::Oid), pg_sys::Oid)>)> =
         const { std::cell::RefCell::new((0, Vec::new())) };
 }
 
 /// The extension object `object` of catalog `class` (a relation, a function) belongs to
-/// (pg_depend; InvalidOid for none), looked up once per transaction and object: a search asks
-/// about several of memori's tables and its term match, each time a scan of pg_depend (with
-/// `perf`, 2% of a 100-memory user's vector search). By oid: an object dropped and made again
-/// is another.
+/// (pg_depend; InvalidOid for none), looked up again only after an invalidation (`epoch`): a
+/// search asks about several of memori's tables and its term match, each time a scan of
+/// pg_depend. By oid: an object dropped and made again is another.
 fn extension_of(class: pg_sys::Oid, object: pg_sys::Oid) -> pg_sys::Oid {
     let key = (class, object);
-    let lxid = gucs::local_xact();
+    let now = epoch();
     let cached = MEMBERS.with(|m| {
         let m = m.borrow();
-        (lxid != 0 && m.0 == lxid)
+        (now != 0 && m.0 == now)
             .then(|| m.1.iter().find(|(k, _)| *k == key).map(|(_, e)| *e))
             .flatten()
     });
@@ -111,11 +151,11 @@ fn extension_of(class: pg_sys::Oid, object: pg_sys::Oid) -> pg_sys::Oid {
     }
     // SAFETY: a catalog lookup of the extension an existing object belongs to.
     let ext = unsafe { pg_sys::getExtensionOfObject(class, object) };
-    if lxid != 0 {
+    if now != 0 {
         MEMBERS.with(|m| {
             let mut m = m.borrow_mut();
-            if m.0 != lxid {
-                *m = (lxid, Vec::new());
+            if m.0 != now {
+                *m = (now, Vec::new());
             }
             m.1.push((key, ext));
         });
@@ -247,7 +287,7 @@ pub fn has_term_mask() -> Result<bool> {
     if f == pg_sys::InvalidOid {
         return Ok(false);
     }
-    // Whose it is (a search asks every time: read from pg_depend once per transaction).
+    // Whose it is (a search asks every time: read from pg_depend once per `epoch`).
     let owner = extension_of(pg_sys::ProcedureRelationId, f);
     Ok(owner != pg_sys::InvalidOid && Some(owner) == ext)
 }

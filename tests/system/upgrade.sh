@@ -103,6 +103,29 @@ SQL
     "$(q $C "$db" "SET ROLE upgrade_alice; SELECT memori_store('met Bob at the fair', 'long_term', event_at => '2023-05-08 12:00+00') IS NOT NULL; SELECT event_at::date FROM memori_search('Bob fair', k => 1, event_from => '2023-05-01')" | paste -sd' ')"
 done
 
+# One session through the extension's life, as a pooled connection lives: what memori keeps of
+# the catalogs (its schema, which tables and functions are its own) holds across transactions
+# until PostgreSQL invalidates it, so another session dropping memori and creating it in another
+# schema (with pgvector, which it must share a schema with) must not leave this one on the old
+# names. (Renaming memori's schema is another matter: its functions' pinned search_path names
+# the schema as it was at CREATE EXTENSION, as for any extension whose functions pin theirs.)
+q $C postgres "CREATE DATABASE lives"
+q $C lives "CREATE EXTENSION memori CASCADE"
+other="$BIN/psql -h $(sock $C) -p $(port $C) -U postgres -d lives -X -qAt -v ON_ERROR_STOP=1"
+got=$(qf $C lives 2>&1 <<SQL
+SELECT memori_store('User prefers JOINs over subqueries', 'rule', user_id => 'lives') IS NOT NULL;
+SELECT content FROM memori_search('How should SQL be written?', k => 1, user_id => 'lives');
+\! $other -c "SET client_min_messages = warning" -c "DROP EXTENSION memori" -c "DROP EXTENSION vector" -c "CREATE SCHEMA elsewhere" -c "CREATE EXTENSION memori SCHEMA elsewhere CASCADE"
+SELECT elsewhere.memori_store('Invoices are stored in cents', 'rule', user_id => 'lives') IS NOT NULL;
+SELECT content FROM elsewhere.memori_search('How are amounts kept?', k => 1, user_id => 'lives');
+SELECT elsewhere.memori_store('Reports run on Monday', 'rule', user_id => 'lives') IS NOT NULL;
+SELECT string_agg(content, '|' ORDER BY content) FROM elsewhere.memori_search('When do reports run?', k => 2, mode => 'hybrid', user_id => 'lives');
+SQL
+) || true
+check "one session: memori dropped by another, created in another schema: seen at once" \
+  "t|User prefers JOINs over subqueries|t|Invoices are stored in cents|t|Invoices are stored in cents|Reports run on Monday" \
+  "$(paste -sd'|' <<< "$got")"
+
 # A pgvector older than 0.8.0 (faked in the catalog) is refused with a clear error.
 q $C postgres "CREATE DATABASE old_vector"
 q $C old_vector "CREATE EXTENSION vector; UPDATE pg_extension SET extversion = '0.7.4' WHERE extname = 'vector'"
