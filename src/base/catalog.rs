@@ -34,10 +34,11 @@ fn epoch() -> u64 {
     if gucs::local_xact() == 0 {
         return 0;
     }
-    if !WATCHING.with(|w| w.replace(true)) {
+    if !WATCHING.with(|w| w.get()) {
         // SAFETY: registers this backend's callbacks once; they only count. On the catalog
         // caches of pg_class, pg_proc and pg_namespace (64 such callbacks per backend; relation
-        // cache callbacks are only 10).
+        // cache callbacks are only 10). Marked as watching once all three are registered (with
+        // no slot left, PostgreSQL ends the session).
         unsafe {
             for cache in [
                 pg_sys::SysCacheIdentifier::RELOID,
@@ -51,6 +52,7 @@ fn epoch() -> u64 {
                 );
             }
         }
+        WATCHING.with(|w| w.set(true));
     }
     EPOCH.with(|e| e.get())
 }
@@ -73,27 +75,70 @@ pub fn schema() -> Result<(pg_sys::Oid, String)> {
             return Ok((*nsp, name.clone()));
         }
     }
-    // SAFETY: a catalog lookup by a static name.
-    let ext = unsafe { pg_sys::get_extension_oid(c"memori".as_ptr(), true) };
-    let nsp = crate::base::spi::read_one::<pg_sys::Oid>(
-        "SELECT extnamespace FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'memori'::pg_catalog.name",
-        &[],
-    )?
-    .ok_or_else(|| {
+    let (ext, nsp) = extension_row().ok_or_else(|| {
         MemoriError::new(
             Code::ObjectNotInPrerequisiteState,
             "the memori extension is not installed in this database",
         )
     })?;
-    // SAFETY: the name of an existing namespace, quoted as an identifier.
+    // SAFETY: a syscache lookup of a namespace by oid (NULL when there is none).
+    let raw = unsafe { pg_sys::get_namespace_name(nsp) };
+    if raw.is_null() {
+        return Err(MemoriError::new(
+            Code::ObjectNotInPrerequisiteState,
+            format!(
+                "the schema of the memori extension (oid {}) does not exist",
+                nsp.to_u32()
+            ),
+        ));
+    }
+    // SAFETY: an existing namespace's name, quoted as an identifier.
     let name = unsafe {
-        let raw = pg_sys::get_namespace_name(nsp);
         std::ffi::CStr::from_ptr(pg_sys::quote_identifier(raw))
             .to_string_lossy()
             .into_owned()
     };
     SCHEMA.with(|s| *s.borrow_mut() = Some((now, ext, nsp, name.clone())));
     Ok((nsp, name))
+}
+
+/// memori's row of pg_extension, its oid and schema, read from one tuple with the catalog
+/// snapshot (as `get_extension_oid` reads it): the answer agrees with the invalidations `epoch`
+/// has counted. (A statement's MVCC snapshot can be older: under REPEATABLE READ, one taken
+/// before another session created memori again in another schema gave the old schema with the
+/// new oid, and when that schema had been dropped, a name read from nothing crashed the server;
+/// `tests/system/upgrade.sh` runs that sequence.)
+fn extension_row() -> Option<(pg_sys::Oid, pg_sys::Oid)> {
+    // SAFETY: an index scan of pg_extension by name, as get_extension_oid() does it, under
+    // AccessShareLock; the tuple is read before the scan ends.
+    unsafe {
+        let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
+        let rel = pg_sys::table_open(pg_sys::ExtensionRelationId, lock);
+        let mut key = pg_sys::ScanKeyData::default();
+        pg_sys::ScanKeyInit(
+            &mut key,
+            pg_sys::Anum_pg_extension_extname as pg_sys::AttrNumber,
+            pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber,
+            pg_sys::Oid::from(pg_sys::F_NAMEEQ),
+            pg_sys::Datum::from(c"memori".as_ptr()),
+        );
+        let scan = pg_sys::systable_beginscan(
+            rel,
+            pg_sys::Oid::from(pg_sys::ExtensionNameIndexId),
+            true,
+            std::ptr::null_mut(),
+            1,
+            &mut key,
+        );
+        let tuple = pg_sys::systable_getnext(scan);
+        let row = (!tuple.is_null()).then(|| {
+            let form = pg_sys::GETSTRUCT(tuple) as *const pg_sys::FormData_pg_extension;
+            ((*form).oid, (*form).extnamespace)
+        });
+        pg_sys::systable_endscan(scan);
+        pg_sys::table_close(rel, lock);
+        row
+    }
 }
 
 /// One of memori's tables: the relation of that name in memori's schema, only if it belongs

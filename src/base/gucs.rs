@@ -714,7 +714,10 @@ pub fn set_in_nest_level(name: &std::ffi::CStr, value: &std::ffi::CStr) -> bool 
     }
 }
 
-/// Whether setting `name` has `value` now, as SHOW prints it (false for an unknown setting).
+/// Whether setting `name` has `value` now, as GetConfigOption gives it (false for an unknown
+/// setting): for bool and enum settings, named as PostgreSQL names them (`on`, `off`,
+/// `force_generic_plan`); a value spelt otherwise (`true`, units) never compares equal, so it is
+/// only set again.
 pub fn is_set_to(name: &std::ffi::CStr, value: &std::ffi::CStr) -> bool {
     // SAFETY: reads a setting's current value by name; the string is PostgreSQL's, read at once.
     unsafe {

@@ -105,7 +105,7 @@ pub fn select_kept<'conn>(
     let plan = borrowed.plan.as_ref().expect("set by lend");
     planned(Some(planning), || {
         #[cfg(feature = "pg_test")]
-        capture_plan(client, sql, args);
+        capture_plan(sql, args);
         client.select(plan, None, args)
     })
 }
@@ -306,23 +306,80 @@ pub(crate) fn planned<T>(planning: Option<Planning>, run: impl FnOnce() -> T) ->
 #[cfg(feature = "pg_test")]
 thread_local! {
     /// Tests only: while set, the plan of each statement `select_kept` or `write_kept` runs
-    /// (`EXPLAIN (COSTS OFF)` for its arguments, under the run's settings and role).
+    /// (`EXPLAIN (COSTS OFF) EXECUTE` of the statement prepared with its arguments' types, with
+    /// its arguments, under the run's settings and role: a generic plan shows as such, with
+    /// parameters, as the kept plan runs it; an owner-run statement, where PREPARE is refused,
+    /// as `EXPLAIN (COSTS OFF)` of the statement for its arguments' values).
     pub static PLANS: RefCell<Option<Vec<String>>> = const { RefCell::new(None) };
 }
 
 #[cfg(feature = "pg_test")]
-fn capture_plan(client: &SpiClient, sql: &str, args: &[DatumWithOid]) {
+fn capture_plan(sql: &str, args: &[DatumWithOid]) {
     if PLANS.with(|p| p.borrow().is_none()) {
         return;
     }
-    let plan = client
-        .select(&format!("EXPLAIN (COSTS OFF) {sql}"), None, args)
-        .map(|t| {
-            t.filter_map(|r| r.get::<String>(1).ok().flatten())
-                .collect::<Vec<_>>()
-                .join("\n")
+    let explained = |t: SpiTupleTable| {
+        t.filter_map(|r| r.get::<String>(1).ok().flatten())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    // SAFETY: reads the current security context.
+    let plan = if unsafe { pg_sys::InSecurityRestrictedOperation() } {
+        // An owner-run statement (`as_owner_of`), where PREPARE is refused: the plan for these
+        // values.
+        pgrx::Spi::connect(|c| {
+            c.select(&format!("EXPLAIN (COSTS OFF) {sql}"), None, args)
+                .map(explained)
         })
-        .unwrap_or_else(|e| format!("EXPLAIN failed: {e}"));
+    } else {
+        // EXECUTE's arguments cannot be the outer statement's parameters: literals, each cast
+        // to its type.
+        // SAFETY: each argument's type name and text, by its type's output function.
+        let (types, values): (Vec<String>, Vec<String>) = args
+            .iter()
+            .map(|a| unsafe {
+                let ty = std::ffi::CStr::from_ptr(pg_sys::format_type_be(a.oid()))
+                    .to_string_lossy()
+                    .into_owned();
+                let value = match a.datum() {
+                    None => format!("NULL::{ty}"),
+                    Some(d) => {
+                        let (mut out, mut varlena) = (pg_sys::InvalidOid, false);
+                        pg_sys::getTypeOutputInfo(a.oid(), &mut out, &mut varlena);
+                        let text = pg_sys::OidOutputFunctionCall(out, d.sans_lifetime());
+                        let literal = std::ffi::CStr::from_ptr(pg_sys::quote_literal_cstr(text));
+                        format!("{}::{ty}", literal.to_string_lossy())
+                    }
+                };
+                (ty, value)
+            })
+            .unzip();
+        let list = |v: Vec<String>| {
+            if v.is_empty() {
+                String::new()
+            } else {
+                format!("({})", v.join(", "))
+            }
+        };
+        let (types, values) = (list(types), list(values));
+        pgrx::Spi::connect_mut(|c| {
+            c.update(
+                &format!("PREPARE memori_capture {types} AS {sql}"),
+                None,
+                &[],
+            )?;
+            let plan = c
+                .select(
+                    &format!("EXPLAIN (COSTS OFF) EXECUTE memori_capture {values}"),
+                    None,
+                    &[],
+                )
+                .map(explained);
+            c.update("DEALLOCATE memori_capture", None, &[])?;
+            plan
+        })
+    }
+    .unwrap_or_else(|e| format!("EXPLAIN failed: {e}"));
     PLANS.with(|p| {
         if let Some(v) = p.borrow_mut().as_mut() {
             v.push(plan);
@@ -344,7 +401,7 @@ pub fn write_kept<'conn>(
     let plan = borrowed.plan.as_ref().expect("set by lend");
     planned(planning, || {
         #[cfg(feature = "pg_test")]
-        capture_plan(client, sql, args);
+        capture_plan(sql, args);
         client.update(plan, None, args)
     })
 }
@@ -417,4 +474,24 @@ pub fn opt_one<T: pgrx::FromDatum + pgrx::IntoDatum>(
 pub fn prevent_if_read_only(function: &std::ffi::CStr) {
     // SAFETY: raises an ERROR (through pgrx's guarded FFI boundary) or returns.
     unsafe { pgrx::pg_sys::PreventCommandIfReadOnly(function.as_ptr()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_row_position_comes_back_as_it_was_read() {
+        // Block numbers past 16 bits (a table past 512 MB), the largest block and offset.
+        for (block, offset) in [(0u32, 1u16), (1, 7), (70_000, 3), (0xFFFF_FFFE, 0x7FFF)] {
+            let mut tid = pg_sys::ItemPointerData::default();
+            pgrx::itemptr::item_pointer_set_all(&mut tid, block, offset);
+            let bits = tid_bits(tid);
+            assert_eq!(bits, (u64::from(block) << 32) | u64::from(offset));
+            assert_eq!(
+                pgrx::itemptr::item_pointer_get_both(tid_of(bits)),
+                (block, offset)
+            );
+        }
+    }
 }

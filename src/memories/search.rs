@@ -1000,10 +1000,12 @@ pub struct Outcome {
 }
 
 /// Reads whole the rows of `ids` still in the search's scope: similarity to `vector` (for rows
-/// embedded like it), importance, recency. A second statement after the one that found them,
-/// so with a snapshot of its own (READ COMMITTED): a row deleted or moved out of the scope since
-/// (archived, superseded, expired, another type, tags or conversation) is left out, and a row
-/// changed within it comes back as it is now.
+/// embedded like it), importance, recency. A second statement after the one that found them: in
+/// a transaction that has written (SPI then takes a snapshot per statement, under READ
+/// COMMITTED), a row deleted or moved out of the scope since (archived, superseded, expired,
+/// another type, tags or conversation) is left out, and a row changed within it comes back as
+/// it is now. (In a read-only transaction every statement of the search shares the caller's
+/// snapshot.)
 pub(crate) fn fetch(
     q: &Query,
     ids: &[i64],
@@ -1055,9 +1057,9 @@ pub(crate) fn fetch(
 
 /// Reads whole the rows of `at` (id, row position as `Scanned::loc`) still in the search's scope
 /// and still where the scan read them, without their similarity nor recency (ranked already).
-/// Each by its position, a TID scan: a row updated since has another position (its old version
-/// is not visible to this statement's snapshot), and one deleted has none; `read_ranked` reads
-/// those by key. About 0.02 ms less than 10 lookups by key (pgbench, a 100-memory user's vector
+/// Each by its position, a TID scan: a row updated since (see `fetch` for when this statement's
+/// snapshot is newer than the scan's) has another position, its old version no longer visible,
+/// and one deleted has none; `read_ranked` reads those by key. About 0.02 ms less than 10 lookups by key (pgbench, a 100-memory user's vector
 /// search, the statement alone); `ctid = ...` is leakproof, so under row-level security as well.
 pub(crate) fn fetch_at(q: &Query, at: &[(i64, u64)]) -> Result<Vec<Found>> {
     if at.is_empty() {

@@ -707,9 +707,12 @@ mod tests {
             .iter()
             .filter(|p| p.contains("Tid Scan on memori_memories m") && p.contains("ctid = ANY"));
         assert_eq!(at.count(), modes.len(), "{plans:#?}");
+        // Through the primary key, one id at a time (a generic plan: through a bitmap of it).
         let by_key = memories.iter().filter(|p| {
-            p.contains("Index Scan using memori_memories_pkey on memori_memories m")
+            (p.contains("Scan on memori_memories_pkey")
+                || p.contains("Scan using memori_memories_pkey"))
                 && p.contains("(id = k.id)")
+                && !p.contains("idx_memori_mem_user")
         });
         assert_eq!(by_key.count(), 1, "{plans:#?}");
         for p in &memories {
@@ -782,12 +785,16 @@ mod tests {
     }
 
     /// The best rows are read again where the scan found them (`search::fetch_at`, by row
-    /// position); a row updated since (moved) or a position now holding another row gives
-    /// nothing there, and `read_ranked` reads those by key: every row ranked comes back, in the
-    /// ranking's order, never another in its place.
+    /// position, as `spi::select_fixed` reads it); a row updated since (moved), a position now
+    /// holding another row, or a row since out of the scope gives nothing there, and
+    /// `read_ranked` reads those by key: every row ranked comes back once, in the ranking's
+    /// order, never another in its place, whether all, some or none have moved.
     #[pg_test]
     fn the_best_rows_are_read_where_the_scan_found_them_or_by_key() {
+        use crate::base::spi::{select_fixed, tid_bits, Planning};
         use crate::memories::search::{fetch_at, query, read_ranked, Found, Ranked};
+        // Other rows first, so that the user's are past block 0.
+        synthetic("fa-before", 400, "{}");
         store_joins_and_orders("fa");
         let q = query(
             Some(10),
@@ -802,69 +809,103 @@ mod tests {
             (None, None),
         )
         .unwrap();
-        // Each memory's id and position, the position as the scan reads it.
+        // Each memory's id and position: read as the scan reads it, and checked against pgrx's
+        // own reading of the tid.
         let located = || -> Vec<(i64, u64)> {
-            Spi::connect(|c| {
-                c.select(
-                    "SELECT id, ctid FROM memori_memories WHERE user_id = 'fa' ORDER BY id",
-                    None,
-                    &[],
-                )
-                .unwrap()
-                .map(|r| {
-                    let tid = r.get::<pg_sys::ItemPointerData>(2).unwrap().unwrap();
-                    (
-                        r.get::<i64>(1).unwrap().unwrap(),
-                        crate::base::spi::tid_bits(tid),
-                    )
-                })
-                .collect()
+            let sql = "SELECT id, ctid FROM memori_memories WHERE user_id = 'fa' ORDER BY id";
+            let fixed = select_fixed(sql, &[], Planning::Generic, |r| {
+                (r[0].int8().unwrap(), r[1].tid().unwrap())
             })
+            .unwrap();
+            let by_pgrx: Vec<(i64, u64)> = Spi::connect(|c| {
+                c.select(sql, None, &[])
+                    .unwrap()
+                    .map(|r| {
+                        let tid = r.get::<pg_sys::ItemPointerData>(2).unwrap().unwrap();
+                        (r.get::<i64>(1).unwrap().unwrap(), tid_bits(tid))
+                    })
+                    .collect()
+            });
+            assert_eq!(fixed, by_pgrx);
+            fixed
         };
         let ids = |found: Vec<Found>| {
             let mut v: Vec<i64> = found.iter().map(|f| f.ranked.id).collect();
             v.sort();
             v
         };
+        let ranked = |at: &[(i64, u64)]| -> Vec<i64> {
+            let candidates: Vec<Ranked> = at
+                .iter()
+                .enumerate()
+                .map(|(n, (id, loc))| Ranked {
+                    id: *id,
+                    vector_rank: Some(n + 1),
+                    text_rank: None,
+                    similarity: Some(0.9 - n as f64 / 10.0),
+                    text_score: None,
+                    importance: 0.5,
+                    recency: 0.0,
+                    relevance: 0.0,
+                    score: 0.0,
+                    loc: Some(*loc),
+                })
+                .collect();
+            read_ranked(&q, candidates)
+                .unwrap()
+                .iter()
+                .map(|f| f.ranked.id)
+                .collect()
+        };
         let before = located();
         let all: Vec<i64> = before.iter().map(|(id, _)| *id).collect();
         assert_eq!(all.len(), 7);
+        assert!(before.iter().all(|(_, loc)| loc >> 32 > 0), "{before:?}");
         assert_eq!(ids(fetch_at(&q, &before).unwrap()), all);
+        assert_eq!(ranked(&before), all);
         // A position holding another row than the one ranked: nothing.
         assert!(fetch_at(&q, &[(before[0].0, before[1].1)])
             .unwrap()
             .is_empty());
-        // Updated since: every row has moved.
-        run("UPDATE memori_memories SET importance_score = 0.9 WHERE user_id = 'fa'");
+        // Some rows updated since: those by key, the others where they were.
+        run(&format!(
+            "UPDATE memori_memories SET importance_score = 0.9 WHERE id IN ({}, {}, {})",
+            all[1], all[4], all[6]
+        ));
         let after = located();
-        assert!(before
-            .iter()
-            .zip(&after)
-            .all(|(b, a)| b.0 == a.0 && b.1 != a.1));
-        assert!(fetch_at(&q, &before).unwrap().is_empty());
-        assert_eq!(ids(fetch_at(&q, &after).unwrap()), all);
-        let candidates: Vec<Ranked> = before
-            .iter()
-            .enumerate()
-            .map(|(n, (id, loc))| Ranked {
-                id: *id,
-                vector_rank: Some(n + 1),
-                text_rank: None,
-                similarity: Some(0.9 - n as f64 / 10.0),
-                text_score: None,
-                importance: 0.5,
-                recency: 0.0,
-                relevance: 0.0,
-                score: 0.0,
-                loc: Some(*loc),
-            })
-            .collect();
-        let got: Vec<i64> = read_ranked(&q, candidates)
-            .unwrap()
-            .iter()
-            .map(|f| f.ranked.id)
-            .collect();
-        assert_eq!(got, all);
+        let moved: Vec<bool> = before.iter().zip(&after).map(|(b, a)| b.1 != a.1).collect();
+        assert_eq!(moved, [false, true, false, false, true, false, true]);
+        assert_eq!(
+            ids(fetch_at(&q, &before).unwrap()),
+            vec![all[0], all[2], all[3], all[5]]
+        );
+        crate::base::spi::PLANS.with(|p| *p.borrow_mut() = Some(Vec::new()));
+        assert_eq!(ranked(&before), all);
+        let plans = crate::base::spi::PLANS
+            .with(|p| p.borrow_mut().take())
+            .unwrap();
+        assert_eq!(
+            plans.len(),
+            2,
+            "by position, then the three moved by key: {plans:#?}"
+        );
+        assert!(
+            plans[0].contains("Tid Scan") && plans[1].contains("memori_memories_pkey"),
+            "{plans:#?}"
+        );
+        // Every row updated: all by key.
+        run("UPDATE memori_memories SET importance_score = 0.8 WHERE user_id = 'fa'");
+        assert!(fetch_at(&q, &after).unwrap().is_empty());
+        assert_eq!(ranked(&after), all);
+        // Where it is now, but out of the scope (archived): not read there, nor by key.
+        run(&format!(
+            "UPDATE memori_memories SET is_archived = true WHERE id = {}",
+            all[2]
+        ));
+        let now = located();
+        let kept: Vec<i64> = all.iter().copied().filter(|id| *id != all[2]).collect();
+        assert_eq!(ids(fetch_at(&q, &now).unwrap()), kept);
+        assert_eq!(ranked(&now), kept);
     }
 
     /// A hybrid search calls only the extension's own memori_term_mask: one that another role

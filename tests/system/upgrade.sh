@@ -126,6 +126,28 @@ check "one session: memori dropped by another, created in another schema: seen a
   "t|User prefers JOINs over subqueries|t|Invoices are stored in cents|t|Invoices are stored in cents|Reports run on Monday" \
   "$(paste -sd'|' <<< "$got")"
 
+# The same under REPEATABLE READ: a transaction whose snapshot predates another session's
+# DROP EXTENSION, DROP SCHEMA and CREATE EXTENSION in a new schema. memori reads its schema with
+# the catalog snapshot (the new one), never the transaction's (the old one: the dropped schema,
+# whose name memori then read from nothing and crashed the server). After COMMIT the session
+# searches the new schema's memories.
+q $C postgres "CREATE DATABASE rr"
+q $C rr "SET client_min_messages = warning; CREATE SCHEMA olds; CREATE EXTENSION memori SCHEMA olds CASCADE; CREATE TABLE t ()"
+other="$BIN/psql -h $(sock $C) -p $(port $C) -U postgres -d rr -X -qAt -v ON_ERROR_STOP=1"
+got=$("$BIN/psql" -h "$(sock $C)" -p "$(port $C)" -U postgres -d rr -X -qAt 2>&1 <<SQL
+SELECT olds.memori_store('User prefers JOINs over subqueries', 'rule', user_id => 'rr') IS NOT NULL;
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT count(*) FROM t;
+\! $other -c "SET client_min_messages = warning" -c "DROP EXTENSION memori" -c "DROP EXTENSION vector" -c "DROP SCHEMA olds" -c "CREATE SCHEMA news" -c "CREATE EXTENSION memori SCHEMA news CASCADE" -c "SELECT news.memori_store('Invoices are stored in cents', 'rule', user_id => 'rr') IS NULL"
+SELECT count(*) FROM news.memori_search('How are amounts kept?', k => 1, user_id => 'rr');
+COMMIT;
+SELECT 'after: ' || content FROM news.memori_search('How are amounts kept?', k => 1, user_id => 'rr');
+SQL
+) || true
+check "REPEATABLE READ through another's DROP and CREATE EXTENSION in a new schema: no crash, then the new memories" \
+  "after: Invoices are stored in cents" "$(tail -n1 <<< "$got")"
+check_true "... and the server did not restart" bash -c "! grep -q 'terminated by signal' '$(log_of $C)'"
+
 # A pgvector older than 0.8.0 (faked in the catalog) is refused with a clear error.
 q $C postgres "CREATE DATABASE old_vector"
 q $C old_vector "CREATE EXTENSION vector; UPDATE pg_extension SET extversion = '0.7.4' WHERE extname = 'vector'"
