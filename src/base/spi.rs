@@ -65,7 +65,9 @@ pub enum Planning {
     /// user's hybrid search was planning. The plan is made with the
     /// settings that keep it on the indexes whatever the table's statistics say of an average
     /// user (sequential scans off, index, bitmap and TID scans and sorting on, no JIT), not with
-    /// the caller's or an HNSW pass's.
+    /// the caller's or an HNSW pass's. Other settings (join methods, `work_mem`, cost constants)
+    /// are those of the session whose search made the plan, kept with it for the backend's life
+    /// (a pooled backend's next sessions run it too): they change its speed, never its rows.
     Generic,
     /// A plan for the arguments' values and the settings of each run: for statements whose plan
     /// should follow them (a large user, the HNSW pass, a large user's terms through the GIN

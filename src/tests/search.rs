@@ -25,6 +25,23 @@ mod tests {
         ));
     }
 
+    /// A vector-mode search of k for `user` (None: the caller's memori user), no filters.
+    fn vector_query(k: i32, user: Option<&str>) -> crate::memories::search::Query {
+        crate::memories::search::query(
+            Some(k),
+            None,
+            None,
+            None,
+            None,
+            None,
+            user,
+            Some("vector"),
+            None,
+            (None, None),
+        )
+        .unwrap()
+    }
+
     fn seed_memories() -> Uuid {
         let conv = one::<Uuid>("SELECT memori_conversation_create('Test Conversation')");
         run(&format!(
@@ -223,19 +240,7 @@ mod tests {
         run("ANALYZE memori_memories");
         run("SET LOCAL memori.user_id = 'big'");
         // Below memori.exact_search_rows (20,000 by default): every memory compared.
-        let q = crate::memories::search::query(
-            Some(10),
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            Some("vector"),
-            None,
-            (None, None),
-        )
-        .unwrap();
+        let q = vector_query(10, None);
         let label = crate::providers::embedding::Target::current().label();
         let (_, batch) = crate::providers::embedding::embed_texts(None, &["query"]).unwrap();
         let (hits, path) = crate::memories::search::vector_candidates(
@@ -671,19 +676,7 @@ mod tests {
         crate::base::spi::PLANS.with(|p| *p.borrow_mut() = Some(Vec::new()));
         let app: Vec<String> = modes.iter().map(|m| search(m, "")).collect();
         // The read by key of rows that moved, as the app.
-        let q = crate::memories::search::query(
-            Some(3),
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            Some("vector"),
-            None,
-            (None, None),
-        )
-        .unwrap();
+        let q = vector_query(3, None);
         let by_key = crate::memories::search::fetch(&q, &ids, None).unwrap();
         let plans = crate::base::spi::PLANS
             .with(|p| p.borrow_mut().take())
@@ -792,23 +785,11 @@ mod tests {
     #[pg_test]
     fn the_best_rows_are_read_where_the_scan_found_them_or_by_key() {
         use crate::base::spi::{select_fixed, tid_bits, Planning};
-        use crate::memories::search::{fetch_at, query, read_ranked, Found, Ranked};
+        use crate::memories::search::{fetch_at, read_ranked, Found, Ranked};
         // Other rows first, so that the user's are past block 0.
         synthetic("fa-before", 400, "{}");
         store_joins_and_orders("fa");
-        let q = query(
-            Some(10),
-            None,
-            None,
-            None,
-            None,
-            None,
-            Some("fa"),
-            Some("vector"),
-            None,
-            (None, None),
-        )
-        .unwrap();
+        let q = vector_query(10, Some("fa"));
         // Each memory's id and position: read as the scan reads it, and checked against pgrx's
         // own reading of the tid.
         let located = || -> Vec<(i64, u64)> {
