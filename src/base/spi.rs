@@ -274,8 +274,9 @@ fn lend(
 }
 
 /// Runs `run` with `planning`'s settings (None: the caller's), those not already in force set
-/// in a GUC nest level closed after it. Citus plans a distributed statement for its values only (a generic plan cannot route
-/// `user_id = $1` to a shard): there, PostgreSQL's own choice, as for any statement.
+/// in a GUC nest level closed after it. Citus plans a distributed statement for its values only
+/// (a generic plan cannot route `user_id = $1` to a shard): there, PostgreSQL's own choice, as
+/// for any statement.
 pub(crate) fn planned<T>(planning: Option<Planning>, run: impl FnOnce() -> T) -> T {
     let planning = planning.filter(|_| !crate::base::catalog::distributed().unwrap_or(true));
     // Only the settings not already in force (most are the defaults), and a nest level only

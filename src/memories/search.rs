@@ -1059,8 +1059,9 @@ pub(crate) fn fetch(
 /// and still where the scan read them, without their similarity nor recency (ranked already).
 /// Each by its position, a TID scan: a row updated since (see `fetch` for when this statement's
 /// snapshot is newer than the scan's) has another position, its old version no longer visible,
-/// and one deleted has none; `read_ranked` reads those by key. About 0.02 ms less than 10 lookups by key (pgbench, a 100-memory user's vector
-/// search, the statement alone); `ctid = ...` is leakproof, so under row-level security as well.
+/// and one deleted has none; `read_ranked` reads those by key. About 0.02 ms less than 10
+/// lookups by key (pgbench, a 100-memory user's vector search, the statement alone); `ctid = ...`
+/// is leakproof, so under row-level security as well.
 pub(crate) fn fetch_at(q: &Query, at: &[(i64, u64)]) -> Result<Vec<Found>> {
     if at.is_empty() {
         return Ok(Vec::new());
