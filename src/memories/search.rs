@@ -359,18 +359,31 @@ fn planning_for(user_rows: i64) -> Planning {
     }
 }
 
-/// How many memories the user has, counted up to MAX_COUNTED (an index-only count of the user
-/// index: about 1 ms for 20,000). It chooses the vector path and is the N of the text score's
-/// inverse document frequencies.
+/// The furthest a count of a user's memories goes (`user_rows`).
 pub const MAX_COUNTED: i64 = 1_000_000;
 
-pub fn user_rows(user: &str) -> Result<i64> {
+/// How many memories the user has, counted up to `most` (an index-only count of the user index:
+/// about 1 ms for 20,000), so its cost is bounded by `most` whatever the user's size. It chooses
+/// the vector path and, counted up to MAX_COUNTED, is the N of the text score's inverse document
+/// frequencies.
+pub fn user_rows(user: &str, most: i64) -> Result<i64> {
     Ok(crate::base::spi::read_one_kept::<i64>(
         "SELECT pg_catalog.count(*) FROM (SELECT 1 FROM memori_memories m WHERE m.user_id OPERATOR(pg_catalog.=) $1::pg_catalog.text LIMIT $2) s",
-        &[user.into(), MAX_COUNTED.into()],
+        &[user.into(), most.into()],
         Planning::Generic,
     )?
     .unwrap_or(0))
+}
+
+/// The memories `find` counts of a user before it searches: vector mode only chooses its path
+/// with the count (exact up to memori.exact_search_rows, the plan kind below that), so it counts
+/// one past the threshold, a bounded index-only scan; text and hybrid modes need the whole count,
+/// the N of the text score.
+fn rows_to_count(mode: SearchMode) -> i64 {
+    match mode {
+        SearchMode::Vector => gucs::exact_search_rows().saturating_add(1).min(MAX_COUNTED),
+        _ => MAX_COUNTED,
+    }
 }
 
 /// Runs `f` (a statement ordered by distance to a vector) with the settings of memori's HNSW
@@ -1110,7 +1123,7 @@ fn find_as_reader(q: &Query, query_text: &str) -> Result<Outcome> {
         let (target, mut batch) = embed_texts(Some(&q.user), &[query_text])?;
         Some((target.label(), batch.vectors.remove(0)))
     };
-    let n = user_rows(&q.user)?;
+    let n = user_rows(&q.user, rows_to_count(q.mode))?;
     // A scope searched exactly: vector mode; hybrid, both rankings from one read of the scope,
     // which comes back whole (held in memory, and on Citus sent from the user's worker), so only
     // up to MAX_SCANNED memories and not on Citus; otherwise, and in a database not yet updated
@@ -1143,7 +1156,8 @@ fn find_as_reader(q: &Query, query_text: &str) -> Result<Outcome> {
 /// A search with its rankings apart: the `limit` vector candidates of the query's embedding
 /// (`embedded`: its model's label and vector; none in text mode), the `limit` text candidates
 /// (not in vector mode), the rows of the text candidates the vector pass did not read, ranked.
-/// `n`: the user's memories (`user_rows`).
+/// `n`: the user's memories (`user_rows`; in vector mode, counted only to one past
+/// memori.exact_search_rows, `rows_to_count`).
 pub fn find_apart(
     q: &Query,
     n: i64,

@@ -245,7 +245,8 @@ mod tests {
         let (_, batch) = crate::providers::embedding::embed_texts(None, &["query"]).unwrap();
         let (hits, path) = crate::memories::search::vector_candidates(
             &q,
-            crate::memories::search::user_rows("big").unwrap(),
+            crate::memories::search::user_rows("big", crate::memories::search::MAX_COUNTED)
+                .unwrap(),
             &label,
             &batch.vectors[0],
             40,
@@ -258,7 +259,8 @@ mod tests {
         run("SET LOCAL memori.exact_search_rows = 1000");
         let (hits, path) = crate::memories::search::vector_candidates(
             &q,
-            crate::memories::search::user_rows("big").unwrap(),
+            crate::memories::search::user_rows("big", crate::memories::search::MAX_COUNTED)
+                .unwrap(),
             &label,
             &batch.vectors[0],
             40,
@@ -298,6 +300,27 @@ mod tests {
             first_column("SELECT content FROM memori_search('query')").len(),
             10
         );
+        // Vector mode counts the user only one past the threshold (a count bounded whatever the
+        // user's size), and takes the path the whole count would choose, on either side of it.
+        use crate::memories::search::{user_rows, MAX_COUNTED};
+        assert_eq!(
+            (
+                user_rows("big", 1001).unwrap(),
+                user_rows("big", MAX_COUNTED).unwrap()
+            ),
+            (1001, 3000)
+        );
+        let path = || {
+            first_column(
+                "SELECT DISTINCT explain->>'vector_path'
+                   FROM memori_search('query', mode => 'vector', explain => true)",
+            )
+        };
+        assert_eq!(path(), ["index"]);
+        run("SET LOCAL memori.exact_search_rows = 2999");
+        assert_eq!(path(), ["index"]);
+        run("SET LOCAL memori.exact_search_rows = 3000");
+        assert_eq!(path(), ["exact"]);
     }
 
     /// Hybrid mode over a scope searched exactly reads the scope once and takes both candidate
@@ -317,7 +340,7 @@ mod tests {
     fn hybrid_over_an_exact_scope_is_both_rankings_apart() {
         run("SELECT setseed(0.23)");
         use crate::memories::search::{
-            find_apart, hybrid_exact, query, user_rows, vector_exact, Found,
+            find_apart, hybrid_exact, query, user_rows, vector_exact, Found, MAX_COUNTED,
         };
         // Texts of 3 to 10 words from a 12-word vocabulary (with an identifier), so that many
         // share words and scores tie; documents as memori writes them. Ids given, so that the
@@ -422,7 +445,7 @@ mod tests {
                     (None, None),
                 )
                 .unwrap();
-                let n = user_rows("h").unwrap();
+                let n = user_rows("h", MAX_COUNTED).unwrap();
                 let got = if mode == "hybrid" {
                     hybrid_exact(&q, n, label, &vector, question, limit).unwrap()
                 } else {
@@ -460,7 +483,7 @@ mod tests {
                 (None, None),
             )
             .unwrap();
-            let n = user_rows("h").unwrap();
+            let n = user_rows("h", MAX_COUNTED).unwrap();
             let got = vector_exact(&q, n, label, &vector, 40).unwrap();
             let apart = find_apart(&q, n, Some((label, &vector)), question, 40)
                 .unwrap()
@@ -588,7 +611,10 @@ mod tests {
             ));
             unchanged(mode);
         }
-        assert_eq!(crate::memories::search::user_rows("gp").unwrap(), 30);
+        assert_eq!(
+            crate::memories::search::user_rows("gp", crate::memories::search::MAX_COUNTED).unwrap(),
+            30
+        );
         unchanged("user_rows");
         assert!(!crate::memories::search::text_terms("synthetic memories")
             .unwrap()
