@@ -229,6 +229,17 @@ pub fn table_exists(name: &std::ffi::CStr) -> Result<bool> {
     Ok(member_relation(name)?.is_some())
 }
 
+/// Whether the HNSW index for embeddings of `dims` dimensions exists in memori's schema
+/// (`idx_memori_mem_embedding_<dims>`: 384 and 1536 from the start, other widths from
+/// `memori_create_index`). A syscache lookup by name.
+pub fn has_vector_index(dims: usize) -> Result<bool> {
+    let (nsp, _) = schema()?;
+    let name = std::ffi::CString::new(format!("idx_memori_mem_embedding_{dims}"))
+        .expect("a name of digits");
+    // SAFETY: a catalog lookup of a relation by name in a given namespace.
+    Ok(unsafe { pg_sys::get_relname_relid(name.as_ptr(), nsp) } != pg_sys::InvalidOid)
+}
+
 /// Whether memori's `table` has `column` (a database not yet updated lacks newer ones).
 pub fn has_column(table: &std::ffi::CStr, column: &std::ffi::CStr) -> Result<bool> {
     Ok(match member_relation(table)? {

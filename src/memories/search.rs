@@ -391,7 +391,7 @@ fn rows_to_count(mode: SearchMode) -> i64 {
 /// hide the user's), hnsw.ef_search `ef`, and sorting off, so that the order comes
 /// from the HNSW index and from nothing else (the user index and a sort would be an exact scan
 /// under another name, and memori's explain says "index").
-fn in_index_pass<T>(ef: i32, f: impl FnOnce() -> Result<T>) -> Result<T> {
+pub(crate) fn in_index_pass<T>(ef: i32, f: impl FnOnce() -> Result<T>) -> Result<T> {
     // SAFETY: opens a GUC nest level that is closed below (or by transaction abort on error).
     let nest = unsafe { pg_sys::NewGUCNestLevel() };
     set_for_query(c"hnsw.iterative_scan", "relaxed_order");

@@ -123,6 +123,10 @@ fn document_sql(content: usize, config: usize) -> String {
 pub enum Scope {
     /// Every memory of the user, type and conversation (the definition).
     All,
+    /// For a user above memori.exact_search_rows: the memories of that scope nearest to the
+    /// embedding through the HNSW index (`nearest_by_index`), as a search of that user finds
+    /// them; every memory (`All`) when the index pass comes back short.
+    ByIndex,
     /// Only these (memory_ids): a batch's pass showed that no other one reaches the threshold.
     /// Empty: none can, and the memory is inserted.
     Among(Vec<Uuid>),
@@ -298,11 +302,71 @@ fn merge_reach(
     Ok(Some(reach))
 }
 
+/// The memories an index pass reads nearest to a write's embedding: so many, in its scope.
+const PROBED: usize = 10;
+/// hnsw.ef_search of that pass: 4 × PROBED, as a search asks 4 × k (pgvector's default, 40). A
+/// near-duplicate sits much nearer than the rest, where a search's 1000 (for the 40th nearest)
+/// cost 55 ms a store for a user of 200,000 (`make bench`, random vectors) against 1.5.
+const PROBE_EF: i32 = 4 * PROBED as i32;
+
+/// Up to PROBED memories of `m`'s scope (user, type, conversation, model, width, live) nearest
+/// to its embedding, through the width's HNSW index: memori's index pass, with a search's
+/// settings (`search::in_index_pass`: iterative scan in relaxed order, at most 20,000 index
+/// entries) but hnsw.ef_search PROBE_EF. Its cost is bounded whatever the user's size, where
+/// comparing with every memory of the scope (even through the sketches) grows with it: 340 ms
+/// a store for a user of 200,000 memories in `make bench`. None when there is no index for the
+/// width, or when the pass returns fewer (the scope is smaller, or the pass gave up): then the
+/// caller compares with every memory.
+fn nearest_by_index(target: &Target, m: &NewMemory, live: &str) -> Result<Option<Vec<Uuid>>> {
+    let dims = m.embedding.len();
+    if dims == 0 || !catalog::has_vector_index(dims)? {
+        return Ok(None);
+    }
+    let (cast, q_vector) = (indexed_cast(dims), query_vector(5, dims));
+    let sql = format!(
+        "SELECT m.memory_id FROM memori_memories m
+          WHERE m.user_id OPERATOR(pg_catalog.=) $1::pg_catalog.text
+            AND m.memory_type::pg_catalog.text = $2::pg_catalog.text
+            AND m.conversation_id IS NOT DISTINCT FROM $3::pg_catalog.uuid
+            AND m.embedding_model = $4::pg_catalog.text AND m.embedding_dims = {dims}
+            AND {live}
+          ORDER BY m.embedding::{cast} <=> {q_vector}
+          LIMIT {PROBED}"
+    );
+    let args: Vec<pgrx::datum::DatumWithOid> = vec![
+        m.user.into(),
+        m.memory_type.into(),
+        m.conversation_id.into(),
+        target.label().into(),
+        m.embedding.to_vec().into(),
+    ];
+    let ids = crate::memories::search::in_index_pass(PROBE_EF, || {
+        Spi::connect(|client| {
+            crate::base::spi::select_kept(client, &sql, &args, Planning::ByValues)?
+                .map(|r| r.get::<Uuid>(1))
+                .collect::<std::result::Result<Vec<_>, pgrx::spi::Error>>()
+        })
+        .map_err(spi)
+    })?;
+    let ids: Vec<Uuid> = ids.into_iter().flatten().collect();
+    Ok((ids.len() == PROBED).then_some(ids))
+}
+
+/// Whether `user`'s near-duplicate checks go through the HNSW index (`Scope::ByIndex`): above
+/// memori.exact_search_rows memories, where a search of that user does (counted only to one
+/// past it).
+fn dedup_by_index(user: &str) -> Result<bool> {
+    use crate::memories::search::{user_rows, MAX_COUNTED};
+    let most = gucs::exact_search_rows();
+    Ok(user_rows(user, most.saturating_add(1).min(MAX_COUNTED))? > most)
+}
+
 /// Writes one memory, or merges it into a near-duplicate; returns the id and what happened.
 /// A near-duplicate is a memory of the same user, type and conversation (or both without
 /// one), embedded by the same model, not expired, whose similarity is at least
 /// memori.dedup_threshold, found by comparing with every such memory (exact: other users'
-/// rows never hide it). Relationships are near-duplicates only with the identical triple
+/// rows never hide it), or for a user above memori.exact_search_rows with those the HNSW index
+/// finds nearest (`Scope::ByIndex`, as a search of that user finds them). Relationships are near-duplicates only with the identical triple
 /// (subject, predicate, object, ignoring case), or without triples the identical content:
 /// "A references B" and "B references A" embed alike and mean different things. A merge keeps
 /// the id and takes the new content, embedding, and the larger importance; tags, entities and
@@ -327,10 +391,20 @@ fn write(target: &Target, m: &NewMemory, with_text: bool, scope: Scope) -> Resul
         String::new()
     };
     let threshold = gucs::dedup_threshold();
+    let scope = match scope {
+        Scope::ByIndex if threshold < 1.0 && m.memory_type != MemoryType::Relationship.as_str() => {
+            match nearest_by_index(target, m, &live)? {
+                Some(ids) => Scope::Among(ids),
+                None => Scope::All,
+            }
+        }
+        Scope::ByIndex => Scope::All,
+        s => s,
+    };
     // Which memories the near-duplicate check reads: none when the batch's pass showed that
     // none can reach the threshold (straight to the INSERT).
     let among = match &scope {
-        Scope::All => Some(""),
+        Scope::All | Scope::ByIndex => Some(""),
         Scope::Among(ids) if ids.is_empty() => None,
         Scope::Among(_) => {
             Some("AND m.memory_id OPERATOR(pg_catalog.=) ANY ($17::pg_catalog.uuid[])")
@@ -606,11 +680,17 @@ pub fn store_embedded(
         if let Some(conversation) = conversation_id {
             touch_conversation(conversation, &c.user)?;
         }
-        let reach = if gucs::dedup_threshold() < 1.0 {
+        // A user above memori.exact_search_rows: each memory's check goes through the index,
+        // and the batch's pass (which reads every memory of the scope) does not run.
+        let (reach, by_index) = if gucs::dedup_threshold() < 1.0 {
             lock_for_dedup(&c.user, &c.memory_type)?;
-            merge_reach(target, c, conversation_id, vectors)?
+            if dedup_by_index(&c.user)? {
+                (None, true)
+            } else {
+                (merge_reach(target, c, conversation_id, vectors)?, false)
+            }
         } else {
-            None
+            (None, false)
         };
         // The memory each element wrote (inserted or merged into), for the later ones.
         let mut wrote: Vec<Uuid> = Vec::with_capacity(texts.len());
@@ -626,6 +706,7 @@ pub fn store_embedded(
                         ids.dedup();
                         Scope::Among(ids)
                     }
+                    _ if by_index => Scope::ByIndex,
                     _ => Scope::All,
                 };
                 let done = write(

@@ -217,17 +217,49 @@ mod tests {
             store("SELECT memori_store('The user prefers dark mode', 'rule', user_id => 'big')");
         assert_eq!(first, again);
         assert_eq!(count("user_id = 'big'"), 5001);
-        // Whatever memori.exact_search_rows says (the search's choice of path, not the check's):
-        // the twin is still found among the crowd, and a different memory is still not merged.
+        // Above memori.exact_search_rows, the check goes through the HNSW index: the twin is
+        // still found among the crowd of other users' identical memories, and a different
+        // memory is still not merged.
         run("SET LOCAL memori.exact_search_rows = 100");
+        crate::base::spi::PLANS.with(|p| *p.borrow_mut() = Some(Vec::new()));
         let probed =
             store("SELECT memori_store('User prefers dark mode', 'rule', user_id => 'big')");
         assert_eq!(probed, first);
+        let plans = crate::base::spi::PLANS
+            .with(|p| p.borrow_mut().take())
+            .unwrap_or_default();
+        assert!(
+            plans
+                .iter()
+                .any(|p| p.contains("Index Scan using idx_memori_mem_embedding_384")),
+            "{plans:#?}"
+        );
         let other = store(
             "SELECT memori_store('The orders table has a customer_id column', 'rule', user_id => 'big')",
         );
         assert!(other != first);
         assert_eq!(count("user_id = 'big'"), 5002);
+        // A batch of that user: each memory through the index, the twin merged, the new one
+        // after it found among the memories the batch wrote.
+        let batch = first_column(
+            "SELECT id::text FROM memori_store_batch(
+                 ARRAY['User prefers dark mode', 'Invoices are due in 30 days',
+                       'Invoices are due in 30 days'], 'rule', user_id => 'big')
+                 WITH ORDINALITY AS b(id, n) ORDER BY n",
+        );
+        assert_eq!(batch[0], first.to_string());
+        assert_eq!(batch[1], batch[2]);
+        assert_eq!(count("user_id = 'big'"), 5003);
+        // A scope of fewer memories than the index pass asks for (another type): every one
+        // compared, the twin of that type found, the other type's never.
+        let fact =
+            store("SELECT memori_store('User prefers dark mode', 'long_term', user_id => 'big')");
+        assert!(fact != first);
+        let again = store(
+            "SELECT memori_store('The user prefers dark mode', 'long_term', user_id => 'big')",
+        );
+        assert_eq!(again, fact);
+        assert_eq!(count("user_id = 'big'"), 5004);
     }
 
     /// A batch compares each memory with fewer memories than a single store does (a first pass
