@@ -231,13 +231,23 @@ pub fn table_exists(name: &std::ffi::CStr) -> Result<bool> {
 
 /// Whether the HNSW index for embeddings of `dims` dimensions exists in memori's schema
 /// (`idx_memori_mem_embedding_<dims>`: 384 and 1536 from the start, other widths from
-/// `memori_create_index`). A syscache lookup by name.
+/// `memori_create_index`): a relation of that name that is an index of memori_memories (not
+/// some other relation a role made under that name). Syscache lookups.
 pub fn has_vector_index(dims: usize) -> Result<bool> {
     let (nsp, _) = schema()?;
     let name = std::ffi::CString::new(format!("idx_memori_mem_embedding_{dims}"))
         .expect("a name of digits");
     // SAFETY: a catalog lookup of a relation by name in a given namespace.
-    Ok(unsafe { pg_sys::get_relname_relid(name.as_ptr(), nsp) } != pg_sys::InvalidOid)
+    let index = unsafe { pg_sys::get_relname_relid(name.as_ptr(), nsp) };
+    if index == pg_sys::InvalidOid {
+        return Ok(false);
+    }
+    let table = relation(c"memori_memories")?;
+    // SAFETY: catalog lookups of an existing relation's kind and, for an index, its table.
+    Ok(unsafe {
+        pg_sys::get_rel_relkind(index) == pg_sys::RELKIND_INDEX as std::ffi::c_char
+            && pg_sys::IndexGetRelation(index, true) == table
+    })
 }
 
 /// Whether memori's `table` has `column` (a database not yet updated lacks newer ones).

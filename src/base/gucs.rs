@@ -460,7 +460,7 @@ pub fn init() {
     );
     GucRegistry::define_int_guc(
         c"memori.exact_search_rows",
-        c"Up to this many memories of a user, a search compares the query with every one of them (exact), and a store's near-duplicate check the new memory with every one of its scope; above, both use the HNSW index.",
+        c"Up to this many memories of a user, a search compares the query with every one of them (exact); above, it uses the HNSW index. A store's near-duplicate check likewise, for the user's memories of one type and width (README: Near-duplicates).",
         c"0 always uses the index when the planner picks it. An index pass that comes back short is completed by an exact one.",
         &EXACT_SEARCH_ROWS,
         0,

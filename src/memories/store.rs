@@ -123,9 +123,9 @@ fn document_sql(content: usize, config: usize) -> String {
 pub enum Scope {
     /// Every memory of the user, type and conversation (the definition).
     All,
-    /// For a user above memori.exact_search_rows: the memories of that scope nearest to the
-    /// embedding through the HNSW index (`nearest_by_index`), as a search of that user finds
-    /// them; every memory (`All`) when the index pass comes back short.
+    /// For a large scope (`dedup_by_index`): the memories of that scope nearest to the
+    /// embedding through the HNSW index (`nearest_by_index`); every memory (`All`) when the
+    /// index pass comes back short.
     ByIndex,
     /// Only these (memory_ids): a batch's pass showed that no other one reaches the threshold.
     /// Empty: none can, and the memory is inserted.
@@ -352,22 +352,56 @@ fn nearest_by_index(target: &Target, m: &NewMemory, live: &str) -> Result<Option
     Ok((ids.len() == PROBED).then_some(ids))
 }
 
-/// Whether `user`'s near-duplicate checks go through the HNSW index (`Scope::ByIndex`): above
-/// memori.exact_search_rows memories, where a search of that user does (counted only to one
-/// past it).
-fn dedup_by_index(user: &str) -> Result<bool> {
-    use crate::memories::search::{user_rows, MAX_COUNTED};
-    let most = gucs::exact_search_rows();
-    Ok(user_rows(user, most.saturating_add(1).min(MAX_COUNTED))? > most)
+/// Below this many memories in its scope, a near-duplicate check compares with every one even
+/// where memori.exact_search_rows is set lower (0: a search always through the index): the
+/// exact check costs about 0.2 ms there, and an index pass over a table of many users' rows can
+/// cost more.
+const EXACT_DEDUP_AT_LEAST: i64 = 1_000;
+
+/// Whether the near-duplicate checks of a store of `vectors` (one width) go through the HNSW
+/// index (`Scope::ByIndex`): when the memories the exact check reads, the user's of that type and
+/// width (`sketch::in_scope`, counted from idx_memori_mem_dedup only to one past the limit), are
+/// more than memori.exact_search_rows (and EXACT_DEDUP_AT_LEAST). Not for a conversation's
+/// memories (the index pass would filter a conversation's few memories out of the user's many,
+/// and then fall back anyway), relationships (compared by triple), mixed widths, a database not
+/// yet updated to 0.5.0, nor on Citus (the pass's settings travel to the worker once per
+/// memory and last there to the end of the transaction).
+fn dedup_by_index(c: &Common, conversation_id: Option<Uuid>, vectors: &[Vec<f32>]) -> Result<bool> {
+    let dims = vectors.first().map_or(0, Vec::len);
+    if dims == 0
+        || conversation_id.is_some()
+        || c.memory_type == MemoryType::Relationship.as_str()
+        || vectors.iter().any(|v| v.len() != dims)
+        || !catalog::has_dedup_scope()?
+        || catalog::distributed()?
+    {
+        return Ok(false);
+    }
+    let most = gucs::exact_search_rows().max(EXACT_DEDUP_AT_LEAST);
+    let scope = sketch::in_scope("m", "$1", "$2", dims)?;
+    let rows = crate::base::spi::read_one_kept::<i64>(
+        &format!(
+            "SELECT pg_catalog.count(*) FROM (SELECT 1 FROM memori_memories m WHERE {scope} LIMIT $3) s"
+        ),
+        &[
+            c.user.as_str().into(),
+            c.memory_type.as_str().into(),
+            most.saturating_add(1).into(),
+        ],
+        Planning::Generic,
+    )?
+    .unwrap_or(0);
+    Ok(rows > most)
 }
 
 /// Writes one memory, or merges it into a near-duplicate; returns the id and what happened.
 /// A near-duplicate is a memory of the same user, type and conversation (or both without
 /// one), embedded by the same model, not expired, whose similarity is at least
 /// memori.dedup_threshold, found by comparing with every such memory (exact: other users'
-/// rows never hide it), or for a user above memori.exact_search_rows with those the HNSW index
-/// finds nearest (`Scope::ByIndex`, as a search of that user finds them). Relationships are near-duplicates only with the identical triple
-/// (subject, predicate, object, ignoring case), or without triples the identical content:
+/// rows never hide it), or, where that scope is large (`dedup_by_index`), with those the HNSW
+/// index finds nearest (`Scope::ByIndex`). Relationships are near-duplicates only with the
+/// identical triple (subject, predicate, object, ignoring case), or without triples the
+/// identical content:
 /// "A references B" and "B references A" embed alike and mean different things. A merge keeps
 /// the id and takes the new content, embedding, and the larger importance; tags, entities and
 /// metadata are united. The caller holds `lock_for_dedup` for that user and type (store_texts
@@ -684,7 +718,7 @@ pub fn store_embedded(
         // and the batch's pass (which reads every memory of the scope) does not run.
         let (reach, by_index) = if gucs::dedup_threshold() < 1.0 {
             lock_for_dedup(&c.user, &c.memory_type)?;
-            if dedup_by_index(&c.user)? {
+            if dedup_by_index(c, conversation_id, vectors)? {
                 (None, true)
             } else {
                 (merge_reach(target, c, conversation_id, vectors)?, false)

@@ -217,9 +217,10 @@ mod tests {
             store("SELECT memori_store('The user prefers dark mode', 'rule', user_id => 'big')");
         assert_eq!(first, again);
         assert_eq!(count("user_id = 'big'"), 5001);
-        // Above memori.exact_search_rows, the check goes through the HNSW index: the twin is
-        // still found among the crowd of other users' identical memories, and a different
-        // memory is still not merged.
+        // Above memori.exact_search_rows (and 1,000), the check asks the HNSW index first; here
+        // other users' copies crowd the twin's neighbourhood, the index pass comes back short,
+        // and every memory is compared: the twin is still found, and a different memory is
+        // still not merged.
         run("SET LOCAL memori.exact_search_rows = 100");
         crate::base::spi::PLANS.with(|p| *p.borrow_mut() = Some(Vec::new()));
         let probed =
@@ -260,6 +261,94 @@ mod tests {
         );
         assert_eq!(again, fact);
         assert_eq!(count("user_id = 'big'"), 5004);
+    }
+
+    /// A large scope's check compares with the memories the HNSW index finds nearest, as far as
+    /// they are live: the user's own expired copies, nearer than the twin, are passed over.
+    #[pg_test]
+    fn a_large_scope_compares_with_what_the_index_finds() {
+        crate::tests::support::analyzes();
+        synthetic("big", 1500, "{}");
+        run("UPDATE memori_memories SET memory_type = 'rule' WHERE user_id = 'big'");
+        let twin = store("SELECT memori_store('User prefers dark mode', 'rule', user_id => 'big')");
+        run(
+            "INSERT INTO memori_memories (user_id, content, memory_type, embedding, embedding_model, expires_at)
+             SELECT 'big', 'User prefers dark mode', 'rule',
+                    (SELECT memori_embed('User prefers dark mode')), 'local/all-MiniLM-L6-v2',
+                    now() - interval '1 day'
+               FROM generate_series(1, 12) g",
+        );
+        run("ANALYZE memori_memories");
+        let live = "user_id = 'big' AND (expires_at IS NULL OR expires_at > now())";
+        let stored = |sql: &str| {
+            crate::base::spi::PLANS.with(|p| *p.borrow_mut() = Some(Vec::new()));
+            let id = store(sql);
+            let plans = crate::base::spi::PLANS
+                .with(|p| p.borrow_mut().take())
+                .unwrap_or_default();
+            let merge: Vec<String> = plans
+                .iter()
+                .filter(|p| p.starts_with("Update"))
+                .cloned()
+                .collect();
+            (id, plans, merge)
+        };
+        // 1,501 memories of that type: at the default threshold (20,000), every one compared
+        // (through the sketches).
+        let (id, _, merge) =
+            stored("SELECT memori_store('The user prefers dark mode', 'rule', user_id => 'big')");
+        assert_eq!(id, twin);
+        assert!(
+            merge.len() == 1 && merge[0].contains("dedup_sketch"),
+            "{merge:#?}"
+        );
+        // Above it: the 10 nearest live memories through the index, and only those compared.
+        run("SET LOCAL memori.exact_search_rows = 100");
+        let (id, plans, merge) =
+            stored("SELECT memori_store('User prefers dark mode', 'rule', user_id => 'big')");
+        assert_eq!(id, twin);
+        assert!(
+            plans
+                .iter()
+                .any(|p| p.contains("Index Scan using idx_memori_mem_embedding_384")),
+            "{plans:#?}"
+        );
+        assert!(
+            merge.len() == 1
+                && !merge[0].contains("dedup_sketch")
+                && merge[0].contains("memory_id = ANY"),
+            "{merge:#?}"
+        );
+        assert_eq!(count(live), 1501);
+        // The floor: a scope of at most 1,000 memories (here 1, of another type) is compared
+        // every one, whatever memori.exact_search_rows says; no index pass.
+        run("SET LOCAL memori.exact_search_rows = 0");
+        let hnsw = |plans: &[String]| {
+            plans
+                .iter()
+                .any(|p| p.contains("idx_memori_mem_embedding_384"))
+        };
+        let short =
+            store("SELECT memori_store('User prefers dark mode', 'short_term', user_id => 'big')");
+        assert!(short != twin);
+        let (id, plans, merge) = stored(
+            "SELECT memori_store('The user prefers dark mode', 'short_term', user_id => 'big')",
+        );
+        assert_eq!(id, short);
+        assert!(!hnsw(&plans) && merge.len() == 1, "{plans:#?}");
+        // A conversation's memories: every one compared, at any size; no index pass.
+        let conv = one::<Uuid>("SELECT memori_conversation_create('c', user_id => 'big')");
+        run(&format!(
+            "UPDATE memori_memories SET conversation_id = '{conv}' WHERE user_id = 'big' AND memory_type = 'rule'"
+        ));
+        let (id, plans, merge) = stored(&format!(
+            "SELECT memori_store('User prefers dark mode', 'rule', '{conv}', user_id => 'big')"
+        ));
+        assert_eq!(id, twin);
+        assert!(
+            !hnsw(&plans) && merge.len() == 1 && merge[0].contains("dedup_sketch"),
+            "{plans:#?}"
+        );
     }
 
     /// A batch compares each memory with fewer memories than a single store does (a first pass
