@@ -391,14 +391,19 @@ fn rows_to_count(mode: SearchMode) -> i64 {
 /// hide the user's), hnsw.ef_search `ef`, and sorting off, so that the order comes
 /// from the HNSW index and from nothing else (the user index and a sort would be an exact scan
 /// under another name, and memori's explain says "index").
-pub(crate) fn in_index_pass<T>(ef: i32, f: impl FnOnce() -> Result<T>) -> Result<T> {
+/// A search's index pass reads at most this many index entries (hnsw.max_scan_tuples).
+pub const SCAN_TUPLES: u32 = 20_000;
+
+/// `in_index_pass`, reading at most `max_scan` index entries (hnsw.max_scan_tuples; a search's
+/// is SCAN_TUPLES).
+pub(crate) fn in_index_pass<T>(ef: i32, max_scan: u32, f: impl FnOnce() -> Result<T>) -> Result<T> {
     // SAFETY: opens a GUC nest level that is closed below (or by transaction abort on error).
     let nest = unsafe { pg_sys::NewGUCNestLevel() };
     set_for_query(c"hnsw.iterative_scan", "relaxed_order");
     set_for_query(c"hnsw.ef_search", &ef.to_string());
     // Pinned: a caller's smaller limit cannot make the index pass give up early (a short pass
     // is completed exactly anyway, which only costs time).
-    set_for_query(c"hnsw.max_scan_tuples", "20000");
+    set_for_query(c"hnsw.max_scan_tuples", &max_scan.to_string());
     set_for_query(c"enable_sort", "off");
     // A plan that must sort anyway (no index for the width) costs 10^10 with sorting off, which
     // would make PostgreSQL compile it (JIT, about 200 ms).
@@ -416,7 +421,7 @@ pub(crate) fn in_index_pass<T>(ef: i32, f: impl FnOnce() -> Result<T>) -> Result
             "SET LOCAL citus.propagate_set_commands = 'local';
              SET LOCAL hnsw.iterative_scan = 'relaxed_order';
              SET LOCAL hnsw.ef_search = {ef};
-             SET LOCAL hnsw.max_scan_tuples = 20000"
+             SET LOCAL hnsw.max_scan_tuples = {max_scan}"
         ))
         .map_err(spi)
     } else {
@@ -455,7 +460,9 @@ pub fn vector_candidates(
         let ef = gucs::hnsw_ef_search().max(limit).min(1000);
         let sql = vector_sql(q, dims, false)?;
         // Planned at each run, under the pass's settings.
-        let found = in_index_pass(ef, || rows_of(&sql, &args(), Planning::ByValues))?;
+        let found = in_index_pass(ef, SCAN_TUPLES, || {
+            rows_of(&sql, &args(), Planning::ByValues)
+        })?;
         if (found.len() as i32) < limit {
             let exact = rows_of(&vector_sql(q, dims, true)?, &args(), Planning::ByValues)?;
             (exact, Path::IndexThenExact)

@@ -308,11 +308,15 @@ const PROBED: usize = 10;
 /// near-duplicate sits much nearer than the rest, where a search's 1000 (for the 40th nearest)
 /// cost 55 ms a store for a user of 200,000 (`make bench`, random vectors) against 1.5.
 const PROBE_EF: i32 = 4 * PROBED as i32;
+/// hnsw.max_scan_tuples of that pass: where the scope's memories are not among the nearest
+/// entries of the index (other users', or the user's of other types, crowd the neighbourhood),
+/// the pass gives up after this many and the check compares with every memory of the scope.
+const PROBE_SCAN: u32 = 1_000;
 
 /// Up to PROBED memories of `m`'s scope (user, type, conversation, model, width, live) nearest
 /// to its embedding, through the width's HNSW index: memori's index pass, with a search's
-/// settings (`search::in_index_pass`: iterative scan in relaxed order, at most 20,000 index
-/// entries) but hnsw.ef_search PROBE_EF. Its cost is bounded whatever the user's size, where
+/// settings (`search::in_index_pass`: iterative scan in relaxed order) but hnsw.ef_search
+/// PROBE_EF and at most PROBE_SCAN index entries. Its cost is bounded whatever the user's size, where
 /// comparing with every memory of the scope (even through the sketches) grows with it: 340 ms
 /// a store for a user of 200,000 memories in `make bench`. None when there is no index for the
 /// width, or when the pass returns fewer (the scope is smaller, or the pass gave up): then the
@@ -340,7 +344,7 @@ fn nearest_by_index(target: &Target, m: &NewMemory, live: &str) -> Result<Option
         target.label().into(),
         m.embedding.to_vec().into(),
     ];
-    let ids = crate::memories::search::in_index_pass(PROBE_EF, || {
+    let ids = crate::memories::search::in_index_pass(PROBE_EF, PROBE_SCAN, || {
         Spi::connect(|client| {
             crate::base::spi::select_kept(client, &sql, &args, Planning::ByValues)?
                 .map(|r| r.get::<Uuid>(1))
@@ -352,46 +356,34 @@ fn nearest_by_index(target: &Target, m: &NewMemory, live: &str) -> Result<Option
     Ok((ids.len() == PROBED).then_some(ids))
 }
 
-/// Below this many memories in its scope, a near-duplicate check compares with every one even
-/// where memori.exact_search_rows is set lower (0: a search always through the index): the
-/// exact check costs about 0.2 ms there, and an index pass over a table of many users' rows can
-/// cost more.
+/// Up to this many memories of a user, a near-duplicate check compares with every one of its
+/// scope even where memori.exact_search_rows is set lower (0: a search always through the
+/// index): the exact check costs about 0.2 ms there.
 const EXACT_DEDUP_AT_LEAST: i64 = 1_000;
 
 /// Whether the near-duplicate checks of a store of `vectors` (one width) go through the HNSW
-/// index (`Scope::ByIndex`): when the memories the exact check reads, the user's of that type and
-/// width (`sketch::in_scope`, counted from idx_memori_mem_dedup only to one past the limit), are
-/// more than memori.exact_search_rows (and EXACT_DEDUP_AT_LEAST). Not for a conversation's
-/// memories (the index pass would filter a conversation's few memories out of the user's many,
-/// and then fall back anyway), relationships (compared by triple), mixed widths, a database not
-/// yet updated to 0.5.0, nor on Citus (the pass's settings travel to the worker once per
-/// memory and last there to the end of the transaction).
+/// index (`Scope::ByIndex`): for a user with more than memori.exact_search_rows memories (and
+/// EXACT_DEDUP_AT_LEAST), counted from the user index only to one past the limit (about 1 ms;
+/// counting the check's own scope, the user's memories of that type and width, took 90 ms for a
+/// user of 200,000: PostgreSQL read them through the user index, not the sketches' one). A
+/// scope of few memories in such a user (a rare type) gives up its index pass early
+/// (PROBE_SCAN) and is compared whole. Not for a conversation's memories (the pass would look
+/// for a conversation's few among the user's many, and its batch keeps its first statement),
+/// relationships (compared by triple), mixed widths, nor on Citus (the pass's settings travel
+/// to the worker once per memory and last there to the end of the transaction).
 fn dedup_by_index(c: &Common, conversation_id: Option<Uuid>, vectors: &[Vec<f32>]) -> Result<bool> {
+    use crate::memories::search::{user_rows, MAX_COUNTED};
     let dims = vectors.first().map_or(0, Vec::len);
     if dims == 0
         || conversation_id.is_some()
         || c.memory_type == MemoryType::Relationship.as_str()
         || vectors.iter().any(|v| v.len() != dims)
-        || !catalog::has_dedup_scope()?
         || catalog::distributed()?
     {
         return Ok(false);
     }
     let most = gucs::exact_search_rows().max(EXACT_DEDUP_AT_LEAST);
-    let scope = sketch::in_scope("m", "$1", "$2", dims)?;
-    let rows = crate::base::spi::read_one_kept::<i64>(
-        &format!(
-            "SELECT pg_catalog.count(*) FROM (SELECT 1 FROM memori_memories m WHERE {scope} LIMIT $3) s"
-        ),
-        &[
-            c.user.as_str().into(),
-            c.memory_type.as_str().into(),
-            most.saturating_add(1).into(),
-        ],
-        Planning::Generic,
-    )?
-    .unwrap_or(0);
-    Ok(rows > most)
+    Ok(user_rows(&c.user, most.saturating_add(1).min(MAX_COUNTED))? > most)
 }
 
 /// Writes one memory, or merges it into a near-duplicate; returns the id and what happened.

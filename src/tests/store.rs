@@ -320,14 +320,13 @@ mod tests {
             "{merge:#?}"
         );
         assert_eq!(count(live), 1501);
-        // The floor: a scope of at most 1,000 memories (here 1, of another type) is compared
-        // every one, whatever memori.exact_search_rows says; no index pass.
-        run("SET LOCAL memori.exact_search_rows = 0");
         let hnsw = |plans: &[String]| {
             plans
                 .iter()
                 .any(|p| p.contains("idx_memori_mem_embedding_384"))
         };
+        // A rare type of that user: the index pass looks for it among the user's other
+        // memories, gives up, and every memory of the type is compared.
         let short =
             store("SELECT memori_store('User prefers dark mode', 'short_term', user_id => 'big')");
         assert!(short != twin);
@@ -335,6 +334,20 @@ mod tests {
             "SELECT memori_store('The user prefers dark mode', 'short_term', user_id => 'big')",
         );
         assert_eq!(id, short);
+        assert!(
+            hnsw(&plans) && merge.len() == 1 && merge[0].contains("dedup_sketch"),
+            "{plans:#?}"
+        );
+        // The floor: a user of at most 1,000 memories is compared every one, whatever
+        // memori.exact_search_rows says; no index pass.
+        run("SET LOCAL memori.exact_search_rows = 0");
+        synthetic("few", 30, "{}");
+        let first =
+            store("SELECT memori_store('User prefers dark mode', 'long_term', user_id => 'few')");
+        let (id, plans, merge) = stored(
+            "SELECT memori_store('The user prefers dark mode', 'long_term', user_id => 'few')",
+        );
+        assert_eq!(id, first);
         assert!(!hnsw(&plans) && merge.len() == 1, "{plans:#?}");
         // A conversation's memories: every one compared, at any size; no index pass.
         let conv = one::<Uuid>("SELECT memori_conversation_create('c', user_id => 'big')");
