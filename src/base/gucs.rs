@@ -460,7 +460,7 @@ pub fn init() {
     );
     GucRegistry::define_int_guc(
         c"memori.exact_search_rows",
-        c"Up to this many memories of a user, a search compares the query with every one of them (exact); above, it uses the HNSW index. A store's near-duplicate check likewise, for the user's memories of one type and width (README: Near-duplicates).",
+        c"Up to this many memories of a user, a search compares the query with every one of them (exact); above, it uses the HNSW index. A store's near-duplicate check likewise, above at least 1,000 (README: Near-duplicates).",
         c"0 always uses the index when the planner picks it. An index pass that comes back short is completed by an exact one.",
         &EXACT_SEARCH_ROWS,
         0,
