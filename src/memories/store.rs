@@ -316,11 +316,11 @@ const PROBE_SCAN: u32 = 1_000;
 /// Up to PROBED memories of `m`'s scope (user, type, conversation, model, width, live) nearest
 /// to its embedding, through the width's HNSW index: memori's index pass, with a search's
 /// settings (`search::in_index_pass`: iterative scan in relaxed order) but hnsw.ef_search
-/// PROBE_EF and at most PROBE_SCAN index entries. Its cost is bounded whatever the user's size, where
-/// comparing with every memory of the scope (even through the sketches) grows with it: 340 ms
-/// a store for a user of 200,000 memories in `make bench`. None when there is no index for the
-/// width, or when the pass returns fewer (the scope is smaller, or the pass gave up): then the
-/// caller compares with every memory.
+/// PROBE_EF and at most PROBE_SCAN index entries. Its cost is bounded whatever the user's size,
+/// where comparing with every memory of the scope (even through the sketches) grows with it:
+/// 340 ms a store for a user of 200,000 memories in `make bench`. None when there is no index
+/// for the width, or when the pass returns fewer (the scope is smaller, or the pass gave up):
+/// then the caller compares with every memory.
 fn nearest_by_index(target: &Target, m: &NewMemory, live: &str) -> Result<Option<Vec<Uuid>>> {
     let dims = m.embedding.len();
     if dims == 0 || !catalog::has_vector_index(dims)? {
@@ -358,7 +358,7 @@ fn nearest_by_index(target: &Target, m: &NewMemory, live: &str) -> Result<Option
 
 /// Up to this many memories of a user, a near-duplicate check compares with every one of its
 /// scope even where memori.exact_search_rows is set lower (0: a search always through the
-/// index): the exact check costs about 0.2 ms there.
+/// index): it then reads at most this many sketches.
 const EXACT_DEDUP_AT_LEAST: i64 = 1_000;
 
 /// Whether the near-duplicate checks of a store of `vectors` (one width) go through the HNSW
@@ -417,14 +417,12 @@ fn write(target: &Target, m: &NewMemory, with_text: bool, scope: Scope) -> Resul
         String::new()
     };
     let threshold = gucs::dedup_threshold();
+    // Set only where it applies (`dedup_by_index`: no relationship, a threshold below 1).
     let scope = match scope {
-        Scope::ByIndex if threshold < 1.0 && m.memory_type != MemoryType::Relationship.as_str() => {
-            match nearest_by_index(target, m, &live)? {
-                Some(ids) => Scope::Among(ids),
-                None => Scope::All,
-            }
-        }
-        Scope::ByIndex => Scope::All,
+        Scope::ByIndex => match nearest_by_index(target, m, &live)? {
+            Some(ids) => Scope::Among(ids),
+            None => Scope::All,
+        },
         s => s,
     };
     // Which memories the near-duplicate check reads: none when the batch's pass showed that
