@@ -386,23 +386,22 @@ fn rows_to_count(mode: SearchMode) -> i64 {
     }
 }
 
-/// Runs `f` (a statement ordered by distance to a vector) with the settings of memori's HNSW
-/// pass, restored afterwards: an iterative scan in relaxed order (other users' rows do not
-/// hide the user's), hnsw.ef_search `ef`, and sorting off, so that the order comes
-/// from the HNSW index and from nothing else (the user index and a sort would be an exact scan
-/// under another name, and memori's explain says "index").
 /// A search's index pass reads at most this many index entries (hnsw.max_scan_tuples).
 pub const SCAN_TUPLES: u32 = 20_000;
 
-/// `in_index_pass`, reading at most `max_scan` index entries (hnsw.max_scan_tuples; a search's
-/// is SCAN_TUPLES).
+/// Runs `f` (a statement ordered by distance to a vector) with the settings of memori's HNSW
+/// pass, restored afterwards: an iterative scan in relaxed order (other users' rows do not
+/// hide the user's), hnsw.ef_search `ef`, at most `max_scan` index entries (a search's
+/// SCAN_TUPLES; the near-duplicate probe's fewer), and sorting off, so that the order comes
+/// from the HNSW index and from nothing else (the user index and a sort would be an exact scan
+/// under another name, and memori's explain says "index").
 pub(crate) fn in_index_pass<T>(ef: i32, max_scan: u32, f: impl FnOnce() -> Result<T>) -> Result<T> {
     // SAFETY: opens a GUC nest level that is closed below (or by transaction abort on error).
     let nest = unsafe { pg_sys::NewGUCNestLevel() };
     set_for_query(c"hnsw.iterative_scan", "relaxed_order");
     set_for_query(c"hnsw.ef_search", &ef.to_string());
-    // Pinned: a caller's smaller limit cannot make the index pass give up early (a short pass
-    // is completed exactly anyway, which only costs time).
+    // Pinned: a caller's own limit cannot make the index pass give up earlier or later than
+    // memori asks (a short pass is completed exactly anyway, which only costs time).
     set_for_query(c"hnsw.max_scan_tuples", &max_scan.to_string());
     set_for_query(c"enable_sort", "off");
     // A plan that must sort anyway (no index for the width) costs 10^10 with sorting off, which
